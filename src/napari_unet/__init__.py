@@ -1,0 +1,29 @@
+"""napari-unet: the original U-Net (Ronneberger, Fischer & Brox 2015) as a napari plugin.
+
+The public API is re-exported lazily so ``import napari_unet`` stays cheap (no torch until used).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("napari-unet")
+except Exception:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0.0.0"
+
+_EXPORTS = {
+    "UNet": "napari_unet.core.model",
+    "resolve_device": "napari_unet.core.device",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'napari_unet' has no attribute {name!r}")

@@ -1,0 +1,54 @@
+"""Command line: ``napari-unet train | predict | batch | eval``.
+
+Each subcommand lives in its own ``napari_unet._cli_<name>`` module exposing
+``add_arguments(parser)`` and ``run(args) -> int``; they are imported only when used, so
+``napari-unet --help`` starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+# name -> (module, one-line help). A command is listed only once its module exists.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def _available_commands() -> dict[str, tuple[str, str]]:
+    from importlib.util import find_spec
+
+    return {name: spec for name, spec in COMMANDS.items() if find_spec(spec[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-unet",
+        description="U-Net segmentation (Ronneberger et al. 2015): train, predict, batch, eval.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available_commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except ValueError as err:  # bad input: a clear message, no traceback
+        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

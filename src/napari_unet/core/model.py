@@ -1,0 +1,210 @@
+"""The U-Net family of the seed: one class, three named presets, and the tile-size arithmetic.
+
+``UNet.original`` is the paper's net (valid convolutions, 572x572 -> 388x388, 31,030,658
+parameters for 1 input channel and 2 classes); ``UNet.modified`` keeps the channels but pads
+(output size = input size); ``UNet.small`` halves the channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .blocks import DoubleConv, Down, OutConv, Up, center_crop, he_init_, pad_to_multiple
+
+PADDINGS = ("same", "valid")
+UPSAMPLINGS = ("transpose", "bilinear")
+
+
+class UNet(nn.Module):
+    """U-Net with ``depth`` poolings and ``base_channels * 2**level`` features per level.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels.
+    num_classes : int
+        Output classes (2 for background/foreground).
+    base_channels : int
+        Features of the first level (64 in the paper).
+    depth : int
+        Number of 2x2 poolings (4 in the paper).
+    padding : {"same", "valid"}
+        ``"valid"`` is the paper's unpadded convolutions (output smaller than input, to be used
+        with overlap-tile prediction); ``"same"`` pads so output size = input size for any H, W.
+    upsampling : {"transpose", "bilinear"}
+        The paper's 2x2 up-convolution, or bilinear x2 followed by a 1x1 convolution.
+    batch_norm : bool
+        BatchNorm after every 3x3 convolution (not in the paper; off by default).
+    dropout : float
+        Dropout probability at the end of the contracting path (the paper uses it, 0.5).
+
+    Notes
+    -----
+    ``forward`` maps ``(N, in_channels, H, W)`` to logits ``(N, num_classes, *output_shape((H, W)))``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        base_channels: int = 64,
+        depth: int = 4,
+        padding: str = "same",
+        upsampling: str = "transpose",
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_architecture(in_channels, num_classes, base_channels, depth, padding, upsampling,
+                            dropout)
+        self.config: dict[str, Any] = dict(
+            in_channels=int(in_channels), num_classes=int(num_classes),
+            base_channels=int(base_channels), depth=int(depth), padding=padding,
+            upsampling=upsampling, batch_norm=bool(batch_norm), dropout=float(dropout),
+        )
+        p = 1 if padding == "same" else 0
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.inc = DoubleConv(in_channels, widths[0], p, batch_norm)
+        self.downs = nn.ModuleList(
+            Down(widths[i], widths[i + 1], p, batch_norm) for i in range(depth)
+        )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList(
+            Up(widths[i + 1], widths[i], p, upsampling, batch_norm) for i in reversed(range(depth))
+        )
+        self.outc = OutConv(widths[0], num_classes)
+        he_init_(self)
+
+    # -- presets ---------------------------------------------------------------------------
+    @classmethod
+    def original(cls, in_channels: int = 1, num_classes: int = 2, **overrides: Any) -> UNet:
+        """The paper's net: valid convolutions, up-convolutions, 64..1024 channels, dropout 0.5."""
+        kwargs = dict(base_channels=64, depth=4, padding="valid", upsampling="transpose",
+                      dropout=0.5)
+        return cls(in_channels, num_classes, **{**kwargs, **overrides})
+
+    @classmethod
+    def modified(cls, in_channels: int = 1, num_classes: int = 2, **overrides: Any) -> UNet:
+        """The paper's channels with padded convolutions: output size = input size."""
+        kwargs = dict(base_channels=64, depth=4, padding="same", upsampling="transpose")
+        return cls(in_channels, num_classes, **{**kwargs, **overrides})
+
+    @classmethod
+    def small(cls, in_channels: int = 1, num_classes: int = 2, **overrides: Any) -> UNet:
+        """Padded net with 32..512 channels (a quarter of the parameters)."""
+        kwargs = dict(base_channels=32, depth=4, padding="same", upsampling="transpose")
+        return cls(in_channels, num_classes, **{**kwargs, **overrides})
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> UNet:
+        """Rebuild a net from its :attr:`config` (as stored in checkpoints)."""
+        return cls(**config)
+
+    # -- shapes ----------------------------------------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        return self.config["in_channels"]
+
+    @property
+    def num_classes(self) -> int:
+        return self.config["num_classes"]
+
+    @property
+    def is_valid(self) -> bool:
+        """True for the paper's unpadded (valid-convolution) nets."""
+        return self.config["padding"] == "valid"
+
+    @property
+    def divisor(self) -> int:
+        """2**depth: tile origins must step by multiples of this for exact stitching."""
+        return 2 ** self.config["depth"]
+
+    @property
+    def context(self) -> int:
+        """Pixels lost on each side by a valid net (92 for depth 4); 0 for padded nets."""
+        return (12 * self.divisor - 8) // 2 if self.is_valid else 0
+
+    def output_shape(self, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """Spatial output size for an input of ``input_hw``; raises for illegal valid sizes."""
+        return tuple(self._output_length(int(n)) for n in input_hw)  # type: ignore[return-value]
+
+    def valid_input_shape(self, min_hw: tuple[int, int]) -> tuple[int, int]:
+        """Smallest legal input size >= ``min_hw`` in each axis (for valid: 16k + 188 at depth 4)."""
+        return tuple(self._legal_at_least(int(n)) for n in min_hw)  # type: ignore[return-value]
+
+    def input_shape_for_output(self, out_hw: tuple[int, int]) -> tuple[int, int]:
+        """Smallest legal input whose output covers at least ``out_hw``."""
+        return self.valid_input_shape(tuple(n + 2 * self.context for n in out_hw))
+
+    def _smallest_legal(self) -> int:
+        # input = 2^d * s + 4 (2^d - 1) with bottleneck input s >= 8 (smaller gives no output).
+        return self.divisor * 8 + 4 * (self.divisor - 1) if self.is_valid else 1
+
+    def _legal_at_least(self, n: int) -> int:
+        if not self.is_valid:
+            return max(n, 1)
+        first = self._smallest_legal()
+        if n <= first:
+            return first
+        return first + -(-(n - first) // self.divisor) * self.divisor
+
+    def _output_length(self, n: int) -> int:
+        if not self.is_valid:
+            if n < 1:
+                raise ValueError(f"input size must be >= 1, got {n}")
+            return n
+        first = self._smallest_legal()
+        if n < first or (n - first) % self.divisor:
+            below = first + max((n - first) // self.divisor, 0) * self.divisor
+            nearest = sorted({b for b in (below, self._legal_at_least(n)) if b >= first})
+            raise ValueError(
+                f"tile {n} is not legal for this valid depth-{self.config['depth']} net; "
+                f"nearest are {' and '.join(map(str, nearest))}"
+            )
+        return n - 2 * self.context
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        if self.is_valid:
+            self.output_shape(tuple(x.shape[-2:]))  # clear error for illegal sizes
+            return self._forward(x)
+        x, (h, w) = pad_to_multiple(x, self.divisor)
+        return self._forward(x)[..., :h, :w]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        x = self.dropout(skips.pop())
+        for up in self.ups:
+            x = up(x, skips.pop())
+        return self.outc(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _check_architecture(in_channels, num_classes, base_channels, depth, padding, upsampling,
+                        dropout) -> None:
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                        ("base_channels", base_channels), ("depth", depth)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+__all__ = ["UNet", "count_parameters", "center_crop"]

@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+from napari_unet import UNet
+from napari_unet.core.model import count_parameters
+
+
+def test_original_is_the_paper_net():
+    net = UNet.original(1, 2)
+    assert count_parameters(net) == 31_030_658
+    assert net.output_shape((572, 572)) == (388, 388)
+    assert net.context == 92
+
+
+def test_original_forward_shape():
+    net = UNet.original(1, 2).eval()
+    with torch.inference_mode():
+        assert net(torch.zeros(1, 1, 572, 572)).shape == (1, 2, 388, 388)
+
+
+def test_original_bilinear_parameter_count():
+    assert count_parameters(UNet.original(1, 2, upsampling="bilinear")) == 28_941_698
+
+
+def test_default_is_modified_and_keeps_size():
+    net = UNet(in_channels=3, num_classes=2)
+    assert net.config == UNet.modified(3, 2).config
+    with torch.inference_mode():
+        assert net(torch.zeros(1, 3, 256, 256)).shape == (1, 2, 256, 256)
+
+
+@pytest.mark.parametrize("preset", [UNet.modified, UNet.small])
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+def test_padded_variants_any_size(preset, upsampling):
+    net = preset(2, 3, base_channels=4, upsampling=upsampling)
+    out = net(torch.rand(3, 2, 37, 91))
+    assert out.shape == (3, 3, 37, 91)
+
+
+def test_small_preset_channels():
+    net = UNet.small(1, 2)
+    assert net.config["base_channels"] == 32
+    assert net.downs[-1].conv.block[0].out_channels == 512
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_valid_arithmetic_matches_forward(depth, upsampling):
+    net = UNet(1, 2, base_channels=2, depth=depth, padding="valid", upsampling=upsampling)
+    for request in (1, 50, 77):
+        n = net.valid_input_shape((request, request))[0]
+        assert n >= request
+        out = net(torch.rand(1, 1, n, n + net.divisor))
+        assert tuple(out.shape[-2:]) == net.output_shape((n, n + net.divisor))
+        assert out.shape[-1] == n + net.divisor - 2 * net.context
+
+
+def test_valid_depth4_legal_sizes_are_16k_plus_188():
+    net = UNet.original(1, 2, base_channels=2)
+    assert net.valid_input_shape((1, 189)) == (188, 204)
+    assert net.output_shape((188, 204)) == (4, 20)
+    assert net.input_shape_for_output((388, 1)) == (572, 188)
+
+
+def test_illegal_valid_size_names_nearest():
+    net = UNet.original(1, 2, base_channels=2)
+    with pytest.raises(ValueError, match="tile 570 is not legal.*556 and 572"):
+        net.output_shape((570, 572))
+    with pytest.raises(ValueError, match="not legal"):
+        net(torch.zeros(1, 1, 570, 570))
+    with pytest.raises(ValueError, match="nearest are 188"):
+        net.output_shape((100, 188))
+
+
+def test_batch_and_multichannel():
+    net = UNet(4, 5, base_channels=4, depth=2)
+    assert net(torch.rand(2, 4, 20, 24)).shape == (2, 5, 20, 24)
+    with pytest.raises(ValueError, match=r"expected input \(N, 4, H, W\)"):
+        net(torch.rand(2, 3, 20, 24))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+def test_gradients_reach_every_parameter(padding, upsampling):
+    torch.manual_seed(0)
+    net = UNet(1, 2, base_channels=4, depth=2, padding=padding, upsampling=upsampling,
+               batch_norm=True, dropout=0.1)
+    n = net.valid_input_shape((48, 48))
+    net(torch.rand(2, 1, *n)).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_he_initialisation_std():
+    torch.manual_seed(0)
+    net = UNet.original(1, 2)
+    conv = net.downs[2].conv.block[0]  # 3x3, 256 -> 512
+    assert conv.weight.std().item() == pytest.approx((2 / (9 * 256)) ** 0.5, rel=0.02)
+    up = net.ups[0].up  # 2x2 stride 2, 1024 -> 512: each output sees 1024 inputs
+    assert up.weight.std().item() == pytest.approx((2 / 1024) ** 0.5, rel=0.02)
+    assert conv.bias.abs().max() == 0
+
+
+def test_from_config_round_trip():
+    net = UNet.small(3, 4, upsampling="bilinear")
+    assert UNet.from_config(net.config).config == net.config
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(padding="reflect"), "padding must be one of"),
+        (dict(upsampling="nearest"), "upsampling must be one of"),
+        (dict(depth=0), "depth must be a positive integer"),
+        (dict(dropout=1.0), "dropout must be in"),
+    ],
+)
+def test_bad_architecture_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UNet(1, 2, **kwargs)
