@@ -18,6 +18,11 @@ except Exception:  # pragma: no cover - running from a source tree without metad
 _EXPORTS = {
     "UNet": "napari_unet.core.model",
     "resolve_device": "napari_unet.core.device",
+    "weight_map": "napari_unet.core.weights",
+    "predict_image": "napari_unet.core.tiling",
+    "batch_segment": "napari_unet.core.batch",
+    "save_model": "napari_unet.core.checkpoint",
+    "load_model": "napari_unet.core.checkpoint",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -12,7 +12,12 @@ import sys
 from importlib import import_module
 
 # name -> (module, one-line help). A command is listed only once its module exists.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("napari_unet._cli_train", "fine-tune or train a U-Net on image/label pairs"),
+    "predict": ("napari_unet._cli_predict", "segment one image with overlap-tile prediction"),
+    "batch": ("napari_unet._cli_batch", "segment a folder of TIFF stacks"),
+    "eval": ("napari_unet._cli_eval", "score a model on image/label pairs (IoU, Dice, AP)"),
+}
 
 
 def _available_commands() -> dict[str, tuple[str, str]]:
