@@ -1,0 +1,192 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core import checkpoint
+from napari_unet.core.checkpoint import (
+    load_checkpoint,
+    load_model,
+    resolve_model,
+    save_model,
+)
+from napari_unet.core.model import UNet
+
+
+def tiny(**kw):
+    return UNet(1, 2, base_channels=4, depth=2, **kw)
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    model = tiny(padding="valid", dropout=0.5)
+    meta = {
+        "mode": "instances",
+        "class_names": ["background", "nucleus"],
+        "normalization": {"method": "percentile", "low": 2.0, "high": 99.0},
+        "pixel_size": (0.5, 0.5),
+        "object_diameter": 17.5,
+        "training": {"preset": "fast", "lr": 1e-3, "iterations": 10},
+        "step": 10,
+    }
+    path = save_model(tmp_path / "m.pt", model, meta)
+    loaded, loaded_meta = load_model(path)
+    assert loaded.config == model.config
+    sd0, sd1 = model.state_dict(), loaded.state_dict()
+    assert sd0.keys() == sd1.keys()
+    for k in sd0:
+        assert torch.equal(sd0[k], sd1[k]), k
+    assert {k: loaded_meta[k] for k in meta} == meta
+    assert loaded_meta["in_channels"] == 1 and loaded_meta["num_classes"] == 2
+    assert loaded_meta["architecture"] == model.config
+    assert loaded_meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert not loaded.training  # ready to predict
+    x = torch.rand(1, 1, 44, 44)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_numpy_values_in_meta_become_plain(tmp_path):
+    model = tiny()
+    save_model(tmp_path / "m.pt", model, {"object_diameter": np.float32(12.0),
+                                          "pixel_size": np.array([0.25, 0.5])})
+    _, meta = load_model(tmp_path / "m.pt")
+    assert meta["object_diameter"] == 12.0 and type(meta["object_diameter"]) is float
+    assert meta["pixel_size"] == [0.25, 0.5]
+    assert meta["mode"] == "instances" and meta["step"] == 0  # defaults filled in
+
+
+def test_optimizer_state_round_trip(tmp_path):
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.99)
+    model(torch.rand(1, 1, 16, 16)).sum().backward()
+    opt.step()
+    save_model(tmp_path / "m.pt", model, {"step": 1}, optimizer_state=opt.state_dict())
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    opt2 = torch.optim.SGD(ckpt.model.parameters(), lr=0.5, momentum=0.9)
+    opt2.load_state_dict(ckpt.optimizer_state)
+    assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["momentum"] == 0.99
+    for p0, p1 in zip(model.parameters(), ckpt.model.parameters(), strict=True):
+        assert torch.equal(opt.state[p0]["momentum_buffer"], opt2.state[p1]["momentum_buffer"])
+    assert load_checkpoint(tmp_path / "m.pt").meta["step"] == 1
+
+
+def test_failing_save_leaves_existing_file_untouched(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    save_model(path, tiny(), {"step": 3})
+    before = path.read_bytes()
+
+    def broken_save(obj, fh):
+        fh.write(b"half a model")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(path, tiny(), {"step": 4})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]  # no temp file left behind
+
+
+def test_unplain_meta_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="plain values"):
+        save_model(tmp_path / "m.pt", tiny(), {"training": object()})
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_missing_output_folder(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        save_model(tmp_path / "nope" / "m.pt", tiny(), {})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_model(tmp_path / "nothing.pt")
+
+
+def test_bare_state_dict_is_not_ours(tmp_path):
+    torch.save(tiny().state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(ValueError, match="not a valid napari-unet model"):
+        load_model(tmp_path / "sd.pt")
+
+
+def test_text_file_is_not_a_model(tmp_path):
+    (tmp_path / "m.pt").write_text("hello, I am not a model\n")
+    with pytest.raises(ValueError, match="not a valid napari-unet model"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_truncated_file(tmp_path):
+    save_model(tmp_path / "m.pt", tiny(), {})
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a valid napari-unet model"):
+        load_model(tmp_path / "cut.pt")
+
+
+def test_mismatched_weights(tmp_path):
+    save_model(tmp_path / "m.pt", tiny(), {})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["architecture"]["base_channels"] = 8
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a valid napari-unet model"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_newer_format_version(tmp_path):
+    save_model(tmp_path / "m.pt", tiny(), {})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["format_version"] = checkpoint.FORMAT_VERSION + 1
+    torch.save(payload, tmp_path / "new.pt")
+    with pytest.raises(ValueError, match="upgrade"):
+        load_model(tmp_path / "new.pt")
+
+
+def _touch(path):
+    open(path, "w").close()
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def test_loading_never_executes_a_pickle(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "napari-unet", "payload": _Evil(str(marker))}, path)
+    with pytest.raises(ValueError, match="not a valid napari-unet model"):
+        load_model(path)
+    assert not marker.exists()
+    # The same object does run its side effect under a plain unpickler: the test can fail.
+    pickle.loads(pickle.dumps(_Evil(str(marker))))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(("spec", "padding", "base"),
+                         [("original", "valid", 64), ("modified", "same", 64),
+                          ("small", "same", 32)])
+def test_resolve_presets(spec, padding, base):
+    model, meta = resolve_model(spec, in_channels=3, num_classes=4)
+    assert model.config["padding"] == padding and model.config["base_channels"] == base
+    assert model.in_channels == 3 and model.num_classes == 4
+    assert meta["mode"] == "semantic" and len(meta["class_names"]) == 4
+    assert meta["step"] == 0
+
+
+def test_resolve_path_and_channel_check(tmp_path):
+    save_model(tmp_path / "m.pt", tiny(), {"step": 7})
+    model, meta = resolve_model(str(tmp_path / "m.pt"))
+    assert meta["step"] == 7 and model.config["base_channels"] == 4
+    with pytest.raises(ValueError, match="1 input channels but 3"):
+        resolve_model(tmp_path / "m.pt", in_channels=3)
+
+
+def test_default_model_missing_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(checkpoint.resources, "files", lambda pkg: tmp_path)
+    with pytest.raises(ValueError, match="default model is missing"):
+        resolve_model("default")
