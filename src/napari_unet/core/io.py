@@ -13,6 +13,7 @@ in that order: ``(0.29, 0.26, 0.26)`` for a ``"ZCYX"`` stack, ``(0.26, 0.26)`` f
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -126,10 +127,27 @@ def read_image(path: str | os.PathLike, lazy_bytes: int = LAZY_BYTES) -> ImageDa
                      f"{', '.join(TIFF_SUFFIXES + OTHER_SUFFIXES)}")
 
 
+class _LoggedErrors(logging.Handler):
+    """Collects tifffile's logged errors: on a broken IFD chain it logs and carries on with
+    fewer pages instead of raising, which would silently hand back part of a stack."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
+    errors = _LoggedErrors()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(errors)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            if errors.messages:
+                raise RuntimeError(errors.messages[0].replace(repr(tif), "").strip())
             axes = _normalise_axes(series.axes)
             pixel_size = _tiff_pixel_size(tif, axes)
             nbytes = int(np.prod(series.shape)) * series.dtype.itemsize
@@ -152,6 +170,8 @@ def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
         raise ValueError(
             f"cannot read {str(path)!r}: the TIFF is truncated or corrupt ({_first_line(err)})"
         ) from err
+    finally:
+        logger.removeHandler(errors)
     if array.ndim != len(axes):  # squeezed singleton axes
         array = array.reshape(series.shape)
     channel_axis = axes.index("C") if "C" in axes else None
