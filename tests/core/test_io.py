@@ -153,3 +153,13 @@ def test_image_data_checks():
         ImageData(np.zeros((2, 3)), "ZYX")
     with pytest.raises(ValueError, match="distinct"):
         ImageData(np.zeros((2, 3)), "YY")
+
+
+def test_written_file_has_normal_permissions(tmp_path, labels3d):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    out = write_labels(tmp_path / "l.tif", labels3d[0])
+    assert stat.S_IMODE(out.path.stat().st_mode) == 0o666 & ~umask
