@@ -1,4 +1,4 @@
-"""Data augmentation for training patches: elastic deformation, flips/rot90, rotation, shift, intensity.
+"""Augmentation of training patches: elastic deformation, flips, rotation, shift, intensity.
 
 The paper's key augmentation is a smooth elastic deformation: random displacement vectors on a
 coarse 3x3 grid, drawn from a Gaussian with 10 px standard deviation, interpolated bicubically to
@@ -75,7 +75,9 @@ class AugmentConfig:
             try:
                 low, high = (float(v) for v in value)
             except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a (low, high) pair of numbers, got {value!r}"
+                ) from None
             if not (np.isfinite(low) and np.isfinite(high)) or low > high:
                 raise ValueError(f"{name} must be a finite range with low <= high, got {value!r}")
             if name != "brightness" and low <= 0:

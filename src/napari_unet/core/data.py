@@ -790,7 +790,7 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ValueError(f"patch size must be a pair of integers (h, w), got {size!r}")
+        raise ValueError(f"patch size must be a pair of integers (h, w), got {size!r}") from None
     if h < 1 or w < 1:
         raise ValueError(f"patch size must be positive, got {size!r}")
     return h, w
