@@ -152,7 +152,7 @@ def elastic_displacement(
     # spline evaluation per pixel.
     ry = _cubic_resample_matrix(grid, h)
     rx = _cubic_resample_matrix(grid, w)
-    return np.einsum("hi,cij,wj->chw", ry, coarse, rx).astype(np.float32)
+    return (ry @ coarse @ rx.T).astype(np.float32)
 
 
 def _cubic_resample_matrix(n: int, m: int) -> np.ndarray:
