@@ -1,0 +1,16 @@
+"""Dock widgets of napari-unet: thin Qt views over ``napari_unet.core``.
+
+Modules are imported lazily by the npe2 manifest (``python_name``), so opening napari does not
+import torch. Layer metadata keys shared by the docks:
+
+- ``napari_unet_convention``: label convention of a training labels layer (``"sparse"``:
+  0 = not annotated, 1 = background, 2.. = objects; ``"semantic-sparse"``: class c painted as
+  c + 1; or any convention of ``core.data``).
+- ``napari_unet_class_names``: class names of a multi-class layer, background first.
+- ``napari_unet_role``: ``"training"`` for layers made by the Annotate dock, ``"prediction"`` for
+  layers written by the Predict dock. Predictions are never written into training layers.
+"""
+
+CONVENTION_KEY = "napari_unet_convention"
+CLASS_NAMES_KEY = "napari_unet_class_names"
+ROLE_KEY = "napari_unet_role"

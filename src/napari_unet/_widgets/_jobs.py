@@ -1,0 +1,159 @@
+"""Running a core job (a generator of events) from a dock without freezing napari.
+
+Small shared API, used by the Predict and Batch docks (and free for the Train dock):
+
+``JobRunner(on_event, on_finished=None, controls=(), stop_button=None)``
+    ``start(factory)`` calls ``factory()`` *in a worker thread* (so building/loading a model
+    there is fine) and iterates the generator it returns in napari's ``thread_worker``; every
+    yielded event is handed to ``on_event(event)`` in the GUI thread. While the job runs the
+    ``controls`` are disabled and ``stop_button`` is enabled. ``stop()`` asks the worker to quit
+    at its next yield (napari does not close the generator, so a job must be consistent at every
+    yield). When the job ends, ``on_finished(status)`` runs in the GUI thread with ``status`` one
+    of ``"done"``, ``"stopped"`` or ``"failed"``: put clean-up (auto-save, freeing memory) there.
+    A failing job is reported with :func:`notify_error` (one clear line, no traceback).
+    ``running`` tells whether a job is in flight; ``worker`` is the napari worker (tests wait
+    on it). ``stop_on_destroy(widget)`` stops the job when ``widget`` is destroyed (dock closed).
+
+``notify_error(err_or_text)``, ``notify_warning(text)``, ``notify_info(text)``
+    napari notifications; ``user_message(err)`` turns an exception into that one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from napari.qt.threading import thread_worker
+from napari.utils import notifications
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("done", "stopped", "failed")
+
+
+def user_message(err: BaseException | str) -> str:
+    """The text to show a user for ``err``: our ValueErrors are written for users; anything
+    else gets its type name in front so a bug is still recognisable (never a traceback)."""
+    if isinstance(err, str):
+        return err
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, (ValueError, MemoryError, FileNotFoundError, PermissionError)):
+        return text
+    return f"{type(err).__name__}: {text}"
+
+
+def notify_error(err: BaseException | str) -> None:
+    """Show ``err`` as a napari error notification (and log the traceback for developers)."""
+    if isinstance(err, BaseException):
+        log.debug("napari-unet job failed", exc_info=err)
+    notifications.show_error(user_message(err))
+
+
+def notify_warning(text: str) -> None:
+    notifications.show_warning(text)
+
+
+def notify_info(text: str) -> None:
+    notifications.show_info(text)
+
+
+def set_enabled(widgets: Iterable[Any], enabled: bool) -> None:
+    """Enable/disable Qt or magicgui widgets alike."""
+    for widget in widgets:
+        if hasattr(widget, "setEnabled"):
+            widget.setEnabled(enabled)
+        else:
+            widget.enabled = enabled
+
+
+@thread_worker
+def _iterate(factory: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+    yield from factory()
+
+
+class JobRunner:
+    """One job at a time for one dock; see the module docstring."""
+
+    def __init__(
+        self,
+        on_event: Callable[[Any], None],
+        on_finished: Callable[[str], None] | None = None,
+        controls: Iterable[Any] = (),
+        stop_button: Any = None,
+    ) -> None:
+        self.on_event = on_event
+        self.on_finished = on_finished
+        self.controls = list(controls)
+        self.stop_button = stop_button
+        self.worker: Any = None
+        self._status = "done"
+        if stop_button is not None:
+            set_enabled([stop_button], False)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self, factory: Callable[[], Iterator[Any]]) -> Any:
+        """Run ``factory()``'s generator in a worker; returns the (started) napari worker."""
+        if self.running:
+            raise ValueError("a job is already running; stop it first")
+        self._status = "done"
+        worker = _iterate(factory)
+        worker.yielded.connect(self._on_yielded)
+        worker.errored.connect(self._on_errored)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_worker_finished)
+        self.worker = worker
+        set_enabled(self.controls, False)
+        if self.stop_button is not None:
+            set_enabled([self.stop_button], True)
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Ask the running job to stop at its next yield (no-op when idle)."""
+        if self.worker is not None:
+            self._status = "stopped"
+            self.worker.quit()
+
+    def stop_on_destroy(self, widget: Any) -> None:
+        """Stop the job when ``widget`` (a QWidget, e.g. the dock) is destroyed."""
+        qwidget = getattr(widget, "native", widget)
+        qwidget.destroyed.connect(lambda *_: self.stop())
+
+    # -- worker signals (GUI thread) --------------------------------------------------------
+    def _on_yielded(self, event: Any) -> None:
+        if self._status == "stopped":
+            return  # events already in the queue when Stop was pressed
+        try:
+            self.on_event(event)
+        except Exception as err:  # a rendering bug must not leave the dock disabled
+            self._status = "failed"
+            notify_error(err)
+            self.stop()
+            self._status = "failed"
+
+    def _on_errored(self, err: BaseException) -> None:
+        self._status = "failed"
+        notify_error(err)
+
+    def _on_aborted(self) -> None:
+        if self._status != "failed":
+            self._status = "stopped"
+
+    def _on_worker_finished(self) -> None:
+        self.worker = None
+        set_enabled(self.controls, True)
+        if self.stop_button is not None:
+            set_enabled([self.stop_button], False)
+        if self.on_finished is not None:
+            try:
+                self.on_finished(self._status)
+            except Exception as err:
+                notify_error(err)
+
+
+__all__ = ["JobRunner", "notify_error", "notify_info", "notify_warning", "set_enabled",
+           "user_message"]
