@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from default_model_data import cells3d_nuclei, training_part  # noqa: E402
 
-from napari_unet.core.checkpoint import load_model, save_model  # noqa: E402
+from napari_unet.core.checkpoint import load_checkpoint, load_model, save_model  # noqa: E402
 from napari_unet.core.data import TrainingSet  # noqa: E402
 from napari_unet.core.model import UNet, count_parameters  # noqa: E402
 from napari_unet.core.synthetic import synthetic_nuclei  # noqa: E402
@@ -67,14 +67,20 @@ def training_set(smoke: bool, seed: int = 0) -> tuple[TrainingSet, str]:
     return samples, description
 
 
-def train(out: Path, iterations: int, minutes: float, smoke: bool, seed: int) -> Path:
+def train(out: Path, iterations: int, minutes: float, smoke: bool, seed: int,
+          resume: Path | None = None) -> Path:
+    """Train (or, from ``resume``, continue training) and save to ``out``."""
     torch.manual_seed(seed)
     samples, description = training_set(smoke, seed)
-    model = default_architecture()
     config = TrainConfig.fast(iterations=iterations, tile_size=128 if smoke else 256,
                               batch_size=2 if smoke else 4, validate_every=0 if smoke else 250,
                               seed=seed, device="auto")
-    trainer = Trainer(model, samples, config)
+    if resume is not None:
+        checkpoint = load_checkpoint(resume)
+        trainer = Trainer(checkpoint.model, samples, config, checkpoint_state=checkpoint)
+    else:
+        trainer = Trainer(default_architecture(), samples, config)
+    model = trainer.model
     print(f"{count_parameters(model):,} parameters; data: {description}; device {trainer.device}")
     start = time.monotonic()
     for event in trainer.events():
@@ -89,9 +95,11 @@ def train(out: Path, iterations: int, minutes: float, smoke: bool, seed: int) ->
             print(f"time budget of {minutes} min reached at step {trainer.step}")
             break
     trainer.close()
-    trainer.save(out)
-    # Re-save in eval mode with what the card needs to say about the data.
-    model, meta = load_model(out)
+    # The full checkpoint (with Adam's state, 3x the weights) is kept beside the shipped one
+    # for --resume; the shipped file holds the weights and what the card needs.
+    full = out.with_suffix(".resume.pt")
+    trainer.save(full)
+    model, meta = load_model(full)
     meta["training_data"] = description
     meta["name"] = "napari-unet default nuclei model"
     save_model(out, model, meta)
@@ -106,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0,
                         help="stop early after this wall-clock budget")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", type=Path, help="continue from this checkpoint")
     parser.add_argument("--smoke", action="store_true", help="a few steps on tiny data")
     args = parser.parse_args(argv)
     iterations = 4 if args.smoke else args.iterations
-    train(args.out, iterations, args.minutes, args.smoke, args.seed)
+    train(args.out, iterations, args.minutes, args.smoke, args.seed, args.resume)
     return 0
 
 
