@@ -134,7 +134,8 @@ class Session:
                 data = tif.asarray()
                 meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
         except Exception as err:  # truncated or foreign files
-            raise ValueError(f"cannot read autosaved labels {str(self.labels_path)!r}: {err}")
+            raise ValueError(
+                f"cannot read autosaved labels {str(self.labels_path)!r}: {err}") from err
         convention = meta.get("napari_unet_convention", "dense")
         if convention not in CONVENTIONS:
             convention = "dense"
