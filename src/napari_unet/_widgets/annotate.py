@@ -277,10 +277,15 @@ class AnnotateWidget(QWidget):
         for combo in (self.image_combo, self.labels_combo, self.prediction_combo,
                       self.channel_combo, self.class_combo):
             combo.reset_choices()
-        if self.image_combo.value is None and len(self.image_combo.choices):
-            self.image_combo.value = self.image_combo.choices[0]
-        if self.labels_combo.value is None and len(self.labels_combo.choices):
-            self.labels_combo.value = self.labels_combo.choices[-1]
+        images = [c for c in self.image_combo.choices if c is not None]
+        if self.image_combo.value is None and images:
+            self.image_combo.value = images[0]
+        labels = [c for c in self.labels_combo.choices if c is not None]
+        if self.labels_combo.value is None and labels:
+            self.labels_combo.value = labels[-1]
+        predictions = [c for c in self.prediction_combo.choices if c is not None]
+        if self.prediction_combo.value is None and predictions:
+            self.prediction_combo.value = predictions[-1]  # the newest one
         self._on_labels_changed()
 
     # -- state -------------------------------------------------------------------------------

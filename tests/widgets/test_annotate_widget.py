@@ -1,0 +1,189 @@
+import numpy as np
+import pytest
+
+from napari_unet._widgets import CLASS_NAMES_KEY, CONVENTION_KEY, ROLE_KEY
+from napari_unet._widgets.annotate import (
+    BACKGROUND_RGBA,
+    annotation_counts,
+    is_training_layer,
+    next_free_id,
+    parse_class_names,
+    prediction_to_training,
+    training_colormap,
+    training_geometry,
+)
+
+
+# -- pure helpers (no viewer) ----------------------------------------------------------------
+def test_training_geometry_drops_channel_axis():
+    assert training_geometry((5, 2, 30, 40), (2.0, 1.0, 0.5, 0.5), (0, 0, 10, 20), 1) == (
+        (5, 30, 40), (2.0, 0.5, 0.5), (0, 10, 20))
+    assert training_geometry((30, 40), (1, 1), (0, 0)) == ((30, 40), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="no 2D plane"):
+        training_geometry((2, 40), (1, 1), (0, 0), 0)
+
+
+def test_next_free_id_and_counts():
+    labels = np.array([[0, 1, 1], [2, 2, 5], [0, 0, 1]])
+    assert next_free_id(labels) == 6
+    assert next_free_id(np.zeros((2, 2))) == 2
+    assert next_free_id(np.ones((2, 2))) == 2
+    assert annotation_counts(labels) == {"annotated": 6, "background": 3, "objects": 2}
+    assert annotation_counts(np.zeros((3, 3), int)) == {"annotated": 0, "background": 0,
+                                                        "objects": 0}
+
+
+def test_prediction_to_training_is_exact():
+    pred = np.array([[0, 0, 3], [7, 0, 3]], np.int32)
+    np.testing.assert_array_equal(prediction_to_training(pred),
+                                  [[1, 1, 4], [8, 1, 4]])
+    semantic = np.array([[0, 2, 255]], np.uint8)
+    np.testing.assert_array_equal(prediction_to_training(semantic, "classes"), [[1, 3, 0]])
+    with pytest.raises(ValueError, match="integer"):
+        prediction_to_training(np.zeros((2, 2), np.float32))
+
+
+def test_class_names():
+    assert parse_class_names("background, nucleus;membrane") == ["background", "nucleus",
+                                                                 "membrane"]
+    with pytest.raises(ValueError, match="at least two"):
+        parse_class_names("background")
+    with pytest.raises(ValueError, match="distinct"):
+        parse_class_names("a, a")
+
+
+def test_background_colour_is_see_through_grey():
+    cmap = training_colormap(3)
+    np.testing.assert_allclose(cmap.map(1), BACKGROUND_RGBA, atol=1e-6)
+    assert cmap.map(0)[3] == 0
+    assert cmap.map(2)[3] == 1 and not np.allclose(cmap.map(2), cmap.map(3))
+
+
+# -- the dock ----------------------------------------------------------------------------------
+def _dock(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    return widget
+
+
+@pytest.mark.gui
+def test_annotate_creates_matching_layer_and_buttons(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.rand(3, 24, 32).astype(np.float32), name="cells",
+                             scale=(2.0, 0.5, 0.5), translate=(0, 4, 8))
+    widget = _dock(viewer)
+    assert widget.image_combo.value is image
+    layer = widget.create_training_layer()
+    assert layer.data.shape == (3, 24, 32) and layer.data.max() == 0
+    assert tuple(layer.scale) == (2.0, 0.5, 0.5) and tuple(layer.translate) == (0, 4, 8)
+    assert layer.metadata[CONVENTION_KEY] == "sparse" and is_training_layer(layer)
+    assert widget.labels_combo.value.name == layer.name
+
+    widget.paint_background()
+    assert layer.selected_label == 1 and layer.mode == "paint"
+    widget.new_object()
+    assert layer.selected_label == 2
+    layer.data[1, 0:4, 0:4] = 1
+    layer.data[1, 10:14, 10:14] = 2
+    layer.data[0, 5:7, 5:7] = 3
+    widget.new_object()
+    assert layer.selected_label == 4
+
+    viewer.dims.set_point(0, 2.0)  # world z = 2.0 -> slice 1 at scale 2
+    counts = widget.update_counts()
+    assert counts == {"annotated": 36, "background": 16, "objects": 2}
+    assert "this slice: 32 px, 1 objects" in widget.counts_label.text()
+
+
+@pytest.mark.gui
+def test_counts_update_on_paint(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16), np.float32), name="img")
+    widget = _dock(viewer)
+    layer = widget.create_training_layer()
+    layer.paint((8, 8), 5)  # napari's own brush: emits the paint event
+    qtbot.waitUntil(lambda: "objects" in widget.counts_label.text()
+                    and not widget.counts_label.text().startswith("0 px"), timeout=3000)
+    assert widget.update_counts()["objects"] == 1
+
+
+@pytest.mark.gui
+def test_multichannel_and_rgb_images(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 20, 24), np.float32), name="two channels")
+    widget = _dock(viewer)
+    widget.channel_combo.value = 0
+    layer = widget.create_training_layer()
+    assert layer.data.shape == (20, 24)
+    rgb = viewer.add_image(np.zeros((10, 12, 3), np.uint8), name="rgb", rgb=True)
+    widget.image_combo.value = rgb
+    assert widget.create_training_layer().data.shape == (10, 12)
+
+
+@pytest.mark.gui
+def test_class_mode(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16), np.float32), name="img")
+    widget = _dock(viewer)
+    widget.mode_combo.value = "classes"
+    widget.class_names_edit.setText("background, nucleus, membrane")
+    widget._on_class_names_edited()
+    layer = widget.create_training_layer()
+    assert layer.metadata[CONVENTION_KEY] == "semantic-sparse"
+    assert layer.metadata[CLASS_NAMES_KEY] == ["background", "nucleus", "membrane"]
+    widget.class_combo.value = 2
+    widget.paint_class()
+    assert layer.selected_label == 3
+    widget.class_combo.value = 0
+    widget.paint_class()
+    assert layer.selected_label == 1
+
+
+@pytest.mark.gui
+def test_use_prediction_new_layer_and_confirmed_slice(make_napari_viewer, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 8, 8), np.float32), name="img")
+    pred = np.zeros((2, 8, 8), np.int32)
+    pred[0, 1:3, 1:3] = 1
+    pred[1, 4:6, 4:6] = 2
+    viewer.add_labels(pred, name="img prediction", metadata={ROLE_KEY: "prediction"})
+    widget = _dock(viewer)
+    assert widget.labels_combo.value is None
+    widget.slice_only.setChecked(False)
+    layer = widget.use_prediction()  # no training layer yet: a new one
+    np.testing.assert_array_equal(layer.data, pred + 1)
+    assert is_training_layer(layer) and widget.labels_combo.value.name == layer.name
+
+    # Existing annotations: only after confirmation, and only on the current slice.
+    layer.data = np.zeros_like(layer.data)
+    layer.data[1, 0, 0] = 1
+    widget.slice_only.setChecked(True)
+    viewer.dims.set_point(0, 1)
+    monkeypatch.setattr(widget, "_confirm", lambda text: False)
+    widget.use_prediction()
+    assert layer.data.sum() == 1  # refused: unchanged
+    monkeypatch.setattr(widget, "_confirm", lambda text: True)
+    widget.use_prediction()
+    np.testing.assert_array_equal(layer.data[1], pred[1] + 1)
+    assert layer.data[0].max() == 0
+
+
+@pytest.mark.gui
+def test_bad_input_notifies(make_napari_viewer, monkeypatch):
+    from napari_unet._widgets import _jobs
+
+    errors = []
+    monkeypatch.setattr(_jobs.notifications, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    assert widget.create_training_layer() is None  # no image
+    widget.new_object()  # no training layer
+    viewer.add_image(np.zeros((8, 8), np.float32), name="img")
+    viewer.add_labels(np.zeros((4, 4), np.int32), name="small prediction")
+    widget.create_training_layer()
+    widget.prediction_combo.value = viewer.layers["small prediction"]
+    n_layers = len(viewer.layers)
+    assert widget.use_prediction() is None  # shape mismatch
+    assert len(viewer.layers) == n_layers
+    assert any("choose an image" in e for e in errors)
+    assert any("create one first" in e for e in errors)
+    assert any("shape (4, 4)" in e for e in errors)
