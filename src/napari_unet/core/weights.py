@@ -49,16 +49,8 @@ def separated_instances(instances: np.ndarray) -> np.ndarray:
         The instances with the gap pixels set to 0.
     """
     labels = _check_instances(instances)
-    h, w = labels.shape
-    padded = np.pad(labels, 1)
-    centre = padded[1 : h + 1, 1 : w + 1]
-    cut = np.zeros((h, w), bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == 0 and dx == 0:
-                continue
-            neighbour = padded[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx]
-            cut |= (centre > 0) & (neighbour > centre)
+    # A neighbour with a larger id exists exactly where the 3x3 maximum exceeds the pixel.
+    cut = (labels > 0) & (ndi.maximum_filter(labels, size=3, mode="constant", cval=0) > labels)
     out = labels.copy()
     out[cut] = 0
     return out
@@ -125,15 +117,15 @@ def weight_map(
 
     Notes
     -----
-    ``d_k`` is the Euclidean distance to the nearest pixel of object ``k``. Each object's
-    distances are computed only inside its bounding box grown by the radius beyond which the
-    border term is below 1e-6 (``sigma * sqrt(2 ln(w0 / 1e-6))``, 28.4 px for the defaults), so
-    the cost grows with pixels x neighbours rather than pixels x objects. A pixel outside an
-    object's window is farther than that radius from it, so leaving the object out can only
-    change a term that is already below 1e-6.
+    ``d_k`` is the Euclidean distance to the nearest pixel of object ``k``. The border term is
+    below 1e-6 once ``d1 + d2`` exceeds ``c = sigma * sqrt(2 ln(w0 / 1e-6))`` (28.4 px for the
+    defaults), so each object's distances are computed only in a window around it where it can
+    be one of the two nearest objects with ``d1 + d2 <= c`` (at most ``c - 1`` px from it, and
+    only towards neighbours); the cost grows with pixels x neighbours rather than pixels x
+    objects, and the result differs from the full-image definition by less than 1e-6.
     """
     labels = _check_instances(instances)
-    ignore = _check_ignore(ignore_mask, labels.shape)
+    ignore = None if ignore_mask is None else _check_ignore(ignore_mask, labels.shape)
     w0, sigma = float(w0), float(sigma)
     if not np.isfinite(w0) or w0 < 0:
         raise ValueError(f"w0 must be a finite number >= 0, got {w0}")
@@ -142,13 +134,20 @@ def weight_map(
     if separate_touching:
         labels = separated_instances(labels)
     foreground = labels > 0
-    weights = _class_weights_lookup(foreground.astype(np.intp), 2, class_weights, ignore)
+    n_annotated = labels.size if ignore is None else labels.size - np.count_nonzero(ignore)
+    n_fg = np.count_nonzero(foreground if ignore is None else foreground & ~ignore)
+    table = _class_table(np.array([n_annotated - n_fg, n_fg]), class_weights)
+    weights = np.where(foreground, np.float32(table[1]), np.float32(table[0]))
     if w0 > 0:
         d1, d2 = _two_nearest_distances(labels, sigma * np.sqrt(2.0 * np.log(w0 / _BORDER_EPS)))
-        border = w0 * np.exp(-((d1 + d2) ** 2) / (2.0 * sigma**2))
-        weights += np.where(foreground, 0.0, border)
-    weights[ignore] = 0.0
-    return weights.astype(np.float32)
+        # Only background pixels with a second object in reach get a border term.
+        near = np.flatnonzero(np.isfinite(d2.ravel()) & ~foreground.ravel())
+        total = d1.ravel()[near] + d2.ravel()[near]
+        border = w0 * np.exp(-(total**2) / (2.0 * sigma**2))
+        weights.ravel()[near] += border.astype(np.float32)
+    if ignore is not None:
+        weights[ignore] = 0.0
+    return weights
 
 
 def training_targets(
@@ -205,65 +204,109 @@ def class_weight_map(
         raise ValueError(f"classes must have an integer dtype, got {classes.dtype}")
     if int(num_classes) != num_classes or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
-    ignore = _check_ignore(ignore_mask, classes.shape)
+    ignore = (np.zeros(classes.shape, bool) if ignore_mask is None
+              else _check_ignore(ignore_mask, classes.shape))
     annotated = classes[~ignore]
     if annotated.size and (annotated.min() < 0 or annotated.max() >= num_classes):
         raise ValueError(
             f"annotated class values must lie in 0..{int(num_classes) - 1}, found "
             f"{int(annotated.min())}..{int(annotated.max())} (mark other values in ignore_mask)"
         )
-    safe = np.where(ignore, 0, classes).astype(np.intp)
-    weights = _class_weights_lookup(safe, int(num_classes), class_weights, ignore)
+    counts = np.bincount(annotated.astype(np.intp).ravel(), minlength=int(num_classes))
+    table = _class_table(counts, class_weights).astype(np.float32)
+    weights = table[np.where(ignore, 0, classes).astype(np.intp)]
     weights[ignore] = 0.0
-    return weights.astype(np.float32)
+    return weights
 
 
-def _class_weights_lookup(
-    classes: np.ndarray, num_classes: int, class_weights: ClassWeights, ignore: np.ndarray
-) -> np.ndarray:
-    """Float64 ``(H, W)`` map of per-class weights (ignored pixels not yet zeroed)."""
-    counts = np.bincount(classes[~ignore], minlength=num_classes)
+def _class_table(counts: np.ndarray, class_weights: ClassWeights) -> np.ndarray:
+    """Weight of every class, from the annotated pixel counts ``(num_classes,)``."""
+    num_classes = len(counts)
     if counts.sum() == 0:
         raise ValueError("no annotated pixel: the ignore mask covers the whole image")
     if class_weights is None:
-        table = np.ones(num_classes)
-    elif isinstance(class_weights, str):
+        return np.ones(num_classes)
+    if isinstance(class_weights, str):
         if class_weights != "balanced":
             raise ValueError(
                 f"class_weights must be 'balanced', None or a sequence, got {class_weights!r}"
             )
         # An absent class has no pixel to weight; 1 keeps the table finite.
-        table = np.where(counts > 0, counts.max() / np.maximum(counts, 1), 1.0)
-    else:
-        table = np.asarray(class_weights, dtype=np.float64)
-        if table.shape != (num_classes,):
-            raise ValueError(
-                f"class_weights must have {num_classes} entries (one per class), got "
-                f"{table.shape[0] if table.ndim == 1 else table.shape}"
-            )
-        if not np.all(np.isfinite(table)) or np.any(table < 0):
-            raise ValueError(f"class_weights must be finite and >= 0, got {table.tolist()}")
-    return table[classes]
+        return np.where(counts > 0, counts.max() / np.maximum(counts, 1), 1.0)
+    table = np.asarray(class_weights, dtype=np.float64)
+    if table.shape != (num_classes,):
+        raise ValueError(
+            f"class_weights must have {num_classes} entries (one per class), got "
+            f"{table.shape[0] if table.ndim == 1 else table.shape}"
+        )
+    if not np.all(np.isfinite(table)) or np.any(table < 0):
+        raise ValueError(f"class_weights must be finite and >= 0, got {table.tolist()}")
+    return table
 
 
 def _two_nearest_distances(labels: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """Distances ``(d1, d2)`` to the nearest and second-nearest object (inf where > cutoff)."""
+    """Distances ``(d1, d2)`` to the nearest and second-nearest object.
+
+    Exact wherever the true ``d1 + d2 <= cutoff`` on background pixels; elsewhere the result
+    may be larger than the truth (up to inf), which only shrinks a border term that is already
+    below the cut-off. Each object is measured inside a crop (:func:`_crops`) that holds the
+    whole object, so the cropped distance transform is exact there.
+    """
     h, w = labels.shape
     d1 = np.full((h, w), np.inf)
     d2 = np.full((h, w), np.inf)
-    margin = int(np.ceil(cutoff)) + 1
-    for index, box in enumerate(ndi.find_objects(labels)):
-        if box is None:
-            continue
-        y0, y1 = max(box[0].start - margin, 0), min(box[0].stop + margin, h)
-        x0, x1 = max(box[1].start - margin, 0), min(box[1].stop + margin, w)
+    for k, (y0, x0, y1, x1) in _crops(labels, cutoff):
         window = (slice(y0, y1), slice(x0, x1))
-        # The whole object lies inside the window, so the cropped transform is exact there.
-        dist = ndi.distance_transform_edt(labels[window] != index + 1)
+        dist = ndi.distance_transform_edt(labels[window] != k)
         near, second = d1[window], d2[window]
-        second[...] = np.minimum(second, np.maximum(near, dist))
-        near[...] = np.minimum(near, dist)
+        closer = np.minimum(near, dist)
+        np.minimum(second, np.maximum(near, dist, out=dist), out=second)
+        near[...] = closer
     return d1, d2
+
+
+def _crops(labels: np.ndarray, cutoff: float, chunk: int = 256) -> list[tuple[int, tuple]]:
+    """``(id, (y0, x0, y1, x1))`` of every object that needs measuring, with its crop.
+
+    On a background pixel with ``d1 + d2 <= cutoff``: ``d1 <= cutoff / 2`` and
+    ``d2 <= cutoff - d1 <= cutoff - 1`` (a background pixel is >= 1 px from every object). So
+    object ``k`` can be one of the two only where it is within ``cutoff / 2`` and another object
+    ``j`` within ``cutoff - 1``, or the other way round. Its crop is the bounding box of the
+    object and of those box intersections (grown boxes contain every pixel within that
+    distance); an object without any such neighbour is skipped.
+    """
+    found = [(i + 1, b) for i, b in enumerate(ndi.find_objects(labels)) if b is not None]
+    if len(found) < 2:
+        return []
+    ids = np.array([k for k, _ in found])
+    # Boxes as (y0, x0, y1, x1), half-open.
+    boxes = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for _, b in found])
+    # A pixel within distance r of an object lies within floor(r) rows/cols of its box.
+    near_r, far_r = int(np.floor(cutoff / 2.0)), max(int(np.floor(cutoff - 1.0)), 0)
+    grow = np.array([-1, -1, 1, 1])
+    near_boxes, far_boxes = boxes + near_r * grow, boxes + far_r * grow
+    big = np.iinfo(np.int64).max
+    crops = []
+    # All pairs at once, a chunk of rows at a time to bound the memory for many objects.
+    for start in range(0, len(ids), chunk):
+        rows = np.arange(start, min(start + chunk, len(ids)))
+        any_pair = np.zeros(len(rows), bool)
+        lo = boxes[rows, :2].copy()
+        hi = boxes[rows, 2:].copy()
+        for mine, theirs in ((near_boxes, far_boxes), (far_boxes, near_boxes)):
+            pair_lo = np.maximum(mine[rows, None, :2], theirs[None, :, :2])  # (rows, n, 2)
+            pair_hi = np.minimum(mine[rows, None, 2:], theirs[None, :, 2:])
+            keep = np.all(pair_lo < pair_hi, axis=2)
+            keep[np.arange(len(rows)), rows] = False  # an object is no neighbour of itself
+            any_pair |= keep.any(axis=1)
+            np.minimum(lo, np.where(keep[..., None], pair_lo, big).min(axis=1), out=lo)
+            np.maximum(hi, np.where(keep[..., None], pair_hi, -big).max(axis=1), out=hi)
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, labels.shape)
+        for r in np.flatnonzero(any_pair):
+            crops.append((int(ids[rows[r]]), (int(lo[r, 0]), int(lo[r, 1]),
+                                              int(hi[r, 0]), int(hi[r, 1]))))
+    return crops
 
 
 def _check_instances(instances: np.ndarray) -> np.ndarray:
@@ -279,9 +322,7 @@ def _check_instances(instances: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _check_ignore(ignore_mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    if ignore_mask is None:
-        return np.zeros(shape, bool)
+def _check_ignore(ignore_mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     ignore = np.asarray(ignore_mask)
     if ignore.shape != tuple(shape):
         raise ValueError(
