@@ -1,0 +1,131 @@
+"""Screenshots of the Annotate, Predict and Batch docks, for docs/user-guide.md.
+
+Run under a virtual display from the repository root:
+``xvfb-run -a python docs/screenshots/make_screenshots.py [annotate|predict|batch ...]``.
+The model for the Predict shot is the shipped default, or ``--model path/to/model.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+
+
+def _wait(app, condition, timeout=600.0):
+    end = time.time() + timeout
+    while not condition():
+        app.processEvents()
+        time.sleep(0.02)
+        if time.time() > end:
+            raise TimeoutError("job did not finish")
+
+
+def _viewer():
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 850)
+    return viewer
+
+
+def annotate_shot() -> None:
+    from qtpy.QtWidgets import QApplication
+
+    viewer = _viewer()
+    viewer.open_sample("napari-unet", "nuclei_cells3d")
+    truth = viewer.layers[1]
+    truth.visible = False
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    widget.image_combo.value = viewer.layers[0]
+    layer = widget.create_training_layer()
+    # A few painted objects and background strokes, as a user would start.
+    data = np.zeros_like(layer.data)
+    gt = np.asarray(truth.data)
+    for new_id, old_id in enumerate((3, 8, 12, 15), start=2):
+        data[gt == old_id] = new_id
+    yy, xx = np.mgrid[: data.shape[0], : data.shape[1]]
+    for cy, cx in ((30, 120), (200, 40), (140, 230)):
+        ring = (np.abs(np.hypot(yy - cy, xx - cx) - 14) < 3) & (gt == 0)
+        data[ring] = 1
+    layer.data = data
+    widget.new_object()
+    widget.update_counts()
+    viewer.layers.selection.active = layer
+    QApplication.processEvents()
+    viewer.screenshot(str(HERE / "annotate.png"), canvas_only=False)
+    viewer.close()
+
+
+def predict_shot(model: str | None) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    viewer = _viewer()
+    viewer.open_sample("napari-unet", "nuclei_cells3d")
+    viewer.layers[1].visible = False
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    if model:
+        widget.model_choice.set_source("file", model)
+    widget.uncertainty_check.setChecked(True)
+    widget.run()
+    _wait(QApplication.instance(), lambda: not widget.runner.running)
+    viewer.layers["nuclei (cells3d z30) uncertainty"].opacity = 0.6
+    viewer.layers["nuclei (cells3d z30) uncertainty"].visible = False
+    QApplication.processEvents()
+    viewer.screenshot(str(HERE / "predict.png"), canvas_only=False)
+    viewer.close()
+
+
+def batch_shot(model: str | None, folder: Path) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    from napari_unet.core.io import read_image, write_labels
+
+    src = folder / "in"
+    out = folder / "out"
+    src.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
+    import tifffile
+
+    from napari_unet._sample_data import data_path
+
+    image = read_image(data_path("nuclei_cells3d_z30.tif")).array
+    for i, (r, c) in enumerate(((0, 0), (0, 128), (128, 0))):
+        tifffile.imwrite(src / f"nuclei_{i}.tif", image[r:r + 128, c:c + 128])
+    (src / "notes.txt").write_text("not an image")
+    write_labels(out / "nuclei_0_labels.tif", np.zeros((128, 128), np.uint16))
+
+    viewer = _viewer()
+    viewer.open_sample("napari-unet", "nuclei_cells3d")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Batch segment")
+    widget.input_edit.setText(str(src))
+    widget.output_edit.setText(str(out))
+    if model:
+        widget.model_choice.set_source("file", model)
+    widget.run()
+    _wait(QApplication.instance(), lambda: not widget.runner.running)
+    QApplication.processEvents()
+    viewer.screenshot(str(HERE / "batch.png"), canvas_only=False)
+    viewer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("shots", nargs="*", default=["annotate", "predict", "batch"])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--work", default="/tmp/napari_unet_shots")
+    args = parser.parse_args()
+    if "annotate" in args.shots:
+        annotate_shot()
+    if "predict" in args.shots:
+        predict_shot(args.model)
+    if "batch" in args.shots:
+        batch_shot(args.model, Path(args.work))
+
+
+if __name__ == "__main__":
+    main()
