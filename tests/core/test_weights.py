@@ -92,6 +92,15 @@ def test_matches_brute_force_on_random_nuclei(seed, separate):
     assert np.abs(w - ref).max() <= 1e-3
 
 
+@pytest.mark.parametrize("w0, sigma", [(10.0, 0.3), (10.0, 2.0), (5.0, 12.0), (1e-7, 5.0)])
+def test_matches_brute_force_for_narrow_and_wide_border_terms(w0, sigma):
+    # Dense touching clusters that run into the image edges.
+    _, labels = synthetic_nuclei((80, 90), n_objects=40, touching=0.9, radius=(4, 9), seed=11)
+    w = weight_map(labels, w0=w0, sigma=sigma, class_weights=None)
+    ref = brute_force_weight_map(separated_instances(labels), w0=w0, sigma=sigma)
+    assert np.abs(w - ref).max() <= 1e-3
+
+
 def test_matches_brute_force_on_random_blobs_with_non_default_parameters():
     rng = np.random.default_rng(7)
     blobs = ndi.gaussian_filter(rng.normal(size=(100, 120)), 3) > 0.08

@@ -120,8 +120,8 @@ def weight_map(
     ``d_k`` is the Euclidean distance to the nearest pixel of object ``k``. The border term is
     below 1e-6 once ``d1 + d2`` exceeds ``c = sigma * sqrt(2 ln(w0 / 1e-6))`` (28.4 px for the
     defaults), so each object's distances are computed only in a window around it where it can
-    be one of the two nearest objects with ``d1 + d2 <= c`` (at most ``c - 1`` px from it, and
-    only towards neighbours); the cost grows with pixels x neighbours rather than pixels x
+    be one of the two nearest objects with ``d1 + d2 <= c`` (``c / 2`` px around it, up to
+    ``c - 1`` px towards neighbours); the cost grows with pixels x neighbours rather than pixels x
     objects, and the result differs from the full-image definition by less than 1e-6.
     """
     labels = _check_instances(instances)
@@ -138,7 +138,7 @@ def weight_map(
     n_fg = np.count_nonzero(foreground if ignore is None else foreground & ~ignore)
     table = _class_table(np.array([n_annotated - n_fg, n_fg]), class_weights)
     weights = np.where(foreground, np.float32(table[1]), np.float32(table[0]))
-    if w0 > 0:
+    if w0 > _BORDER_EPS:  # a smaller w0 keeps the whole term below the cut-off
         d1, d2 = _two_nearest_distances(labels, sigma * np.sqrt(2.0 * np.log(w0 / _BORDER_EPS)))
         # Only background pixels with a second object in reach get a border term.
         near = np.flatnonzero(np.isfinite(d2.ravel()) & ~foreground.ravel())
@@ -268,12 +268,14 @@ def _two_nearest_distances(labels: np.ndarray, cutoff: float) -> tuple[np.ndarra
 def _crops(labels: np.ndarray, cutoff: float, chunk: int = 256) -> list[tuple[int, tuple]]:
     """``(id, (y0, x0, y1, x1))`` of every object that needs measuring, with its crop.
 
-    On a background pixel with ``d1 + d2 <= cutoff``: ``d1 <= cutoff / 2`` and
-    ``d2 <= cutoff - d1 <= cutoff - 1`` (a background pixel is >= 1 px from every object). So
-    object ``k`` can be one of the two only where it is within ``cutoff / 2`` and another object
-    ``j`` within ``cutoff - 1``, or the other way round. Its crop is the bounding box of the
-    object and of those box intersections (grown boxes contain every pixel within that
-    distance); an object without any such neighbour is skipped.
+    Let ``c = cutoff``. On a background pixel with ``d1 + d2 <= c``, ``d1 <= c / 2`` and
+    ``d2 <= c - d1 <= c - 1`` (a background pixel is >= 1 px from every object). Object ``k``
+    can therefore be one of the two only if another object ``j`` lies within ``c`` of it (its
+    partners; objects without any are skipped), and only on pixels ``t`` rows above its box with
+    ``t <= c / 2`` (``k`` nearest) or, ``j`` being the nearest, ``t <= min(c - 1, (c + e) / 2)``
+    where ``e`` is how far ``j``'s box reaches above ``k``'s: above that ``j``'s top edge too
+    is ``t - e`` rows away and ``2 t - e <= d_k + d_j <= c``. The same holds for each side, so
+    the crop is the object's box grown by that reach per side; it always holds the whole object.
     """
     found = [(i + 1, b) for i, b in enumerate(ndi.find_objects(labels)) if b is not None]
     if len(found) < 2:
@@ -281,29 +283,27 @@ def _crops(labels: np.ndarray, cutoff: float, chunk: int = 256) -> list[tuple[in
     ids = np.array([k for k, _ in found])
     # Boxes as (y0, x0, y1, x1), half-open.
     boxes = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for _, b in found])
-    # A pixel within distance r of an object lies within floor(r) rows/cols of its box.
-    near_r, far_r = int(np.floor(cutoff / 2.0)), max(int(np.floor(cutoff - 1.0)), 0)
-    grow = np.array([-1, -1, 1, 1])
-    near_boxes, far_boxes = boxes + near_r * grow, boxes + far_r * grow
-    big = np.iinfo(np.int64).max
+    # Signs turning (y0, x0, y1, x1) differences into "reach beyond" on each side.
+    outward = np.array([-1, -1, 1, 1])
     crops = []
     # All pairs at once, a chunk of rows at a time to bound the memory for many objects.
     for start in range(0, len(ids), chunk):
         rows = np.arange(start, min(start + chunk, len(ids)))
-        any_pair = np.zeros(len(rows), bool)
-        lo = boxes[rows, :2].copy()
-        hi = boxes[rows, 2:].copy()
-        for mine, theirs in ((near_boxes, far_boxes), (far_boxes, near_boxes)):
-            pair_lo = np.maximum(mine[rows, None, :2], theirs[None, :, :2])  # (rows, n, 2)
-            pair_hi = np.minimum(mine[rows, None, 2:], theirs[None, :, 2:])
-            keep = np.all(pair_lo < pair_hi, axis=2)
-            keep[np.arange(len(rows)), rows] = False  # an object is no neighbour of itself
-            any_pair |= keep.any(axis=1)
-            np.minimum(lo, np.where(keep[..., None], pair_lo, big).min(axis=1), out=lo)
-            np.maximum(hi, np.where(keep[..., None], pair_hi, -big).max(axis=1), out=hi)
-        lo = np.maximum(lo, 0)
-        hi = np.minimum(hi, labels.shape)
-        for r in np.flatnonzero(any_pair):
+        mine, theirs = boxes[rows, None, :], boxes[None, :, :]
+        # Pixel gap between the boxes along y and x (0 when they overlap in that axis).
+        gap_lo = theirs[..., :2] - mine[..., 2:] + 1
+        gap_hi = mine[..., :2] - theirs[..., 2:] + 1
+        gap = np.maximum(np.maximum(gap_lo, gap_hi), 0)
+        partner = np.hypot(gap[..., 0], gap[..., 1]) <= cutoff
+        partner[np.arange(len(rows)), rows] = False  # an object is no partner of itself
+        reach_beyond = (theirs - mine) * outward  # (rows, n, 4): e per side
+        reach = np.minimum(cutoff - 1.0, (cutoff + reach_beyond) / 2.0)
+        reach = np.where(partner[..., None], reach, -np.inf).max(axis=1)
+        reach = np.floor(np.maximum(reach, cutoff / 2.0)).astype(np.int64)
+        grown = boxes[rows] + outward * reach
+        lo = np.maximum(grown[:, :2], 0)
+        hi = np.minimum(grown[:, 2:], labels.shape)
+        for r in np.flatnonzero(partner.any(axis=1)):
             crops.append((int(ids[rows[r]]), (int(lo[r, 0]), int(lo[r, 1]),
                                               int(hi[r, 0]), int(hi[r, 1]))))
     return crops
