@@ -1,16 +1,15 @@
-"""Menu commands: File > IO Utilities > "Batch segment a folder (U-Net)...".
+"""Menu commands: File > IO Utilities (and Layers > Segment) > "Batch segment a folder".
 
-npe2 injects the viewer into ``open_batch``; it docks the Batch widget (once per viewer).
+napari injects the current viewer into ``open_batch`` from its type annotation, so the
+annotation must be the real ``Viewer`` class (no postponed annotations in this module).
 """
 
-from __future__ import annotations
-
-from typing import Any
+from napari.viewer import Viewer
 
 BATCH_DOCK = "Batch segment"
 
 
-def open_batch(viewer: Any) -> Any:
+def open_batch(viewer: Viewer):
     """Show the Batch dock in ``viewer`` (reusing an open one) and return the widget."""
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", BATCH_DOCK)
     return widget
