@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, create_widget
 from napari.layers import Image, Labels
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtWidgets import (
+    QApplication,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -56,13 +55,11 @@ from ..core.data import CONVENTIONS, SEMANTIC_CONVENTIONS, SEMANTIC_IGNORE, Trai
 from ..core.device import DEVICE_CHOICES, resolve_device
 from ..core.events import LossReport, Message, Preview, Progress, ValidationReport
 from ..core.train import LOSSES, MAX_PREVIEW, PRESETS, TrainConfig, Trainer
+from . import CLASS_NAMES_KEY, CONVENTION_KEY, ROLE_KEY
+from ._jobs import JobRunner, notify_error, notify_info, notify_warning
 from .loss_plot import LossPlot
 from .model_choice import ModelChoice, ModelSpec
 from .session import Session
-
-CONVENTION_KEY = "napari_unet_convention"
-CLASS_NAMES_KEY = "napari_unet_class_names"
-PREVIEW_KEY = "napari_unet_preview"
 
 #: TrainConfig fields shown in the dock, with their label; widgets are generated from the
 #: dataclass field types and defaults (the docstring gives the tooltips).
@@ -287,7 +284,6 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.worker = None
         self.trainer: Trainer | None = None
         self.samples: TrainingSet | None = None
         self.session: Session | None = None
@@ -305,10 +301,12 @@ class TrainWidget(QWidget):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-io")
         self._background_done.connect(self._on_background_done)
         self._build_ui()
+        self.jobs = JobRunner(self._on_event, self._on_job_finished,
+                              controls=self._controls(), stop_button=self.stop_button)
         self._connect_viewer()
         self._refresh_layers()
         self._apply_preset()
-        self._set_running(False)
+        self._update_buttons()
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -429,16 +427,22 @@ class TrainWidget(QWidget):
         layers = self.viewer.layers
         for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
             event.connect(self._refresh_layers)
-        self.viewer.camera.events.center.connect(self._on_view_changed)
-        self.viewer.camera.events.zoom.connect(self._on_view_changed)
+        self._camera().events.center.connect(self._on_view_changed)
+        self._camera().events.zoom.connect(self._on_view_changed)
         self.viewer.dims.events.current_step.connect(self._on_view_changed)
+
+    def _camera(self) -> Any:
+        # napari 0.9 moved the camera to ``viewer.scene``; older versions only have the
+        # attribute on the viewer.
+        scene = getattr(self.viewer, "scene", None)
+        return scene.camera if scene is not None else self.viewer.camera
 
     def _disconnect_viewer(self) -> None:
         layers = self.viewer.layers
         for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
             event.disconnect(self._refresh_layers)
-        self.viewer.camera.events.center.disconnect(self._on_view_changed)
-        self.viewer.camera.events.zoom.disconnect(self._on_view_changed)
+        self._camera().events.center.disconnect(self._on_view_changed)
+        self._camera().events.zoom.disconnect(self._on_view_changed)
         self.viewer.dims.events.current_step.disconnect(self._on_view_changed)
         self._follow_labels(None)
 
@@ -449,7 +453,7 @@ class TrainWidget(QWidget):
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
             current = combo.currentText()
             names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)
-                     and not layer.metadata.get(PREVIEW_KEY)]
+                     and layer.metadata.get(ROLE_KEY) != "preview"]
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(names)
@@ -486,10 +490,10 @@ class TrainWidget(QWidget):
             return
         self.session = Session.for_image(layer.name, getattr(layer.source, "path", None))
         has_saved = self.session.has_labels() or self.session.has_model()
-        self.restore_button.setEnabled(has_saved and self.worker is None)
+        self._update_buttons()
         if has_saved and layer.name not in self._offered_sessions:
             self._offered_sessions.add(layer.name)
-            show_info(f"An autosaved U-Net session exists for '{layer.name}' "
+            notify_info(f"An autosaved U-Net session exists for '{layer.name}' "
                       f"({self.session.folder}); click 'Restore autosaved session' in the Train "
                       "dock to continue it.")
 
@@ -560,9 +564,10 @@ class TrainWidget(QWidget):
         try:
             job = self._prepare()
         except ValueError as err:
-            show_error(f"Cannot train: {err}")
+            notify_error(f"Cannot train: {err}")
             return False
         samples, config, spec, image, channel_axis, image_layer, labels_layer = job
+        self._watch_main_window()  # docked by now, even in a viewer that was never shown
         self.samples = samples
         self.trainer = None
         self._run_image, self._run_channel_axis = image, channel_axis
@@ -579,14 +584,9 @@ class TrainWidget(QWidget):
         self._preview_box = _PreviewBox() if self.preview_check.value else None
         self._update_preview_request()
 
-        worker = thread_worker(_training_job, start_thread=False)(
-            spec, samples, config, image, channel_axis, self._preview_box)
-        worker.yielded.connect(self._on_event)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self._set_running(True)
-        worker.start()
+        box = self._preview_box
+        self.jobs.start(lambda: _training_job(spec, samples, config, image, channel_axis, box))
+        self._update_buttons()
         return True
 
     def _prepare(self) -> tuple:
@@ -619,22 +619,25 @@ class TrainWidget(QWidget):
                               channel_axis=channel_axis, mode=mode, num_classes=num_classes)
         return samples, config, spec, image, channel_axis, image_layer, labels_layer
 
+    @property
+    def worker(self) -> Any:
+        """The napari worker of the running training, or None."""
+        return self.jobs.worker
+
     def stop(self) -> None:
         """Ask the running training to stop after its current step (auto-saves the model)."""
         if self.worker is not None:
             self.status_label.setText("stopping after the current step...")
-            self.stop_button.setEnabled(False)
-            self.worker.quit()
+            self.jobs.stop()
 
-    def _set_running(self, running: bool) -> None:
-        for widget in (self.start_button, self.image_combo, self.labels_combo,
-                       self.convention_combo, self.model_choice, self.preset_combo):
-            widget.setEnabled(not running)
-        for widget in self.config_widgets.values():
-            widget.enabled = not running
-        for box in self.augment_toggles.values():
-            box.enabled = not running
-        self.stop_button.setEnabled(running)
+    def _controls(self) -> list[Any]:
+        """Everything disabled while a training runs."""
+        return [self.start_button, self.image_combo, self.labels_combo, self.convention_combo,
+                self.model_choice, self.preset_combo, self.preview_check,
+                *self.config_widgets.values(), *self.augment_toggles.values()]
+
+    def _update_buttons(self) -> None:
+        running = self.worker is not None
         self.save_button.setEnabled(not running and self.trainer is not None)
         self.restore_button.setEnabled(not running and self.session is not None
                                        and (self.session.has_labels()
@@ -653,37 +656,33 @@ class TrainWidget(QWidget):
         elif isinstance(event, Preview):
             self._show_preview(event)
         elif isinstance(event, Message):
-            (show_warning if event.level == "warning" else show_info)(event.text)
+            (notify_warning if event.level == "warning" else notify_info)(event.text)
         elif isinstance(event, _Started):
             self.trainer = event.trainer
             self.device_label.setText(f"device: {event.trainer.device.type}")
 
-    def _on_error(self, err: BaseException) -> None:
-        show_error(f"Training failed: {err}")
-
-    def _on_finished(self) -> None:
+    def _on_job_finished(self, status: str) -> None:
         if self._closed:
             return  # shutdown() has saved the model already
-        self.worker = None
         self._preview_box = None
         trainer = self.trainer
         if trainer is not None and trainer.step > 0 and self.session is not None:
-            self.status_label.setText(f"stopped at step {trainer.step}; auto-saving the model")
+            self.status_label.setText(f"{status} at step {trainer.step}; auto-saving the model")
             self.session.ensure_folder()
             self._save_in_background(trainer, self.session.model_path, autosave=True)
         else:
-            self.status_label.setText("idle")
+            self.status_label.setText(status)
             self.job_finished.emit()
-        self._set_running(False)
+        self._update_buttons()
 
     # -- saving --------------------------------------------------------------------------------
     def save_model(self, path: str | Path) -> None:
         """Write the trained model to ``path`` (atomic, in the background); emits ``saved``."""
         if self.trainer is None:
-            show_error("Cannot save: train a model first")
+            notify_error("Cannot save: train a model first")
             return
         if self.worker is not None:
-            show_error("Cannot save while training runs: press Stop first")
+            notify_error("Cannot save while training runs: press Stop first")
             return
         self._save_in_background(self.trainer, Path(path), autosave=False)
 
@@ -723,21 +722,21 @@ class TrainWidget(QWidget):
         if kind == "save":
             self._pending_saves -= 1
             if failed:
-                show_error(f"Saving the model failed: {result}")
+                notify_error(f"Saving the model failed: {result}")
             else:
                 self.saved.emit(str(result))
                 if extra:  # autosave: the next Start continues from these weights
                     self.model_choice.set_source("file", str(result))
                     self.status_label.setText(f"model auto-saved to {result}")
                 else:
-                    show_info(f"Model saved to {result}")
+                    notify_info(f"Model saved to {result}")
             if extra:
                 self.job_finished.emit()
         elif kind == "labels" and failed:
-            show_warning(f"Autosaving the training labels failed: {result}")
+            notify_warning(f"Autosaving the training labels failed: {result}")
         elif kind == "update":
             if failed:
-                show_warning(f"The running training could not take the new labels: {result}")
+                notify_warning(f"The running training could not take the new labels: {result}")
             else:
                 self.labels_updated.emit(int(result))
 
@@ -805,7 +804,7 @@ class TrainWidget(QWidget):
             layer = self.viewer.add_image(
                 probs, name=f"{image_layer.name} U-Net preview", colormap="inferno",
                 contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive",
-                scale=scale, translate=translate, metadata={PREVIEW_KEY: True})
+                scale=scale, translate=translate, metadata={ROLE_KEY: "preview"})
             self.preview_layer = layer
             # Painting continues on the training labels, not on the new layer.
             if self._run_labels_layer is not None:
@@ -820,12 +819,12 @@ class TrainWidget(QWidget):
         """Bring back the autosaved labels (as a new layer) and model of the chosen image."""
         image_layer, session = self._image_layer, self.session
         if image_layer is None or session is None:
-            show_error("Cannot restore: choose an image layer first")
+            notify_error("Cannot restore: choose an image layer first")
             return
         try:
             restored = session.load_labels()
         except ValueError as err:
-            show_error(str(err))
+            notify_error(str(err))
             return
         if restored is not None:
             labels, convention = restored
@@ -838,7 +837,7 @@ class TrainWidget(QWidget):
             self.convention_combo.setCurrentText(convention)
         if session.has_model():
             self.model_choice.set_source("file", str(session.model_path))
-        show_info(f"Restored the U-Net session from {session.folder}")
+        notify_info(f"Restored the U-Net session from {session.folder}")
 
     # -- closing -----------------------------------------------------------------------------------
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
@@ -882,14 +881,15 @@ class TrainWidget(QWidget):
         """Stop the training (waiting up to ``timeout_s``), save its model, free memory."""
         if self._closed:
             return
-        worker = self.worker
-        if worker is not None:
-            worker.quit()
+        if self.worker is not None:
+            self.jobs.stop()
             deadline = time.monotonic() + timeout_s
-            while worker.is_running and time.monotonic() < deadline:
-                time.sleep(0.01)  # the worker stops at its next yield (one step)
+            while self.worker is not None and time.monotonic() < deadline:
+                # The worker stops at its next yield (one step); its finished handler, run
+                # by processEvents, auto-saves the model on the background thread.
+                QApplication.processEvents()
+                time.sleep(0.01)
         self._closed = True
-        self.worker = None
         for timer in (self._labels_timer, self._view_timer):
             timer.stop()
         self.loss_plot.stop()
@@ -903,12 +903,6 @@ class TrainWidget(QWidget):
             except RuntimeError:
                 pass  # already deleted
             self._main_window = None
-        trainer = self.trainer
-        if trainer is not None and worker is not None and self.session is not None \
-                and trainer.step > 0 and not worker.is_running:
-            # The finished handler will not run any more (we are closing): save here.
-            self.session.ensure_folder()
-            self._executor.submit(trainer.save, self.session.model_path)
         self._executor.shutdown(wait=True)
         self.trainer = None
         self.samples = None
