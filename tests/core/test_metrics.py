@@ -155,3 +155,15 @@ def test_iou_matrix_matches_per_object_definition():
         for j, p in enumerate(pred_ids):
             a, b = gt == g, pred == p
             assert iou[i, j] == pytest.approx(np.sum(a & b) / np.sum(a | b))
+
+
+def test_match_maximises_the_number_of_pairs():
+    from napari_unet.core.metrics import match
+
+    iou = np.array([[0.6, 0.35], [0.4, 0.0], [0.0, 0.0]])
+    # Greedy (best IoU first) would take (0, 0) and leave row 1 unmatched at t = 0.3.
+    rows, cols = match(iou, 0.3)
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 1), (1, 0)]
+    rows, cols = match(iou, 0.5)
+    assert (rows.tolist(), cols.tolist()) == ([0], [0])
+    assert match(iou, 0.7)[0].size == 0

@@ -9,6 +9,7 @@ from one sparse contingency table of the two label images, not from per-object p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -85,44 +86,78 @@ def iou_matrix(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray
     gt_ids, pred_ids : int arrays
         The object ids (sorted, background excluded).
     """
-    a, b = _pair(gt, pred)
-    gt_ids, gt_index = np.unique(a.ravel(), return_inverse=True)
-    pred_ids, pred_index = np.unique(b.ravel(), return_inverse=True)
-    # Contingency table including background (index 0 if present), one sparse pass.
-    table = sparse.coo_matrix(
-        (np.ones(a.size, np.int64), (gt_index, pred_index)),
-        shape=(len(gt_ids), len(pred_ids)),
-    ).tocsr()
-    gt_fg, pred_fg = gt_ids > 0, pred_ids > 0
-    size_gt = np.bincount(gt_index, minlength=len(gt_ids))[gt_fg]
-    size_pred = np.bincount(pred_index, minlength=len(pred_ids))[pred_fg]
-    inter = table[np.flatnonzero(gt_fg)][:, np.flatnonzero(pred_fg)].toarray()
-    union = size_gt[:, None] + size_pred[None, :] - inter
-    iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
-    return iou, gt_ids[gt_fg], pred_ids[pred_fg]
+    ov = _overlaps(gt, pred)
+    iou = np.zeros((len(ov.gt_ids), len(ov.pred_ids)))
+    iou[ov.rows, ov.cols] = ov.iou
+    return iou, ov.gt_ids, ov.pred_ids
 
 
 def match(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of the most pairs with ``iou >= threshold``.
+
+    Parameters
+    ----------
+    iou : (n_gt, n_pred) float
+        E.g. from :func:`iou_matrix`.
+    threshold : float
 
     Returns
     -------
     rows, cols : int arrays
         Indices into ``iou`` of the matched pairs.
     """
-    candidates = iou >= threshold
-    rows = np.flatnonzero(candidates.any(axis=1))
-    cols = np.flatnonzero(candidates.any(axis=0))
-    if rows.size == 0:
-        return rows, cols[:0]
-    sub = iou[np.ix_(rows, cols)]
-    ok = sub >= threshold
-    # Above 0.5 matches are unique anyway; the assignment also settles ties at exactly 0.5.
-    # Maximise the number of matches first, then the summed IoU.
-    cost = -(ok.astype(np.float64)) - sub / (2 * max(sub.size, 1))
-    r, c = linear_sum_assignment(cost)
-    keep = ok[r, c]
-    return rows[r[keep]], cols[c[keep]]
+    rows, cols = np.nonzero(iou >= threshold)
+    return _match_pairs(rows, cols, iou[rows, cols])
+
+
+class _Overlaps(NamedTuple):
+    gt_ids: np.ndarray  # object ids, background excluded
+    pred_ids: np.ndarray
+    rows: np.ndarray  # index into gt_ids, one entry per overlapping pair
+    cols: np.ndarray  # index into pred_ids
+    iou: np.ndarray
+
+
+def _overlaps(gt: np.ndarray, pred: np.ndarray) -> _Overlaps:
+    """IoU of the overlapping object pairs, from one sparse contingency table."""
+    a, b = _pair(gt, pred)
+    gt_ids, gt_index = np.unique(a.ravel(), return_inverse=True)
+    pred_ids, pred_index = np.unique(b.ravel(), return_inverse=True)
+    table = sparse.coo_matrix(
+        (np.ones(a.size, np.int64), (gt_index.ravel(), pred_index.ravel())),
+        shape=(len(gt_ids), len(pred_ids)),
+    ).tocsr().tocoo()  # the round trip sums duplicate entries
+    sizes_gt = np.bincount(gt_index.ravel(), minlength=len(gt_ids))
+    sizes_pred = np.bincount(pred_index.ravel(), minlength=len(pred_ids))
+    fg = (gt_ids[table.row] > 0) & (pred_ids[table.col] > 0)
+    row, col, inter = table.row[fg], table.col[fg], table.data[fg]
+    iou = inter / (sizes_gt[row] + sizes_pred[col] - inter)
+    # Ids are sorted, so background (0), where present, is index 0 on each side.
+    shift_gt, shift_pred = int(gt_ids[:1].tolist() == [0]), int(pred_ids[:1].tolist() == [0])
+    return _Overlaps(gt_ids[shift_gt:], pred_ids[shift_pred:], row - shift_gt,
+                     col - shift_pred, iou)
+
+
+def _match_at(ov: _Overlaps, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    keep = ov.iou >= threshold
+    return _match_pairs(ov.rows[keep], ov.cols[keep], ov.iou[keep])
+
+
+def _match_pairs(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Most one-to-one matches among candidate pairs, ties broken by the larger summed IoU."""
+    if len(np.unique(rows)) == len(rows) and len(np.unique(cols)) == len(cols):
+        # Always the case above IoU 0.5: each object has at most one candidate.
+        return rows, cols
+    urows, r_index = np.unique(rows, return_inverse=True)
+    ucols, c_index = np.unique(cols, return_inverse=True)
+    score = np.zeros((len(urows), len(ucols)))
+    # 1 per match dominates; the IoU term (< 1/2 in total) only breaks ties.
+    score[r_index, c_index] = 1.0 + values / (2.0 * len(values))
+    r, c = linear_sum_assignment(score, maximize=True)
+    keep = score[r, c] > 0
+    return urows[r[keep]], ucols[c[keep]]
 
 
 def average_precision(
@@ -144,19 +179,17 @@ def average_precision(
     dict threshold -> AP
         1.0 where both images have no object.
     """
-    return _average_precision(*iou_matrix(gt_instances, pred_instances), thresholds)
+    return _average_precision(_overlaps(gt_instances, pred_instances), thresholds)
 
 
-def _average_precision(
-    iou: np.ndarray, gt_ids: np.ndarray, pred_ids: np.ndarray, thresholds: Iterable[float]
-) -> dict[float, float]:
+def _average_precision(ov: _Overlaps, thresholds: Iterable[float]) -> dict[float, float]:
     out: dict[float, float] = {}
     for t in thresholds:
         t = float(t)
         if not 0 < t <= 1:
             raise ValueError(f"IoU thresholds must lie in (0, 1], got {t}")
-        tp = len(match(iou, t)[0])
-        denominator = len(gt_ids) + len(pred_ids) - tp  # TP + FP + FN
+        tp = len(_match_at(ov, t)[0])
+        denominator = len(ov.gt_ids) + len(ov.pred_ids) - tp  # TP + FP + FN
         out[t] = 1.0 if denominator == 0 else tp / denominator
     return out
 
@@ -198,19 +231,17 @@ def split_rate(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> tupl
     n_pairs : int
         Number of touching ground-truth pairs.
     """
-    return _split_rate(gt, *iou_matrix(gt, pred)[:2], threshold)
+    return _split_rate(gt, _overlaps(gt, pred), threshold)
 
 
-def _split_rate(
-    gt: np.ndarray, iou: np.ndarray, gt_ids: np.ndarray, threshold: float
-) -> tuple[float, int]:
+def _split_rate(gt: np.ndarray, ov: _Overlaps, threshold: float) -> tuple[float, int]:
     pairs = touching_pairs(np.asarray(gt))
     if len(pairs) == 0:
         return float("nan"), 0
-    rows, _ = match(iou, threshold)
-    matched = np.zeros(len(gt_ids), bool)
+    rows, _ = _match_at(ov, threshold)
+    matched = np.zeros(len(ov.gt_ids), bool)
     matched[rows] = True
-    index = np.searchsorted(gt_ids, pairs)
+    index = np.searchsorted(ov.gt_ids, pairs)
     split = matched[index[:, 0]] & matched[index[:, 1]]
     return float(split.mean()), len(pairs)
 
@@ -225,9 +256,9 @@ def evaluate(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         0.75), ``split_rate`` (NaN without touching pairs), ``n_touching_pairs``, ``n_gt``,
         ``n_pred``.
     """
-    iou, gt_ids, pred_ids = iou_matrix(gt, pred)
-    ap = _average_precision(iou, gt_ids, pred_ids, (0.5, 0.75))
-    rate, n_pairs = _split_rate(gt, iou, gt_ids, 0.5)
+    ov = _overlaps(gt, pred)
+    ap = _average_precision(ov, (0.5, 0.75))
+    rate, n_pairs = _split_rate(gt, ov, 0.5)
     return {
         "iou": pixel_iou(gt, pred),
         "dice": dice(gt, pred),
@@ -235,8 +266,8 @@ def evaluate(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "ap75": ap[0.75],
         "split_rate": rate,
         "n_touching_pairs": n_pairs,
-        "n_gt": len(gt_ids),
-        "n_pred": len(pred_ids),
+        "n_gt": len(ov.gt_ids),
+        "n_pred": len(ov.pred_ids),
     }
 
 
