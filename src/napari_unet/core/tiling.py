@@ -73,8 +73,8 @@ class PredictConfig:
         Axis of the channels in the image; None guesses it from ``model.in_channels``.
     threshold : float
         Foreground probability threshold for instances.
-    min_size : int
-        Instances smaller than this many pixels are dropped.
+    min_size : int, optional
+        Instances smaller than this many pixels are dropped; None = post-processing default.
     object_diameter : float, optional
         Typical object diameter (pixels) in the image; with the model's ``object_diameter``
         the image is resampled so objects have the size the net was trained on.
@@ -104,7 +104,7 @@ class PredictConfig:
     device: str = "auto"
     channel_axis: int | None = None
     threshold: float = 0.5
-    min_size: int = 0
+    min_size: int | None = None
     object_diameter: float | None = None
     pixel_size: float | None = None
     half: bool | str = "auto"
@@ -133,7 +133,8 @@ class PredictConfig:
                              "and needs tta=True")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
-        if int(self.min_size) != self.min_size or self.min_size < 0:
+        if self.min_size is not None and (int(self.min_size) != self.min_size
+                                          or self.min_size < 0):
             raise ValueError(f"min_size must be a non-negative integer, got {self.min_size!r}")
         for name in ("object_diameter", "pixel_size"):
             value = getattr(self, name)
@@ -601,18 +602,11 @@ def _normalize(plane: np.ndarray, spec: Mapping[str, Any] | None) -> np.ndarray:
     return normalize(plane, spec, channel_axis=0)
 
 
-def _instances(fg: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
-    try:
-        from .postprocess import instances_from_probability
-    except ImportError:  # shared module not there yet: plain connected components
-        from skimage.measure import label
-        from skimage.morphology import remove_small_objects
+def _instances(fg: np.ndarray, threshold: float, min_size: int | None) -> np.ndarray:
+    from .postprocess import instances_from_probability
 
-        mask = fg > threshold
-        if min_size:
-            mask = remove_small_objects(mask, min_size)
-        return label(mask, connectivity=1).astype(np.int32)
-    return np.asarray(instances_from_probability(fg, threshold=threshold, min_size=min_size),
+    kwargs = {} if min_size is None else {"min_size": int(min_size)}
+    return np.asarray(instances_from_probability(fg, threshold=threshold, **kwargs),
                       dtype=np.int32)
 
 

@@ -1,0 +1,443 @@
+"""Batch segmentation of image files (TIFF stacks) into label TIFFs, locally or on dask.
+
+``batch_segment`` is a generator: it yields progress and per-file events and ends with a
+:class:`BatchSummary`. One labels TIFF per input, named like the input (plus ``suffix``), with
+the input's axes and pixel size: ImageJ-compatible uint16, or uint32 OME-TIFF above 65,535
+objects (a :class:`Message` says so). Existing outputs are skipped unless ``overwrite`` (so an
+interrupted run resumes), an unreadable file is reported and skipped, and every output is written
+to a temporary file that is moved into place only when complete, so stopping the generator
+mid-file never leaves half an output.
+
+With a ``dask.distributed.Client`` the files are processed on the cluster; the net is shipped
+once per worker as a worker plugin holding its state dict.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .events import Message, Progress
+from .model import UNet
+from .tiling import PredictConfig, PredictionResult, check_tile_size, predict
+
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Settings of a batch job.
+
+    Parameters
+    ----------
+    predict : PredictConfig
+        How each image is predicted (tiles, TTA, device, threshold...).
+    overwrite : bool
+        Replace existing outputs; otherwise files whose output exists are skipped.
+    probabilities : bool
+        Also write ``<name>_probabilities.tif`` (float32, classes as the channel axis).
+    suffix : str
+        Appended to each input's name for its labels file (``""``: the same name).
+    """
+
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    overwrite: bool = False
+    probabilities: bool = False
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.predict, PredictConfig):
+            raise ValueError(f"predict must be a PredictConfig, got {type(self.predict).__name__}")
+        if os.sep in self.suffix or "/" in self.suffix:
+            raise ValueError(f"suffix must not contain a path separator, got {self.suffix!r}")
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """One input finished: ``status`` is ``"done"``, ``"skipped"`` or ``"failed"``."""
+
+    path: Path
+    output: Path | None
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SliceProgress:
+    """Slice ``step`` of ``total`` of the file being segmented."""
+
+    path: Path
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The end of a batch: outputs written, inputs skipped, and ``(path, message)`` failures."""
+
+    done: list[Path]
+    skipped: list[Path]
+    failed: list[tuple[Path, str]]
+
+
+# -- inputs and outputs ----------------------------------------------------------------------
+def find_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Files from a folder (its images, sorted), a glob pattern, one file, or a list."""
+    if isinstance(inputs, (str, os.PathLike)):
+        text = str(inputs)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+                           and not p.name.startswith("."))
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+        elif path.is_file():
+            found = [path]
+        else:
+            raise ValueError(f"input {text!r} is not a file, a folder or a glob pattern that "
+                             "matches files")
+    else:
+        found = [Path(p) for p in inputs]
+    if not found:
+        raise ValueError(f"no images found in {str(inputs)!r}")
+    return found
+
+
+def output_name(path: Path, suffix: str = "") -> str:
+    """``cells.ome.tif`` -> ``cells<suffix>.tif``."""
+    name = path.name
+    lower = name.lower()
+    for ext in IMAGE_SUFFIXES:
+        if lower.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    else:
+        name = path.stem
+    return f"{name}{suffix}.tif"
+
+
+def plan_outputs(files: Sequence[Path], output_dir: Path, suffix: str) -> list[Path]:
+    """Output path per input; ``ValueError`` if an output would replace an input or another's."""
+    outputs = [output_dir / output_name(p, suffix) for p in files]
+    inputs = {p.resolve() for p in files}
+    for src, dst in zip(files, outputs):
+        if dst.resolve() in inputs:
+            raise ValueError(
+                f"the output {str(dst)!r} would replace the input {str(src)!r}: the output "
+                "folder is the input folder and the names are the same; choose another output "
+                "folder or a suffix")
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(files, outputs):
+        if dst in seen:
+            raise ValueError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to "
+                             f"{str(dst)!r}")
+        seen[dst] = src
+    return outputs
+
+
+def _prepare_output_dir(output_dir: str | os.PathLike) -> Path:
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the output folder {str(out)!r}: {err.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"no permission to write to the output folder {str(out)!r}")
+    return out
+
+
+# -- one file ----------------------------------------------------------------------------------
+def _stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...] | None]:
+    """Label axes (no C) and, when more than one axis leads Y, X, the merged stack shape."""
+    label_axes = axes.replace("C", "")
+    lead = [a for a in label_axes if a not in "YX"]
+    if len(lead) <= 1:
+        return label_axes, None
+    lead_shape = tuple(shape[axes.index(a)] for a in lead)
+    return label_axes, lead_shape
+
+
+def segment_file(
+    model: UNet,
+    meta: Mapping[str, Any],
+    path: Path,
+    output: Path,
+    config: BatchConfig,
+) -> Iterator[SliceProgress | Message | FileDone]:
+    """Segment one file into ``output`` (events; a :class:`FileDone` last, never raises for
+    a bad file)."""
+    from .io import read_image, write_labels
+
+    try:
+        data = read_image(path)
+        pconfig = config.predict
+        channel_axis = pconfig.channel_axis if pconfig.channel_axis is not None \
+            else data.channel_axis
+        array = data.array
+        label_axes, lead_shape = _stack_layout(data.axes, tuple(array.shape))
+        if lead_shape is not None:
+            # e.g. TZCYX: predict as one stack of 2D planes, reshape back afterwards
+            c_last = channel_axis is not None
+            if c_last:
+                array = np.moveaxis(array, channel_axis, -3)
+                channel_axis = -3
+            array = array.reshape((-1, *array.shape[-3 if c_last else -2:]))
+        pconfig = replace(pconfig, channel_axis=channel_axis,
+                          keep_probabilities=config.probabilities)
+        result: PredictionResult | None = None
+        for event in predict(model, array, pconfig, meta):
+            if isinstance(event, Progress):
+                yield SliceProgress(path, event.step, event.total)
+            elif isinstance(event, Message):
+                yield event
+            else:
+                result = event
+        assert result is not None
+        labels = result.instances if result.instances is not None else result.semantic
+        if lead_shape is not None:
+            labels = labels.reshape(lead_shape + labels.shape[-2:])
+        written = write_labels(output, labels, label_axes, data.pixel_size,
+                               overwrite=config.overwrite)
+        if written.note:
+            yield Message(f"{path.name}: {written.note}", level="warning",
+                          data={"path": str(output)})
+        if config.probabilities:
+            probs = result.probabilities
+            if lead_shape is not None:
+                probs = probs.reshape(probs.shape[:1] + lead_shape + probs.shape[-2:])
+            _write_probabilities(output.with_name(output.stem + "_probabilities.tif"), probs,
+                                 label_axes, data.pixel_size, config.overwrite)
+    except Exception as err:  # one bad file must not stop the batch
+        yield FileDone(path, None, "failed", _describe(err))
+        return
+    yield FileDone(path, output, "done")
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    if isinstance(err, (ValueError, MemoryError)) and text:
+        return text[0]
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _write_probabilities(path: Path, probs: Any, label_axes: str,
+                         pixel_size: tuple[float, ...] | None, overwrite: bool) -> None:
+    """Float32 ImageJ hyperstack with the classes as channels, written atomically."""
+    import tifffile
+
+    if path.exists() and not overwrite:
+        raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
+    # (K, [lead...,] Y, X) -> ImageJ's T Z C Y X order: classes go just before Y, X
+    data = np.moveaxis(np.asarray(probs, dtype=np.float32), 0, -3)
+    axes = label_axes[:-2] + "CYX"
+    order = sorted(range(len(axes)), key=lambda i: "TZCYX".index(axes[i]))
+    data = np.transpose(data, order)
+    axes = "".join(axes[i] for i in order)
+    sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or ()))
+    metadata: dict[str, Any] = {"axes": axes}
+    kwargs: dict[str, Any] = {}
+    if "X" in sizes and "Y" in sizes:
+        metadata["unit"] = "um"
+        kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
+    if "Z" in sizes:
+        metadata["spacing"] = sizes["Z"]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, imagej=True, metadata=metadata, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- the batch -----------------------------------------------------------------------------------
+def batch_segment(
+    model: UNet | str | os.PathLike,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    config: BatchConfig | None = None,
+    meta: Mapping[str, Any] | None = None,
+    client: Any = None,
+    **overrides: Any,
+) -> Iterator[Progress | SliceProgress | Message | FileDone | BatchSummary]:
+    """Segment every input image into a labels TIFF in ``output_dir``.
+
+    Parameters
+    ----------
+    model : UNet, or a model spec for ``checkpoint.resolve_model``
+        ``"default"``, a preset name or a model file.
+    inputs : folder, glob pattern, file, or list of files
+    output_dir : path-like
+        Created if missing; must be writable.
+    config : BatchConfig, optional
+    meta : dict, optional
+        The model's meta (taken from the file when ``model`` is a spec).
+    client : dask.distributed.Client, optional
+        Process the files on this cluster.
+    **overrides
+        Fields of :class:`BatchConfig` (``overwrite``, ``probabilities``, ``suffix``) or of
+        :class:`PredictConfig` (``tta``, ``tile_size``, ``device``...).
+
+    Yields
+    ------
+    Progress
+        Files finished so far, of all files.
+    SliceProgress, Message, FileDone
+        Per-slice progress (local runs), notes, and each file's outcome.
+    BatchSummary
+        Last.
+
+    Raises
+    ------
+    ValueError
+        No inputs, output folder not writable, outputs that would replace inputs, bad settings.
+        Raised before anything is written.
+    """
+    config = _with_overrides(config or BatchConfig(), overrides)
+    if not isinstance(model, UNet):
+        from .checkpoint import PRESETS, resolve_model
+
+        counts = {} if str(model) in PRESETS else {"in_channels": None, "num_classes": None}
+        model, file_meta = resolve_model(model, **counts)
+        meta = meta or file_meta
+    meta = dict(meta or {})
+    if config.predict.tile_size is not None:  # where settings and model meet: check once
+        check_tile_size(model, config.predict.tile_size, config.predict.overlap)
+    files = find_inputs(inputs)
+    out_dir = _prepare_output_dir(output_dir)
+    outputs = plan_outputs(files, out_dir, config.suffix)
+
+    done: list[Path] = []
+    skipped: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    todo: list[tuple[Path, Path]] = []
+    for src, dst in zip(files, outputs):
+        if dst.exists() and not config.overwrite:
+            skipped.append(src)
+        else:
+            todo.append((src, dst))
+    total = len(files)
+    for src in skipped:
+        yield FileDone(src, out_dir / output_name(src, config.suffix), "skipped",
+                       "output exists (use overwrite to replace it)")
+    yield Progress(len(skipped), total, f"{len(skipped)} already done")
+
+    if client is None:
+        stream = _run_local(model, meta, todo, config)
+    else:
+        stream = _run_distributed(client, model, meta, todo, config)
+    finished = len(skipped)
+    for event in stream:
+        yield event
+        if isinstance(event, FileDone):
+            if event.status == "done":
+                done.append(event.path)
+            else:
+                failed.append((event.path, event.message))
+            finished += 1
+            yield Progress(finished, total, event.path.name)
+    yield BatchSummary(done, skipped, failed)
+
+
+def _with_overrides(config: BatchConfig, overrides: Mapping[str, Any]) -> BatchConfig:
+    batch_names = {f.name for f in fields(BatchConfig)} - {"predict"}
+    predict_names = {f.name for f in fields(PredictConfig)}
+    unknown = set(overrides) - batch_names - predict_names
+    if unknown:
+        raise ValueError(f"unknown batch setting(s): {', '.join(sorted(unknown))}")
+    pred = {k: v for k, v in overrides.items() if k in predict_names}
+    batch = {k: v for k, v in overrides.items() if k in batch_names}
+    if pred:
+        batch["predict"] = replace(config.predict, **pred)
+    return replace(config, **batch) if batch else config
+
+
+def _run_local(model, meta, todo, config) -> Iterator[Any]:
+    for src, dst in todo:
+        yield from segment_file(model, meta, src, dst, config)
+
+
+# -- dask.distributed ----------------------------------------------------------------------------
+class _ModelPlugin:
+    """Worker plugin carrying the net's architecture and weights: sent once to each worker,
+    which builds the net once and reuses it for every file it gets."""
+
+    idempotent = False
+    setups = 0  # nets built, over all instances in this process (lets tests count them)
+
+    def __init__(self, name: str, architecture: dict, state: dict, meta: dict) -> None:
+        self.name = name
+        self.architecture = architecture
+        self.state = state
+        self.meta = meta
+        self.model: UNet | None = None
+        self.builds = 0
+
+    def setup(self, worker: Any = None) -> None:
+        model = UNet.from_config(self.architecture)
+        model.load_state_dict(self.state)
+        self.model = model.eval()
+        self.builds += 1
+        _ModelPlugin.setups += 1
+
+    def teardown(self, worker: Any = None) -> None:
+        self.model = None
+
+
+def _make_plugin(name: str, model: UNet, meta: dict) -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    plugin_cls = type("NapariUNetModel", (_ModelPlugin, WorkerPlugin), {})
+    return plugin_cls(name, dict(model.config), state, meta)
+
+
+def _segment_on_worker(plugin_name: str, src: str, dst: str,
+                       config: BatchConfig) -> list[Any]:
+    from distributed import get_worker
+
+    plugin = get_worker().plugins[plugin_name]
+    events = [e for e in segment_file(plugin.model, plugin.meta, Path(src), Path(dst), config)
+              if not isinstance(e, SliceProgress)]
+    return events
+
+
+def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
+    from distributed import as_completed
+
+    if not todo:
+        return
+    name = f"napari-unet-model-{uuid.uuid4().hex[:8]}"
+    client.register_plugin(_make_plugin(name, model, meta), name=name)
+    futures = [client.submit(_segment_on_worker, name, str(src), str(dst), config, pure=False)
+               for src, dst in todo]
+    by_future = dict(zip(futures, todo))
+    try:
+        for future in as_completed(futures):
+            src, _ = by_future[future]
+            try:
+                events = future.result()
+            except Exception as err:  # a worker died or the task could not run
+                events = [FileDone(src, None, "failed", _describe(err))]
+            yield from events
+    except GeneratorExit:
+        client.cancel(futures)  # stopping the batch stops the cluster's work too
+        raise
+    client.unregister_worker_plugin(name)
+
+
+__all__ = ["BatchConfig", "BatchSummary", "FileDone", "SliceProgress", "batch_segment",
+           "find_inputs", "output_name", "plan_outputs", "segment_file"]
