@@ -96,8 +96,8 @@ def batch_shot(model: str | None, folder: Path) -> None:
     image = read_image(data_path("nuclei_cells3d_z30.tif")).array
     for i, (r, c) in enumerate(((0, 0), (0, 128), (128, 0))):
         tifffile.imwrite(src / f"nuclei_{i}.tif", image[r:r + 128, c:c + 128])
-    (src / "notes.txt").write_text("not an image")
-    write_labels(out / "nuclei_0_labels.tif", np.zeros((128, 128), np.uint16))
+    (src / "broken.tif").write_bytes(b"not a TIFF")
+    write_labels(out / "nuclei_0.tif", np.zeros((128, 128), np.uint16), overwrite=True)
 
     viewer = _viewer()
     viewer.open_sample("napari-unet", "nuclei_cells3d")

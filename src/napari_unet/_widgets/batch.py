@@ -66,13 +66,11 @@ def _describe(item: Any) -> str:
 
 def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path, tta: bool) -> Iterator[Any]:
     """The worker's generator: load the model, then yield the core batch engine's events."""
-    from ..core import batch
+    from ..core.batch import batch_segment
 
-    model, meta = spec.build(in_channels=None, num_classes=None, device="cpu")
+    model, meta = spec.build(None, num_classes=None, device="cpu")
     yield Message(f"model: {spec.describe()}")
-    output_dir.mkdir(exist_ok=True)
-    config = batch.BatchConfig(tta=tta)
-    yield from batch.batch_segment(input_dir, output_dir, model, meta, config)
+    yield from batch_segment(model, input_dir, output_dir, meta=meta, tta=tta)
 
 
 class BatchWidget(QWidget):
@@ -142,12 +140,15 @@ class BatchWidget(QWidget):
         try:
             src, dst = check_folders(self.input_edit.text(), self.output_edit.text())
             spec = self.model_choice.spec()
+            from ..core.batch import find_inputs
+
+            n_files = len(find_inputs(src))
         except ValueError as err:
             notify_error(err)
             return None
         self.summary = None
         self.progress.setRange(0, 0)
-        self.status.setText(f"segmenting {src} ...")
+        self.status.setText(f"segmenting {n_files} image(s) from {src} ...")
         tta = self.tta_check.isChecked()
         return self.runner.start(lambda: batch_job(spec, src, dst, tta))
 
@@ -156,17 +157,19 @@ class BatchWidget(QWidget):
         self.runner.stop()
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, Progress):
+        from ..core.batch import BatchSummary, FileDone, SliceProgress
+
+        if isinstance(event, Progress):  # files finished, of all files
             self.progress.setRange(0, max(1, event.total))
             self.progress.setValue(event.step)
-            if event.message:
-                self.status.setText(event.message)
+        elif isinstance(event, SliceProgress):
+            self.status.setText(f"{event.path.name}: slice {event.step}/{event.total}")
+        elif isinstance(event, FileDone):
+            self.status.setText(f"{event.path.name}: {event.status}"
+                                + (f" ({event.message})" if event.message else ""))
         elif isinstance(event, Message):
-            if event.level == "warning":
-                self.status.setText(event.text)
-            else:
-                self.status.setText(event.text)
-        elif type(event).__name__ == "BatchSummary":
+            self.status.setText(event.text)
+        elif isinstance(event, BatchSummary):
             self.summary = event
 
     def _on_finished(self, status: str) -> None:
