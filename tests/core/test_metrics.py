@@ -118,6 +118,8 @@ def test_evaluate_report():
         "n_gt": 2,
         "n_pred": 1,
     }
+    # Plain Python numbers (they go into JSON reports and event dicts).
+    assert all(type(v) in (int, float) for v in report.values())
 
 
 def test_per_class_iou_and_dice():

@@ -30,7 +30,7 @@ def pixel_iou(gt: np.ndarray, pred: np.ndarray) -> float:
     a, b = _pair(gt, pred)
     a, b = a > 0, b > 0
     union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+    return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
 
 
 def dice(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -38,7 +38,7 @@ def dice(gt: np.ndarray, pred: np.ndarray) -> float:
     a, b = _pair(gt, pred)
     a, b = a > 0, b > 0
     total = np.count_nonzero(a) + np.count_nonzero(b)
-    return 1.0 if total == 0 else 2 * np.count_nonzero(a & b) / total
+    return 1.0 if total == 0 else float(2 * np.count_nonzero(a & b) / total)
 
 
 def iou_per_class(
