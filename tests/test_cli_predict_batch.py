@@ -1,0 +1,86 @@
+"""``napari-unet predict`` and ``napari-unet batch`` end to end on tiny files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet.cli import main
+from napari_unet.core.checkpoint import load_model, save_model
+from napari_unet.core.model import UNet
+from napari_unet.core.synthetic import synthetic_nuclei
+from napari_unet.core.tiling import predict_image
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pt"
+    save_model(path, UNet(1, 2, base_channels=4, depth=2, padding="same"))
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, shape in enumerate([(40, 48), (3, 36, 40)]):
+        image = np.stack([synthetic_nuclei(shape[-2:], seed=i + z)[0] for z in range(3)]) \
+            if len(shape) == 3 else synthetic_nuclei(shape, seed=i)[0]
+        axes = "ZYX" if image.ndim == 3 else "YX"
+        tifffile.imwrite(folder / f"img{i}.tif", (image * 1000).astype(np.uint16), imagej=True,
+                         metadata={"axes": axes})
+    return folder
+
+
+def test_predict_writes_labels_uncertainty_and_probabilities(model_file, images, tmp_path):
+    out = tmp_path / "labels.tif"
+    status = main(["predict", "--model", str(model_file), "--image", str(images / "img1.tif"),
+                   "--out", str(out), "--uncertainty", str(tmp_path / "u.tif"),
+                   "--probabilities", str(tmp_path / "p.tif"), "--tile", "64",
+                   "--device", "cpu"])
+    assert status == 0
+    labels = tifffile.imread(out)
+    model, meta = load_model(model_file)
+    ref = predict_image(model, tifffile.imread(images / "img1.tif"), meta=meta, tile_size=64,
+                        device="cpu")
+    np.testing.assert_array_equal(labels, ref.instances)
+    assert tifffile.imread(tmp_path / "u.tif").shape == (3, 36, 40)
+    assert tifffile.imread(tmp_path / "p.tif").shape == (3, 2, 36, 40)
+    # never overwrites without --overwrite: exit 2, file untouched
+    before = out.read_bytes()
+    status = main(["predict", "--model", str(model_file), "--image", str(images / "img0.tif"),
+                   "--out", str(out), "--device", "cpu"])
+    assert status == 2 and out.read_bytes() == before
+
+
+def test_predict_bad_tile_is_a_clear_error(model_file, images, tmp_path, capsys):
+    status = main(["predict", "--model", str(model_file), "--image", str(images / "img0.tif"),
+                   "--out", str(tmp_path / "x.tif"), "--tile", "50", "--device", "cpu"])
+    assert status == 2
+    assert "tile 50 is not legal" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_batch_exit_status_counts_failures(model_file, images, tmp_path, capsys):
+    (images / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
+    out = tmp_path / "out"
+    status = main(["batch", "--model", str(model_file), "--input", str(images / "*.tif"),
+                   "--output", str(out), "--tile", "64", "--device", "cpu"])
+    assert status == 1
+    text = capsys.readouterr()
+    assert "broken.tif" in text.err and "done 2, skipped 0" in text.out
+    assert sorted(p.name for p in out.iterdir()) == ["img0.tif", "img1.tif"]
+    # resumed run: nothing to redo, the broken file fails again
+    status = main(["batch", "--model", str(model_file), "--input", str(images),
+                   "--output", str(out), "--tile", "64", "--device", "cpu"])
+    assert status == 1 and "done 0, skipped 2" in capsys.readouterr().out
+
+
+def test_batch_into_the_input_folder_is_refused(model_file, images, capsys):
+    status = main(["batch", "--model", str(model_file), "--input", str(images),
+                   "--output", str(images), "--device", "cpu"])
+    assert status == 2
+    assert "would replace the input" in capsys.readouterr().err
