@@ -187,3 +187,12 @@ def test_class_weight_map_balanced_and_ignore_value():
         class_weight_map(classes, 3)
     with pytest.raises(ValueError, match="3 entries"):
         class_weight_map(classes, 3, class_weights=[1.0, 2.0], ignore_mask=ignore)
+
+
+def test_objects_are_ids_not_connected_components():
+    # One id in two pieces is one object: the gap between its pieces gets no border term.
+    labels = two_squares(gap=2)
+    labels[labels == 2] = 1
+    w = weight_map(labels, class_weights=None)
+    assert w[7, 10] == pytest.approx(1.0)
+    # Touching objects with different ids stay two objects (see the 1-px gap test above).
