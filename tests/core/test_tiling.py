@@ -48,12 +48,27 @@ def _image(shape, seed=0):
 
 # -- geometry ----------------------------------------------------------------------------------
 def test_valid_axis_tiles_cover_with_aligned_origins():
-    # depth 4: tile 572 -> output 388; steps of 384 (a multiple of 16), last origin aligned
+    # depth 4: tile 572 -> output 388; 3 tiles needed, origins multiples of 16, spread evenly
     origins = valid_axis_tiles(1000, 572, 92, 16)
-    assert origins == [0, 384, 624]
-    assert all(o % 16 == 0 for o in origins)
+    assert origins == [0, 304, 624]
     assert origins[-1] + 388 >= 1000 and origins[-1] + 388 - 1000 < 16
     assert valid_axis_tiles(100, 572, 92, 16) == [0]
+    with pytest.raises(ValueError, match="less than one pooling step"):
+        valid_axis_tiles(1000, 188, 92, 16)
+
+
+def test_automatic_tiles_fit_the_image():
+    # 2048 px with at most 1024 px tiles: 3 tiles of ~700 px, not 3 of 1024
+    from napari_unet.core.tiling import fit_tile_to_image
+
+    small = UNet.small()
+    tile = fit_tile_to_image(small, (1024, 1024), (2048, 2048))
+    assert tile[0] % 16 == 0 and tile[0] < 900
+    assert len(padded_axis_tiles(2048, tile[0], receptive_radius(small), 16)) == 3
+    original = UNet.original()
+    tile = fit_tile_to_image(original, (1024, 1024), (1000, 2048))
+    original.output_shape(tile)
+    assert len(valid_axis_tiles(1000, tile[0], 92, 16)) == 2
 
 
 def test_padded_axis_tiles_keep_parts_partition_the_axis():
