@@ -1,15 +1,26 @@
 """Live training-loss plot for the Train dock: a small matplotlib canvas (qtagg backend).
 
 Points arrive at every training step (hundreds per second for tiny nets), but drawing a
-matplotlib figure costs several milliseconds of the GUI thread, so points are only appended to
-arrays and a timer redraws at most ``max_fps`` times a second, and only when something changed.
+matplotlib figure costs milliseconds to (on a busy machine) hundreds of milliseconds of the GUI
+thread, so:
+
+- points are only appended to lists; a timer redraws at most ``max_fps`` times a second, and
+  only when something changed;
+- the axes limits move in coarse steps (x: the run's total iterations, or doubling; y: whole
+  decades of the log axis), so most redraws *blit*: restore the cached axes background, draw
+  the three lines, copy that rectangle to the screen. A full draw (ticks, labels) happens only
+  when a limit changes or the widget is resized;
+- tick labels are plain text (no mathtext).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
@@ -63,14 +74,26 @@ class LossPlot(QWidget):
         ax.set_xlabel("iteration", color=fg, fontsize=8)
         ax.set_ylabel("loss", color=fg, fontsize=8)
         ax.set_yscale("log")
-        (self._raw_line,) = ax.plot([], [], color="#4c9be8", alpha=0.35, lw=0.8)
-        (self._smooth_line,) = ax.plot([], [], color="#4c9be8", lw=1.6, label="training")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0.1, 1.0)
+        # Animated lines are left out of full draws and drawn on the cached background.
+        (self._raw_line,) = ax.plot([], [], color="#4c9be8", alpha=0.35, lw=0.8,
+                                    animated=True)
+        (self._smooth_line,) = ax.plot([], [], color="#4c9be8", lw=1.6, label="training",
+                                       animated=True)
         (self._val_line,) = ax.plot([], [], "o-", color="#f39c12", ms=3, lw=1.2,
-                                    label=self._val_name)
+                                    label=self._val_name, animated=True)
+        self._background = None
+        self._total: int | None = None
         legend = ax.legend(fontsize=7, loc="upper right", frameon=False)
         for text in legend.get_texts():
             text.set_color(fg)
         self.axes = ax
+
+        self.canvas.mpl_connect("draw_event", self._on_full_draw)
+        self.full_draw_count = 0
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -124,6 +147,11 @@ class LossPlot(QWidget):
         self._val_values.append(value)
         self._dirty = True
 
+    def set_total(self, iterations: int | None) -> None:
+        """Let the x axis stop growing at ``iterations`` (the run's length)."""
+        self._total = int(iterations) if iterations else None
+        self._dirty = True
+
     def clear(self) -> None:
         """Forget all points (a new training run)."""
         for values in (self._steps, self._losses, self._smoothed, self._val_steps,
@@ -134,7 +162,7 @@ class LossPlot(QWidget):
 
     # -- drawing ---------------------------------------------------------------------------
     def redraw(self) -> None:
-        """Draw now if points arrived since the last draw."""
+        """Draw now if points arrived since the last draw (blitting when the axes are still)."""
         if not self._dirty or not self.isVisible():
             return
         self._dirty = False
@@ -143,10 +171,45 @@ class LossPlot(QWidget):
         self._raw_line.set_data(steps[::stride], np.asarray(self._losses)[::stride])
         self._smooth_line.set_data(steps[::stride], np.asarray(self._smoothed)[::stride])
         self._val_line.set_data(self._val_steps, self._val_values)
-        self.axes.relim()
-        self.axes.autoscale_view()
-        self.canvas.draw()
+        if self._update_limits() or self._background is None:
+            self.canvas.draw()  # _on_full_draw caches the background and draws the lines
+        else:
+            self.canvas.restore_region(self._background)
+            self._draw_lines()
+            self.canvas.blit(self.axes.bbox)
         self.draw_count += 1
+
+    def _update_limits(self) -> bool:
+        """Move the limits in coarse steps; True when they changed (a full draw is needed)."""
+        ax = self.axes
+        last = self._steps[-1] if self._steps else 0
+        x1 = 100.0
+        while x1 < last:
+            x1 *= 2  # doubling: a handful of full draws for a whole run
+        if self._total and last <= self._total:
+            x1 = min(x1, float(self._total))
+        values = self._losses + self._val_values
+        y0, y1 = ax.get_ylim()
+        if values:
+            low, high = min(values), max(values)
+            y0 = 10.0 ** math.floor(math.log10(low))
+            y1 = 10.0 ** math.ceil(math.log10(high))
+            if y1 <= y0:
+                y1 = y0 * 10.0
+        changed = (x1, y0, y1) != (ax.get_xlim()[1], *ax.get_ylim())
+        if changed:
+            ax.set_xlim(0, x1)
+            ax.set_ylim(y0, y1)
+        return changed
+
+    def _draw_lines(self) -> None:
+        for line in (self._raw_line, self._smooth_line, self._val_line):
+            self.axes.draw_artist(line)
+
+    def _on_full_draw(self, _event: object) -> None:
+        self._background = self.canvas.copy_from_bbox(self.axes.bbox)
+        self._draw_lines()
+        self.full_draw_count += 1
 
     def stop(self) -> None:
         """Stop the redraw timer (the dock is closing)."""

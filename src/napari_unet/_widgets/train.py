@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 import typing
@@ -235,10 +236,34 @@ def _crop(image: Any, channel_axis: int | None, region: tuple[int | None, slice,
     return np.asarray(crop)
 
 
+def _same_layer(a: Any, b: Any) -> bool:
+    """Identity of layers seen through napari's plugin proxies (a new proxy per access)."""
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
+def _lower_this_thread_priority(increment: int = 10) -> None:
+    """Let the GUI thread win the CPU over training (Linux: per-thread nice value).
+
+    Threads started from here (the trainer's data thread, torch's workers) inherit it. An
+    unprivileged process cannot raise a priority again, so the pool thread stays "nice" until
+    Qt retires it (30 s idle); other napari-unet jobs it may run are background work too.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < 10:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
+    except OSError:
+        pass  # not allowed here: train at normal priority
+
+
 def _training_job(spec: ModelSpec, samples: TrainingSet, config: TrainConfig, image: Any,
                   channel_axis: int | None, box: _PreviewBox | None):
     """Generator run by the worker: build the net, then train, restarting ``events`` whenever
     the preview region changes."""
+    _lower_this_thread_priority()
     model, _meta = spec.build(samples.in_channels, samples.num_classes, "cpu")
     trainer = Trainer(model, samples, config)
     if trainer.device.type == "cpu":
@@ -499,7 +524,7 @@ class TrainWidget(QWidget):
 
     def _on_labels_changed(self) -> None:
         layer = self._layer(self.labels_combo, Labels)
-        if layer is not self._labels_layer and self.worker is None:
+        if not _same_layer(layer, self._labels_layer) and self.worker is None:
             self._follow_labels(layer)
         if layer is not None:
             convention = layer.metadata.get(CONVENTION_KEY, "dense")
@@ -574,6 +599,7 @@ class TrainWidget(QWidget):
         self._run_labels_layer = labels_layer
         self._follow_labels(labels_layer)
         self.loss_plot.clear()
+        self.loss_plot.set_total(config.iterations)
         self.progress.setRange(0, config.iterations)
         self.progress.setValue(0)
         self.device_label.setText(f"device: {resolve_device(config.device).type}")
@@ -583,6 +609,12 @@ class TrainWidget(QWidget):
         self._offered_sessions.add(image_layer.name)  # its autosave is this run's own
         self._preview_box = _PreviewBox() if self.preview_check.value else None
         self._update_preview_request()
+        if self._preview_box is not None:
+            # Adding a layer is slow in napari: do it now, updates then only swap the data.
+            region, _ = self._preview_box.get()
+            shape = (region[1].stop - region[1].start, region[2].stop - region[2].start)
+            self._show_preview(Preview(0, np.zeros(shape, np.float32), region))
+            self.preview_updates = 0
 
         box = self._preview_box
         self.jobs.start(lambda: _training_job(spec, samples, config, image, channel_axis, box))
@@ -751,7 +783,7 @@ class TrainWidget(QWidget):
         snapshot = np.array(layer.data, copy=True)  # GUI thread: no painting in between
         samples = self.samples
         if (self.worker is not None and samples is not None
-                and layer is self._run_labels_layer):
+                and _same_layer(layer, self._run_labels_layer)):
             def update() -> int:
                 samples.update(0, snapshot)
                 return samples.n_annotated_pixels
@@ -811,7 +843,8 @@ class TrainWidget(QWidget):
                 self.viewer.layers.selection.active = self._run_labels_layer
         else:
             layer.data = probs
-            layer.translate = translate
+            if not np.array_equal(layer.translate, translate):
+                layer.translate = translate
         self.preview_updates += 1
 
     # -- session -----------------------------------------------------------------------------------
