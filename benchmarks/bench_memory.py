@@ -6,7 +6,9 @@ For each stack size, one process writes a ZYX uint16 TIFF of that size into a te
 tiny net (the point is memory, not accuracy) and reports the peak ``RssAnon``, sampled every
 10 ms from ``/proc/self/status`` by a thread. ``RssAnon`` leaves out the file-backed pages of the
 memory maps (input and outputs), which the kernel can drop at any time; ``VmHWM`` would count
-them. Outputs (instance labels int32, semantic labels uint8) go to memory maps; the float32
+them. The input is opened as a memory map whatever its size (``read_image(lazy_bytes=0)``);
+outputs (instance labels int32, semantic labels uint8) go to memory maps the caller
+preallocates (``out=``), next to the stack; the float32
 probabilities are not kept (``keep_probabilities=False``: they would be 8 bytes per pixel on
 disk and are not needed for labels).
 
@@ -94,12 +96,18 @@ def predict_file(path: str, threads: int) -> dict:
 
     torch.manual_seed(0)
     model = UNet(1, 2, base_channels=4, depth=2, padding="same").eval()
-    data = read_image(path)
+    data = read_image(path, lazy_bytes=0)  # always a memory map, as for a big file
+    n_z, h, w = data.array.shape
+    folder = os.path.dirname(path)
+    out = {"instances": np.memmap(os.path.join(folder, "instances.dat"), np.int32, "w+",
+                                  shape=(n_z, h, w)),
+           "semantic": np.memmap(os.path.join(folder, "semantic.dat"), np.uint8, "w+",
+                                 shape=(n_z, h, w))}
     baseline = _rss_anon_kib()
     t0 = time.perf_counter()
     config = PredictConfig(device="cpu", keep_probabilities=False, batch_size=1)
     result = None
-    for event in predict(model, data.array, config):
+    for event in predict(model, data.array, config, out=out):
         if isinstance(event, PredictionResult):
             result = event
         elif isinstance(event, Progress) and event.step == 1:

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             client = Client(args.scheduler, timeout="20s")
         except OSError as err:
-            raise ValueError(f"cannot reach the dask scheduler at {args.scheduler!r}: {err}")
+            raise ValueError(
+                f"cannot reach the dask scheduler at {args.scheduler!r}: {err}") from None
     job = batch_segment(model, args.input, args.output, meta=meta, client=client,
                         overwrite=args.overwrite, probabilities=args.probabilities,
                         suffix=args.suffix, **predict_config_kwargs(args))

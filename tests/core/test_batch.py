@@ -201,3 +201,24 @@ def test_output_names():
     assert output_name(Path("x/cells.ome.tif")) == "cells.tif"
     assert output_name(Path("x/cells.TIFF"), "_labels") == "cells_labels.tif"
     assert output_name(Path("x/a.b.png")) == "a.b.tif"
+
+
+def test_huge_plane_tiles_on_the_cluster_equal_local(tmp_path):
+    from distributed import Client, LocalCluster
+
+    torch.manual_seed(0)
+    valid = UNet(1, 2, base_channels=4, depth=2, padding="valid").eval()
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "big.tif", _nuclei((150, 170), 3), imagej=True,
+                     metadata={"axes": "YX"})
+    settings = dict(tile_size=60, device="cpu")
+    _run(valid, src, tmp_path / "local", **settings)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        events, summary = _run(valid, src, tmp_path / "dask", client=client,
+                               split_pixels=100 * 100, **settings)
+    done = [e for e in events if isinstance(e, FileDone)]
+    assert done[0].status == "done" and "cluster" in done[0].message
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "dask" / "big.tif"),
+                                  tifffile.imread(tmp_path / "local" / "big.tif"))

@@ -75,7 +75,7 @@ def test_padded_axis_tiles_keep_parts_partition_the_axis():
     tiles = padded_axis_tiles(301, 128, 30, 16)
     keeps = [(k0, k1) for _, _, k0, k1 in tiles]
     assert keeps[0][0] == 0 and keeps[-1][1] == 301
-    assert all(a[1] == b[0] for a, b in zip(keeps, keeps[1:]))
+    assert all(a[1] == b[0] for a, b in zip(keeps[:-1], keeps[1:], strict=True))
     for start, stop, k0, k1 in tiles:
         assert start % 16 == 0 and stop <= 301
         assert (k0 == 0 or k0 - start >= 30) and (k1 == 301 or stop - k1 >= 30)
@@ -133,9 +133,10 @@ def test_padded_small_overlap_seams_are_measured_bounded():
     # ... but only where kept parts meet; far from every seam the tiles are exact
     far = errors["discard"][:, :12, :12]
     assert far.max() < 1e-5
-    # bounds measured for this seed (0.45 and 0.45 observed); see docs/benchmarks.md
-    assert errors["discard"].max() < 0.8 and errors["gaussian"].max() < 0.8
-    assert errors["discard"].mean() < 0.05 and errors["gaussian"].mean() < 0.05
+    # bounds from the measured errors for this seed (max 0.50 / 0.41, mean 0.0074 / 0.0072 for
+    # discard / gaussian; random He weights make seams far worse than a trained net's)
+    assert errors["discard"].max() < 0.6 and errors["gaussian"].max() < 0.6
+    assert errors["discard"].mean() < 0.015 and errors["gaussian"].mean() < 0.015
 
 
 # -- layouts -----------------------------------------------------------------------------------

@@ -46,12 +46,16 @@ class BatchConfig:
         Also write ``<name>_probabilities.tif`` (float32, classes as the channel axis).
     suffix : str
         Appended to each input's name for its labels file (``""``: the same name).
+    split_pixels : int
+        With a dask client, single 2D images with more pixels than this are not sent to one
+        worker whole; their tiles are spread over the cluster (``dask.array.map_overlap``).
     """
 
     predict: PredictConfig = field(default_factory=PredictConfig)
     overwrite: bool = False
     probabilities: bool = False
     suffix: str = ""
+    split_pixels: int = 8192 * 8192
 
     def __post_init__(self) -> None:
         if not isinstance(self.predict, PredictConfig):
@@ -129,14 +133,14 @@ def plan_outputs(files: Sequence[Path], output_dir: Path, suffix: str) -> list[P
     """Output path per input; ``ValueError`` if an output would replace an input or another's."""
     outputs = [output_dir / output_name(p, suffix) for p in files]
     inputs = {p.resolve() for p in files}
-    for src, dst in zip(files, outputs):
+    for src, dst in zip(files, outputs, strict=True):
         if dst.resolve() in inputs:
             raise ValueError(
                 f"the output {str(dst)!r} would replace the input {str(src)!r}: the output "
                 "folder is the input folder and the names are the same; choose another output "
                 "folder or a suffix")
     seen: dict[Path, Path] = {}
-    for src, dst in zip(files, outputs):
+    for src, dst in zip(files, outputs, strict=True):
         if dst in seen:
             raise ValueError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to "
                              f"{str(dst)!r}")
@@ -244,7 +248,7 @@ def _write_probabilities(path: Path, probs: Any, label_axes: str,
     order = sorted(range(len(axes)), key=lambda i: "TZCYX".index(axes[i]))
     data = np.transpose(data, order)
     axes = "".join(axes[i] for i in order)
-    sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or ()))
+    sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or (), strict=False))
     metadata: dict[str, Any] = {"axes": axes}
     kwargs: dict[str, Any] = {}
     if "X" in sizes and "Y" in sizes:
@@ -324,7 +328,7 @@ def batch_segment(
     skipped: list[Path] = []
     failed: list[tuple[Path, str]] = []
     todo: list[tuple[Path, Path]] = []
-    for src, dst in zip(files, outputs):
+    for src, dst in zip(files, outputs, strict=True):
         if dst.exists() and not config.overwrite:
             skipped.append(src)
         else:
@@ -415,16 +419,89 @@ def _segment_on_worker(plugin_name: str, src: str, dst: str,
     return events
 
 
+def _plane_pixels(path: Path) -> int:
+    """Pixels of a single-plane TIFF (no Z/T axis), 0 for stacks and anything unreadable."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, series.shape
+    except Exception:
+        return 0
+    if any(a not in "YXCS" for a in axes if shape[axes.index(a)] > 1):
+        return 0
+    return int(shape[axes.index("Y")] * shape[axes.index("X")]) if "Y" in axes else 0
+
+
+def segment_huge_plane(client, model: UNet, meta: Mapping[str, Any], path: Path, output: Path,
+                       config: BatchConfig) -> Iterator[Message | FileDone]:
+    """Segment one big 2D image with its tiles spread over a dask cluster.
+
+    The image is normalised here (percentiles need all of it), the probabilities come from
+    :func:`~napari_unet.core.tiling.predict_tiles_dask` computed on the cluster, and the labels
+    are made and written here. For valid nets they equal the local result.
+    """
+    import dask.array as da
+
+    from .io import read_image, write_labels
+    from .tiling import (
+        DEFAULT_NORMALIZATION,
+        _instances,
+        _normalize,
+        _semantic,
+        as_stack,
+        predict_tiles_dask,
+    )
+
+    try:
+        data = read_image(path)
+        pconfig = config.predict
+        channel_axis = pconfig.channel_axis if pconfig.channel_axis is not None \
+            else data.channel_axis
+        view, stacked = as_stack(data.array, model.in_channels, channel_axis)
+        plane = np.asarray(view[0], dtype=np.float32)
+        if not np.isfinite(plane).all():
+            raise ValueError("image contains NaN or infinite values")
+        plane = _normalize(plane, meta.get("normalization", DEFAULT_NORMALIZATION))
+        # blocks of at most split_pixels (and 2048 px a side), one task each
+        chunk = min(2048, int(config.split_pixels ** 0.5))
+        lazy = predict_tiles_dask(model, da.from_array(plane), pconfig, meta, chunk=chunk)
+        probs = client.compute(lazy).result()
+        mode = meta.get("mode") or ("instances" if model.num_classes == 2 else "semantic")
+        labels = (_instances(probs[1], pconfig.threshold, pconfig.min_size)
+                  if mode == "instances" else _semantic(probs))
+        written = write_labels(output, labels, data.axes.replace("C", ""), data.pixel_size,
+                               overwrite=config.overwrite)
+        if written.note:
+            yield Message(f"{path.name}: {written.note}", level="warning")
+        if config.probabilities:
+            _write_probabilities(output.with_name(output.stem + "_probabilities.tif"), probs,
+                                 data.axes.replace("C", ""), data.pixel_size, config.overwrite)
+    except Exception as err:
+        yield FileDone(path, None, "failed", _describe(err))
+        return
+    yield FileDone(path, output, "done", "tiles computed on the cluster")
+
+
 def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
     from distributed import as_completed
 
+    if not todo:
+        return
+    no_rescale = config.predict.object_diameter is None and config.predict.pixel_size is None
+    huge = [(src, dst) for src, dst in todo
+            if no_rescale and _plane_pixels(src) > config.split_pixels]
+    todo = [job for job in todo if job not in huge]
+    for src, dst in huge:
+        yield from segment_huge_plane(client, model, meta, src, dst, config)
     if not todo:
         return
     name = f"napari-unet-model-{uuid.uuid4().hex[:8]}"
     client.register_plugin(_make_plugin(name, model, meta), name=name)
     futures = [client.submit(_segment_on_worker, name, str(src), str(dst), config, pure=False)
                for src, dst in todo]
-    by_future = dict(zip(futures, todo))
+    by_future = dict(zip(futures, todo, strict=True))
     try:
         for future in as_completed(futures):
             src, _ = by_future[future]

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .device import resolve_device
 from .events import Message, Progress
@@ -39,7 +38,6 @@ from .model import UNet
 
 BLEND_MODES = ("discard", "gaussian")
 UNCERTAINTY_METHODS = ("entropy", "variance")
-HALF_CHOICES = ("auto", True, False)
 # Outputs bigger than this are not allocated in RAM but as (unlinked) temporary memory maps.
 IN_RAM_BYTES = 256 * 2**20
 # Tile sides chosen automatically stay below this (bigger tiles gain little and cost latency).
@@ -140,8 +138,7 @@ class PredictConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.half not in HALF_CHOICES or (self.half is not True and self.half is not False
-                                             and self.half != "auto"):
+        if not (self.half is True or self.half is False or self.half == "auto"):
             raise ValueError(f"half must be 'auto', True or False, got {self.half!r}")
         if self.blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
@@ -259,7 +256,7 @@ def fit_tile_to_image(model: UNet, largest: tuple[int, int], hw: tuple[int, int]
     d = model.divisor
     m = receptive_radius(model) if overlap is None else overlap
     tile = []
-    for t_max, n_px in zip(largest, hw):
+    for t_max, n_px in zip(largest, hw, strict=True):
         if model.is_valid:
             first = model.valid_input_shape((d + 2 * model.context,) * 2)[0]
             candidates = range(first, max(t_max, first) + 1, d)
@@ -536,7 +533,7 @@ def as_stack(image: Any, in_channels: int, channel_axis: int | None) -> tuple[An
         raise ValueError(f"image is empty (shape {shape})")
     dtype = np.dtype(image.dtype)
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-            or dtype == bool):
+            or dtype == np.dtype(bool)):
         raise ValueError(f"image must be a real-valued numeric array, got dtype {dtype}")
     ndim = len(shape)
     if channel_axis is not None:
@@ -840,6 +837,7 @@ def predict_tiles_dask(model: UNet, image: Any, config: PredictConfig | None = N
     The image must already be normalised (e.g. with percentiles from a subsample), because a
     chunk cannot see the whole image's intensity distribution.
     """
+    import dask
     import dask.array as da
 
     config = config or PredictConfig()
@@ -866,14 +864,17 @@ def predict_tiles_dask(model: UNet, image: Any, config: PredictConfig | None = N
     state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
     arch = dict(model.config)
 
-    def block(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        net = _cached_model(arch, state)
+    def block(x: np.ndarray, weights: dict | None = None) -> np.ndarray:
+        net = _cached_model(arch, weights)
         return _predict_block(net, x, depth, tile, config)
 
+    # The weights are one graph key that every block depends on: a cluster sends them to each
+    # worker once instead of with every task.
+    weights = dask.delayed(state, pure=True)
     return da.map_overlap(
         block, image, depth={0: 0, 1: depth, 2: depth}, boundary="reflect", trim=False,
         dtype=np.float32, chunks=((k,), image.chunks[1], image.chunks[2]),
-        meta=np.empty((0, 0, 0), np.float32))
+        meta=np.empty((0, 0, 0), np.float32), weights=weights)
 
 
 def _chunks(length: int, chunk: int, depth: int) -> tuple[int, ...]:
@@ -949,6 +950,7 @@ def _valid_premargined(predictor: _PlanePredictor, block: np.ndarray, h: int,
 
 __all__ = [
     "PredictConfig", "PredictionResult", "predict", "predict_image", "predict_tiles_dask",
-    "auto_tile_size", "fit_tile_to_image", "check_tile_size", "valid_axis_tiles", "padded_axis_tiles", "as_stack",
+    "auto_tile_size", "fit_tile_to_image", "check_tile_size", "valid_axis_tiles",
+    "padded_axis_tiles", "as_stack",
     "receptive_radius", "run_to_result",
 ]
