@@ -1,14 +1,20 @@
 """Does the viewer stay responsive while the Train dock trains? (run under Xvfb)
 
-    xvfb-run -a python benchmarks/bench_gui_latency.py [--seconds 30] [--net small|tiny]
+    xvfb-run -a python benchmarks/bench_gui_latency.py [--seconds 20] [--net small|tiny]
 
 A 10 ms QTimer probe in the GUI thread records how late each tick fires (the event-loop
-stall). The probe runs twice, side by side on the same viewer, while the script pans/zooms the view
-every 0.5 s and paints a labels stroke every 2 s: first without training (napari's own cost of
-those interactions), then while the Train dock trains with the live preview (which follows
-the view) and the loss plot on, and takes the painted labels into the running training.
-Statistics skip the first two seconds of each phase (start-up: building the net, first
-texture upload). Targets: p99 < 30 ms and max < 100 ms during training.
+stall). Four phases on the same viewer, side by side:
+
+- ``idle``: no training, the view left alone;
+- ``training``: the Train dock trains with the live preview and the loss plot on, the view left
+  alone (the issue's measurement: targets p99 < 30 ms and max < 100 ms);
+- ``interact``: no training, while the script pans/zooms the view every 0.5 s and paints a
+  labels stroke every 2 s (napari's own cost of those interactions);
+- ``train+interact``: the same interactions during the training: the preview follows the view
+  and the painted labels go into the running training.
+
+Each training phase starts 2 s after the training started (building the net, first texture
+upload), each other phase 2 s after its start.
 """
 
 from __future__ import annotations
@@ -36,15 +42,17 @@ def stalls_ms(ticks: list[float], since: float) -> np.ndarray:
 
 def summary(name: str, stalls: np.ndarray) -> str:
     if stalls.size == 0:
-        return f"{name:<9} no ticks"
-    return (f"{name:<9} ticks {stalls.size:5d}  p50 {np.percentile(stalls, 50):6.1f} ms  "
+        return f"{name:<15} no ticks"
+    return (f"{name:<15} ticks {stalls.size:5d}  p50 {np.percentile(stalls, 50):6.1f} ms  "
             f"p99 {np.percentile(stalls, 99):6.1f} ms  max {stalls.max():6.1f} ms")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="training phase length")
-    parser.add_argument("--idle-seconds", type=float, default=8.0, help="idle phase length")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="length of each training phase (after its 2 s warm-up)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="length of each phase without training")
     parser.add_argument("--net", choices=("small", "tiny"), default="small",
                         help="small: UNet.small (32..512 channels); tiny: depth 2, 8 channels")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
@@ -74,6 +82,24 @@ def main() -> int:
                         ("preview_every_s", 1.0), ("validate_every", 25)):
         dock.config_widgets[name].value = value
     app = QApplication.instance()
+
+    # Time the dock's GUI-thread handlers, to tell which one a stall came from.
+    handler_ms: dict[str, list[float]] = {"preview": [], "plot": [], "event": []}
+
+    def timed(name: str, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                handler_ms[name].append((time.perf_counter() - t) * 1000)
+        return wrapper
+
+    dock._show_preview = timed("preview", dock._show_preview)
+    dock.loss_plot.redraw = timed("plot", dock.loss_plot.redraw)
+    dock.loss_plot._timer.timeout.disconnect()  # the timer held the unwrapped method
+    dock.loss_plot._timer.timeout.connect(dock.loss_plot.redraw)
+    dock.jobs.on_event = timed("event", dock.jobs.on_event)  # includes the preview
 
     ticks: list[float] = []
     probe = QTimer()
@@ -108,17 +134,26 @@ def main() -> int:
     interactions = [(0.5, pan), (2.0, paint)]
     run_for(2.0)  # let the window settle
     probe.start()
-    t_idle = time.perf_counter()
-    run_for(args.idle_seconds, interactions)  # the same panning and painting, no training
-    idle = stalls_ms(ticks, t_idle + WARMUP_S)
+    phases: dict[str, np.ndarray] = {}
 
-    ticks.clear()
-    t_train = time.perf_counter()
+    def measure(name: str, seconds: float, every=()) -> None:
+        ticks.clear()
+        t0 = time.perf_counter()
+        run_for(seconds, every)
+        phases[name] = stalls_ms(ticks, t0 + WARMUP_S)
+
+    measure("idle", args.idle_seconds)
+    measure("interact", args.idle_seconds, interactions)
+    viewer.reset_view()
     if not dock.start():
         print("the Train dock refused to start", file=sys.stderr)
         return 2
-    run_for(args.seconds, interactions)
-    busy = stalls_ms(ticks, t_train + WARMUP_S)
+    run_for(WARMUP_S)
+    previews_before = dock.preview_updates
+    measure("training", args.seconds + WARMUP_S)
+    previews_static = dock.preview_updates - previews_before
+    measure("train+interact", args.seconds + WARMUP_S, interactions)
+    previews_moving = dock.preview_updates - previews_before - previews_static
     steps = dock.trainer.step if dock.trainer is not None else 0
     dock.stop()
     deadline = time.perf_counter() + 120
@@ -133,17 +168,25 @@ def main() -> int:
           f"{torch.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
           f"{dock.device_label.text()}, "
           f"net {args.net}, image {args.size}x{args.size}, tile 128, batch 2)")
-    print(summary("no train", idle))
-    print(summary("training", busy))
-    if idle.size and busy.size:
-        ratio = np.percentile(busy, 99) / max(np.percentile(idle, 99), 0.1)
-        print(f"ratio training/idle: p99 {ratio:.1f}x")
-    print(f"training: {steps} steps in {args.seconds:.0f} s, {dock.loss_plot.steps.size} loss "
-          f"points, {dock.loss_plot.draw_count} plot redraws, {dock.preview_updates} preview "
-          f"updates, {len(dock.loss_plot.validation[0])} validations")
-    ok = busy.size and np.percentile(busy, 99) < TARGET_P99_MS and busy.max() < TARGET_MAX_MS
-    print(f"target p99 < {TARGET_P99_MS:.0f} ms and max < {TARGET_MAX_MS:.0f} ms: "
-          f"{'met' if ok else 'NOT met'}")
+    for name in ("idle", "training", "interact", "train+interact"):
+        print(summary(name, phases[name]))
+
+    def p99(name: str) -> float:
+        return float(np.percentile(phases[name], 99)) if phases[name].size else float("nan")
+
+    print(f"p99 ratios: training/idle {p99('training') / max(p99('idle'), 0.1):.1f}x, "
+          f"train+interact/interact {p99('train+interact') / max(p99('interact'), 0.1):.1f}x")
+    print(f"training: {steps} steps, {dock.loss_plot.steps.size} loss points, "
+          f"{dock.loss_plot.draw_count} plot redraws ({dock.loss_plot.full_draw_count} full), "
+          f"{previews_static} previews (view still) + {previews_moving} (view moving), "
+          f"{len(dock.loss_plot.validation[0])} validations")
+    print("slowest dock handlers (GUI thread): " + ", ".join(
+        f"{name} {max(v):.0f} ms (median {np.median(v):.1f}, n={len(v)})"
+        for name, v in handler_ms.items() if v))
+    busy = phases["training"]
+    ok = busy.size and p99("training") < TARGET_P99_MS and busy.max() < TARGET_MAX_MS
+    print(f"target (training phase) p99 < {TARGET_P99_MS:.0f} ms and max < "
+          f"{TARGET_MAX_MS:.0f} ms: {'met' if ok else 'NOT met'}")
     viewer.close()
     return 0
 

@@ -139,6 +139,31 @@ def test_loss_plot_collects_and_smooths_points(qtbot):
         LossPlot(max_fps=0)
 
 
+def test_loss_plot_blits_while_the_axes_stay_put(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.show()
+    plot.set_total(500)
+    plot.add_loss(1, 1.0)
+    plot.redraw()
+    qtbot.waitUntil(lambda: plot.full_draw_count >= 1)
+    full = plot.full_draw_count
+    assert plot.axes.get_xlim() == (0.0, 500.0)  # the whole run at once
+    for step in range(2, 60):
+        plot.add_loss(step, 1.0 / step)  # 0.017..0.5: inside the initial 0.01..10
+        plot.redraw()
+    assert plot.full_draw_count == full  # all blits
+    assert plot.axes.get_ylim() == pytest.approx((0.01, 10.0))
+    plot.add_loss(60, 25.0)  # above 10: the axis grows by a decade, one full draw
+    plot.redraw()
+    assert plot.axes.get_ylim() == pytest.approx((0.01, 100.0))
+    assert plot.full_draw_count == full + 1
+    plot.set_total(None)
+    plot.add_loss(250, 0.5)  # long runs: x doubles from 100
+    plot.redraw()
+    assert plot.axes.get_xlim() == (0.0, 400.0)
+
+
 # -- session --------------------------------------------------------------------------------------
 def test_session_labels_round_trip_with_convention(tmp_path):
     session = Session(tmp_path / "s")

@@ -26,6 +26,11 @@ from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 #: Plotting more points than this per curve only costs time; older ones are thinned out.
 MAX_DRAWN_POINTS = 1500
+#: Initial loss axis: wide enough for the usual cross-entropy/Dice values, so that a training
+#: run rarely needs a full redraw for the y axis.
+DEFAULT_YLIM = (0.01, 10.0)
+#: Runs up to this many iterations get their whole x range at once (no redraws for x).
+FIXED_X_UP_TO = 5000
 
 
 class LossPlot(QWidget):
@@ -77,7 +82,7 @@ class LossPlot(QWidget):
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlim(0, 100)
-        ax.set_ylim(0.1, 1.0)
+        ax.set_ylim(*DEFAULT_YLIM)
         # Animated lines are left out of full draws and drawn on the cached background.
         (self._raw_line,) = ax.plot([], [], color="#4c9be8", alpha=0.35, lw=0.8,
                                     animated=True)
@@ -183,19 +188,17 @@ class LossPlot(QWidget):
         """Move the limits in coarse steps; True when they changed (a full draw is needed)."""
         ax = self.axes
         last = self._steps[-1] if self._steps else 0
-        x1 = 100.0
-        while x1 < last:
-            x1 *= 2  # doubling: a handful of full draws for a whole run
-        if self._total and last <= self._total:
-            x1 = min(x1, float(self._total))
+        if self._total and self._total <= FIXED_X_UP_TO and last <= self._total:
+            x1 = float(self._total)
+        else:
+            x1 = 100.0
+            while x1 < last:
+                x1 *= 2  # doubling: a handful of full draws for a whole run
         values = self._losses + self._val_values
-        y0, y1 = ax.get_ylim()
-        if values:
-            low, high = min(values), max(values)
-            y0 = 10.0 ** math.floor(math.log10(low))
-            y1 = 10.0 ** math.ceil(math.log10(high))
-            if y1 <= y0:
-                y1 = y0 * 10.0
+        y0, y1 = DEFAULT_YLIM
+        if values:  # widen by whole decades only when a value falls outside
+            y0 = min(y0, 10.0 ** math.floor(math.log10(min(values))))
+            y1 = max(y1, 10.0 ** math.ceil(math.log10(max(values))))
         changed = (x1, y0, y1) != (ax.get_xlim()[1], *ax.get_ylim())
         if changed:
             ax.set_xlim(0, x1)

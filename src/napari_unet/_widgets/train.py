@@ -273,15 +273,23 @@ def _training_job(spec: ModelSpec, samples: TrainingSet, config: TrainConfig, im
 
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     yield _Started(trainer)
+    last_preview = -float("inf")
     while trainer.step < config.iterations:
         region, version = box.get() if box is not None else (None, 0)
         crop = _crop(image, channel_axis, region) if region is not None else None
+        shown = False  # has this crop had its preview yet?
         for event in trainer.events(preview=crop):
             if isinstance(event, Preview) and region is not None:
                 event = dataclasses.replace(event, region=region)
+                last_preview, shown = time.monotonic(), True
             yield event
-            if isinstance(event, LossReport) and box is not None and box.get()[1] != version:
-                break  # the view moved: continue with a crop of the new view
+            # The view moved and a preview is due: continue with a crop of the new view (the
+            # first step of ``events`` yields its preview). Not before this crop's own
+            # preview, or a view that keeps moving faster than the steps would get none.
+            if (isinstance(event, LossReport) and shown and box is not None
+                    and box.get()[1] != version
+                    and time.monotonic() - last_preview >= config.preview_every_s):
+                break
     trainer.close()
 
 
