@@ -350,13 +350,15 @@ def _is_oom(err: BaseException) -> bool:
 
 
 def _d4(x: torch.Tensor, k: int) -> torch.Tensor:
+    """View ``k`` of the 8 flips/rotations (``k = 0`` is ``x`` itself, not a copy)."""
     if k >= 4:
         x = torch.flip(x, dims=(-1,))
-    return torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
 
 
 def _d4_inverse(y: torch.Tensor, k: int) -> torch.Tensor:
-    y = torch.rot90(y, -(k % 4), dims=(-2, -1))
+    if k % 4:
+        y = torch.rot90(y, -(k % 4), dims=(-2, -1))
     if k >= 4:
         y = torch.flip(y, dims=(-1,))
     return y
@@ -401,7 +403,7 @@ class _PlanePredictor:
             total = p if total is None else total + p
             if self.variance:
                 sq = p * p if sq is None else sq + p * p
-        mean = total / len(views)
+        mean = total / len(views) if len(views) > 1 else total
         var = None
         if self.variance:
             # mean over classes of E[p^2] - E[p]^2; x4 maps the largest variance (0.25) to 1
