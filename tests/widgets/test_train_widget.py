@@ -407,3 +407,29 @@ def test_restore_session_brings_back_labels_and_model(make_napari_viewer, qtbot)
     assert restored.metadata[CONVENTION_KEY] == "sparse"
     assert widget.model_choice.current_source() == "file"
     assert widget.model_choice.spec().path == str(widget.session.model_path)
+
+
+@pytest.mark.gui
+def test_stack_trains_on_its_annotated_slices_and_previews_the_current_one(
+        make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    planes = [synthetic_nuclei((64, 64), seed=s) for s in (1, 2, 3)]
+    stack = np.stack([p[0] for p in planes])
+    labels = np.zeros((3, 64, 64), np.int32)
+    labels[1] = sparse_labels(planes[1][1], 64)  # only the middle slice is annotated
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(labels, name="stack labels", metadata={CONVENTION_KEY: "sparse"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    widget.model_choice.set_source("small")
+    widget.model_choice.overrides = dict(TINY)
+    for name, value in (("iterations", 4), ("tile_size", 64), ("batch_size", 1),
+                        ("preview_every_s", 0.0), ("validate_every", 0)):
+        widget.config_widgets[name].value = value
+    viewer.dims.set_current_step(0, 2)
+    with qtbot.waitSignal(widget.job_finished, timeout=180_000):
+        assert widget.start()
+    assert widget.samples.n_samples == 1  # the two empty slices are not training data
+    assert widget.trainer.step == 4
+    assert widget.preview_updates >= 1
+    assert widget.preview_layer.data.shape == (64, 64)
+    assert widget.preview_region == (2, slice(0, 64), slice(0, 64))  # the slice in view

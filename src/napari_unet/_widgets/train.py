@@ -191,11 +191,8 @@ def _field_docs() -> dict[str, str]:
     current: list[str] = []
     for line in doc.splitlines():
         if line.startswith("    ") and not line.startswith("        ") and " : " in line:
-            current = []
-            for name in line.split(" : ")[0].strip().split(","):
-                docs[name.strip()] = ""
-            names = [n.strip() for n in line.split(" : ")[0].split(",")]
-            current = names
+            current = [n.strip() for n in line.split(" : ")[0].split(",")]
+            docs.update({name: "" for name in current})
         elif line.startswith("        ") and current:
             for name in current:
                 docs[name] = (docs[name] + " " + line.strip()).strip()
@@ -322,6 +319,7 @@ class TrainWidget(QWidget):
         self.session: Session | None = None
         self.preview_layer: Image | None = None
         self.preview_updates = 0
+        self.preview_region: tuple[int | None, slice, slice] | None = None  # (z, rows, cols)
         self._preview_box: _PreviewBox | None = None
         self._image_layer: Image | None = None
         self._labels_layer: Labels | None = None  # the one whose edits we follow
@@ -854,6 +852,7 @@ class TrainWidget(QWidget):
             if not np.array_equal(layer.translate, translate):
                 layer.translate = translate
         self.preview_updates += 1
+        self.preview_region = region
 
     # -- session -----------------------------------------------------------------------------------
     def restore_session(self) -> None:
