@@ -474,7 +474,7 @@ class Trainer:
         IoU of the non-background classes in semantic mode) and, in instance mode on fully
         annotated items, ``ap50`` (average precision at IoU 0.5 of the instances).
         """
-        from .metrics import average_precision, pixel_iou
+        from .metrics import average_precision, iou_per_class, pixel_iou
         from .postprocess import instances_from_probability
 
         instances_mode = self.samples.mode == "instances"
@@ -501,12 +501,10 @@ class Trainer:
                         ap = average_precision(labels, pred, (0.5,))
                         sums["ap50"].append(float(_first(ap)))
                 else:
-                    pred = probs.argmax(0)
-                    ious = [pixel_iou((labels == c) & annotated, (pred == c) & annotated)
-                            for c in range(1, self.model.num_classes)
-                            if ((labels == c) & annotated).any()]
-                    if ious:
-                        sums["iou"].append(float(np.mean(ious)))
+                    ious = iou_per_class(labels, probs.argmax(0), self.model.num_classes,
+                                         None if ignore is None else ignore)[1:]
+                    if np.isfinite(ious).any():
+                        sums["iou"].append(float(np.nanmean(ious)))
         self.model.train()
         return ValidationReport(self.step, {k: float(np.mean(v)) for k, v in sums.items() if v})
 
