@@ -433,3 +433,33 @@ def test_stack_trains_on_its_annotated_slices_and_previews_the_current_one(
     assert widget.preview_updates >= 1
     assert widget.preview_layer.data.shape == (64, 64)
     assert widget.preview_region == (2, slice(0, 64), slice(0, 64))  # the slice in view
+
+
+@pytest.mark.gui
+def test_semantic_labels_train_a_multi_class_model_with_its_names(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, instances = synthetic_nuclei((64, 64), seed=5)
+    viewer.add_image(image, name="other image")
+    viewer.add_image(image, name="cells", scale=(0.5, 0.5))
+    # semantic-sparse: 0 = not annotated, class c painted as c + 1 (background 1, two classes).
+    labels = np.where(instances > 0, 2 + (instances % 2), 1).astype(np.int32)
+    labels[:, 48:] = 0
+    names = ["background", "even", "odd"]
+    viewer.add_labels(labels, name="classes", scale=(0.5, 0.5), metadata={
+        CONVENTION_KEY: "semantic-sparse", "napari_unet_class_names": names,
+        "napari_unet_image": "cells"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    widget.labels_combo.setCurrentText("classes")
+    assert widget.image_combo.currentText() == "cells"  # named by the labels layer
+    assert widget.convention_combo.currentText() == "semantic-sparse"
+    widget.model_choice.set_source("modified")
+    widget.model_choice.overrides = dict(TINY)
+    for name, value in (("iterations", 3), ("tile_size", 64), ("batch_size", 1),
+                        ("validate_every", 0)):
+        widget.config_widgets[name].value = value
+    with qtbot.waitSignal(widget.job_finished, timeout=180_000):
+        assert widget.start()
+    model, meta = load_model(widget.session.model_path)
+    assert model.num_classes == 3 and meta["mode"] == "semantic"
+    assert meta["class_names"] == names
+    assert meta["pixel_size"] == [0.5, 0.5]

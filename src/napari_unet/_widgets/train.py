@@ -82,6 +82,7 @@ AUGMENT_TOGGLES = tuple(f.name for f in dataclasses.fields(AugmentConfig) if f.t
                         ("bool", bool))
 _NEUTRAL_INTENSITY = {"brightness": (0.0, 0.0), "contrast": (1.0, 1.0), "gamma": (1.0, 1.0)}
 
+IMAGE_KEY = "napari_unet_image"  # set on training layers by the Annotate dock
 LABELS_DEBOUNCE_MS = 500
 VIEW_DEBOUNCE_MS = 300
 MIN_PREVIEW = 64
@@ -324,8 +325,6 @@ class TrainWidget(QWidget):
         self._image_layer: Image | None = None
         self._labels_layer: Labels | None = None  # the one whose edits we follow
         self._run_labels_layer: Labels | None = None  # the one the running job trains on
-        self._run_image: Any = None
-        self._run_channel_axis: int | None = None
         self._pending_saves = 0
         self._closed = False
         self._offered_sessions: set[str] = set()
@@ -533,6 +532,10 @@ class TrainWidget(QWidget):
         if not _same_layer(layer, self._labels_layer) and self.worker is None:
             self._follow_labels(layer)
         if layer is not None:
+            # Layers made by the Annotate dock name their image.
+            image_name = layer.metadata.get(IMAGE_KEY)
+            if self.worker is None and image_name and self.image_combo.findText(image_name) >= 0:
+                self.image_combo.setCurrentText(image_name)
             convention = layer.metadata.get(CONVENTION_KEY, "dense")
             if convention in CONVENTIONS:
                 self.convention_combo.blockSignals(True)
@@ -601,7 +604,6 @@ class TrainWidget(QWidget):
         self._watch_main_window()  # docked by now, even in a viewer that was never shown
         self.samples = samples
         self.trainer = None
-        self._run_image, self._run_channel_axis = image, channel_axis
         self._run_labels_layer = labels_layer
         self._follow_labels(labels_layer)
         self.loss_plot.clear()
@@ -655,6 +657,12 @@ class TrainWidget(QWidget):
         resolve_device(config.device)  # an unavailable accelerator is refused here, not later
         samples = TrainingSet([image], [labels], convention=convention,
                               channel_axis=channel_axis, mode=mode, num_classes=num_classes)
+        # Stored in the model's meta by Trainer.meta() (it reads these attributes if present).
+        names = labels_layer.metadata.get(CLASS_NAMES_KEY)
+        if mode == "semantic" and names and len(names) == num_classes:
+            samples.class_names = list(names)
+        pixel_size = [float(v) for v in image_layer.scale[-2:]]
+        samples.pixel_size = None if pixel_size == [1.0, 1.0] else pixel_size
         return samples, config, spec, image, channel_axis, image_layer, labels_layer
 
     @property
@@ -946,7 +954,6 @@ class TrainWidget(QWidget):
         self._executor.shutdown(wait=True)
         self.trainer = None
         self.samples = None
-        self._run_image = None
         self._release_accelerator_memory()
 
     @staticmethod
