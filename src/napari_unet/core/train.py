@@ -390,6 +390,8 @@ class Trainer:
     tile : int
         Input tile side; the loss is computed on the ``output_hw`` centre of each tile.
     device : torch.device
+    pixel_size : float or None
+        Micrometres per pixel of the training images (saved in the model's meta).
     """
 
     def __init__(
@@ -416,6 +418,8 @@ class Trainer:
         self._has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0
                                 for m in model.modules())
         self._prefetcher: weakref.ref | None = None
+        # Micrometres per pixel of the training images, stored with the model when known.
+        self.pixel_size: float | None = getattr(samples, "pixel_size", None)
 
     # -- public --------------------------------------------------------------------------
     def events(
@@ -520,7 +524,7 @@ class Trainer:
             "mode": s.mode,
             "normalization": dict(s.normalization),
             "object_diameter": _optional_float(getattr(s, "object_diameter", None)),
-            "pixel_size": getattr(s, "pixel_size", None),
+            "pixel_size": _optional_float(self.pixel_size),
             "training": self.config.to_dict(),
             "step": int(self.step),
         }
