@@ -20,6 +20,8 @@ import tifffile
 from scipy import ndimage as ndi
 from skimage.filters import gaussian, threshold_otsu
 
+from napari_unet.core.postprocess import fill_holes
+
 SPLIT_X = 128
 LABELLED_Z = slice(17, 60)
 # Planes (absolute z) whose annotation is complete: there the labels cover >= 90 % of the Otsu
@@ -42,17 +44,6 @@ def cells3d_nuclei() -> tuple[np.ndarray, np.ndarray] | None:
     image = tifffile.imread(folder / "nuclei.tif")[LABELLED_Z]
     labels = tifffile.imread(folder / "nuclei_label.tif")[LABELLED_Z].astype(np.int32)
     return image, np.stack([fill_holes(z) for z in labels])
-
-
-def fill_holes(labels: np.ndarray) -> np.ndarray:
-    """Fill the holes of every object of a 2D instance image."""
-    out = labels.copy()
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        filled = ndi.binary_fill_holes(labels[sl] == i)
-        out[sl][filled & (labels[sl] == 0)] = i
-    return out
 
 
 def training_part(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

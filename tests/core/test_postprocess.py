@@ -82,3 +82,23 @@ def test_bad_input():
         instances_from_probability(np.zeros((4, 4)), min_size=-1)
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         semantic_from_probabilities(np.zeros((4, 4)))
+
+
+def test_holes_inside_objects_are_filled_but_not_gaps_between_objects():
+    from napari_unet.core.postprocess import fill_holes
+
+    fg = np.zeros((30, 60), np.float32)
+    fg[5:25, 5:25] = 0.9
+    fg[12:16, 12:16] = 0.1  # a dark nucleolus inside the first object
+    fg[5:25, 35:55] = 0.9
+    labels = instances_from_probability(fg, min_size=0)
+    assert labels.max() == 2
+    assert labels[13, 13] == labels[6, 6] != 0
+    assert (labels[5:25, 26:34] == 0).all()  # background between objects stays background
+    unfilled = instances_from_probability(fg, min_size=0, fill=False)
+    assert unfilled[13, 13] == 0
+    # A hole bordered by two objects is not a hole of either: it stays background.
+    two = np.zeros((10, 10), np.int32)
+    two[:, :5], two[:, 5:] = 1, 2
+    two[4:6, 4:6] = 0
+    assert (fill_holes(two)[4:6, 4:6] == 0).all()

@@ -23,6 +23,7 @@ def instances_from_probability(
     threshold: float = 0.5,
     min_size: int = DEFAULT_MIN_SIZE,
     grow: bool = True,
+    fill: bool = True,
 ) -> np.ndarray:
     """Instance labels from a foreground probability map.
 
@@ -38,6 +39,9 @@ def instances_from_probability(
         Give the separation gaps back: a background pixel with two different objects on
         opposite sides (a 1-px gap) joins the nearer of them. Only such gap pixels are filled,
         so the outer outlines of objects, which the net learned without a gap, do not grow.
+    fill : bool
+        Fill holes inside objects (nuclei and cells have none; a bright nucleolus or a dim
+        patch of chromatin can leave one in the probability map).
 
     Returns
     -------
@@ -67,7 +71,21 @@ def instances_from_probability(
         labels[small[labels]] = 0
     if grow:
         labels = _fill_gaps(labels)
+    if fill:
+        labels = fill_holes(labels)
     return relabel_sequential(labels)[0].astype(np.int32)
+
+
+def fill_holes(labels: np.ndarray) -> np.ndarray:
+    """Fill the holes of every object of a 2D instance image (a hole is background enclosed
+    by that one object); returns a new array."""
+    out = np.array(labels, copy=True)
+    for i, box in enumerate(ndi.find_objects(out), start=1):
+        if box is None:
+            continue
+        window = out[box]
+        window[ndi.binary_fill_holes(window == i) & (window == 0)] = i
+    return out
 
 
 def semantic_from_probabilities(probabilities: np.ndarray) -> np.ndarray:
