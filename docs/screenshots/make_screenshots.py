@@ -85,10 +85,13 @@ def batch_shot(model: str | None, folder: Path) -> None:
 
     from napari_unet.core.io import read_image, write_labels
 
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)  # a scratch folder: start from scratch
     src = folder / "in"
     out = folder / "out"
-    src.mkdir(parents=True, exist_ok=True)
-    out.mkdir(exist_ok=True)
+    src.mkdir(parents=True)
+    out.mkdir()
     import tifffile
 
     from napari_unet._sample_data import data_path
@@ -108,7 +111,16 @@ def batch_shot(model: str | None, folder: Path) -> None:
         widget.model_choice.set_source("file", model)
     widget.run()
     _wait(QApplication.instance(), lambda: not widget.runner.running)
-    QApplication.processEvents()
+    # Show one written file on top of the region it came from (crop at row 0, column 128).
+    viewer.layers[1].visible = False
+    result = read_image(out / "nuclei_1.tif").array
+    scale = tuple(viewer.layers[0].scale)  # the sample's 0.26 um pixels
+    viewer.add_labels(np.asarray(result), name="out/nuclei_1.tif", scale=scale,
+                      translate=(0, 128 * scale[1]))
+    end = time.time() + 1.0  # let the canvas draw the new layer
+    while time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
     viewer.screenshot(str(HERE / "batch.png"), canvas_only=False)
     viewer.close()
 
