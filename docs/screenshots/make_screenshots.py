@@ -81,11 +81,11 @@ def predict_shot(model: str | None) -> None:
 
 
 def batch_shot(model: str | None, folder: Path) -> None:
+    import shutil
+
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.core.io import read_image, write_labels
-
-    import shutil
 
     shutil.rmtree(folder, ignore_errors=True)  # a scratch folder: start from scratch
     src = folder / "in"

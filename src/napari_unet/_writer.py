@@ -31,7 +31,7 @@ def labels_axes_and_pixel_size(
     else:
         raise ValueError(f"cannot save a {ndim}D labels layer as ImageJ TIFF (2-4 dims)")
     scale = tuple(float(s) for s in (meta.get("scale") or (1.0,) * ndim))
-    spatial = tuple(s for s, a in zip(scale, axes) if a in "ZYX")
+    spatial = tuple(s for s, a in zip(scale, axes, strict=False) if a in "ZYX")
     pixel_size = None if all(s == 1.0 for s in spatial) else spatial
     return axes, pixel_size
 

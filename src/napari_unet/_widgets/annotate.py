@@ -85,7 +85,7 @@ def annotation_counts(labels: Any, mode: str = "instances") -> dict[str, int]:
     """
     arr = np.asarray(labels)
     ids, counts = np.unique(arr, return_counts=True)
-    by_id = dict(zip(ids.tolist(), counts.tolist()))
+    by_id = dict(zip(ids.tolist(), counts.tolist(), strict=True))
     annotated = int(arr.size - by_id.get(0, 0))
     background = int(by_id.get(BACKGROUND, 0))
     objects = int(sum(1 for i in by_id if i > BACKGROUND))
@@ -362,7 +362,7 @@ class AnnotateWidget(QWidget):
         point = layer.world_to_data(self.viewer.dims.point)
         lead = layer.ndim - 2
         return tuple(int(np.clip(round(p), 0, n - 1))
-                     for p, n in zip(point[:lead], layer.data.shape[:lead]))
+                     for p, n in zip(point[:lead], layer.data.shape[:lead], strict=True))
 
     # -- actions -----------------------------------------------------------------------------
     def create_training_layer(self) -> Labels | None:

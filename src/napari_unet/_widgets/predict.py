@@ -104,7 +104,7 @@ def prediction_input(
     if len(slice_index) != len(lead):
         raise ValueError(f"slice index {slice_index} does not fit axes {lead}")
     full: list[Any] = [slice(None)] * len(shape)
-    for axis, i in zip(lead, slice_index):
+    for axis, i in zip(lead, slice_index, strict=True):
         full[axis] = int(i)
     array = data[tuple(full)]
     new_channel = None

@@ -77,7 +77,8 @@ class ImageData:
     def scale(self) -> tuple[float, ...]:
         """Per-axis scale of the array without its channel axis (what napari layers take):
         the pixel size on spatial axes, 1 on the others (and everywhere if unknown)."""
-        sizes = dict(zip([a for a in self.axes if a in SPATIAL], self.pixel_size or ()))
+        letters = [a for a in self.axes if a in SPATIAL]
+        sizes = dict(zip(letters, self.pixel_size or (), strict=False))
         return tuple(float(sizes.get(a, 1.0)) for a in self.axes if a != "C")
 
 
@@ -187,7 +188,7 @@ def _check_complete(path: Path, series: Any, nbytes: int) -> None:
         last = series.pages[-1] if len(series.pages) else None
         offsets = getattr(last, "dataoffsets", ()) or ()
         counts = getattr(last, "databytecounts", ()) or ()
-        end = max((o + c for o, c in zip(offsets, counts)), default=0)
+        end = max((o + c for o, c in zip(offsets, counts, strict=False)), default=0)
     if end > size:
         raise ValueError(f"cannot read {str(path)!r}: the TIFF is truncated "
                          f"(pixel data ends at byte {end}, file has {size})")
@@ -214,7 +215,7 @@ def _normalise_axes(axes: str) -> str:
     if len(unknown) > len(free):
         raise ValueError(f"cannot map TIFF axes {axes!r} onto {IMAGEJ_ORDER!r}")
     out = list(axes)
-    for i, letter in zip(unknown, free[len(free) - len(unknown):]):
+    for i, letter in zip(unknown, free[len(free) - len(unknown):], strict=True):
         out[i] = letter
     if len(set(out)) != len(out):
         raise ValueError(f"cannot map TIFF axes {axes!r} onto {IMAGEJ_ORDER!r}")
@@ -356,7 +357,7 @@ def write_labels(
         raise ValueError(f"labels up to {hi} do not fit in 32 bits")
 
     # pixel_size follows the caller's axis order; keyed by letter it survives the transpose
-    sizes = dict(zip([a for a in axes if a in SPATIAL], pixel_size or ()))
+    sizes = dict(zip([a for a in axes if a in SPATIAL], pixel_size or (), strict=False))
     notes: list[str] = []
     order = sorted(range(len(axes)), key=lambda i: IMAGEJ_ORDER.index(axes[i]))
     if order != list(range(len(axes))):
