@@ -76,3 +76,14 @@ def test_viewer_round_trip_keeps_data_and_scale(make_napari_viewer, zcyx_tiff, t
     reopened, = viewer.open(str(out), plugin="napari-unet")
     np.testing.assert_array_equal(reopened.data, labels)
     assert tuple(reopened.scale) == pytest.approx((2.0, 0.25, 0.25))
+
+
+def test_real_nuclei_sample_has_labels_and_pixel_size():
+    from napari_unet._sample_data import nuclei_cells3d_sample
+
+    (image, image_kw, image_kind), (labels, labels_kw, labels_kind) = nuclei_cells3d_sample()
+    assert image_kind == "image" and labels_kind == "labels"
+    assert image.shape == labels.shape == (256, 256)
+    assert len(np.unique(labels)) - 1 == 20 and labels.max() == 20
+    assert image_kw["scale"] == labels_kw["scale"] == pytest.approx((0.26, 0.26))
+    assert "Allen Institute" in image_kw["metadata"]["credit"]
