@@ -390,3 +390,17 @@ def test_inf_in_one_slice_of_a_stack_names_the_slice():
     stack[1, 5, 5] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
         predict_image(_net("same"), stack, meta=RAW, device="cpu", tile_size=64)
+
+
+def test_zarr_input_from_tifffile_is_read_slice_by_slice(tmp_path):
+    import tifffile
+    import zarr
+
+    stack = (np.random.default_rng(9).random((3, 40, 52)) * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stack)
+    lazy = zarr.open(tifffile.imread(tmp_path / "s.tif", aszarr=True), mode="r")
+    model = _net("same")
+    got = predict_image(model, lazy, device="cpu", tile_size=64)
+    ref = predict_image(model, stack, device="cpu", tile_size=64)
+    np.testing.assert_array_equal(got.probabilities, ref.probabilities)
+    np.testing.assert_array_equal(got.instances, ref.instances)
