@@ -45,7 +45,7 @@ MAX_PREVIEW = 512
 # one big tile per step. "fast": Adam on a batch of smaller tiles, which converges in far fewer
 # steps on a laptop (see docs/paper.md for the measurement behind the learning rates).
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(optimizer="sgd", lr=1e-3, batch_size=1, tile_size=572, momentum=0.99,
+    "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
                   augment=AugmentConfig.paper()),
     "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
                  augment=AugmentConfig()),
