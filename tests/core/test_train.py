@@ -13,7 +13,6 @@ from napari_unet.core.events import LossReport, Preview, Progress, ValidationRep
 from napari_unet.core.losses import crop_to_output
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.weights import foreground_target
 from napari_unet.core.train import (
     TrainConfig,
     Trainer,
@@ -22,6 +21,7 @@ from napari_unet.core.train import (
     targets_and_weights,
     train,
 )
+from napari_unet.core.weights import foreground_target
 
 NO_AUG = AugmentConfig.none()
 

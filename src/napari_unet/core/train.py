@@ -304,7 +304,7 @@ def targets_and_weights(
 
 
 def _patch_arrays(patch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(image (C, H, W) float32, labels (H, W), ignore (H, W) bool | None)`` of a sampled patch."""
+    """``(image (C, H, W) float32, labels (H, W), ignore (H, W) bool | None)`` of a patch."""
     if isinstance(patch, tuple):
         image, labels, ignore = patch
     else:
