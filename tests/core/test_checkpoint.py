@@ -78,8 +78,9 @@ def test_failing_save_leaves_existing_file_untouched(tmp_path, monkeypatch):
     save_model(path, tiny(), {"step": 3})
     before = path.read_bytes()
 
-    def broken_save(obj, fh):
-        fh.write(b"half a model")
+    def broken_save(obj, target):
+        with open(target, "wb") as fh:
+            fh.write(b"half a model")
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.torch, "save", broken_save)

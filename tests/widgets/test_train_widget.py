@@ -462,4 +462,4 @@ def test_semantic_labels_train_a_multi_class_model_with_its_names(make_napari_vi
     model, meta = load_model(widget.session.model_path)
     assert model.num_classes == 3 and meta["mode"] == "semantic"
     assert meta["class_names"] == names
-    assert meta["pixel_size"] == [0.5, 0.5]
+    assert meta["pixel_size"] == 0.5

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+from ..core.atomic import atomic_path
 
 SESSION_DIR_ENV = "NAPARI_UNET_SESSION_DIR"
 LABELS_FILE = "training_labels.tif"
@@ -110,16 +111,9 @@ class Session:
             raise ValueError("training labels must be in 0..2**32-1 to be saved")
         dtype = np.uint16 if labels.size == 0 or labels.max() <= 65535 else np.uint32
         self.ensure_folder()
-        fd, tmp = tempfile.mkstemp(prefix=f".{LABELS_FILE}.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        try:
+        with atomic_path(self.labels_path) as tmp:
             tifffile.imwrite(tmp, labels.astype(dtype, copy=False), compression="zlib",
                              metadata={"napari_unet_convention": convention})
-            os.replace(tmp, self.labels_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return self.labels_path
 
     def load_labels(self) -> tuple[np.ndarray, str] | None:

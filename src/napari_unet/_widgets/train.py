@@ -661,8 +661,10 @@ class TrainWidget(QWidget):
         names = labels_layer.metadata.get(CLASS_NAMES_KEY)
         if mode == "semantic" and names and len(names) == num_classes:
             samples.class_names = list(names)
-        pixel_size = [float(v) for v in image_layer.scale[-2:]]
-        samples.pixel_size = None if pixel_size == [1.0, 1.0] else pixel_size
+        # The model records one pixel size (x, in the layer's units), as the CLI does; a scale
+        # of 1 is napari's "unknown".
+        pixel_size = float(image_layer.scale[-1])
+        samples.pixel_size = None if pixel_size == 1.0 else pixel_size
         return samples, config, spec, image, channel_axis, image_layer, labels_layer
 
     @property

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path
 from .events import Message, Progress
 from .model import UNet
 from .tiling import PredictConfig, PredictionResult, check_tile_size, predict
@@ -256,15 +256,8 @@ def _write_probabilities(path: Path, probs: Any, label_axes: str,
         kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
     if "Z" in sizes:
         metadata["spacing"] = sizes["Z"]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, imagej=True, metadata=metadata, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -- the batch -----------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ the target folder and moved into place with ``os.replace``, so a crash never lea
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .model import UNet
 
 FORMAT = "napari-unet"
@@ -107,18 +107,8 @@ def save_model(
         "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
         "optimizer_state": _to_cpu(optimizer_state) if optimizer_state is not None else None,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave any previous model at ``path`` untouched and no stray temp file behind.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
