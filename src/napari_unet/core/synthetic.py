@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
 
 
 def synthetic_nuclei(
@@ -106,7 +107,9 @@ def _render(labels: np.ndarray, rng: np.random.Generator, blur: tuple[float, flo
     # Chromatin texture inside nuclei, and dimmer rims.
     texture = ndi.gaussian_filter(rng.normal(0, 1, labels.shape), 2.0).astype(np.float32)
     signal *= 1.0 + 0.6 * texture / (texture.std() + 1e-6) * 0.25
-    inner = ndi.distance_transform_edt(labels > 0)
+    # Each nucleus dims towards its own outline, also where it touches a neighbour: the faint
+    # seam between touching nuclei is the cue (in real images too) that separates them.
+    inner = ndi.distance_transform_edt(~find_boundaries(labels, mode="inner"))
     signal *= np.clip(0.6 + inner / 6.0, 0.6, 1.0)
     signal = ndi.gaussian_filter(signal, rng.uniform(*blur))
     h, w = labels.shape
