@@ -24,6 +24,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="foreground probability threshold (default 0.5)")
     parser.add_argument("--min-size", type=int, default=None, metavar="PX",
                         help="drop objects smaller than this many pixels")
+    parser.add_argument("--no-split", action="store_true",
+                        help="do not split touching objects by shape (watershed); for long or "
+                             "irregular objects")
     parser.add_argument("--diameter", type=float, default=None, metavar="PX",
                         help="typical object diameter in the images (rescales to the model's)")
     parser.add_argument("--channel-axis", type=int, default=None,
@@ -33,7 +36,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(tile_size=args.tile, batch_size=args.batch_size, tta=args.tta,
                 device=args.device, threshold=args.threshold, min_size=args.min_size,
-                object_diameter=args.diameter, channel_axis=args.channel_axis)
+                split_touching=not args.no_split, object_diameter=args.diameter, channel_axis=args.channel_axis)
 
 
 def load(spec: str):

@@ -128,7 +128,7 @@ def test_more_than_65535_objects_give_uint32_ome_and_a_message(model, tmp_path, 
     import napari_unet.core.tiling as tiling
 
     monkeypatch.setattr(tiling, "_instances",
-                        lambda fg, t, m: np.arange(1, fg.size + 1, dtype=np.int32)
+                        lambda fg, config: np.arange(1, fg.size + 1, dtype=np.int32)
                         .reshape(fg.shape))
     src = tmp_path / "in"
     src.mkdir()

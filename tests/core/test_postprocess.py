@@ -102,3 +102,33 @@ def test_holes_inside_objects_are_filled_but_not_gaps_between_objects():
     two[:, :5], two[:, 5:] = 1, 2
     two[4:6, 4:6] = 0
     assert (fill_holes(two)[4:6, 4:6] == 0).all()
+
+
+def test_split_touching_cuts_two_overlapping_disks_and_keeps_given_separations():
+    from skimage.draw import disk
+
+    from napari_unet.core.postprocess import split_touching
+
+    mask = np.zeros((60, 100), bool)
+    mask[disk((30, 30), 14, shape=mask.shape)] = True
+    mask[disk((30, 52), 14, shape=mask.shape)] = True  # overlaps the first: one component
+    mask[disk((30, 85), 10, shape=mask.shape)] = True
+    out = split_touching(mask)
+    assert out.max() == 3
+    assert len({out[30, 22], out[30, 60], out[30, 85]}) == 3
+    assert (out[~mask] == 0).all()
+    # Two labelled halves of one round object stay two objects (never merged).
+    halves = np.zeros((40, 40), np.int32)
+    halves[disk((20, 20), 12, shape=halves.shape)] = 1
+    halves[:, 20:][halves[:, 20:] == 1] = 2
+    assert split_touching(halves).max() == 2
+
+
+def test_instances_split_option_splits_a_merged_pair():
+    from skimage.draw import disk
+
+    fg = np.zeros((60, 80), np.float32)
+    fg[disk((30, 25), 14, shape=fg.shape)] = 0.9
+    fg[disk((30, 47), 14, shape=fg.shape)] = 0.9
+    assert instances_from_probability(fg).max() == 1
+    assert instances_from_probability(fg, split=True).max() == 2

@@ -404,3 +404,15 @@ def test_zarr_input_from_tifffile_is_read_slice_by_slice(tmp_path):
     ref = predict_image(model, stack, device="cpu", tile_size=64)
     np.testing.assert_array_equal(got.probabilities, ref.probabilities)
     np.testing.assert_array_equal(got.instances, ref.instances)
+
+
+def test_split_touching_setting_reaches_post_processing():
+    from skimage.draw import disk
+
+    from napari_unet.core.tiling import PredictConfig, _instances
+
+    fg = np.zeros((60, 80), np.float32)
+    fg[disk((30, 25), 14, shape=fg.shape)] = 0.9
+    fg[disk((30, 47), 14, shape=fg.shape)] = 0.9
+    assert _instances(fg, PredictConfig()).max() == 2
+    assert _instances(fg, PredictConfig(split_touching=False)).max() == 1

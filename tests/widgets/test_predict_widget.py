@@ -143,3 +143,13 @@ def test_existing_layer_only_after_confirmation(make_napari_viewer, qtbot, tiny_
     _wait(qtbot, widget)
     assert not (old.data == 9).any()  # replaced by the prediction (0 = background, ids)
     assert "img prediction" not in [layer.name for layer in viewer.layers]
+
+
+@pytest.mark.gui
+def test_split_touching_checkbox_reaches_the_config(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((16, 16), np.float32))
+    widget = _dock(viewer, tiny_model)
+    assert widget._config(layer).split_touching is True
+    widget.split_check.setChecked(False)
+    assert widget._config(layer).split_touching is False

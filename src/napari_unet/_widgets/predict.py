@@ -150,6 +150,10 @@ class PredictWidget(QWidget):
         self.tile_spin.setSpecialValueText("auto")
         self.tile_spin.setToolTip("input tile size in pixels; auto fits the memory")
         self.tta_check = QCheckBox("test-time augmentation (8 flips/rotations)")
+        self.split_check = QCheckBox("split touching objects by shape (watershed)")
+        self.split_check.setChecked(True)
+        self.split_check.setToolTip("cuts merged round objects at their necks; switch off for "
+                                    "long or irregular objects")
         self.scope_combo = ComboBox(label="predict", choices=list(SCOPES), value=SCOPES[0])
         self.output_combo = ComboBox(label="write into", choices=self._output_choices)
         self.probability_check = QCheckBox("probability layer")
@@ -171,6 +175,7 @@ class PredictWidget(QWidget):
         form = QFormLayout()
         form.addRow("tile size", self.tile_spin)
         form.addRow(self.tta_check)
+        form.addRow(self.split_check)
         form.addRow("predict", self.scope_combo.native)
         form.addRow("write into", self.output_combo.native)
         form.addRow(self.probability_check)
@@ -185,7 +190,7 @@ class PredictWidget(QWidget):
         layout.addStretch(1)
 
         controls = [self.run_button, self.image_combo, self.channel_combo, self.model_choice,
-                    self.tile_spin, self.tta_check, self.scope_combo, self.output_combo,
+                    self.tile_spin, self.tta_check, self.split_check, self.scope_combo, self.output_combo,
                     self.probability_check, self.uncertainty_check]
         self.runner = JobRunner(self._on_event, self._on_finished, controls, self.stop_button)
         self.runner.stop_on_destroy(self)
@@ -234,6 +239,7 @@ class PredictWidget(QWidget):
         pixel_size = (image.metadata.get("pixel_size") or (None,))[-1]
         tile = self.tile_spin.value() or None
         return PredictConfig(tile_size=tile, tta=self.tta_check.isChecked(),
+                             split_touching=self.split_check.isChecked(),
                              uncertainty=self.uncertainty_check.isChecked(),
                              keep_probabilities=self.probability_check.isChecked(),
                              pixel_size=pixel_size, device="auto")

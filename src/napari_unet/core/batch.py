@@ -462,7 +462,7 @@ def segment_huge_plane(client, model: UNet, meta: Mapping[str, Any], path: Path,
         lazy = predict_tiles_dask(model, da.from_array(plane), pconfig, meta, chunk=chunk)
         probs = client.compute(lazy).result()
         mode = meta.get("mode") or ("instances" if model.num_classes == 2 else "semantic")
-        labels = (_instances(probs[1], pconfig.threshold, pconfig.min_size)
+        labels = (_instances(probs[1], pconfig)
                   if mode == "instances" else _semantic(probs))
         written = write_labels(output, labels, data.axes.replace("C", ""), data.pixel_size,
                                overwrite=config.overwrite)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
-from skimage.segmentation import watershed
+
+from .postprocess import split_touching
 
 
 def otsu_watershed(
@@ -26,8 +26,8 @@ def otsu_watershed(
     smoothing : float
         Gaussian sigma applied before thresholding (suppresses noise and texture).
     min_distance : int, optional
-        Smallest distance between two seeds in pixels; by default a third of the median
-        equivalent radius of the Otsu foreground components (so one seed per round object).
+        Smallest distance between two seeds in pixels; by default from the median size of the
+        Otsu foreground components (see :func:`~napari_unet.core.postprocess.split_touching`).
     min_size : int
         Components smaller than this many pixels are dropped.
 
@@ -47,13 +47,4 @@ def otsu_watershed(
     keep[0] = False
     if not keep.any():
         return np.zeros(image.shape, np.int32)
-    mask = keep[components]
-    distance = ndi.distance_transform_edt(mask)
-    if min_distance is None:
-        min_distance = max(2, int(np.sqrt(np.median(sizes[keep]) / np.pi) / 1.5))
-    # Smooth the distance map so one object does not get several ridge peaks.
-    peaks = peak_local_max(ndi.gaussian_filter(distance, 1.0), min_distance=min_distance,
-                           labels=components * mask, exclude_border=False)
-    markers = np.zeros(image.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return watershed(-distance, markers, mask=mask).astype(np.int32)
+    return split_touching(keep[components], min_distance)
