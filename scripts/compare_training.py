@@ -51,7 +51,9 @@ def run(model: UNet, config: TrainConfig, train_pairs, test_pairs, minutes: floa
     trainer.close()
     seconds = time.monotonic() - start
     meta = trainer.meta()
-    scores = evaluate_dataset((gt, predict_image(trainer.model, image, meta).instances)
+    # split_touching=False: score what the net itself separates, not the watershed after it.
+    scores = evaluate_dataset((gt, predict_image(trainer.model, image, meta,
+                                                 split_touching=False).instances)
                               for image, gt in test_pairs)
     return {"steps": trainer.step, "seconds": round(seconds, 1),
             "parameters": count_parameters(model), **scores}
