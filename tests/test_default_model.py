@@ -1,0 +1,59 @@
+"""The shipped default model: loads offline, matches its card, segments the packaged sample."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import tifffile
+
+from napari_unet._sample_data import data_path
+from napari_unet.core.checkpoint import default_model_path, load_model
+from napari_unet.core.evaluation import evaluate_dataset
+from napari_unet.core.model import count_parameters
+from napari_unet.core.model_card import render_model_card
+from napari_unet.core.tiling import predict_image
+
+ROOT = Path(__file__).parents[1]
+# The held-out columns of the sample plane (cells3d z = 30, x >= 128): the default model never
+# trained on them (scripts/default_model_data.py). On the full held-out set of 23 planes the
+# model scores AP@0.5 0.9 (docs/models.md); one plane has ~10 nuclei, so one miss or split
+# costs ~0.1: 0.7 leaves room for that and still fails a model that finds few nuclei right.
+MIN_AP50_SAMPLE = 0.7
+MIN_IOU_SAMPLE = 0.85
+
+
+def test_default_model_is_small_and_loads_without_pickles():
+    path = default_model_path()
+    assert path.stat().st_size < 10 * 2**20
+    model, meta = load_model("default")
+    assert model.config["padding"] == "same" and model.in_channels == 1
+    assert meta["mode"] == "instances" and meta["step"] > 0
+    assert meta["normalization"]["method"] == "percentile"
+
+
+def test_card_matches_the_model_metadata():
+    model, meta = load_model("default")
+    card = default_model_path().with_name("README.md").read_text()
+    assert card == render_model_card(meta, count_parameters(model))
+    assert f"{count_parameters(model):,}" in card
+
+
+def test_default_model_segments_the_held_out_half_of_the_sample():
+    model, meta = load_model("default")
+    image = tifffile.imread(data_path("nuclei_cells3d_z30.tif"))[:, 128:]
+    truth = tifffile.imread(data_path("nuclei_cells3d_z30_labels.tif"))[:, 128:]
+    result = predict_image(model, image, meta, device="cpu")
+    scores = evaluate_dataset([(truth, result.instances)])
+    assert scores["ap50"] >= MIN_AP50_SAMPLE, scores
+    assert scores["iou"] >= MIN_IOU_SAMPLE, scores
+
+
+def test_training_script_smoke(tmp_path):
+    out = tmp_path / "smoke.pt"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_default_model.py"),
+                          "--smoke", "--out", str(out)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    model, meta = load_model(out)
+    assert meta["step"] == 4 and "synthetic" in meta["training_data"]
+    assert count_parameters(model) == 1_940_834
