@@ -238,7 +238,7 @@ def _describe(err: BaseException) -> str:
 def _write_probabilities(path: Path, probs: Any, label_axes: str,
                          pixel_size: tuple[float, ...] | None, overwrite: bool) -> None:
     """Float32 ImageJ hyperstack with the classes as channels, written atomically."""
-    import tifffile
+    from .io import imagej_writer
 
     if path.exists() and not overwrite:
         raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
@@ -249,15 +249,8 @@ def _write_probabilities(path: Path, probs: Any, label_axes: str,
     data = np.transpose(data, order)
     axes = "".join(axes[i] for i in order)
     sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or (), strict=False))
-    metadata: dict[str, Any] = {"axes": axes}
-    kwargs: dict[str, Any] = {}
-    if "X" in sizes and "Y" in sizes:
-        metadata["unit"] = "um"
-        kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
-    if "Z" in sizes:
-        metadata["spacing"] = sizes["Z"]
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, imagej=True, metadata=metadata, **kwargs)
+        imagej_writer(data, axes, sizes)(tmp)
 
 
 # -- the batch -----------------------------------------------------------------------------------

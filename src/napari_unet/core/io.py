@@ -374,14 +374,16 @@ def write_labels(
         writer = _ome_writer(labels.astype(np.uint32), axes, sizes)
     else:
         fmt = "imagej"
-        writer = _imagej_writer(labels.astype(np.uint16), axes, sizes)
+        writer = imagej_writer(labels.astype(np.uint16), axes, sizes)
 
     with atomic_path(path) as tmp:
         writer(tmp)
     return LabelsWritten(path, fmt, "; ".join(notes) or None)
 
 
-def _imagej_writer(data: np.ndarray, axes: str, sizes: dict[str, float]):
+def imagej_writer(data: np.ndarray, axes: str, sizes: dict[str, float]):
+    """A function writing ``data`` (axes in ImageJ's TZCYX order) as an ImageJ hyperstack with
+    the pixel sizes in ``sizes`` (µm, keyed by axis letter) to the path it is given."""
     metadata: dict[str, Any] = {"axes": axes}
     kwargs: dict[str, Any] = {}
     if "X" in sizes and "Y" in sizes:
