@@ -132,3 +132,17 @@ def test_instances_split_option_splits_a_merged_pair():
     fg[disk((30, 47), 14, shape=fg.shape)] = 0.9
     assert instances_from_probability(fg).max() == 1
     assert instances_from_probability(fg, split=True).max() == 2
+
+
+def test_split_never_fragments_a_neighbouring_object():
+    from skimage.draw import disk
+
+    from napari_unet.core.postprocess import split_touching
+
+    labels = np.zeros((60, 110), np.int32)
+    labels[disk((30, 25), 14, shape=labels.shape)] = 1
+    labels[disk((30, 47), 14, shape=labels.shape)] = 1  # object 1: two merged round parts
+    labels[disk((30, 80), 16, shape=labels.shape)] = 2  # object 2 touches object 1
+    out = split_touching(labels)
+    assert out.max() == 3
+    assert len(np.unique(out[labels == 2])) == 1  # the round neighbour stays one piece

@@ -115,14 +115,28 @@ def split_touching(labels: np.ndarray, min_distance: int | None = None) -> np.nd
         min_distance = max(2, int(np.sqrt(np.median(sizes) / np.pi) / 1.5))
     # Distance to the background or to another object, so seeds stay inside their object.
     distance = ndi.distance_transform_edt(mask & ~find_boundaries(labels, mode="inner"))
-    peaks = peak_local_max(ndi.gaussian_filter(distance, 1.0), min_distance=min_distance,
-                           labels=labels.astype(np.int32), exclude_border=False)
-    markers = np.zeros(labels.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    basins = watershed(-distance, markers, mask=mask)
-    # Pair each basin with its input object so no basin straddles two objects.
-    pairs = labels.astype(np.int64) * (int(basins.max()) + 1) + basins
-    return relabel_sequential(np.where(mask, pairs, 0))[0].astype(np.int32)
+    smooth = ndi.gaussian_filter(distance, 1.0)
+    peaks = peak_local_max(smooth, min_distance=min_distance, labels=labels.astype(np.int32),
+                           exclude_border=False)
+    owner = labels[tuple(peaks.T)]
+    order = np.argsort(owner, kind="stable")
+    starts = np.searchsorted(owner[order], np.arange(int(labels.max()) + 2))
+    out = labels.astype(np.int64)
+    next_id = int(labels.max()) + 1
+    # Flood each object from its own seeds only, so no object can grow into a neighbour.
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        inside = peaks[order[starts[i] : starts[i + 1]]]
+        if box is None or len(inside) < 2:
+            continue
+        region = labels[box] == i
+        markers = np.zeros(region.shape, np.int32)
+        markers[inside[:, 0] - box[0].start, inside[:, 1] - box[1].start] = np.arange(
+            1, len(inside) + 1)
+        basins = watershed(-distance[box], markers, mask=region)
+        part = out[box]
+        part[region] = np.where(basins[region] > 1, next_id + basins[region] - 2, i)
+        next_id += len(inside) - 1
+    return relabel_sequential(out)[0].astype(np.int32)
 
 
 def fill_holes(labels: np.ndarray) -> np.ndarray:
