@@ -3,7 +3,8 @@
     python scripts/compare_training.py loss      # the paper's weighted CE vs plain CE
     python scripts/compare_training.py variants  # original (valid) vs modified vs small
 
-``loss``: a small padded net (base 8, depth 3) trained for ``--iterations`` steps on synthetic nuclei with many
+``loss``: a small padded net (base 8, depth 3) trained for ``--iterations`` steps on synthetic
+nuclei with many
 touching clusters, once with the paper's loss (w0 = 10, sigma = 5, class balancing) and once with
 plain cross-entropy (w0 = 0, no class weights); both keep the 1-px gap target between touching
 nuclei, so the loss is the only difference. Scored on held-out synthetic images: AP and the

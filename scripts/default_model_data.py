@@ -47,7 +47,7 @@ def cells3d_nuclei() -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def training_part(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The training columns in the sparse convention (0 = not annotated, 1 = background, 2.. objects).
+    """The training columns, sparse convention (0 = not annotated, 1 = background, 2.. objects).
 
     Left unannotated: nuclei crossing the split, and bright unlabelled structures (nuclei the
     annotator skipped at the image border, a mitotic cell): teaching those as background would

@@ -46,11 +46,12 @@ def held_out_synthetic(n: int = 24, seed: int = 777) -> list[tuple[np.ndarray, n
 
 def score_model(model, meta, images, labels, **predict_kwargs) -> dict[str, float]:
     preds = [predict_image(model, image, meta, **predict_kwargs).instances for image in images]
-    return evaluate_dataset(zip(labels, preds))
+    return evaluate_dataset(zip(labels, preds, strict=True))
 
 
 def score_baseline(images, labels) -> dict[str, float]:
-    return evaluate_dataset((gt, otsu_watershed(image)) for image, gt in zip(images, labels))
+    return evaluate_dataset((gt, otsu_watershed(image))
+                            for image, gt in zip(images, labels, strict=True))
 
 
 def datasets() -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:

@@ -36,7 +36,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(tile_size=args.tile, batch_size=args.batch_size, tta=args.tta,
                 device=args.device, threshold=args.threshold, min_size=args.min_size,
-                split_touching=not args.no_split, object_diameter=args.diameter, channel_axis=args.channel_axis)
+                split_touching=not args.no_split, object_diameter=args.diameter,
+                channel_axis=args.channel_axis)
 
 
 def load(spec: str):

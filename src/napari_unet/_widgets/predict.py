@@ -190,7 +190,8 @@ class PredictWidget(QWidget):
         layout.addStretch(1)
 
         controls = [self.run_button, self.image_combo, self.channel_combo, self.model_choice,
-                    self.tile_spin, self.tta_check, self.split_check, self.scope_combo, self.output_combo,
+                    self.tile_spin, self.tta_check, self.split_check, self.scope_combo,
+                    self.output_combo,
                     self.probability_check, self.uncertainty_check]
         self.runner = JobRunner(self._on_event, self._on_finished, controls, self.stop_button)
         self.runner.stop_on_destroy(self)

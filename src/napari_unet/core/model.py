@@ -43,7 +43,8 @@ class UNet(nn.Module):
 
     Notes
     -----
-    ``forward`` maps ``(N, in_channels, H, W)`` to logits ``(N, num_classes, *output_shape((H, W)))``.
+    ``forward`` maps ``(N, in_channels, H, W)`` to logits
+    ``(N, num_classes, *output_shape((H, W)))``.
     """
 
     def __init__(
@@ -132,7 +133,7 @@ class UNet(nn.Module):
         return tuple(self._output_length(int(n)) for n in input_hw)  # type: ignore[return-value]
 
     def valid_input_shape(self, min_hw: tuple[int, int]) -> tuple[int, int]:
-        """Smallest legal input size >= ``min_hw`` in each axis (for valid: 16k + 188 at depth 4)."""
+        """Smallest legal input size >= ``min_hw`` per axis (valid nets: 16k + 188 at depth 4)."""
         return tuple(self._legal_at_least(int(n)) for n in min_hw)  # type: ignore[return-value]
 
     def input_shape_for_output(self, out_hw: tuple[int, int]) -> tuple[int, int]:

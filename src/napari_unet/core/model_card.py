@@ -42,7 +42,8 @@ def render_model_card(meta: dict[str, Any], n_parameters: int) -> str:
         "## Training",
         f"- data: {meta.get('training_data', 'not recorded')}",
         f"- steps: {meta.get('step')}; preset {training.get('preset')}, optimizer "
-        f"{training.get('optimizer')}, lr {training.get('lr')}, batch {training.get('batch_size')}, "
+        f"{training.get('optimizer')}, lr {training.get('lr')}, "
+        f"batch {training.get('batch_size')}, "
         f"tile {training.get('tile_size')}, loss {training.get('loss')} (w0 {training.get('w0')}, "
         f"sigma {training.get('sigma')}), seed {training.get('seed')}",
     ]
