@@ -13,15 +13,6 @@ from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.train import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny nets: intra-op threads only add barrier stalls on a busy machine (see test_train.py).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def data(tmp_path):
     image, labels = synthetic_nuclei((64, 64), seed=5)

@@ -26,16 +26,6 @@ from napari_unet.core.weights import foreground_target
 NO_AUG = AugmentConfig.none()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny nets gain nothing from intra-op threads, and on a busy machine the threads' barriers
-    # between the many small ops stall each step (measured: ~20x slower under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def nuclei():
     return synthetic_nuclei((96, 96), seed=3)
