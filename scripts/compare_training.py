@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 from napari_unet.core.data import TrainingSet
-from napari_unet.core.evaluation import evaluate_dataset
+from napari_unet.core.evaluation import evaluate_model
 from napari_unet.core.model import UNet, count_parameters
 from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.tiling import predict_image
 from napari_unet.core.train import TrainConfig, Trainer
 
 RADIUS = (7.0, 14.0)
@@ -53,9 +52,7 @@ def run(model: UNet, config: TrainConfig, train_pairs, test_pairs, minutes: floa
     seconds = time.monotonic() - start
     meta = trainer.meta()
     # split_touching=False: score what the net itself separates, not the watershed after it.
-    scores = evaluate_dataset((gt, predict_image(trainer.model, image, meta,
-                                                 split_touching=False).instances)
-                              for image, gt in test_pairs)
+    scores = evaluate_model(trainer.model, meta, test_pairs, split_touching=False)
     return {"steps": trainer.step, "seconds": round(seconds, 1),
             "parameters": count_parameters(model), **scores}
 

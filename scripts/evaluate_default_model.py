@@ -23,11 +23,10 @@ from train_default_model import DEFAULT_OUT, SCALES  # noqa: E402
 
 from napari_unet.core.checkpoint import load_model, save_model  # noqa: E402
 from napari_unet.core.classical import otsu_watershed  # noqa: E402
-from napari_unet.core.evaluation import evaluate_dataset  # noqa: E402
+from napari_unet.core.evaluation import evaluate_dataset, evaluate_model  # noqa: E402
 from napari_unet.core.model import count_parameters  # noqa: E402
 from napari_unet.core.model_card import render_model_card  # noqa: E402
 from napari_unet.core.synthetic import synthetic_nuclei  # noqa: E402
-from napari_unet.core.tiling import predict_image  # noqa: E402
 
 CARD = DEFAULT_OUT.with_name("README.md")
 CREDITS = (
@@ -45,8 +44,7 @@ def held_out_synthetic(n: int = 24, seed: int = 777) -> list[tuple[np.ndarray, n
 
 
 def score_model(model, meta, images, labels, **predict_kwargs) -> dict[str, float]:
-    preds = [predict_image(model, image, meta, **predict_kwargs).instances for image in images]
-    return evaluate_dataset(zip(labels, preds, strict=True))
+    return evaluate_model(model, meta, zip(images, labels, strict=True), **predict_kwargs)
 
 
 def score_baseline(images, labels) -> dict[str, float]:

@@ -22,9 +22,8 @@ from scipy import ndimage as ndi
 
 from napari_unet.core.checkpoint import resolve_model
 from napari_unet.core.data import TrainingSet
-from napari_unet.core.evaluation import evaluate_dataset
+from napari_unet.core.evaluation import evaluate_model
 from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.tiling import predict_image
 from napari_unet.core.train import TrainConfig, Trainer
 
 RADIUS = (12.0, 22.0)
@@ -49,10 +48,6 @@ def sparse_annotation(labels: np.ndarray, n_objects: int = 10, seed: int = 0) ->
     return sparse
 
 
-def ap50(model, meta, test) -> dict[str, float]:
-    return evaluate_dataset((gt, predict_image(model, image, meta).instances) for image, gt in test)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -63,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model, meta = resolve_model(args.model)
     test = [new_style(5000 + i) for i in range(12)]
-    before = ap50(model, meta, test)
+    before = evaluate_model(model, meta, test)
     image, labels = new_style(4000)
     sparse = sparse_annotation(labels)
     samples = TrainingSet([image], [sparse], convention="sparse", validation_fraction=0.0)
@@ -76,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     trainer.close()
     seconds = time.monotonic() - start
-    after = ap50(trainer.model, trainer.meta(), test)
+    after = evaluate_model(trainer.model, trainer.meta(), test)
     if args.out:
         trainer.save(args.out)
     report = {"annotated_objects": int(len(np.unique(sparse[sparse > 1]))),

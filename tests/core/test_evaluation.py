@@ -39,3 +39,20 @@ def test_split_rate_pooled_over_touching_pairs():
     scores = evaluate_dataset([(gt, gt), (gt, merged)])
     assert scores["n_touching_pairs"] == 2
     assert scores["split_rate"] == pytest.approx(0.5)
+
+
+def test_evaluate_model_predicts_and_pools():
+    import torch
+
+    from napari_unet.core.evaluation import evaluate_model
+    from napari_unet.core.model import UNet
+    from napari_unet.core.tiling import predict_image
+
+    torch.manual_seed(0)
+    model = UNet(1, 2, base_channels=4, depth=2)
+    rng = np.random.default_rng(0)
+    pairs = [(rng.random((32, 40)).astype(np.float32), _squares([(2, 2), (10, 20)], (32, 40)))
+             for _ in range(2)]
+    expected = evaluate_dataset((gt, predict_image(model, image, device="cpu").instances)
+                                for image, gt in pairs)
+    assert evaluate_model(model, None, pairs, device="cpu") == pytest.approx(expected, nan_ok=True)

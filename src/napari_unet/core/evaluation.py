@@ -7,7 +7,8 @@ way DSB 2018 and StarDist pool a test set), then turned into one IoU, Dice, AP a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -63,3 +64,18 @@ def evaluate_dataset(
     scores.update(split_rate=n_split / n_pairs if n_pairs else float("nan"),
                   n_touching_pairs=n_pairs, n_gt=n_gt, n_pred=n_pred, n_images=n_images)
     return scores
+
+
+def evaluate_model(
+    model: Any, meta: Mapping[str, Any] | None,
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], **predict_kwargs: Any,
+) -> dict[str, float]:
+    """Predict every ``(image, ground_truth)`` pair with ``model`` and pool the scores.
+
+    ``predict_kwargs`` are :class:`~napari_unet.core.tiling.PredictConfig` fields (e.g.
+    ``tta=True``, ``split_touching=False``); the result is :func:`evaluate_dataset`'s.
+    """
+    from .tiling import predict_image
+
+    return evaluate_dataset((truth, predict_image(model, image, meta, **predict_kwargs).instances)
+                            for image, truth in pairs)
