@@ -1,21 +1,28 @@
 """Running a core job (a generator of events) from a dock without freezing napari.
 
-Small shared API, used by the Predict and Batch docks (and free for the Train dock):
+Public API (used by the Predict, Batch and Train docks):
 
-``JobRunner(on_event, on_finished=None, controls=(), stop_button=None)``
+``JobRunner(on_event, on_finished=None, controls=(), stop_button=None, *, label="napari-unet",
+progress_bar=None)``
     ``start(factory)`` calls ``factory()`` *in a worker thread* (so building/loading a model
-    there is fine) and iterates the generator it returns in napari's ``thread_worker``; every
-    yielded event is handed to ``on_event(event)`` in the GUI thread. While the job runs the
-    ``controls`` are disabled and ``stop_button`` is enabled. ``stop()`` asks the worker to quit
-    at its next yield (napari does not close the generator, so a job must be consistent at every
-    yield). When the job ends, ``on_finished(status)`` runs in the GUI thread with ``status`` one
-    of ``"done"``, ``"stopped"`` or ``"failed"``: put clean-up (auto-save, freeing memory) there.
-    A failing job is reported with :func:`notify_error` (one clear line, no traceback).
-    ``running`` tells whether a job is in flight; ``worker`` is the napari worker (tests wait
-    on it). ``stop_on_destroy(widget)`` stops the job when ``widget`` is destroyed (dock closed).
+    there is fine) and iterates the generator it returns in a worker; every yielded event is
+    handed to ``on_event(event)`` in the GUI thread. While the job runs the ``controls`` are
+    disabled and ``stop_button`` is enabled. ``stop()`` asks the worker to quit at its next
+    yield (the generator is not closed, so a job must be consistent at every yield). When the
+    job ends, ``on_finished(status)`` runs in the GUI thread with ``status`` one of ``"done"``,
+    ``"stopped"`` or ``"failed"``: put clean-up (auto-save, freeing memory) there.
+    Each job shows an entry called ``label`` in napari's activity panel (``napari.utils.progress``)
+    for as long as it runs; ``core.events.Progress`` events move that entry and
+    ``progress_bar`` (a dock's QProgressBar, optional) before reaching ``on_event``.
+    A failing job is reported ONCE, by :func:`notify_error` (one clear line; the traceback goes
+    to the log): the worker is built without napari's own error relay and re-raise.
+    ``running`` tells whether a job is in flight; ``worker`` is the worker (tests wait on it).
+    ``stop_on_destroy(widget)`` stops the job when ``widget`` is destroyed (dock closed).
 
 ``notify_error(err_or_text)``, ``notify_warning(text)``, ``notify_info(text)``
     napari notifications; ``user_message(err)`` turns an exception into that one line.
+``set_enabled(widgets, enabled)``
+    Enable/disable Qt and magicgui widgets alike.
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from napari.qt.threading import thread_worker
-from napari.utils import notifications
+from napari.qt.threading import create_worker
+from napari.utils import notifications, progress
+from superqt.utils import GeneratorWorker
+
+from ..core.events import Progress
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +54,9 @@ def user_message(err: BaseException | str) -> str:
 
 
 def notify_error(err: BaseException | str) -> None:
-    """Show ``err`` as a napari error notification (and log the traceback for developers)."""
+    """Show ``err`` as one napari error notification; an exception's traceback goes to the log."""
     if isinstance(err, BaseException):
-        log.debug("napari-unet job failed", exc_info=err)
+        log.error("napari-unet job failed: %s", user_message(err), exc_info=err)
     notifications.show_error(user_message(err))
 
 
@@ -67,7 +77,6 @@ def set_enabled(widgets: Iterable[Any], enabled: bool) -> None:
             widget.enabled = enabled
 
 
-@thread_worker
 def _iterate(factory: Callable[[], Iterator[Any]]) -> Iterator[Any]:
     yield from factory()
 
@@ -81,12 +90,18 @@ class JobRunner:
         on_finished: Callable[[str], None] | None = None,
         controls: Iterable[Any] = (),
         stop_button: Any = None,
+        *,
+        label: str = "napari-unet",
+        progress_bar: Any = None,
     ) -> None:
         self.on_event = on_event
         self.on_finished = on_finished
         self.controls = list(controls)
         self.stop_button = stop_button
+        self.label = label
+        self.progress_bar = progress_bar
         self.worker: Any = None
+        self.activity: progress | None = None
         self._status = "done"
         if stop_button is not None:
             set_enabled([stop_button], False)
@@ -96,16 +111,23 @@ class JobRunner:
         return self.worker is not None
 
     def start(self, factory: Callable[[], Iterator[Any]]) -> Any:
-        """Run ``factory()``'s generator in a worker; returns the (started) napari worker."""
+        """Run ``factory()``'s generator in a worker; returns the (started) worker."""
         if self.running:
             raise ValueError("a job is already running; stop it first")
         self._status = "done"
-        worker = _iterate(factory)
+        # superqt's plain GeneratorWorker: napari's subclass would also relay every error to a
+        # notification of its own, and create_worker re-raises unless "errored" is connected,
+        # so one failure would toast two or three times.
+        worker = create_worker(_iterate, factory, _worker_class=GeneratorWorker,
+                               _connect={"errored": self._on_errored})
         worker.yielded.connect(self._on_yielded)
-        worker.errored.connect(self._on_errored)
         worker.aborted.connect(self._on_aborted)
+        worker.warned.connect(self._on_warned)
         worker.finished.connect(self._on_worker_finished)
         self.worker = worker
+        self.activity = progress(total=0, desc=self.label)  # busy until the first Progress
+        if self.progress_bar is not None:
+            self.progress_bar.setRange(0, 0)
         set_enabled(self.controls, False)
         if self.stop_button is not None:
             set_enabled([self.stop_button], True)
@@ -124,13 +146,25 @@ class JobRunner:
         qwidget.destroyed.connect(lambda *_: self.stop())
 
     # -- worker signals (GUI thread) --------------------------------------------------------
+    def _show_progress(self, event: Progress) -> None:
+        total = max(1, int(event.total))
+        if self.activity is not None:
+            if self.activity.total != total:
+                self.activity.total = total
+            self.activity.n = min(int(event.step), total)
+            self.activity.update(0)  # emits the value event the activity panel listens to
+        if self.progress_bar is not None:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(int(event.step), total))
+
     def _on_yielded(self, event: Any) -> None:
         if self._status == "stopped":
             return  # events already in the queue when Stop was pressed
         try:
+            if isinstance(event, Progress):
+                self._show_progress(event)
             self.on_event(event)
         except Exception as err:  # a rendering bug must not leave the dock disabled
-            self._status = "failed"
             notify_error(err)
             self.stop()
             self._status = "failed"
@@ -139,12 +173,22 @@ class JobRunner:
         self._status = "failed"
         notify_error(err)
 
+    def _on_warned(self, args: tuple) -> None:
+        # Python warnings raised inside the job (library deprecations...): log, do not toast.
+        log.warning("warning in a napari-unet job: %s", args[0] if args else args)
+
     def _on_aborted(self) -> None:
         if self._status != "failed":
             self._status = "stopped"
 
     def _on_worker_finished(self) -> None:
         self.worker = None
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
+        if self.progress_bar is not None:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1 if self._status == "done" else 0)
         set_enabled(self.controls, True)
         if self.stop_button is not None:
             set_enabled([self.stop_button], False)
