@@ -1,20 +1,24 @@
 """Autosave and restore of a training session: the training labels and the model.
 
-A session lives in a folder next to the image (``<image stem>.napari-unet/``) when the image
-came from a file in a writable folder, otherwise in a per-user folder
-(``$NAPARI_UNET_SESSION_DIR`` or ``~/.napari-unet/sessions``) under the layer's name. It holds
+A session lives in a folder next to the image (``<image file name>.napari-unet/``, the full name:
+``cell.1.tif`` and ``cell.2.tif`` get two sessions) when the image came from a file in a
+writable folder, otherwise in a per-user folder (``$NAPARI_UNET_SESSION_DIR`` or
+``~/.napari-unet/sessions``) under the layer's name plus a short hash of the resolved source
+path, so same-named layers from different files do not share one. It holds
 
 - ``training_labels.tif``: the labels, ImageJ-readable, with the label convention stored in the
   TIFF metadata so that the labels come back with their meaning;
 - ``model.pt``: the model file written by ``core.checkpoint`` (atomic).
 
-Every write goes to a temporary file in the same folder first and is moved into place with
-``os.replace``, so a crash while saving never destroys the previous autosave. This module has
+Every write goes through the output policy (:mod:`napari_unet.core.outputs`): a temporary file
+in the same folder is renamed into place, so a crash while saving never destroys the previous
+autosave, and temporary files left by a killed session are cleaned when the folder is next used. This module has
 no Qt or napari code so that it can be tested and reused on its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from ..core.atomic import atomic_path
+from ..core.outputs import atomic_write, clean_stale_temps
 
 SESSION_DIR_ENV = "NAPARI_UNET_SESSION_DIR"
 LABELS_FILE = "training_labels.tif"
@@ -59,13 +63,17 @@ class Session:
     def for_image(cls, name: str, source_path: str | os.PathLike | None = None) -> Session:
         """Session of the image layer called ``name``, opened from ``source_path`` if any.
 
-        Next to the image when its folder is writable, else in :func:`user_session_root`.
+        Next to the image when its folder is writable (keyed by the file's full name), else in
+        :func:`user_session_root` (keyed by the layer name and a hash of the resolved source).
         """
+        if not isinstance(name, str):
+            raise TypeError(f"layer name must be a string, got {type(name).__name__}")
         if source_path:
             src = Path(source_path)
             if src.parent.is_dir() and os.access(src.parent, os.W_OK):
-                stem = src.name.split(".")[0] or src.name
-                return cls(src.parent / f"{stem}{SUFFIX}")
+                return cls(src.parent / f"{src.name}{SUFFIX}")
+            digest = hashlib.sha1(str(src.resolve()).encode("utf-8", "surrogatepass"))
+            return cls(user_session_root() / f"{_safe_name(name)}-{digest.hexdigest()[:10]}")
         return cls(user_session_root() / _safe_name(name))
 
     @property
@@ -83,8 +91,10 @@ class Session:
         return self.model_path.is_file()
 
     def ensure_folder(self) -> Path:
-        """Create the session folder (and parents) if needed; return it."""
+        """Create the session folder (and parents) if needed, clear temporary files a killed
+        session left in it; return it."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.folder)
         return self.folder
 
     def save_labels(self, labels: np.ndarray, convention: str) -> Path:
@@ -111,7 +121,8 @@ class Session:
             raise ValueError("training labels must be in 0..2**32-1 to be saved")
         dtype = np.uint16 if labels.size == 0 or labels.max() <= 65535 else np.uint32
         self.ensure_folder()
-        with atomic_path(self.labels_path) as tmp:
+        # The autosave replaces its own previous file: overwrite is the point here.
+        with atomic_write(self.labels_path, overwrite=True) as tmp:
             tifffile.imwrite(tmp, labels.astype(dtype, copy=False), compression="zlib",
                              metadata={"napari_unet_convention": convention})
         return self.labels_path

@@ -4,8 +4,10 @@
 formats (PNG, JPEG, BMP via imageio) and reports what the file says about its axes and pixel
 size. ``write_labels`` writes instance/label images as ImageJ-compatible TIFF (uint16), or as
 OME-TIFF (uint32) when there are more than 65,535 labels, because ImageJ TIFF cannot hold 32-bit
-integers. Writes are atomic: a temporary file in the target folder is moved into place with
-``os.replace``, so a crash or a bad input never leaves a half-written file.
+integers. Writes follow the output policy of :mod:`~napari_unet.core.outputs`: a temporary file
+in the target folder is renamed into place, so a crash or a bad input never leaves a
+half-written file. Reads check the size a file declares against the memory available before
+allocating (:mod:`~napari_unet.core.resources`).
 
 Pixel sizes are in micrometres, one value per spatial axis ("Z", "Y", "X") present in ``axes``,
 in that order: ``(0.29, 0.26, 0.26)`` for a ``"ZCYX"`` stack, ``(0.26, 0.26)`` for ``"YX"``.
@@ -24,7 +26,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .atomic import atomic_path
+from .outputs import atomic_write, format_bytes
+from .resources import check_memory
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 OTHER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -152,8 +155,9 @@ def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
                 raise RuntimeError(errors.messages[0].replace(repr(tif), "").strip())
             axes = _normalise_axes(series.axes)
             pixel_size = _tiff_pixel_size(tif, axes)
-            nbytes = int(np.prod(series.shape)) * series.dtype.itemsize
+            nbytes = int(np.prod(series.shape, dtype=object)) * series.dtype.itemsize
             contiguous = series.dataoffset is not None
+            _check_declared_size(path, series, nbytes, lazy_bytes, contiguous)
             if nbytes <= lazy_bytes:
                 with warnings.catch_warnings():
                     # tifffile warns (and fills zeros) on truncated strips; that must fail.
@@ -178,6 +182,29 @@ def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
         array = array.reshape(series.shape)
     channel_axis = axes.index("C") if "C" in axes else None
     return ImageData(array, axes, pixel_size, channel_axis)
+
+
+def _check_declared_size(path: Path, series: Any, nbytes: int, lazy_bytes: int,
+                         contiguous: bool) -> None:
+    """Refuse, before anything is allocated, what the file declares but memory cannot hold.
+
+    An eager read allocates the whole image; a lazy read of a compressed file decompresses one
+    chunk (tile or strip) at a time, so that chunk must fit; a memory map allocates nothing.
+    A compressed file of a few KB can declare gigabytes: the message names both sizes.
+    """
+    shape = " x ".join(str(s) for s in series.shape)
+    if nbytes <= lazy_bytes:
+        check_memory(nbytes, f"{str(path)!r} declares a {shape} {series.dtype} image "
+                             f"({format_bytes(path.stat().st_size)} on disk) that")
+        return
+    if contiguous:
+        return
+    page = series.keyframe
+    chunk = tuple(getattr(page, "chunks", ()) or page.shape)
+    chunk_bytes = int(np.prod(chunk, dtype=object)) * series.dtype.itemsize
+    check_memory(chunk_bytes, f"{str(path)!r} declares a {shape} {series.dtype} image "
+                              f"({format_bytes(path.stat().st_size)} on disk) stored in "
+                              f"compressed blocks of {' x '.join(map(str, chunk))}; one block")
 
 
 def _check_complete(path: Path, series: Any, nbytes: int) -> None:
@@ -341,7 +368,9 @@ def write_labels(
                          "does not exist")
     if path.is_dir():
         raise ValueError(f"cannot write labels: {str(path)!r} is a folder")
-    if path.exists() and not overwrite:
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    if os.path.lexists(path) and not overwrite:
         raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
     axes = axes.upper()
     ImageData(labels, axes, pixel_size)  # same axis/pixel-size checks as for reading
@@ -376,7 +405,7 @@ def write_labels(
         fmt = "imagej"
         writer = imagej_writer(labels.astype(np.uint16), axes, sizes)
 
-    with atomic_path(path) as tmp:
+    with atomic_write(path, overwrite=overwrite) as tmp:
         writer(tmp)
     return LabelsWritten(path, fmt, "; ".join(notes) or None)
 
