@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["baseline_otsu_watershed"] = baseline
         meta["credits"] = CREDITS
         save_model(args.model, model, meta)
-        CARD.write_text(render_model_card(meta, count_parameters(model)))
+        CARD.write_text(render_model_card(model, meta))
         print(f"wrote {args.model} and {CARD}")
     return 0
 

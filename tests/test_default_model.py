@@ -11,7 +11,7 @@ from napari_unet.core.checkpoint import default_model_path, load_model
 from napari_unet.core.evaluation import evaluate_dataset
 from napari_unet.core.model import count_parameters
 from napari_unet.core.model_card import render_model_card
-from napari_unet.core.tiling import predict_image
+from napari_unet.core.prediction import predict_image
 
 ROOT = Path(__file__).parents[1]
 # The held-out columns of the sample plane (cells3d z = 30, x >= 128): the default model never
@@ -34,7 +34,7 @@ def test_default_model_is_small_and_loads_without_pickles():
 def test_card_matches_the_model_metadata():
     model, meta = load_model("default")
     card = default_model_path().with_name("README.md").read_text()
-    assert card == render_model_card(meta, count_parameters(model))
+    assert card == render_model_card(model, meta)
     assert f"{count_parameters(model):,}" in card
 
 

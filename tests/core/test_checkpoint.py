@@ -12,6 +12,7 @@ from napari_unet.core.checkpoint import (
     resolve_model,
     save_model,
 )
+from napari_unet.core.meta import ModelMeta
 from napari_unet.core.model import UNet
 
 
@@ -26,7 +27,7 @@ def test_round_trip_is_bit_exact(tmp_path):
         "mode": "instances",
         "class_names": ["background", "nucleus"],
         "normalization": {"method": "percentile", "low": 2.0, "high": 99.0},
-        "pixel_size": (0.5, 0.5),
+        "pixel_size": 0.5,
         "object_diameter": 17.5,
         "training": {"preset": "fast", "lr": 1e-3, "iterations": 10},
         "step": 10,
@@ -38,10 +39,10 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert sd0.keys() == sd1.keys()
     for k in sd0:
         assert torch.equal(sd0[k], sd1[k]), k
-    assert {k: loaded_meta[k] for k in meta} == meta
-    assert loaded_meta["in_channels"] == 1 and loaded_meta["num_classes"] == 2
-    assert loaded_meta["architecture"] == model.config
-    assert loaded_meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert isinstance(loaded_meta, ModelMeta)
+    assert loaded_meta == ModelMeta.from_dict({**meta, "class_names": ("background", "nucleus")})
+    assert loaded_meta.normalization == {"method": "percentile", "low": 2.0, "high": 99.0}
+    assert load_checkpoint(path).format_version == checkpoint.FORMAT_VERSION
     assert not loaded.training  # ready to predict
     x = torch.rand(1, 1, 44, 44)
     model.eval()
@@ -51,11 +52,11 @@ def test_round_trip_is_bit_exact(tmp_path):
 def test_numpy_values_in_meta_become_plain(tmp_path):
     model = tiny()
     save_model(tmp_path / "m.pt", model, {"object_diameter": np.float32(12.0),
-                                          "pixel_size": np.array([0.25, 0.5])})
+                                          "pixel_size": np.float64(0.25)})
     _, meta = load_model(tmp_path / "m.pt")
-    assert meta["object_diameter"] == 12.0 and type(meta["object_diameter"]) is float
-    assert meta["pixel_size"] == [0.25, 0.5]
-    assert meta["mode"] == "instances" and meta["step"] == 0  # defaults filled in
+    assert meta.object_diameter == 12.0 and type(meta.object_diameter) is float
+    assert meta.pixel_size == 0.25 and type(meta.pixel_size) is float
+    assert meta.mode == "instances" and meta.step == 0  # defaults filled in
 
 
 def test_optimizer_state_round_trip(tmp_path):
@@ -70,7 +71,7 @@ def test_optimizer_state_round_trip(tmp_path):
     assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["momentum"] == 0.99
     for p0, p1 in zip(model.parameters(), ckpt.model.parameters(), strict=True):
         assert torch.equal(opt.state[p0]["momentum_buffer"], opt2.state[p1]["momentum_buffer"])
-    assert load_checkpoint(tmp_path / "m.pt").meta["step"] == 1
+    assert load_checkpoint(tmp_path / "m.pt").meta.step == 1
 
 
 def test_failing_save_leaves_existing_file_untouched(tmp_path, monkeypatch):
@@ -91,8 +92,10 @@ def test_failing_save_leaves_existing_file_untouched(tmp_path, monkeypatch):
 
 
 def test_unplain_meta_is_refused_before_writing(tmp_path):
-    with pytest.raises(ValueError, match="plain values"):
+    with pytest.raises(TypeError, match="training must be a dict"):
         save_model(tmp_path / "m.pt", tiny(), {"training": object()})
+    with pytest.raises(ValueError, match="plain values"):
+        save_model(tmp_path / "m.pt", tiny(), {"training": {"x": object()}})
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -175,14 +178,14 @@ def test_resolve_presets(spec, padding, base):
     model, meta = resolve_model(spec, in_channels=3, num_classes=4)
     assert model.config["padding"] == padding and model.config["base_channels"] == base
     assert model.in_channels == 3 and model.num_classes == 4
-    assert meta["mode"] == "semantic" and len(meta["class_names"]) == 4
-    assert meta["step"] == 0
+    assert meta.mode == "semantic" and len(meta.class_names) == 4
+    assert meta.step == 0
 
 
 def test_resolve_path_and_channel_check(tmp_path):
     save_model(tmp_path / "m.pt", tiny(), {"step": 7})
     model, meta = resolve_model(str(tmp_path / "m.pt"))
-    assert meta["step"] == 7 and model.config["base_channels"] == 4
+    assert meta.step == 7 and model.config["base_channels"] == 4
     with pytest.raises(ValueError, match="1 input channels but 3"):
         resolve_model(tmp_path / "m.pt", in_channels=3)
 
@@ -191,3 +194,50 @@ def test_default_model_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(checkpoint.resources, "files", lambda pkg: tmp_path)
     with pytest.raises(ValueError, match="default model is missing"):
         resolve_model("default")
+
+
+def test_huge_architecture_in_a_small_file_fails_before_allocating(tmp_path):
+    save_model(tmp_path / "m.pt", tiny(), {})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["architecture"]["depth"] = 10**6
+    torch.save(payload, tmp_path / "deep.pt")
+    with pytest.raises(ValueError, match="depth must be at most"):
+        load_model(tmp_path / "deep.pt")
+    payload["architecture"].update(depth=7, base_channels=32)  # within bounds, wrong weights
+    torch.save(payload, tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match="do not fit its architecture"):
+        load_model(tmp_path / "wide.pt")
+
+
+def test_foreign_pickle_error_never_advises_unsafe_loading(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"payload": _Evil(str(tmp_path / "x"))}, path)
+    with pytest.raises(ValueError) as err:
+        load_model(path)
+    assert "weights_only" not in str(err.value) and "never executes" in str(err.value)
+    (tmp_path / "rand.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a valid napari-unet model"):
+        load_model(tmp_path / "rand.pt")
+
+
+def test_wrong_types_give_type_errors(tmp_path):
+    with pytest.raises(TypeError, match="path"):
+        load_model(None)
+    with pytest.raises(TypeError, match="already have a UNet"):
+        resolve_model(tiny())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_model("small", device="cuda")
+
+
+def test_meta_validation_names_the_field():
+    with pytest.raises(ValueError, match="mode"):
+        ModelMeta(mode="panoptic")
+    with pytest.raises(ValueError, match="object_diameter"):
+        ModelMeta(object_diameter=-3.0)
+    with pytest.raises(TypeError, match="pixel_size"):
+        ModelMeta(pixel_size="0.5")
+    with pytest.raises(ValueError, match="percentiles"):
+        ModelMeta(normalization={"method": "percentile", "low": 99, "high": 1})
+    meta = ModelMeta.from_dict({"step": 3, "from_a_newer_version": 1})
+    assert meta.step == 3 and ModelMeta.from_dict(meta.to_dict()) == meta

@@ -19,3 +19,15 @@ def test_unknown_or_missing_device_raises():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_device_names_are_checked_without_touching_accelerators():
+    from napari_unet.core.device import check_device_name
+
+    for name in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert check_device_name(name) == name
+    with pytest.raises(ValueError, match="cuda:N"):
+        check_device_name("cuda:x")
+    with pytest.raises(TypeError, match="string"):
+        check_device_name(0)
+

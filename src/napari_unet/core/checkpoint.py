@@ -1,20 +1,23 @@
-"""Self-describing model files: save, load, and pick a model by name or path.
+"""Self-describing model files: save, load, and the one place a model is picked by name or path.
 
 A checkpoint is one ``torch.save`` of a dict holding only plain values (str, int, float, bool,
 None, lists, tuples, dicts with str keys) and tensors:
 
 ``{"format": "napari-unet", "format_version": 1, "napari_unet_version": ..., "architecture":
-model.config, "meta": {...}, "state_dict": {...}, "optimizer_state": {...} | None}``
+model.config, "meta": ModelMeta.to_dict(), "state_dict": {...}, "optimizer_state": {...} | None}``
 
 so it loads with ``torch.load(weights_only=True)``, which never executes pickled code. The meta
-describes how to use the net: mode ("instances"/"semantic"), class names, normalisation spec,
-pixel size, object diameter, training config and step. Files are written to a temporary file in
-the target folder and moved into place with ``os.replace``, so a crash never leaves half a model.
+(:class:`~napari_unet.core.meta.ModelMeta`) describes how to use the net. Files are written to a
+temporary file in the target folder and moved into place, so a crash never leaves half a model.
+
+:func:`resolve_model` is the one model loader of the CLI, the docks and batch: a new net from an
+architecture name, the shipped ``"default"`` model, or a model file.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,14 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from .constants import ARCHITECTURES, DEFAULT_MODEL
+from .device import resolve_device
+from .meta import ModelMeta
 from .model import UNet
+from .atomic import atomic_path
 
 FORMAT = "napari-unet"
 FORMAT_VERSION = 1
-PRESETS = ("original", "modified", "small")
-DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
-MODES = ("instances", "semantic")
+#: Model files bigger than this are refused before reading (the paper's net is ~125 MB).
+MAX_MODEL_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -38,50 +43,35 @@ class Checkpoint:
     """Everything in a model file: the net (on the requested device), its meta, optimizer state."""
 
     model: UNet
-    meta: dict[str, Any]
+    meta: ModelMeta
     optimizer_state: dict[str, Any] | None
-
-
-def default_meta(model: UNet, **overrides: Any) -> dict[str, Any]:
-    """Meta of a net that has not been trained yet (or is missing fields), with ``overrides``.
-
-    Instance-mode nets have 2 classes (background, foreground); other class counts are semantic.
-    """
-    n = model.num_classes
-    mode = "instances" if n == 2 else "semantic"
-    meta: dict[str, Any] = {
-        "mode": mode,
-        "class_names": ["background", "foreground"] if n == 2
-        else ["background", *(f"class {i}" for i in range(1, n))],
-        "normalization": dict(DEFAULT_NORMALIZATION),
-        "pixel_size": None,
-        "object_diameter": None,
-        "training": None,
-        "step": 0,
-    }
-    meta.update(overrides)
-    return meta
+    format_version: int = FORMAT_VERSION
+    napari_unet_version: str | None = None
 
 
 def save_model(
     path: str | os.PathLike,
     model: UNet,
-    meta: dict[str, Any] | None = None,
+    meta: ModelMeta | Mapping[str, Any] | None = None,
     optimizer_state: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write ``model`` with its ``meta`` (and optionally optimizer state, for resuming) to ``path``.
 
     Parameters
     ----------
     path : path-like
-        Output file (``.pt``). Its folder must exist; an existing file is replaced atomically.
+        Output file (``.pt``). Its folder must exist.
     model : UNet
         The net; its ``config`` and ``state_dict`` are stored (tensors moved to the CPU).
-    meta : dict, optional
-        Plain values describing the net (see :func:`default_meta` for the keys); missing keys
-        are filled with defaults.
+    meta : ModelMeta or dict, optional
+        What the net is (see :class:`~napari_unet.core.meta.ModelMeta`); a dict is validated
+        into one. None: the meta of an untrained net.
     optimizer_state : dict, optional
         ``optimizer.state_dict()``, stored so that training can resume exactly.
+    overwrite : bool
+        Replace an existing file (atomically). Commands that must not replace files without
+        being asked check that first, with the output policy of ``core.outputs``.
 
     Returns
     -------
@@ -89,21 +79,21 @@ def save_model(
         The written file.
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f"cannot save model: folder {str(path.parent)!r} does not exist")
+    if not isinstance(model, UNet):
+        raise TypeError(f"can only save napari-unet UNet models, got {type(model).__name__}")
     if path.is_dir():
         raise ValueError(f"cannot save model: {str(path)!r} is a folder")
-    if not isinstance(model, UNet):
-        raise ValueError(f"can only save napari-unet UNet models, got {type(model).__name__}")
-    meta = default_meta(model, **_plain(dict(meta or {}), "meta"))
-    if meta["mode"] not in MODES:
-        raise ValueError(f"meta['mode'] must be one of {MODES}, got {meta['mode']!r}")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot save model: folder {str(path.parent)!r} does not exist")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{str(path)!r} already exists (use overwrite to replace it)")
+    meta = as_meta(meta, model)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "napari_unet_version": _version(),
         "architecture": dict(model.config),
-        "meta": meta,
+        "meta": _plain(meta.to_dict(), "meta"),
         "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
         "optimizer_state": _to_cpu(optimizer_state) if optimizer_state is not None else None,
     }
@@ -112,60 +102,62 @@ def save_model(
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+def as_meta(meta: ModelMeta | Mapping[str, Any] | None, model: UNet) -> ModelMeta:
+    """``meta`` as a :class:`ModelMeta` that fits ``model`` (its number of classes)."""
+    if meta is None:
+        meta = ModelMeta.for_model(model)
+    elif not isinstance(meta, ModelMeta):
+        meta = ModelMeta.from_dict(meta, model=model)
+    if len(meta.class_names) != model.num_classes:
+        raise ValueError(f"the meta names {len(meta.class_names)} classes but the net has "
+                         f"{model.num_classes}")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike,
+                    device: str | torch.device = "cpu") -> Checkpoint:
     """Read a model file written by :func:`save_model` (or ``"default"``, the shipped model).
 
-    Raises ``ValueError`` when the file is missing, not a napari-unet model, corrupt/truncated,
-    or written by a newer format version. Loading never executes pickled code.
+    Raises ``ValueError`` when the file is missing, not a napari-unet model, corrupt or
+    truncated, claims an architecture its weights do not fit, or was written by a newer format
+    version. Loading never executes pickled code.
     """
-    path = default_model_path() if str(path) == "default" else Path(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a model file must be a path, got {type(path).__name__}")
+    target = resolve_device(device) if isinstance(device, str) else device
+    path = default_model_path() if str(path) == DEFAULT_MODEL else Path(path)
     if not path.is_file():
         raise ValueError(f"model file {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors, truncated zip archives, text files, ...
-        raise ValueError(
-            f"{str(path)!r} is not a valid napari-unet model: {_first_line(err)}"
-        ) from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(
-            f"{str(path)!r} is not a valid napari-unet model: it has no napari-unet header "
-            "(a bare state_dict or another program's file?)"
-        )
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ValueError(f"{str(path)!r} is {size / 2**30:.1f} GiB, more than any napari-unet "
+                         f"model ({MAX_MODEL_BYTES / 2**30:.0f} GiB at most)")
+    payload = _read_payload(path)
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise ValueError(
             f"{str(path)!r} has model format version {version!r}; this napari-unet reads up to "
             f"{FORMAT_VERSION} - please upgrade napari-unet"
         )
     try:
-        model = UNet.from_config(payload["architecture"])
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model = _build(payload.get("architecture"), payload.get("state_dict"))
+        meta = ModelMeta.from_dict(payload.get("meta"), model=model)
+        meta = as_meta(meta, model)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(
-            f"{str(path)!r} is not a valid napari-unet model: {_first_line(err)}"
-        ) from err
-    model.to(device)
+        raise ValueError(f"{str(path)!r} is not a valid napari-unet model: "
+                         f"{_first_line(err)}") from None
+    model.to(target)
     model.eval()
-    meta = default_meta(model, **payload.get("meta", {}))
-    meta.update(
-        architecture=dict(model.config),
-        in_channels=model.in_channels,
-        num_classes=model.num_classes,
-        format_version=version,
-        napari_unet_version=payload.get("napari_unet_version"),
-    )
-    return Checkpoint(model, meta, payload.get("optimizer_state"))
+    optimizer_state = payload.get("optimizer_state")
+    if optimizer_state is not None and not isinstance(optimizer_state, dict):
+        optimizer_state = None
+    return Checkpoint(model, meta, optimizer_state, version,
+                      payload.get("napari_unet_version"))
 
 
-def load_model(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[UNet, dict[str, Any]]:
-    """Load ``(model, meta)`` from ``path`` or ``"default"``; the model is in eval mode.
-
-    ``meta`` holds the saved meta plus ``architecture``, ``in_channels``, ``num_classes``,
-    ``format_version`` and ``napari_unet_version``.
-    """
+def load_model(path: str | os.PathLike,
+               device: str | torch.device = "cpu") -> tuple[UNet, ModelMeta]:
+    """Load ``(model, meta)`` from ``path`` or ``"default"``; the model is in eval mode."""
     ckpt = load_checkpoint(path, device)
     return ckpt.model, ckpt.meta
 
@@ -183,33 +175,40 @@ def default_model_path() -> Path:
 
 def resolve_model(
     spec: str | os.PathLike,
-    in_channels: int = 1,
-    num_classes: int = 2,
+    in_channels: int | None = None,
+    num_classes: int | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[UNet, dict[str, Any]]:
-    """A net from a preset name (new, He-initialised), ``"default"`` or a model file.
+) -> tuple[UNet, ModelMeta]:
+    """A net from an architecture name (new, He-initialised), ``"default"`` or a model file.
+
+    The one model loader of the CLI, the docks and batch.
 
     Parameters
     ----------
     spec : str or path-like
         ``"original"`` (the paper's valid net), ``"modified"`` (padded), ``"small"`` (padded,
         half the channels), ``"default"`` (the shipped model) or a path to a saved model.
-    in_channels, num_classes : int
-        Channels/classes of a new net; for a loaded net they must match its own.
+    in_channels, num_classes : int, optional
+        Channels/classes of a new net (default 1 and 2); for a loaded net, if given, they must
+        match its own.
     device : str or torch.device
         Where to put the net.
 
     Returns
     -------
-    (UNet, dict)
-        The net and its meta (see :func:`load_model`).
+    (UNet, ModelMeta)
     """
-    if isinstance(spec, str) and spec in PRESETS:
-        model = getattr(UNet, spec)(in_channels=in_channels, num_classes=num_classes)
-        meta = default_meta(model, architecture=dict(model.config),
-                            in_channels=model.in_channels, num_classes=model.num_classes)
-        return model.to(device), meta
-    model, meta = load_model(spec, device)
+    if isinstance(spec, UNet):
+        raise TypeError("resolve_model takes a name or a path; you already have a UNet")
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"a model must be 'default', one of {ARCHITECTURES} or a model file, "
+                        f"got {type(spec).__name__}")
+    target = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(spec, str) and spec in ARCHITECTURES:
+        model = getattr(UNet, spec)(in_channels=in_channels or 1,
+                                    num_classes=num_classes or 2)
+        return model.to(target), ModelMeta.for_model(model)
+    model, meta = load_model(spec, target)
     for what, want, have in (("input channels", in_channels, model.in_channels),
                              ("classes", num_classes, model.num_classes)):
         if want is not None and want != have:
@@ -219,7 +218,63 @@ def resolve_model(
     return model, meta
 
 
+# -- transitional names (removed at integration once no caller uses them) ------------------
+PRESETS = ARCHITECTURES
+
+
+def default_meta(model: UNet, **overrides: Any) -> ModelMeta:
+    """Deprecated: use ``ModelMeta.for_model``. Unknown keys are dropped."""
+    known = set(ModelMeta().keys())
+    return ModelMeta.for_model(model, **{k: v for k, v in overrides.items() if k in known})
+
+
 # -- helpers -------------------------------------------------------------------------------
+def _read_payload(path: Path) -> dict[str, Any]:
+    """The checkpoint dict, or our own ``ValueError`` (never torch's advice to load unsafely)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for foreign bytes
+        # UnpicklingError, RuntimeError ("PytorchStreamReader failed"), EOFError, zip errors,
+        # ...; the text is torch's and may advise weights_only=False: never pass that on.
+        raise ValueError(
+            f"{str(path)!r} is not a valid napari-unet model file (it could not be read as one: "
+            f"{type(err).__name__}); napari-unet never executes code stored in model files"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a valid napari-unet model: it has no napari-unet header "
+            "(a bare state_dict or another program's file?)"
+        )
+    return payload
+
+
+def _build(architecture: Any, state_dict: Any) -> UNet:
+    """The net of ``architecture`` with ``state_dict`` loaded, checked before allocating.
+
+    The architecture is first built on torch's ``meta`` device (no memory), and every tensor of
+    the file must match its shapes, so that a small file claiming a huge net fails fast.
+    """
+    if not isinstance(state_dict, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ValueError("its weights are missing or not tensors")
+    with torch.device("meta"):
+        skeleton = UNet.from_config(architecture)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if expected.keys() != found.keys():
+        missing = sorted(expected.keys() - found.keys())
+        extra = sorted(found.keys() - expected.keys())
+        raise ValueError(f"its weights do not fit its architecture (missing {missing[:3]}, "
+                         f"unexpected {extra[:3]})")
+    wrong = [k for k in expected if expected[k] != found[k]]
+    if wrong:
+        raise ValueError(f"its weights do not fit its architecture ({wrong[0]}: "
+                         f"{found[wrong[0]]} instead of {expected[wrong[0]]})")
+    model = UNet.from_config(architecture)
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
 def _plain(value: Any, where: str) -> Any:
     """``value`` with numpy scalars/arrays made plain; ``ValueError`` for anything unpicklable
     by ``weights_only`` loading (objects, dataclasses, paths, ...)."""
@@ -270,7 +325,7 @@ def _version() -> str:
 
 __all__ = [
     "Checkpoint",
-    "default_meta",
+    "as_meta",
     "default_model_path",
     "load_checkpoint",
     "load_model",

@@ -14,11 +14,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Progress:
-    """``step`` of ``total`` units of work done."""
+    """``step`` of ``total`` units of work done.
+
+    ``eta_s`` (seconds left) and ``rate`` (units per second) are filled by jobs that can
+    estimate them (training with a time budget or a step count); None where unknown.
+    """
 
     step: int
     total: int
     message: str = ""
+    eta_s: float | None = None
+    rate: float | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,11 @@ from .blocks import DoubleConv, Down, OutConv, Up, center_crop, he_init_, pad_to
 
 PADDINGS = ("same", "valid")
 UPSAMPLINGS = ("transpose", "bilinear")
+# Bounds checked before a net is built, so that a model file claiming an absurd architecture
+# fails with a message instead of allocating gigabytes (the paper's net: depth 4, 64..1024).
+MAX_DEPTH = 8
+MAX_WIDTH = 4096  # features of the deepest level, base_channels * 2**depth
+MAX_CHANNELS = 1024  # input channels and output classes
 
 
 class UNet(nn.Module):
@@ -101,7 +106,19 @@ class UNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> UNet:
-        """Rebuild a net from its :attr:`config` (as stored in checkpoints)."""
+        """Rebuild a net from its :attr:`config` (as stored in checkpoints).
+
+        ``TypeError``/``ValueError`` name a missing, unknown or out-of-bounds field.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"architecture must be a dict, got {type(config).__name__}")
+        required = {"in_channels", "num_classes"}
+        known = {"in_channels", "num_classes", "base_channels", "depth", "padding",
+                 "upsampling", "batch_norm", "dropout"}
+        if missing := required - config.keys():
+            raise ValueError(f"architecture lacks {', '.join(sorted(missing))}")
+        if unknown := config.keys() - known:
+            raise ValueError(f"architecture has unknown fields {', '.join(sorted(map(str, unknown)))}")
         return cls(**config)
 
     # -- shapes ----------------------------------------------------------------------------
@@ -198,8 +215,20 @@ def _check_architecture(in_channels, num_classes, base_channels, depth, padding,
                         dropout) -> None:
     for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                         ("base_channels", base_channels), ("depth", depth)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"depth must be at most {MAX_DEPTH}, got {depth}")
+    if base_channels * 2**depth > MAX_WIDTH:
+        raise ValueError(f"base_channels * 2**depth must be at most {MAX_WIDTH}, got "
+                         f"{base_channels} * 2**{depth} = {base_channels * 2**depth}")
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if value > MAX_CHANNELS:
+            raise ValueError(f"{name} must be at most {MAX_CHANNELS}, got {value}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"dropout must be a number, got {type(dropout).__name__}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if upsampling not in UPSAMPLINGS:
@@ -208,4 +237,4 @@ def _check_architecture(in_channels, num_classes, base_channels, depth, padding,
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 
 
-__all__ = ["UNet", "count_parameters", "center_crop"]
+__all__ = ["MAX_CHANNELS", "MAX_DEPTH", "MAX_WIDTH", "UNet", "center_crop", "count_parameters"]

@@ -1,0 +1,51 @@
+"""One home for names shared across the package: normalisation, architectures, modes.
+
+Three copies of a default drift apart; everything that needs one of these imports it from here.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+#: Percentile normalisation used when a model records none: (x - p1) / (p99.8 - p1), per channel.
+#: Read-only; call ``dict(DEFAULT_NORMALIZATION)`` for a copy to change.
+DEFAULT_NORMALIZATION: MappingProxyType[str, Any] = MappingProxyType(
+    {"method": "percentile", "low": 1.0, "high": 99.8}
+)
+NORMALIZATION_METHODS = ("percentile", "none")
+
+#: Named architectures (``UNet.original()``, ``UNet.modified()``, ``UNet.small()``): a new,
+#: untrained net. Training recipes ("fast", "paper", ...) are ``core.train.PRESETS``.
+ARCHITECTURES = ("original", "modified", "small")
+
+#: What a net's output means: instance segmentation (2 classes: background, foreground with
+#: a separation gap between touching objects) or semantic classes.
+MODES = ("instances", "semantic")
+
+#: The shipped model's name wherever a model is chosen (CLI ``--model default``, the docks).
+DEFAULT_MODEL = "default"
+
+
+def mode_for_classes(num_classes: int) -> str:
+    """The mode of a net with ``num_classes`` outputs: 2 classes means instances."""
+    return "instances" if int(num_classes) == 2 else "semantic"
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """``("background", "foreground")`` for 2 classes, else ``("background", "class 1", ...)``."""
+    n = int(num_classes)
+    if n == 2:
+        return ("background", "foreground")
+    return ("background", *(f"class {i}" for i in range(1, n)))
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_MODEL",
+    "DEFAULT_NORMALIZATION",
+    "MODES",
+    "NORMALIZATION_METHODS",
+    "default_class_names",
+    "mode_for_classes",
+]
