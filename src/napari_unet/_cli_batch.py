@@ -1,7 +1,9 @@
 """``napari-unet batch``: segment a folder (or glob) of images into a folder of label TIFFs.
 
-The exit status is the number of files that failed (at most 100), 0 when all went well, and 2
-for bad arguments (nothing is written then).
+The exit status is the number of files that failed (at most 100), 0 when all went well, 2
+for bad arguments (nothing is written then) and 130 when interrupted (Ctrl-C, SIGTERM): the
+files finished so far are kept and a second run resumes after them. Temporary files that a
+killed earlier run left in the output folder are removed first.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pathlib import Path
+
+from ._cli_common import add_out_argument, add_overwrite_argument
 from ._cli_predict import add_common_arguments, load, predict_config_kwargs
 
 MAX_STATUS = 100
@@ -16,12 +21,11 @@ MAX_STATUS = 100
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="folder, glob pattern ('in/*.tif') or file")
-    parser.add_argument("--output", required=True, help="folder for the label TIFFs")
+    add_out_argument(parser, "folder for the label TIFFs", metavar="FOLDER")
     add_common_arguments(parser)
     parser.add_argument("--probabilities", action="store_true",
                         help="also write <name>_probabilities.tif")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing outputs (default: skip them, so runs resume)")
+    add_overwrite_argument(parser, "outputs (default: skip them, so runs resume)")
     parser.add_argument("--suffix", default="", help="appended to each output name")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="dask.distributed scheduler to run the files on")
@@ -32,7 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     from .core.batch import BatchSummary, FileDone, SliceProgress, batch_segment
     from .core.events import Message, Progress
+    from .core.outputs import clean_stale_temps
 
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; batch writes into a folder")
+    if out_dir.is_dir():
+        for stale in clean_stale_temps(out_dir):
+            print(f"note: removed {stale.name}, left by an interrupted run", file=sys.stderr)
     model, meta = load(args.model)
     client = None
     if args.scheduler:
@@ -43,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise ValueError(
                 f"cannot reach the dask scheduler at {args.scheduler!r}: {err}") from None
-    job = batch_segment(model, args.input, args.output, meta=meta, client=client,
+    job = batch_segment(model, args.input, args.out, meta=meta, client=client,
                         overwrite=args.overwrite, probabilities=args.probabilities,
                         suffix=args.suffix, **predict_config_kwargs(args))
     summary = None
+    counts = {"done": 0, "skipped": 0, "failed": 0}
     files = tqdm(desc="files", unit="file", file=sys.stderr, position=0)
     slices = tqdm(desc="slices", unit="slice", file=sys.stderr, position=1, leave=False)
     try:
@@ -60,13 +72,23 @@ def run(args: argparse.Namespace) -> int:
                 slices.total = event.total
                 slices.n = event.step
                 slices.refresh()
-            elif isinstance(event, FileDone) and event.status == "failed":
-                tqdm.write(f"failed: {event.path}: {event.message}", file=sys.stderr)
+            elif isinstance(event, FileDone):
+                counts[event.status] = counts.get(event.status, 0) + 1
+                if event.status == "failed":
+                    tqdm.write(f"failed: {event.path}: {event.message}", file=sys.stderr)
             elif isinstance(event, Message):
                 tqdm.write(f"note: {event.text}", file=sys.stderr)
             elif isinstance(event, BatchSummary):
                 summary = event
+    except KeyboardInterrupt:
+        job.close()  # the batch core finishes or removes the file it was writing
+        slices.close()
+        files.close()
+        print(f"interrupted: done {counts['done']}, skipped {counts['skipped']}, failed "
+              f"{counts['failed']}; run the same command again to resume", file=sys.stderr)
+        return 130
     finally:
+        job.close()
         slices.close()
         files.close()
         if client is not None:

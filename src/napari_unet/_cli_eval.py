@@ -1,6 +1,6 @@
 """``napari-unet eval``: score a model on image/label pairs.
 
-Predicts every image with overlap-tile prediction (``core.tiling``) and compares the instances
+Predicts every image with overlap-tile prediction (``core.prediction``) and compares the instances
 with the ground truth: foreground IoU and Dice, instance AP at IoU 0.5 and 0.75, and the split
 rate of touching objects, per image and pooled over the data set (``core.evaluation``).
 """
@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_common import (
+    add_device_argument, add_model_argument, add_overwrite_argument, load_model, model_file, plan,
+)
 from ._cli_train import add_data_arguments, data_pairs, read_pair
 
 COLUMNS = (("iou", "IoU"), ("dice", "Dice"), ("ap50", "AP@0.5"), ("ap75", "AP@0.75"),
@@ -22,31 +25,36 @@ COLUMNS = (("iou", "IoU"), ("dice", "Dice"), ("ap50", "AP@0.5"), ("ap75", "AP@0.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="'default' or a model file (a preset would be untrained)")
+    add_model_argument(parser, default=None,
+                       help="'default' or a model file (a preset would be untrained)")
     add_data_arguments(parser)
     parser.add_argument("--binary", action="store_true",
                         help="ground truth is binary: objects are its connected components")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
                         help="input tile size (default: from the memory budget)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_device_argument(parser)
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (8 views)")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="also write the scores (per image and pooled) as JSON")
+    add_overwrite_argument(parser, "--json file")
 
 
 def run(args: argparse.Namespace) -> int:
     from .core.checkpoint import resolve_model
-    from .core.data import labels_to_instances
+    from .core.labels import labels_to_instances
     from .core.evaluation import evaluate_dataset
     from .core.metrics import evaluate
-    from .core.tiling import predict_image
+    from .core.prediction import predict_image
 
-    if args.json is not None and not Path(args.json).parent.is_dir():
-        raise ValueError(f"output folder {str(Path(args.json).parent)!r} does not exist")
+    from .core.outputs import atomic_write
+
     pairs = data_pairs(args)
-    model, meta = resolve_model(args.model, in_channels=None, num_classes=None)
-    if meta.get("mode", "instances") != "instances":
+    # The scores file is checked before any prediction: never an input, never an existing
+    # file without --overwrite (the ground truth and the model were replaced this way once).
+    plan([args.json], [model_file(args.model), *(p for pair in pairs for p in pair)],
+         args.overwrite)
+    model, meta = load_model(args.model)
+    if meta.mode != "instances":
         raise ValueError("eval scores instance segmentation; this is a semantic model")
     rows: list[tuple[str, dict[str, float]]] = []
     scored = []
@@ -74,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"model": str(args.model), "pooled": _plain(pooled),
                    "images": {name: _plain(s) for name, s in rows}}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        with atomic_write(args.json, overwrite=args.overwrite, hint="--overwrite") as tmp:
+            Path(tmp).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

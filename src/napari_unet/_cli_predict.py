@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from ._cli_common import (
+    add_device_argument, add_model_argument, add_out_argument, add_overwrite_argument,
+    load_model, model_file, plan, run_job,
+)
+
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Prediction options shared by ``predict`` and ``batch``."""
-    parser.add_argument("--model", default="default",
-                        help="'default', a preset (original/modified/small) or a model file")
+    add_model_argument(parser)
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average 8 flips/rotations (8x slower)")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
                         help="input tile size (default: from the memory budget)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N",
                         help="tiles per forward pass (default 4)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_device_argument(parser)
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="foreground probability threshold (default 0.5)")
     parser.add_argument("--min-size", type=int, default=None, metavar="PX",
@@ -41,51 +44,61 @@ def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load(spec: str):
-    from .core.checkpoint import PRESETS, resolve_model
-
-    counts = {} if spec in PRESETS else {"in_channels": None, "num_classes": None}
-    return resolve_model(spec, **counts)
+    """``(UNet, ModelMeta)`` for ``--model`` (kept for ``batch``; see ``_cli_common``)."""
+    return load_model(spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="input image (TIFF stack, PNG, ...)")
-    parser.add_argument("--out", required=True, help="labels TIFF to write")
+    add_out_argument(parser, "labels TIFF to write", metavar="LABELS.tif")
     add_common_arguments(parser)
     parser.add_argument("--uncertainty", default=None, metavar="U.tif",
                         help="also write the per-pixel uncertainty (float32 TIFF)")
     parser.add_argument("--probabilities", default=None, metavar="P.tif",
                         help="also write the class probabilities (float32 TIFF)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_overwrite_argument(parser)
 
 
-def _write_float(path: Path, data, axes: str, pixel_size, overwrite: bool) -> None:
-    from .core.batch import _write_probabilities
+def _float_writer():
+    from .core import batch
 
-    _write_probabilities(path, data, axes, pixel_size, overwrite)
+    # B2 makes it public as batch.write_probabilities; the old name until integration.
+    return getattr(batch, "write_probabilities", None) or getattr(batch, "_write_probabilities")
+
+
+def _stack_layout():
+    from .core import batch
+
+    return getattr(batch, "stack_layout", None) or getattr(batch, "_stack_layout")
+
+
+def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes: int,
+                  probabilities: bool, uncertainty: bool) -> int:
+    """Memory the outputs of one image take in this command: labels (int32), the
+    foreground/class probabilities, and the optional float maps, all held until written."""
+    pixels = 1
+    for i, n in enumerate(shape):
+        if channel_axis is None or i != channel_axis % len(shape):
+            pixels *= int(n)
+    per_pixel = 4 + 4 * num_classes * (2 if probabilities else 1) + (4 if uncertainty else 0)
+    return pixels * per_pixel
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .core.batch import _stack_layout
-    from .core.events import Message, Progress
     from .core.io import read_image, write_labels
-    from .core.tiling import PredictConfig, PredictionResult, predict
+    from .core.prediction import PredictConfig, PredictionResult, predict
+    from .core.resources import check_memory
 
     image_path = Path(args.image)
-    outputs = [Path(p) for p in (args.out, args.uncertainty, args.probabilities) if p]
-    for out in outputs:
-        if out.exists() and not args.overwrite:
-            raise ValueError(f"{str(out)!r} already exists (use --overwrite to replace it)")
-        if out.resolve() == image_path.resolve():
-            raise ValueError(f"output {str(out)!r} is the input image")
-        if not out.parent.is_dir():
-            raise ValueError(f"folder {str(out.parent)!r} does not exist")
-        if not os.access(out.parent, os.W_OK):
-            raise ValueError(f"no permission to write to {str(out.parent)!r}")
+    if not image_path.is_file():
+        raise ValueError(f"image file {str(image_path)!r} does not exist")
+    out = Path(args.out)
+    # Everything about the outputs is checked before the model is loaded or a pixel predicted.
+    plan([out, args.uncertainty, args.probabilities], [image_path, model_file(args.model)],
+         args.overwrite)
     model, meta = load(args.model)
     data = read_image(image_path)
-    label_axes, lead = _stack_layout(data.axes, tuple(data.array.shape))
+    label_axes, lead = _stack_layout()(data.axes, tuple(data.array.shape))
     if lead is not None:
         raise ValueError(f"{image_path.name} has axes {data.axes}; one of Z/T at most is "
                          "supported here (use 'napari-unet batch' for hyperstacks)")
@@ -94,29 +107,24 @@ def run(args: argparse.Namespace) -> int:
         kwargs["channel_axis"] = data.channel_axis
     config = PredictConfig(uncertainty=bool(args.uncertainty),
                            keep_probabilities=bool(args.probabilities), **kwargs)
-    result = None
-    with tqdm(desc=image_path.name, unit="step", file=sys.stderr) as bar:
-        for event in predict(model, data.array, config, meta):
-            if isinstance(event, Progress):
-                bar.total = event.total
-                bar.n = event.step
-                bar.refresh()
-            elif isinstance(event, Message):
-                tqdm.write(f"note: {event.text}", file=sys.stderr)
-            elif isinstance(event, PredictionResult):
-                result = event
+    shape = tuple(int(n) for n in data.array.shape)
+    check_memory(implied_bytes(shape, config.channel_axis, model.num_classes,
+                               bool(args.probabilities), bool(args.uncertainty)),
+                 f"predicting {image_path.name} ({' x '.join(map(str, shape))}) with its outputs")
+    found = run_job(predict(model, data.array, config, meta), image_path.name)
+    result = next(e for e in found if isinstance(e, PredictionResult))
     labels = result.instances if result.instances is not None else result.semantic
-    written = write_labels(args.out, labels, label_axes, data.pixel_size,
-                           overwrite=args.overwrite)
+    written = write_labels(out, labels, label_axes, data.pixel_size, overwrite=args.overwrite)
     if written.note:
         print(f"note: {written.note}", file=sys.stderr)
+    write_float = _float_writer()
     if args.uncertainty:
-        _write_float(Path(args.uncertainty), result.uncertainty[None], label_axes,
-                     data.pixel_size, args.overwrite)
+        write_float(Path(args.uncertainty), result.uncertainty[None], label_axes,
+                    data.pixel_size, args.overwrite)
     if args.probabilities:
-        _write_float(Path(args.probabilities), result.probabilities, label_axes,
-                     data.pixel_size, args.overwrite)
+        write_float(Path(args.probabilities), result.probabilities, label_axes,
+                    data.pixel_size, args.overwrite)
     n = int(labels.max()) if labels.size else 0
-    print(f"wrote {args.out} ({n} {'objects' if result.instances is not None else 'max class'}"
+    print(f"wrote {out} ({n} {'objects' if result.instances is not None else 'max class'}"
           f", device {result.device}, tile {result.tile_size[0]}x{result.tile_size[1]})")
     return 0

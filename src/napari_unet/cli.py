@@ -2,7 +2,12 @@
 
 Each subcommand lives in its own ``napari_unet._cli_<name>`` module exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; they are imported only when used, so
-``napari-unet --help`` starts without importing torch.
+``napari-unet --help`` starts without importing torch. Shared options and helpers live in
+``napari_unet._cli_common``.
+
+The contract: bad input (``ValueError``, ``TypeError``, ``OSError``) ends with exit status 2 and
+one line on stderr; Ctrl-C and SIGTERM end with status 130 and one line (commands that can
+save work, like ``train``, save it first); anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -26,15 +31,22 @@ def _available_commands() -> dict[str, tuple[str, str]]:
     return {name: spec for name, spec in COMMANDS.items() if find_spec(spec[0]) is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-unet",
         description="U-Net segmentation (Ronneberger et al. 2015): train, predict, batch, eval.",
     )
     parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in _available_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         import_module(module).add_arguments(p)
@@ -47,12 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    module = import_module(COMMANDS[args.command][0])
-    try:
-        return int(module.run(args) or 0)
-    except ValueError as err:  # bad input: a clear message, no traceback
-        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    from ._cli_common import debug, one_line, signals_as_interrupt
+
+    prefix = f"napari-unet {args.command}"
+    with signals_as_interrupt():
+        try:
+            module = import_module(COMMANDS[args.command][0])
+            return int(module.run(args) or 0)
+        except (ValueError, TypeError, OSError) as err:  # bad input: one clear line
+            if debug():
+                raise
+            print(f"{prefix}: error: {one_line(err)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: whatever could be saved was saved
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
