@@ -18,12 +18,13 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.core.data import TrainingSet
 from napari_unet.core.events import LossReport
 from napari_unet.core.losses import weighted_cross_entropy
 from napari_unet.core.model import UNet
+from napari_unet.core.sampling import make_batch
 from napari_unet.core.synthetic import synthetic_dataset
-from napari_unet.core.train import TrainConfig, Trainer, _BatchMaker
+from napari_unet.core.train import TrainConfig, Trainer, batch_spec
+from napari_unet.core.trainingset import TrainingSet
 
 
 def main() -> None:
@@ -56,10 +57,9 @@ def main() -> None:
     device = trainer.device
     bare_model.to(device).train()
     optimizer = torch.optim.Adam(bare_model.parameters(), lr=config.lr)
-    out = trainer.output_hw
     # The bare step trains on one real batch of the same pipeline (same values, same shapes).
-    maker = _BatchMaker(samples, config, trainer.tile, model.context, out, model.num_classes)
-    x, y, w = (t.to(device) for t in maker(0))
+    spec = batch_spec(config, model, True)
+    x, y, w = (torch.from_numpy(a).to(device) for a in make_batch(samples.snapshot(), spec, 0))
 
     def sync() -> None:
         if device.type == "cuda":

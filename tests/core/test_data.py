@@ -3,13 +3,10 @@ import threading
 import numpy as np
 import pytest
 
-from napari_unet.core.data import (
-    DEFAULT_NORMALIZATION,
-    TrainingSet,
-    labels_to_classes,
-    labels_to_instances,
-    normalize,
-)
+from napari_unet.core.constants import DEFAULT_NORMALIZATION
+from napari_unet.core.labels import labels_to_classes, labels_to_instances
+from napari_unet.core.normalize import normalize
+from napari_unet.core.trainingset import TrainingSet
 from napari_unet.core.synthetic import synthetic_nuclei
 
 RAW = {"method": "none"}  # keeps pixel values, so tests can read where a patch came from

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from napari_unet.core.losses import (
-    combined_loss,
+    LOSSES,
     crop_to_output,
     soft_dice_loss,
     weighted_cross_entropy,
@@ -50,9 +50,10 @@ def test_soft_dice_by_hand():
     assert loss.item() == pytest.approx(0.6, rel=1e-6)
     # With eps = 1: (1 + 1) / (5/2 + 1).
     assert soft_dice_loss(logits, target, weights).item() == pytest.approx(1 - 2 / 3.5, rel=1e-6)
-    total = combined_loss(logits, target, weights, dice_weight=0.5)
+    total = LOSSES["weighted_ce+dice"](logits, target, weights)
     wce = weighted_cross_entropy(logits, target, weights)
-    assert total.item() == pytest.approx(wce.item() + 0.5 * (1 - 2 / 3.5), rel=1e-6)
+    assert total.item() == pytest.approx(wce.item() + (1 - 2 / 3.5), rel=1e-6)
+    assert LOSSES["dice"](logits, target, weights).item() == pytest.approx(1 - 2 / 3.5)
 
 
 @pytest.mark.parametrize("loss_name", ["wce", "dice", "combined"])
@@ -67,7 +68,7 @@ def test_ignored_pixels_get_exactly_zero_gradient(loss_name):
     loss = {
         "wce": lambda: weighted_cross_entropy(logits, target, weights),
         "dice": lambda: soft_dice_loss(logits, target, ~ignore),
-        "combined": lambda: combined_loss(logits, target, weights),
+        "combined": lambda: LOSSES["weighted_ce+dice"](logits, target, weights),
     }[loss_name]()
     loss.backward()
     grad = logits.grad.permute(1, 0, 2, 3)  # (C, N, H, W)

@@ -8,16 +8,18 @@ import torch
 
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.checkpoint import load_checkpoint, load_model
-from napari_unet.core.data import TrainingSet, normalize
+from napari_unet.core.normalize import normalize
+from napari_unet.core.trainingset import TrainingSet
 from napari_unet.core.events import LossReport, Preview, Progress, ValidationReport
 from napari_unet.core.losses import crop_to_output
+from napari_unet.core.sampling import make_batch
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.train import (
     TrainConfig,
     Trainer,
-    _BatchMaker,
-    _forward_full,
+    batch_spec,
+    forward_full,
     targets_and_weights,
     train,
 )
@@ -45,7 +47,7 @@ def config(**kw):
 def foreground_iou(model, image, instances, spec):
     model.eval()
     with torch.no_grad():
-        logits = _forward_full(model, normalize(image[None], spec, 0), torch.device("cpu"))
+        logits = forward_full(model, normalize(image[None], spec, 0), torch.device("cpu"))
     pred = torch.softmax(logits, 0)[1].numpy() > 0.5
     gt = foreground_target(instances) > 0  # what the net is trained on: gaps between objects
     return (pred & gt).sum() / (pred | gt).sum()
@@ -125,7 +127,11 @@ def test_valid_net_batches_are_cropped_consistently(nuclei):
     cfg = config(tile_size=84, separate_touching=False)
     trainer = Trainer(model, samples, cfg)
     assert trainer.tile == 84 and trainer.output_hw == (44, 44) and model.context == 20
-    maker = _BatchMaker(samples, cfg, trainer.tile, model.context, trainer.output_hw, 2)
+    spec = batch_spec(cfg, model, True)
+
+    def maker(step):
+        return tuple(torch.from_numpy(a) for a in make_batch(samples.snapshot(), spec, step))
+
     for step in range(3):
         x, y, w = maker(step)
         assert x.shape == (2, 1, 84, 84) and x.dtype == torch.float32
@@ -145,19 +151,19 @@ def test_targets_and_weights_instance_and_semantic():
     inst = np.zeros((12, 12), np.int32)
     inst[2:6, 2:6] = 1
     inst[2:6, 6:10] = 2  # touching object 1
-    target, weights = targets_and_weights(inst, None, True, 2, TrainConfig())
+    target, weights = targets_and_weights(inst, None, True, 2)
     assert target.dtype == np.int64 and weights.dtype == np.float32
     assert target[3, 5] == 0 and target[3, 6] == 1  # 1-px gap cut into the smaller id
     assert weights[3, 5] > weights[0, 0]  # the gap gets the border weight
     ignore = np.zeros_like(inst, bool)
     ignore[:, :2] = True
-    _, w_ign = targets_and_weights(inst, ignore, True, 2, TrainConfig())
+    _, w_ign = targets_and_weights(inst, ignore, True, 2)
     assert (w_ign[:, :2] == 0).all() and (w_ign[:, 2:] > 0).all()
     # nothing annotated: no error, zero weight
-    t0, w0 = targets_and_weights(inst, np.ones_like(ignore), True, 2, TrainConfig())
+    t0, w0 = targets_and_weights(inst, np.ones_like(ignore), True, 2)
     assert not t0.any() and not w0.any()
     classes = np.array([[0, 1, 2, 2]] * 2)
-    t, w = targets_and_weights(classes, None, False, 3, TrainConfig(class_weights=None))
+    t, w = targets_and_weights(classes, None, False, 3, class_weights=None)
     assert np.array_equal(t, classes) and (w == 1).all()
 
 
@@ -231,7 +237,7 @@ def test_semantic_training(nuclei):
     events = list(trainer.events(preview=image[:20, :20]))
     report = [e for e in events if isinstance(e, ValidationReport)][-1]
     assert set(report.metrics) == {"loss", "iou"}
-    assert trainer.meta()["mode"] == "semantic"
+    assert trainer.meta().mode == "semantic"
 
 
 def test_stop_save_load_round_trip(nuclei, tmp_path):

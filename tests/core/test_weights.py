@@ -7,7 +7,7 @@ from napari_unet.core.weights import (
     class_weight_map,
     foreground_target,
     separated_instances,
-    training_targets,
+    targets_and_weights,
     weight_map,
 )
 
@@ -51,7 +51,7 @@ def test_two_squares_with_a_two_pixel_gap_by_hand():
 
 def test_touching_squares_get_a_one_pixel_gap_with_the_border_weight():
     labels = two_squares(gap=0)  # cols 5..9 (id 1) and 10..14 (id 2) share an edge
-    target, w = training_targets(labels, class_weights=None)
+    target, w = targets_and_weights(labels, None, True, class_weights=None)
     # The lower id loses its column that touches the larger id: a 1-px gap at col 9.
     expected_target = np.zeros_like(target)
     expected_target[5:10, 5:9] = 1

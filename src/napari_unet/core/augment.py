@@ -9,7 +9,7 @@ Geometry is applied identically to the image, the label map and the ignore mask.
 interpolated smoothly; labels and the ignore mask by nearest neighbour, so object ids survive and
 no new ids appear. Coordinates falling outside the patch are mirrored with the half-sample
 symmetric rule (``d c b a | a b c d | d c b a``), the same as ``np.pad(mode="symmetric")`` used
-by :mod:`napari_unet.core.data`, so there is one mirror convention everywhere.
+by :mod:`napari_unet.core.sampling`, so there is one mirror convention everywhere.
 """
 
 from __future__ import annotations

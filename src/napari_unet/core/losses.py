@@ -110,23 +110,25 @@ def soft_dice_loss(
     return 1 - dice.mean()
 
 
-def combined_loss(
-    logits: Tensor,
-    target: Tensor,
-    weights: Tensor,
-    dice_weight: float = 1.0,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """``weighted_cross_entropy + dice_weight * soft_dice_loss`` on the same annotated pixels.
+def weighted_ce_plus_dice(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """``weighted_cross_entropy + soft_dice_loss`` on the same annotated pixels
+    (``weights > 0``)."""
+    mask = weights > 0
+    return weighted_cross_entropy(logits, target, weights, mask) + soft_dice_loss(logits, target,
+                                                                                 mask)
 
-    ``mask`` (True = annotated) defaults to ``weights > 0`` for both terms.
-    """
-    if mask is None:
-        mask = weights > 0
-    loss = weighted_cross_entropy(logits, target, weights, mask)
-    if dice_weight:
-        loss = loss + dice_weight * soft_dice_loss(logits, target, mask)
-    return loss
+
+def _dice(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    return soft_dice_loss(logits, target, weights > 0)
+
+
+#: The training losses by name, each ``f(logits, target, weights) -> scalar``; the one list
+#: that TrainConfig, the CLI and the Train dock offer.
+LOSSES = {
+    "weighted_ce": weighted_cross_entropy,
+    "dice": _dice,
+    "weighted_ce+dice": weighted_ce_plus_dice,
+}
 
 
 def _check_logits(logits: Tensor) -> None:

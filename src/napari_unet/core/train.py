@@ -1,17 +1,27 @@
 """The training loop as a generator of events.
 
 ``Trainer(model, samples, config).events()`` runs optimizer steps and yields
-:class:`~napari_unet.core.events.Progress`, :class:`~napari_unet.core.events.LossReport`,
-:class:`~napari_unet.core.events.ValidationReport` and :class:`~napari_unet.core.events.Preview`
-events. Every yield comes after ``optimizer.step()``, so the caller may stop iterating at any
-yield (napari's ``worker.quit()`` just stops pulling) and then save a consistent model with
+:class:`~napari_unet.core.events.Progress` (with ETA and steps/s),
+:class:`~napari_unet.core.events.LossReport`, :class:`~napari_unet.core.events.ValidationReport`,
+:class:`~napari_unet.core.events.Preview` and :class:`~napari_unet.core.events.Message` events.
+Every yield comes after ``optimizer.step()``, so the caller may stop iterating at any yield
+(napari's ``worker.quit()`` just stops pulling) and then save a consistent model with
 :meth:`Trainer.save`; nothing relies on ``finally``.
 
-Patch preparation (sampling with the valid net's context margin, augmentation, the paper's
-weight map and the 0/1 target) runs in a background thread that prefetches a few batches, so a
-step costs little more than forward + backward. The patches of step ``s`` come from a generator
-seeded with ``(seed, s)``: they do not depend on thread timing, and a run resumed at step ``s``
-sees the same data as an uninterrupted one.
+**Budget.** Training stops after ``config.iterations`` steps or ``config.minutes`` of wall-clock
+time (measured from the start of :meth:`Trainer.events`, start-up included), whichever comes
+first. The clock is injectable (``Trainer(..., clock=...)``) so tests do not sleep.
+
+**Best model so far.** When the held-out part of the annotations is large enough to mean
+something (:func:`validation_is_meaningful`), the weights of the best validation score are kept
+in memory and :meth:`Trainer.save` writes those, recording their step as ``best_step``; otherwise
+the last weights, and a :class:`Message` says so.
+
+**Data.** Patches (annotation-aware, :mod:`napari_unet.core.sampling`) are prepared ahead of the
+step that needs them, in ``config.workers`` spawned processes (:mod:`napari_unet.core.
+batchworkers`: the GIL-holding warps and weight maps never stall a viewer) or, with
+``workers=0``, in one background thread. The patches of step ``s`` depend only on
+``(seed, s)`` and the labels, never on timing.
 """
 
 from __future__ import annotations
@@ -21,35 +31,58 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import data as _data
-from .augment import AugmentConfig, augment
-from .checkpoint import Checkpoint, default_meta, save_model
+from . import losses as _losses
+from .augment import AugmentConfig
+from .batchworkers import BatchWorkers, auto_workers
+from .checkpoint import Checkpoint, save_model
 from .device import DEVICE_CHOICES, resolve_device
-from .events import LossReport, Preview, Progress, ValidationReport
-from .losses import crop_to_output, soft_dice_loss, weighted_cross_entropy
+from .events import LossReport, Message, Preview, Progress, ValidationReport
+from .meta import ModelMeta
 from .model import UNet
-from .weights import class_weight_map, foreground_target, weight_map
+from .normalize import normalize
+from .sampling import BatchSpec, make_batch, mirror_indices
+from .weights import targets_and_weights
 
-LOSSES = ("weighted_ce", "dice", "weighted_ce+dice")
+LOSSES = tuple(_losses.LOSSES)
 OPTIMIZERS = ("sgd", "adam")
 MAX_PREVIEW = 512
+#: The longest time budget accepted (minutes): anything longer is a typo.
+MAX_MINUTES = 24 * 60.0
+#: A held-out part chooses the best model only with at least this many annotated pixels ...
+MIN_VALIDATION_PIXELS = 2000
+#: ... and, in instance mode, at least this many (parts of) objects and some background.
+MIN_VALIDATION_OBJECTS = 3
 
 # Preset defaults for the fields left as None. "paper": the paper's SGD with momentum 0.99,
 # one big tile per step. "fast": Adam on a batch of smaller tiles, which converges in far fewer
 # steps on a laptop (see docs/paper.md for the measurement behind the learning rates).
+# "finetune": starting from a trained model on a few painted objects (benchmarks/
+# bench_finetune.py): small tiles centred on the annotations, a short warm-up, and a lower
+# rate for the contracting path so the features the model already has survive.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
-                  augment=AugmentConfig.paper()),
+                  augment=AugmentConfig.paper(), warmup_steps=0, encoder_lr_scale=1.0),
     "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
-                 augment=AugmentConfig()),
+                 augment=AugmentConfig(), warmup_steps=0, encoder_lr_scale=1.0),
+    "finetune": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=128, momentum=0.9,
+                     augment=AugmentConfig(), warmup_steps=5, encoder_lr_scale=0.3),
 }
+_PRESET_FIELDS = ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment",
+                  "warmup_steps", "encoder_lr_scale")
+
+
+def preset_for(from_trained: bool) -> str:
+    """The recipe the CLI and the Train dock use by default: ``"finetune"`` when training starts
+    from a trained model (the shipped default or a model file), ``"fast"`` for a new net."""
+    return "finetune" if from_trained else "fast"
 
 
 @dataclass(frozen=True)
@@ -58,13 +91,22 @@ class TrainConfig:
 
     Parameters
     ----------
-    preset : {"paper", "fast"}
+    preset : {"paper", "fast", "finetune"}
         ``"paper"``: SGD, momentum 0.99, batch 1, 572-px tiles, geometric augmentation only.
         ``"fast"``: Adam, batch 4, 256-px tiles, geometric + intensity augmentation.
+        ``"finetune"``: Adam, batch 4, 128-px tiles, 5 warm-up steps, encoder at 0.3 x the rate
+        (:func:`preset_for`: the default when starting from a trained model).
     iterations : int
         Total number of optimizer steps (a resumed run continues up to this count).
+    minutes : float, optional
+        Wall-clock budget; training stops at ``iterations`` or ``minutes``, whichever comes
+        first. In (0, 24 h].
     lr : float, optional
-        Learning rate (constant).
+        Learning rate (after the warm-up).
+    warmup_steps : int, optional
+        Linear warm-up of the learning rate over this many steps (0 = none).
+    encoder_lr_scale : float, optional
+        Learning-rate factor of the contracting path (``inc`` and ``downs``); 0 freezes it.
     batch_size : int, optional
         Tiles per step.
     tile_size : int, optional
@@ -86,6 +128,11 @@ class TrainConfig:
         The paper's weighted cross-entropy, soft Dice, or their sum.
     augment : AugmentConfig or dict, optional
         Augmentation (``AugmentConfig.none()`` switches it off).
+    freeze_norm : bool
+        Keep BatchNorm layers in eval mode (running statistics of the trained model), as
+        fine-tuning on a handful of patches would otherwise overwrite them.
+    keep_best : bool
+        Keep the weights of the best validation score (when the held-out part is meaningful).
     validate_every : int
         Steps between validation passes on the held-out part (0 = never).
     preview_every_s : float
@@ -94,12 +141,22 @@ class TrainConfig:
         Seed of patch sampling, augmentation and dropout.
     device : {"auto", "cuda", "mps", "cpu"}
     prefetch : int
-        Batches prepared ahead by the background thread.
+        Batches prepared ahead.
+    workers : int or "auto"
+        Batch-preparation processes (0 = a background thread of this process; "auto" =
+        :func:`napari_unet.core.batchworkers.auto_workers`).
+    threads : int, optional
+        Torch CPU threads while training (restored afterwards); None leaves torch's setting.
+    channels_last : bool
+        Run the net in channels-last memory format (faster convolutions on many CPUs).
     """
 
     preset: str = "fast"
     iterations: int = 500
+    minutes: float | None = None
     lr: float | None = None
+    warmup_steps: int | None = None
+    encoder_lr_scale: float | None = None
     batch_size: int | None = None
     tile_size: int | None = None
     optimizer: str | None = None
@@ -111,17 +168,22 @@ class TrainConfig:
     separate_touching: bool = True
     loss: str = "weighted_ce"
     augment: AugmentConfig | None = None
+    freeze_norm: bool = False
+    keep_best: bool = True
     validate_every: int = 50
     preview_every_s: float = 2.0
     seed: int = 0
     device: str = "auto"
     prefetch: int = 2
+    workers: int | str = 0
+    threads: int | None = None
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
         defaults = PRESETS[self.preset]
-        for name in ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment"):
+        for name in _PRESET_FIELDS:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, defaults[name])
         if isinstance(self.augment, dict):
@@ -132,8 +194,20 @@ class TrainConfig:
         _positive_int(self, "batch_size")
         _positive_int(self, "tile_size")
         _positive_int(self, "prefetch")
+        if self.minutes is not None:
+            if not _finite(self.minutes) or not 0 < self.minutes <= MAX_MINUTES:
+                raise ValueError(f"minutes must be a time budget in (0, {MAX_MINUTES:g}] "
+                                 f"(at most a day), got {self.minutes!r}")
+            object.__setattr__(self, "minutes", float(self.minutes))
         if not _finite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps \
+                or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        object.__setattr__(self, "warmup_steps", int(self.warmup_steps))
+        if not _finite(self.encoder_lr_scale) or not 0 <= self.encoder_lr_scale <= 1:
+            raise ValueError(f"encoder_lr_scale must be in [0, 1], got "
+                             f"{self.encoder_lr_scale!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not _finite(self.momentum) or not 0 <= self.momentum < 1:
@@ -170,6 +244,13 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.device not in DEVICE_CHOICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {self.device!r}")
+        if self.workers != "auto" and (isinstance(self.workers, bool) or not isinstance(
+                self.workers, (int, np.integer)) or not 0 <= self.workers <= 64):
+            raise ValueError(f"workers must be 'auto' or an integer in [0, 64], got "
+                             f"{self.workers!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(
+                self.threads, (int, np.integer)) or self.threads < 1):
+            raise ValueError(f"threads must be None or an integer >= 1, got {self.threads!r}")
 
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:
@@ -178,12 +259,17 @@ class TrainConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> TrainConfig:
-        """Adam, batch 4, 256-px tiles: quicker convergence for interactive fine-tuning."""
+        """Adam, batch 4, 256-px tiles: quicker convergence for interactive training."""
         return cls(**{"preset": "fast", **overrides})
 
     @classmethod
+    def finetune(cls, **overrides: Any) -> TrainConfig:
+        """The fine-tuning recipe (see ``PRESETS["finetune"]``), with overrides."""
+        return cls(**{"preset": "finetune", **overrides})
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`to_dict` (e.g. a checkpoint's ``meta["training"]``)."""
+        """Rebuild from :meth:`to_dict` (e.g. a checkpoint's ``meta.training``)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -205,6 +291,10 @@ class TrainConfig:
             return int(self.tile_size)
         return -(-int(self.tile_size) // model.divisor) * model.divisor
 
+    def n_workers(self) -> int:
+        """Worker processes this config asks for (``"auto"`` resolved for this machine)."""
+        return auto_workers() if self.workers == "auto" else int(self.workers)
+
 
 def _positive_int(config: TrainConfig, name: str) -> None:
     value = getattr(config, name)
@@ -218,89 +308,49 @@ def _finite(value: Any) -> bool:
         and math.isfinite(float(value))
 
 
-# -- data preparation (background thread) ----------------------------------------------------
-class _BatchMaker:
-    """Builds the batch of one step: ``(image (N, C, T, T), target (N, h, w), weights (N, h, w))``.
+def batch_spec(config: TrainConfig, model: UNet, instances_mode: bool) -> BatchSpec:
+    """What the batch makers need from ``config`` and ``model`` (plain values)."""
+    tile = config.tile_for(model)
+    return BatchSpec(
+        batch_size=config.batch_size, out_hw=tuple(model.output_shape((tile, tile))),
+        margin=model.context, instances_mode=instances_mode, num_classes=model.num_classes,
+        w0=config.w0, sigma=config.sigma, class_weights=config.class_weights,
+        separate_touching=config.separate_touching, augment=config.augment, seed=config.seed)
 
-    Holds no reference to the :class:`Trainer`, so a waiting producer thread never keeps a
-    trainer (and its model) alive.
+
+def validation_is_meaningful(samples: Any) -> tuple[bool, str]:
+    """Whether the held-out part can choose the best model, and why (for the user).
+
+    Rule: at least :data:`MIN_VALIDATION_PIXELS` annotated held-out pixels with both background
+    and foreground among them, and in instance mode pieces of at least
+    :data:`MIN_VALIDATION_OBJECTS` objects. Fewer than that, and the score jumps with one
+    object's outline: picking the "best" step would pick noise.
     """
-
-    def __init__(self, samples: Any, config: TrainConfig, tile: int, margin: int,
-                 out_hw: tuple[int, int], num_classes: int) -> None:
-        self.samples = samples
-        self.config = config
-        self.tile = tile
-        self.margin = margin
-        self.out_hw = out_hw
-        self.num_classes = num_classes
-        self.instances_mode = samples.mode == "instances"
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([int(self.config.seed), int(step)])
-        items = [self.item(rng) for _ in range(self.config.batch_size)]
-        image = torch.from_numpy(np.stack([i[0] for i in items]))
-        target = torch.from_numpy(np.stack([i[1] for i in items]))
-        weights = torch.from_numpy(np.stack([i[2] for i in items]))
-        return image, target, weights
-
-    def item(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cfg = self.config
-        # The output region is sampled from the training part; a valid net's context around
-        # it comes from the image where it exists and is mirrored beyond.
-        image, labels, ignore = _patch_arrays(
-            self.samples.sample_patch(rng, self.out_hw, self.margin))
-        image, labels, ignore = augment(image, labels, ignore, rng, cfg.augment)
-        # The weight map sees the whole tile, so objects in the context still count for d1/d2.
-        target, weights = targets_and_weights(labels, ignore, self.instances_mode,
-                                              self.num_classes, cfg)
-        target = crop_to_output(target, self.out_hw)
-        weights = crop_to_output(weights, self.out_hw)
-        return (np.ascontiguousarray(image, np.float32),
-                np.ascontiguousarray(target, np.int64),
-                np.ascontiguousarray(weights, np.float32))
-
-
-def targets_and_weights(
-    labels: np.ndarray,
-    ignore: np.ndarray | None,
-    instances_mode: bool,
-    num_classes: int,
-    config: TrainConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Training target and per-pixel loss weights of one label patch.
-
-    Parameters
-    ----------
-    labels : (H, W) int
-        Instances (instance mode) or classes (semantic mode).
-    ignore : (H, W) bool or None
-        True = not annotated (weight 0).
-    instances_mode : bool
-        Instances -> 0/1 target with the paper's weight map; otherwise classes with class
-        balancing.
-    num_classes : int
-        Classes of the net (semantic mode).
-    config : TrainConfig
-        ``w0``, ``sigma``, ``class_weights``, ``separate_touching``.
-
-    Returns
-    -------
-    target : (H, W) int64
-    weights : (H, W) float32
-    """
-    labels = np.asarray(labels)
-    if ignore is not None and ignore.all():
-        # A patch with nothing annotated contributes nothing (weight_map refuses it).
-        return np.zeros(labels.shape, np.int64), np.zeros(labels.shape, np.float32)
-    if instances_mode:
-        target = foreground_target(labels, config.separate_touching)
-        weights = weight_map(labels, config.w0, config.sigma, config.class_weights, ignore,
-                             config.separate_touching)
-    else:
-        target = labels if ignore is None else np.where(ignore, 0, labels)
-        weights = class_weight_map(labels, num_classes, config.class_weights, ignore)
-    return target.astype(np.int64), weights.astype(np.float32)
+    items = list(samples.validation_items())
+    pixels, objects, classes = 0, 0, set()
+    instances = samples.mode == "instances"
+    for item in items:
+        _, labels, ignore = _patch_arrays(item)
+        annotated = np.ones(labels.shape, bool) if ignore is None else ~ignore
+        values = labels[annotated]
+        pixels += int(values.size)
+        if instances:
+            objects += int(np.unique(values[values > 0]).size)
+            classes.update({0} if (values == 0).any() else set())
+            classes.update({1} if (values > 0).any() else set())
+        else:
+            classes.update(int(v) for v in np.unique(values))
+    if not items:
+        return False, "no held-out part"
+    if pixels < MIN_VALIDATION_PIXELS:
+        return False, (f"the held-out part has {pixels} annotated pixels (fewer than "
+                       f"{MIN_VALIDATION_PIXELS})")
+    if len(classes) < 2:
+        return False, "the held-out part has only one class annotated"
+    if instances and objects < MIN_VALIDATION_OBJECTS:
+        return False, (f"the held-out part has {objects} object(s) (fewer than "
+                       f"{MIN_VALIDATION_OBJECTS})")
+    return True, f"{pixels} annotated pixels" + (f", {objects} objects" if instances else "")
 
 
 def _patch_arrays(patch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -315,24 +365,26 @@ def _patch_arrays(patch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     return image, np.asarray(labels), None if ignore is None else np.asarray(ignore, bool)
 
 
-class _Prefetcher:
-    """A daemon thread filling a small queue with the batches of steps ``start .. stop - 1``.
+# -- batch sources ---------------------------------------------------------------------------
+class _ThreadSource:
+    """``workers=0``: a daemon thread filling a small queue with the batches of steps
+    ``start .. stop - 1`` (read from the samples' current snapshot at making time).
 
-    The thread stops when it has produced everything, when :meth:`stop` is called, or when this
-    object is garbage-collected (the generator that owns it was dropped).
+    The thread stops when it has produced everything, when :meth:`close` is called, or when
+    this object is garbage-collected (the generator that owns it was dropped).
     """
 
-    def __init__(self, make_batch: _BatchMaker, start: int, stop: int, depth: int) -> None:
+    def __init__(self, samples: Any, spec: BatchSpec, start: int, stop: int, depth: int) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=_produce, args=(make_batch, start, stop, self._queue, self._stop),
+            target=_produce, args=(samples, spec, start, stop, self._queue, self._stop),
             name="napari-unet-train-data", daemon=True,
         )
         weakref.finalize(self, self._stop.set)
         self._thread.start()
 
-    def get(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def get(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         while True:
             try:
                 kind, value = self._queue.get(timeout=0.5)
@@ -344,16 +396,16 @@ class _Prefetcher:
                 raise value
             return value
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self._stop.set()
 
 
-def _produce(make_batch: _BatchMaker, start: int, stop: int, out: queue.Queue,
+def _produce(samples: Any, spec: BatchSpec, start: int, stop: int, out: queue.Queue,
              stopped: threading.Event) -> None:
     for step in range(start, stop):
         try:
-            item = ("batch", make_batch(step))
-        except Exception as err:  # handed to the training loop, which re-raises it
+            item = ("batch", make_batch(samples.snapshot(), spec, step))
+        except Exception as err:  # noqa: BLE001 - handed to the training loop, which re-raises
             item = ("error", err)
         while not stopped.is_set():
             try:
@@ -365,6 +417,20 @@ def _produce(make_batch: _BatchMaker, start: int, stop: int, out: queue.Queue,
             return
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch CPU threads inside the block and restore the previous count after."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 # -- the trainer -----------------------------------------------------------------------------
 class Trainer:
     """Train ``model`` on ``samples``; iterate :meth:`events` to run.
@@ -373,20 +439,25 @@ class Trainer:
     ----------
     model : UNet
         Trained in place (moved to the configured device).
-    samples : napari_unet.core.data.TrainingSet
+    samples : napari_unet.core.trainingset.TrainingSet
         Images, labels and the held-out validation part; its labels may be updated while
-        training runs (picked up within ``config.prefetch + 1`` steps).
+        training runs (they reach the batch makers within ``config.prefetch + 1`` steps).
     config : TrainConfig, optional
         Defaults to ``TrainConfig()`` (the "fast" preset).
     checkpoint_state : Checkpoint or dict, optional
         Resume: a :class:`~napari_unet.core.checkpoint.Checkpoint` (or a dict with ``step`` and
         ``optimizer_state``) whose step count and optimizer state are restored. The model
         weights are taken from ``model`` (pass ``checkpoint.model``).
+    clock : callable, optional
+        Seconds as a float, monotonic (default :func:`time.monotonic`): the time budget,
+        ETA and preview timing read it. Tests inject a fake one.
 
     Attributes
     ----------
     step : int
         Optimizer steps done so far.
+    best_step : int or None
+        Step of the best validation score kept in memory (None: no meaningful validation yet).
     tile : int
         Input tile side; the loss is computed on the ``output_hw`` centre of each tile.
     device : torch.device
@@ -400,38 +471,48 @@ class Trainer:
         samples: Any,
         config: TrainConfig | None = None,
         checkpoint_state: Checkpoint | dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = TrainConfig() if config is None else config
         if not isinstance(self.config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.model = model
         self.samples = samples
+        self.clock = clock
         self._check_compatible()
         self.tile = self.config.tile_for(model)
         self.output_hw = model.output_shape((self.tile, self.tile))
         self.device = resolve_device(self.config.device)
         model.to(self.device)
+        if self.config.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
         self.step = 0
         if checkpoint_state is not None:
             self._restore(checkpoint_state)
         self._has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0
                                 for m in model.modules())
-        self._prefetcher: weakref.ref | None = None
+        self._source: weakref.ref | None = None
+        self.best_step: int | None = None
+        self.best_score: float | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._start_step = self.step
         # Micrometres per pixel of the training images, stored with the model when known.
         self.pixel_size: float | None = getattr(samples, "pixel_size", None)
 
     # -- public --------------------------------------------------------------------------
     def events(
         self, preview: np.ndarray | None = None
-    ) -> Iterator[Progress | LossReport | ValidationReport | Preview]:
-        """Run steps until ``config.iterations``, yielding events after each optimizer step.
+    ) -> Iterator[Progress | LossReport | ValidationReport | Preview | Message]:
+        """Run steps until ``config.iterations`` or ``config.minutes``, yielding after each step.
 
-        Per step, in order: ``Progress(step, iterations)``, ``LossReport(step, loss, lr)``,
-        then ``ValidationReport`` every ``validate_every`` steps and at the last step (when the
-        samples have a validation part), then ``Preview`` when ``preview`` is given and
-        ``preview_every_s`` seconds have passed since the last one (also after the first and
-        the last step).
+        Per step, in order: ``Progress(step, total, message, eta_s, rate)``,
+        ``LossReport(step, loss, lr)``, then ``ValidationReport`` every ``validate_every`` steps
+        and at the last step (when the samples have a validation part), then ``Preview`` when
+        ``preview`` is given and ``preview_every_s`` seconds have passed since the last one (also
+        after the first and the last step). ``Message`` events say why training stopped early
+        and which weights :meth:`save` will write. With a time budget, ``total`` is the
+        estimated number of steps the budget allows (at most ``iterations``).
 
         Parameters
         ----------
@@ -441,35 +522,98 @@ class Trainer:
 
         Notes
         -----
-        Calling ``events()`` again after stopping continues from :attr:`step`.
+        Calling ``events()`` again after stopping continues from :attr:`step` with a fresh
+        time budget.
         """
         preview_input = self._prepare_preview(preview) if preview is not None else None
         self.close()
         cfg = self.config
-        total = cfg.iterations
-        if self.step >= total:
+        start_time = self.clock()
+        budget = None if cfg.minutes is None else 60.0 * cfg.minutes
+        if self.step >= cfg.iterations:
             return
-        maker = _BatchMaker(self.samples, cfg, self.tile, self.model.context, self.output_hw,
-                            self.model.num_classes)
-        prefetcher = _Prefetcher(maker, self.step, total, cfg.prefetch)
-        self._prefetcher = weakref.ref(prefetcher)
+        meaningful, why = validation_is_meaningful(self.samples) if (
+            cfg.keep_best and cfg.validate_every) else (False, "")
+        if cfg.keep_best and cfg.validate_every and not meaningful:
+            yield Message(f"keeping the last weights, not the best: {why}")
+        source = self._open_source(self.step, cfg.iterations)
+        with torch_threads(cfg.threads):
+            yield from self._loop(source, preview_input, start_time, budget, meaningful)
+
+    def _loop(self, source: Any, preview_input: np.ndarray | None, start_time: float,
+              budget: float | None, meaningful: bool) -> Iterator[Any]:
+        cfg = self.config
+        total = cfg.iterations
         last_preview = -math.inf
-        while self.step < total:
-            image, target, weights = prefetcher.get()
-            loss = self._train_step(image, target, weights)
-            lr = float(self.optimizer.param_groups[0]["lr"])
-            yield Progress(self.step, total, f"loss {loss:.4g}")
-            yield LossReport(self.step, loss, lr)
-            last = self.step == total
-            if cfg.validate_every and (self.step % cfg.validate_every == 0 or last) \
-                    and self._has_validation():
-                yield self.validate()
-            now = time.monotonic()
-            if preview_input is not None and (now - last_preview >= cfg.preview_every_s
-                                              or last):
-                last_preview = now
-                yield Preview(self.step, self._predict_foreground(preview_input))
-        prefetcher.stop()
+        first_step = self.step
+        first_step_at: float | None = None  # the first step carries start-up: no rate sample
+        rate: float | None = None
+        validated_at = None
+        try:
+            while self.step < total:
+                now = self.clock()
+                step_s = 1.0 / rate if rate else 0.0
+                if budget is not None and now - start_time + step_s > budget:
+                    yield Message(f"time budget of {cfg.minutes:g} min reached after "
+                                  f"{self.step - first_step} steps (step {self.step})",
+                                  data={"reason": "minutes", "step": self.step})
+                    if cfg.validate_every and self.step > first_step \
+                            and validated_at != self.step and self._has_validation():
+                        yield self._validate_and_track(meaningful)
+                    break
+                image, target, weights = source.get(self.step)
+                loss = self._train_step(torch.from_numpy(image), torch.from_numpy(target),
+                                        torch.from_numpy(weights))
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                now = self.clock()
+                done = self.step - first_step
+                if done == 1:
+                    first_step_at = now
+                elif first_step_at is not None and now > first_step_at:
+                    rate = (done - 1) / (now - first_step_at)
+                shown_total, eta = self._estimate(total, budget, now - start_time, rate)
+                yield Progress(self.step, shown_total, f"loss {loss:.4g}", eta_s=eta, rate=rate)
+                yield LossReport(self.step, loss, lr)
+                last = self.step == total
+                if cfg.validate_every and (self.step % cfg.validate_every == 0 or last) \
+                        and self._has_validation():
+                    yield self._validate_and_track(meaningful)
+                    validated_at = self.step
+                t = self.clock()
+                if preview_input is not None and (t - last_preview >= cfg.preview_every_s
+                                                  or last):
+                    last_preview = t
+                    yield Preview(self.step, self._predict_foreground(preview_input))
+        finally:
+            source.close()
+        if self._best_state is not None and self.best_step != self.step:
+            yield Message(f"best validation score {self.best_score:.3f} at step "
+                          f"{self.best_step}: save() writes those weights",
+                          data={"best_step": self.best_step, "score": self.best_score})
+
+    def _estimate(self, total: int, budget: float | None, elapsed: float,
+                  rate: float | None) -> tuple[int, float | None]:
+        """``(total steps shown, seconds left)`` from the step budget, the time budget and the
+        current rate."""
+        if rate is None:
+            return total, None if budget is None else max(0.0, budget - elapsed)
+        steps_left = (total - self.step) / rate
+        if budget is None:
+            return total, steps_left
+        time_left = max(0.0, budget - elapsed)
+        if time_left < steps_left:
+            return min(total, self.step + int(time_left * rate)), time_left
+        return total, steps_left
+
+    def _validate_and_track(self, meaningful: bool) -> ValidationReport:
+        report = self.validate()
+        if meaningful and self.config.keep_best:
+            score = _score(report.metrics)
+            if score is not None and (self.best_score is None or score >= self.best_score):
+                self.best_score, self.best_step = score, self.step
+                self._best_state = {k: v.detach().to("cpu", copy=True)
+                                    for k, v in self.model.state_dict().items()}
+        return report
 
     def validate(self) -> ValidationReport:
         """Loss and metrics on the samples' validation part (model left in train mode).
@@ -482,14 +626,16 @@ class Trainer:
         from .postprocess import instances_from_probability
 
         instances_mode = self.samples.mode == "instances"
+        cfg = self.config
         sums: dict[str, list[float]] = {"loss": [], "iou": [], "ap50": []}
         self.model.eval()
         with torch.no_grad():
             for item in self._validation_items():
                 image, labels, ignore = _patch_arrays(item)
                 logits = self._forward_full(image)
-                target, weights = targets_and_weights(labels, ignore, instances_mode,
-                                                      self.model.num_classes, self.config)
+                target, weights = targets_and_weights(
+                    labels, ignore, instances_mode, self.model.num_classes, cfg.w0, cfg.sigma,
+                    cfg.class_weights, cfg.separate_touching)
                 t = torch.from_numpy(target)[None].to(self.device)
                 w = torch.from_numpy(weights)[None].to(self.device)
                 sums["loss"].append(float(self._loss(logits[None], t, w)))
@@ -509,18 +655,42 @@ class Trainer:
                                          None if ignore is None else ignore)[1:]
                     if np.isfinite(ious).any():
                         sums["iou"].append(float(np.nanmean(ious)))
-        self.model.train()
+        self._train_mode()
         return ValidationReport(self.step, {k: float(np.mean(v)) for k, v in sums.items() if v})
 
-    def save(self, path: Any) -> Any:
-        """Write the model with its meta and optimizer state (see
-        :func:`napari_unet.core.checkpoint.save_model`); returns the path."""
-        return save_model(path, self.model, self.meta(), self.optimizer.state_dict())
+    def save(self, path: Any, best: bool = True) -> Any:
+        """Write the model with its meta (see :func:`napari_unet.core.checkpoint.save_model`).
 
-    def meta(self) -> dict[str, Any]:
+        With ``best`` (default) and a best validation step kept in memory, the file holds those
+        weights (``meta.step == meta.best_step``, no optimizer state: resuming restarts the
+        optimizer); otherwise the current weights with their optimizer state. Returns the path.
+        """
+        if best and self._best_state is not None and self.best_step != self.step:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            try:
+                self.model.load_state_dict(self._best_state)
+                meta = self.meta().replace(step=int(self.best_step),
+                                           best_step=int(self.best_step))
+                return save_model(path, self.model, meta, None)
+            finally:
+                self.model.load_state_dict(current)
+        meta = self.meta()
+        if self.best_step is not None and self.best_step == self.step:
+            meta = meta.replace(best_step=int(self.step))
+        return save_model(path, self.model, meta, self.optimizer.state_dict())
+
+    def restore_best(self) -> int | None:
+        """Load the best validation weights into :attr:`model` (for predicting with them);
+        returns their step, or None when there are none (the model is left as is)."""
+        if self._best_state is None:
+            return None
+        self.model.load_state_dict(self._best_state)
+        return self.best_step
+
+    def meta(self) -> ModelMeta:
         """What a checkpoint of the current state says about the model."""
         s = self.samples
-        extra = {
+        extra: dict[str, Any] = {
             "mode": s.mode,
             "normalization": dict(s.normalization),
             "object_diameter": _optional_float(getattr(s, "object_diameter", None)),
@@ -530,17 +700,28 @@ class Trainer:
         }
         names = getattr(s, "class_names", None)
         if names:
-            extra["class_names"] = list(names)
-        return default_meta(self.model, **extra)
+            extra["class_names"] = tuple(names)
+        return ModelMeta.for_model(self.model, **extra)
 
     def close(self) -> None:
-        """Stop the background data thread of the current :meth:`events` run, if any."""
-        prefetcher = self._prefetcher() if self._prefetcher is not None else None
-        if prefetcher is not None:
-            prefetcher.stop()
-        self._prefetcher = None
+        """Stop the batch preparation (worker processes or thread) of the current run."""
+        source = self._source() if self._source is not None else None
+        if source is not None:
+            source.close()
+        self._source = None
 
     # -- internals -----------------------------------------------------------------------
+    def _open_source(self, start: int, stop: int) -> Any:
+        cfg = self.config
+        spec = batch_spec(cfg, self.model, self.samples.mode == "instances")
+        n = cfg.n_workers()
+        if n > 0:
+            source = BatchWorkers(self.samples, spec, start, n, cfg.prefetch)
+        else:
+            source = _ThreadSource(self.samples, spec, start, stop, cfg.prefetch)
+        self._source = weakref.ref(source)
+        return source
+
     def _check_compatible(self) -> None:
         s, m = self.samples, self.model
         if not isinstance(m, UNet):
@@ -557,15 +738,32 @@ class Trainer:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        params = self.model.parameters()
+        encoder = [p for mod in (self.model.inc, self.model.downs) for p in mod.parameters()]
+        ids = {id(p) for p in encoder}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        groups = [{"params": rest, "lr_scale": 1.0}]
+        if cfg.encoder_lr_scale > 0:
+            groups.append({"params": encoder, "lr_scale": float(cfg.encoder_lr_scale)})
+        else:
+            for p in encoder:  # frozen: no gradients computed at all
+                p.requires_grad_(False)
+        for g in groups:
+            g["lr"] = cfg.lr * g["lr_scale"]
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _set_lr(self) -> None:
+        """Linear warm-up over ``warmup_steps`` (the step about to run is ``self.step + 1``)."""
+        cfg = self.config
+        factor = min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        for g in self.optimizer.param_groups:
+            g["lr"] = cfg.lr * g.get("lr_scale", 1.0) * factor
 
     def _restore(self, state: Checkpoint | dict[str, Any]) -> None:
         if isinstance(state, Checkpoint):
-            step, opt = state.meta.get("step", 0), state.optimizer_state
+            step, opt = state.meta.step, state.optimizer_state
         else:
             step, opt = state.get("step", 0), state.get("optimizer_state")
         self.step = int(step or 0)
@@ -578,13 +776,23 @@ class Trainer:
                     f"{self.config.optimizer!r} optimizer on this model ({err})"
                 ) from err
 
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.config.freeze_norm:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     def _train_step(self, image: torch.Tensor, target: torch.Tensor,
                     weights: torch.Tensor) -> float:
         dev = self.device
         image = image.to(dev, non_blocking=True)
+        if self.config.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
         target = target.to(dev, non_blocking=True)
         weights = weights.to(dev, non_blocking=True)
-        self.model.train()
+        self._train_mode()
+        self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         if self._has_dropout:
             # Dropout masks seeded by (seed, step), so a resumed run repeats an uninterrupted
@@ -604,13 +812,7 @@ class Trainer:
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor,
               weights: torch.Tensor) -> torch.Tensor:
-        kind = self.config.loss
-        total = logits.new_zeros(())
-        if kind in ("weighted_ce", "weighted_ce+dice"):
-            total = total + weighted_cross_entropy(logits, target, weights)
-        if kind in ("dice", "weighted_ce+dice"):
-            total = total + soft_dice_loss(logits, target, weights > 0)
-        return total
+        return _losses.LOSSES[self.config.loss](logits, target, weights)
 
     def _has_validation(self) -> bool:
         return len(self._validation_items()) > 0
@@ -623,7 +825,7 @@ class Trainer:
 
         Valid nets see the image mirror-padded by their context (and up to a legal size).
         """
-        return _forward_full(self.model, image, self.device)
+        return forward_full(self.model, image, self.device)
 
     def _prepare_preview(self, preview: np.ndarray) -> np.ndarray:
         arr = np.asarray(preview)
@@ -637,18 +839,24 @@ class Trainer:
         if max(arr.shape[-2:]) > MAX_PREVIEW or min(arr.shape[-2:]) < 1:
             raise ValueError(f"preview must be at most {MAX_PREVIEW}x{MAX_PREVIEW} pixels, got "
                              f"{arr.shape[-2]}x{arr.shape[-1]}")
-        return np.asarray(_data.normalize(arr, self.samples.normalization, 0), np.float32)
+        return np.asarray(normalize(arr, self.samples.normalization, 0), np.float32)
 
     def _predict_foreground(self, image: np.ndarray) -> np.ndarray:
         self.model.eval()
         with torch.no_grad():
             probs = torch.softmax(self._forward_full(image), 0)
-        self.model.train()
+        self._train_mode()
         # Semantic nets: "foreground" = anything but class 0.
         return (1.0 - probs[0]).cpu().numpy().astype(np.float32)
 
 
-def _forward_full(model: UNet, image: np.ndarray, device: torch.device) -> torch.Tensor:
+def forward_full(model: UNet, image: np.ndarray, device: torch.device | str = "cpu"
+                 ) -> torch.Tensor:
+    """Logits ``(K, H, W)`` of a whole normalised ``(C, H, W)`` (or ``(H, W)``) image.
+
+    Valid nets see the image mirror-padded by their context (and up to a legal size). The
+    caller sets eval mode and ``torch.no_grad()``.
+    """
     image = np.asarray(image, np.float32)
     if image.ndim == 2:
         image = image[None]
@@ -656,21 +864,21 @@ def _forward_full(model: UNet, image: np.ndarray, device: torch.device) -> torch
     if model.is_valid:
         c = model.context
         th, tw = model.valid_input_shape((h + 2 * c, w + 2 * c))
-        pad = ((0, 0), (c, th - h - c), (c, tw - w - c))
-        image = _mirror_pad(image, pad)
+        rows = mirror_indices(-c, th, h)
+        cols = mirror_indices(-c, tw, w)
+        image = image[:, rows[:, None], cols[None, :]]
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
     logits = model(x)[0]
     return logits[:, :h, :w]
 
 
-def _mirror_pad(image: np.ndarray, pad: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """Symmetric mirror padding (the convention of core.data/augment); repeats the mirror for
-    pads larger than the image."""
-    while any(b > n or a > n for (a, b), n in zip(pad, image.shape, strict=True)):
-        step = tuple((min(a, n), min(b, n)) for (a, b), n in zip(pad, image.shape, strict=True))
-        image = np.pad(image, step, mode="symmetric")
-        pad = tuple((a - s0, b - s1) for (a, b), (s0, s1) in zip(pad, step, strict=True))
-    return np.pad(image, pad, mode="symmetric")
+def _score(metrics: dict[str, float]) -> float | None:
+    """The validation score the best model is chosen by: AP@0.5 where measured (fully
+    annotated held-out part), else the foreground / mean class IoU."""
+    for name in ("ap50", "iou"):
+        if name in metrics and math.isfinite(metrics[name]):
+            return float(metrics[name])
+    return None
 
 
 def _first(value: Any) -> float:
@@ -689,9 +897,25 @@ def train(
     samples: Any,
     config: TrainConfig | None = None,
     preview: np.ndarray | None = None,
-) -> Iterator[Progress | LossReport | ValidationReport | Preview]:
+) -> Iterator[Progress | LossReport | ValidationReport | Preview | Message]:
     """Convenience generator: ``Trainer(model, samples, config).events(preview)``."""
     yield from Trainer(model, samples, config).events(preview)
 
 
-__all__ = ["LOSSES", "PRESETS", "TrainConfig", "Trainer", "targets_and_weights", "train"]
+__all__ = [
+    "LOSSES",
+    "MAX_MINUTES",
+    "MIN_VALIDATION_OBJECTS",
+    "MIN_VALIDATION_PIXELS",
+    "OPTIMIZERS",
+    "PRESETS",
+    "TrainConfig",
+    "Trainer",
+    "batch_spec",
+    "forward_full",
+    "preset_for",
+    "targets_and_weights",
+    "torch_threads",
+    "train",
+    "validation_is_meaningful",
+]

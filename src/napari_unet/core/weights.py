@@ -13,7 +13,7 @@ Touching objects are first separated by a 1-px background gap (:func:`separated_
 the authors' Fiji plugin does): a 0/1 target cannot express "two objects" where they touch.
 :func:`foreground_target` and :func:`weight_map` apply the same separation by default, so the gap
 pixels are background in the target *and* receive the border weight in the weight map; call both
-with the same ``separate_touching`` value (or use :func:`training_targets`, which does both).
+with the same ``separate_touching`` value (or use :func:`targets_and_weights`, which does both).
 """
 
 from __future__ import annotations
@@ -150,26 +150,48 @@ def weight_map(
     return weights
 
 
-def training_targets(
-    instances: np.ndarray,
+def targets_and_weights(
+    labels: np.ndarray,
+    ignore: np.ndarray | None,
+    instances_mode: bool,
+    num_classes: int = 2,
     w0: float = 10.0,
     sigma: float = 5.0,
     class_weights: ClassWeights = "balanced",
-    ignore_mask: np.ndarray | None = None,
     separate_touching: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The 0/1 target and its weight map, computed consistently from one instance image.
+    """Training target and per-pixel loss weights of one label patch, computed consistently.
+
+    Parameters
+    ----------
+    labels : (H, W) int
+        Instances (instance mode) or classes (semantic mode).
+    ignore : (H, W) bool or None
+        True = not annotated (weight 0).
+    instances_mode : bool
+        Instances -> :func:`foreground_target` with the paper's :func:`weight_map` (same
+        separation); otherwise the classes with :func:`class_weight_map`.
+    num_classes : int
+        Classes of the net (semantic mode).
+    w0, sigma, class_weights, separate_touching
+        As in :func:`weight_map`.
 
     Returns
     -------
-    target : (H, W) uint8
-        :func:`foreground_target` of ``instances``.
+    target : (H, W) int64
     weights : (H, W) float32
-        :func:`weight_map` of ``instances`` with the same separation.
+        All zero when nothing is annotated (such a patch contributes nothing).
     """
-    target = foreground_target(instances, separate_touching)
-    weights = weight_map(instances, w0, sigma, class_weights, ignore_mask, separate_touching)
-    return target, weights
+    labels = np.asarray(labels)
+    if ignore is not None and ignore.all():
+        return np.zeros(labels.shape, np.int64), np.zeros(labels.shape, np.float32)
+    if instances_mode:
+        target = foreground_target(labels, separate_touching)
+        weights = weight_map(labels, w0, sigma, class_weights, ignore, separate_touching)
+    else:
+        target = labels if ignore is None else np.where(ignore, 0, labels)
+        weights = class_weight_map(labels, num_classes, class_weights, ignore)
+    return target.astype(np.int64), weights.astype(np.float32)
 
 
 def class_weight_map(

@@ -1,18 +1,8 @@
-"""Training data: label conventions, normalisation and the patch sampler.
+"""Training data: annotated images as a source of training patches, updatable while training.
 
-Every label convention is converted once, here, into what the rest of the core uses:
-
-- instance mode: instances int32 ``(H, W)`` (0 = background, ids >= 1 objects) and an ignore mask
-  bool ``(H, W)`` (True = not annotated);
-- semantic mode: a class map int32 ``(H, W)`` (0 = background) and the same kind of ignore mask.
-
-Conventions (see ``docs/architecture.md``): ``sparse`` (0 = not annotated, 1 = background,
-2.. = objects), ``dense`` (0 = background, ids >= 1 objects), ``binary`` (0 / non-zero; objects are
-connected components, so touching objects merge into one), ``semantic`` (ids are classes,
-0 = background, 255 = ignore) and ``semantic-sparse`` (0 = not annotated, class c painted as c + 1).
-
-:class:`TrainingSet` holds normalised copies of the annotated 2D slices, keeps a spatially
-separate held-out part for validation, samples random patches biased toward annotated pixels, and
+:class:`TrainingSet` holds normalised copies of the annotated 2D slices (labels converted by
+:mod:`napari_unet.core.labels`, images by :mod:`napari_unet.core.normalize`), keeps a spatially
+separate held-out part for validation, samples patches (:mod:`napari_unet.core.sampling`) and
 accepts new labels (``update``) from another thread while training runs.
 """
 
@@ -20,269 +10,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from skimage.measure import label as connected_components
 
-INSTANCE_CONVENTIONS = ("sparse", "dense", "binary")
-SEMANTIC_CONVENTIONS = ("semantic", "semantic-sparse")
-CONVENTIONS = INSTANCE_CONVENTIONS + SEMANTIC_CONVENTIONS
-MODES = ("instances", "semantic")
-NORMALIZATION_METHODS = ("percentile", "none")
-SEMANTIC_IGNORE = 255
-
-DEFAULT_NORMALIZATION: Mapping[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
+from .constants import DEFAULT_NORMALIZATION, MODES
+from .labels import (
+    INSTANCE_CONVENTIONS,
+    SEMANTIC_CONVENTIONS,
+    check_num_classes,
+    labels_to_classes,
+    labels_to_instances,
+)
+from .meta import check_normalization
+from .normalize import check_axis, normalize
+from .sampling import Plane, Region, Snapshot, draw_patch, make_region
 
 _INT32_MAX = np.iinfo(np.int32).max
-
-
-# ----------------------------------------------------------------------------- normalisation
-
-def check_normalization(spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate a normalisation spec and return it as a plain dict (defaults filled in)."""
-    if spec is None:
-        return dict(DEFAULT_NORMALIZATION)
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"normalization must be a dict, got {type(spec).__name__}")
-    method = spec.get("method", "percentile")
-    if method not in NORMALIZATION_METHODS:
-        raise ValueError(
-            f"normalization method must be one of {NORMALIZATION_METHODS}, got {method!r}"
-        )
-    if method == "none":
-        return {"method": "none"}
-    low = float(spec.get("low", DEFAULT_NORMALIZATION["low"]))
-    high = float(spec.get("high", DEFAULT_NORMALIZATION["high"]))
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(
-            f"normalization percentiles must satisfy 0 <= low < high <= 100, got low={low}, "
-            f"high={high}"
-        )
-    return {"method": "percentile", "low": low, "high": high}
-
-
-def normalize(
-    image: np.ndarray,
-    spec: Mapping[str, Any] | None = None,
-    channel_axis: int | None = None,
-) -> np.ndarray:
-    """Percentile-normalise an image, each channel on its own.
-
-    Parameters
-    ----------
-    image : array of any shape
-        Numeric image. All axes except ``channel_axis`` are treated as one image, so callers
-        that want one normalisation per 2D plane (as :class:`TrainingSet` does) pass planes.
-    spec : dict, optional
-        ``{"method": "percentile", "low": 1.0, "high": 99.8}`` (default) maps the ``low``
-        percentile to 0 and the ``high`` percentile to 1, without clipping;
-        ``{"method": "none"}`` only converts to float32.
-    channel_axis : int, optional
-        Axis of the channels (each normalised separately); kept in place in the output.
-
-    Returns
-    -------
-    float32 array, same shape as ``image``
-
-    Raises
-    ------
-    ValueError
-        Empty image, non-numeric dtype, NaN or infinite values, bad spec.
-
-    Notes
-    -----
-    Flat images do not divide by ~0: if the percentile range is (almost) zero, the min-max range
-    is used instead, and if that is zero too, the image is only shifted (giving zeros).
-    """
-    spec = check_normalization(spec)
-    image = np.asarray(image)
-    if image.size == 0:
-        raise ValueError(f"image is empty, shape {image.shape}")
-    if image.dtype == bool:
-        image = image.astype(np.uint8)
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ValueError(f"image must be a real-valued numeric array, got dtype {image.dtype}")
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
-    if spec["method"] == "none":
-        return image.astype(np.float32)
-    if channel_axis is None:
-        return _normalize_one(image, spec["low"], spec["high"])
-    axis = _check_axis(channel_axis, image.ndim, "channel_axis")
-    moved = np.moveaxis(image, axis, 0)
-    out = np.stack([_normalize_one(c, spec["low"], spec["high"]) for c in moved])
-    return np.moveaxis(out, 0, axis)
-
-
-def _normalize_one(channel: np.ndarray, low: float, high: float) -> np.ndarray:
-    data = channel.astype(np.float64, copy=False)
-    p_low, p_high = np.percentile(data, [low, high])
-    scale = p_high - p_low
-    tiny = 1e-6 * max(1.0, abs(p_low), abs(p_high))
-    if scale <= tiny:
-        # e.g. a sparse spot image whose percentiles coincide: fall back to the full range.
-        scale = float(data.max() - data.min())
-        if scale <= tiny:
-            scale = 1.0
-    return ((data - p_low) / scale).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- label conventions
-
-def labels_to_instances(labels: np.ndarray, convention: str) -> tuple[np.ndarray, np.ndarray]:
-    """Convert a 2D label image in one of the instance conventions.
-
-    Parameters
-    ----------
-    labels : (H, W) integer or bool array
-    convention : {"sparse", "dense", "binary"}
-        ``sparse``: 0 = not annotated, 1 = background, k >= 2 = object k - 1.
-        ``dense``: 0 = background, ids >= 1 objects, nothing ignored.
-        ``binary``: non-zero = foreground; objects are the 8-connected components, so touching
-        objects merge into one (use ``dense`` labels to keep them apart).
-
-    Returns
-    -------
-    instances : (H, W) int32
-        0 = background, ids >= 1 objects.
-    ignore : (H, W) bool
-        True where not annotated.
-    """
-    if convention not in INSTANCE_CONVENTIONS:
-        hint = " (use labels_to_classes for semantic labels)" if convention in CONVENTIONS else ""
-        raise ValueError(
-            f"instance label convention must be one of {INSTANCE_CONVENTIONS}, "
-            f"got {convention!r}{hint}"
-        )
-    labels = _check_labels(labels)
-    if convention == "sparse":
-        ignore = labels == 0
-        instances = np.maximum(labels - 1, 0)
-    elif convention == "dense":
-        ignore = np.zeros(labels.shape, bool)
-        instances = labels
-    else:
-        ignore = np.zeros(labels.shape, bool)
-        instances = connected_components(labels > 0, connectivity=2)
-    return instances.astype(np.int32), ignore
-
-
-def labels_to_classes(
-    labels: np.ndarray, convention: str, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Convert a 2D label image in one of the semantic conventions.
-
-    Parameters
-    ----------
-    labels : (H, W) integer or bool array
-    convention : {"semantic", "semantic-sparse"}
-        ``semantic``: values are classes (0 = background), 255 = ignore.
-        ``semantic-sparse``: 0 = not annotated, class c painted as c + 1.
-    num_classes : int
-        Number of classes of the net (background included); every class must be below it.
-
-    Returns
-    -------
-    classes : (H, W) int32
-        Class of each pixel (0 where ignored).
-    ignore : (H, W) bool
-        True where not annotated.
-    """
-    if convention not in SEMANTIC_CONVENTIONS:
-        raise ValueError(
-            f"semantic label convention must be one of {SEMANTIC_CONVENTIONS}, got {convention!r}"
-        )
-    _check_num_classes(num_classes)
-    labels = _check_labels(labels)
-    if convention == "semantic":
-        ignore = labels == SEMANTIC_IGNORE
-        classes = np.where(ignore, 0, labels)
-    else:
-        ignore = labels == 0
-        classes = np.maximum(labels - 1, 0)
-    top = int(classes.max()) if classes.size else 0
-    if top >= num_classes:
-        painted = f" (painted as {top + 1})" if convention == "semantic-sparse" else ""
-        raise ValueError(
-            f"labels contain class {top}{painted} but num_classes is {num_classes} "
-            f"(classes must be 0..{num_classes - 1})"
-        )
-    return classes.astype(np.int32), ignore
-
-
-def _check_labels(labels: np.ndarray, ndim: int = 2) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.ndim != ndim:
-        raise ValueError(f"labels must have {ndim} dimensions, got shape {labels.shape}")
-    if labels.size:
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0:
-            raise ValueError(f"labels must be >= 0, got a negative label {low}")
-        if high > _INT32_MAX:
-            raise ValueError(f"label {high} does not fit in int32")
-    return labels.astype(np.int64, copy=False)
-
-
-def _check_num_classes(num_classes: int) -> None:
-    if int(num_classes) != num_classes or not 2 <= num_classes <= SEMANTIC_IGNORE:
-        raise ValueError(f"num_classes must be an integer in [2, 255], got {num_classes!r}")
-
-
-def _check_axis(axis: int, ndim: int, name: str) -> int:
-    if int(axis) != axis or not -ndim <= axis < ndim:
-        raise ValueError(f"{name} {axis!r} is out of range for a {ndim}D image")
-    return int(axis) % ndim
-
-
-# ----------------------------------------------------------------------------- training set
-
-@dataclass(frozen=True)
-class _Slice:
-    """One annotated 2D plane: normalised image and converted labels (never mutated)."""
-
-    key: tuple[int, int]  # (source index, z) with z = -1 for a 2D source
-    image: np.ndarray  # (C, H, W) float32
-    target: np.ndarray  # (H, W) int32 instances or classes
-    ignore: np.ndarray  # (H, W) bool
-    row_counts: np.ndarray  # annotated pixels per row
-
-
-@dataclass(frozen=True)
-class _Region:
-    """Rows ``[start, stop)`` of a slice used for training or validation."""
-
-    slice: _Slice
-    start: int
-    stop: int
-    annotated: np.ndarray  # flat indices of annotated pixels within the region
-
-    @property
-    def image(self) -> np.ndarray:
-        return self.slice.image[:, self.start:self.stop]
-
-    @property
-    def target(self) -> np.ndarray:
-        return self.slice.target[self.start:self.stop]
-
-    @property
-    def ignore(self) -> np.ndarray:
-        return self.slice.ignore[self.start:self.stop]
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """Everything the sampler reads, swapped atomically by ``update``."""
-
-    train: tuple[_Region, ...]
-    validation: tuple[_Region, ...]
-    cumulative: np.ndarray  # cumulative annotated-pixel counts over ``train``
-    areas: np.ndarray  # cumulative region areas over ``train``
 
 
 class TrainingSet:
@@ -352,7 +96,7 @@ class TrainingSet:
                 f"label convention {convention!r} does not fit mode {mode!r} "
                 f"(use one of {allowed})"
             )
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         if mode == "instances" and num_classes != 2:
             raise ValueError(f"instance mode uses 2 classes, got num_classes={num_classes}")
         if not 0.0 <= validation_fraction <= 0.5:
@@ -372,11 +116,12 @@ class TrainingSet:
         self._validation_fraction = float(validation_fraction)
         self._seed = int(seed)
         self._lock = threading.Lock()
+        self._version = 0
 
         self._images: list[Any] = []  # per source: array with channels at axis -3 or None
         self._stacked: list[bool] = []
         self._raw: list[np.ndarray] = []  # private copies of the labels
-        self._slices: list[dict[int, _Slice]] = []
+        self._slices: list[dict[int, Plane]] = []
         self._norm_cache: list[dict[int, np.ndarray]] = []
         channels = None
         for i, image in enumerate(images):
@@ -476,6 +221,18 @@ class TrainingSet:
             return None
         return float(np.median(2.0 * np.sqrt(areas / np.pi)))
 
+    @property
+    def version(self) -> int:
+        """Increases with every change of the labels (``update``); workers compare it."""
+        with self._lock:
+            return self._snapshot.version
+
+    def snapshot(self) -> Snapshot:
+        """The current, immutable view of the training and held-out regions (what samplers and
+        batch-preparation workers read)."""
+        with self._lock:
+            return self._snapshot
+
     # ------------------------------------------------------------------ updates
 
     def update(self, index: int, labels: np.ndarray) -> None:
@@ -520,7 +277,7 @@ class TrainingSet:
         rng: np.random.Generator,
         size: tuple[int, int],
         margin: int = 0,
-        annotated_bias: float = 0.8,
+        annotated_bias: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cut one random training patch.
 
@@ -532,10 +289,12 @@ class TrainingSet:
         margin : int
             Extra context on every side (for a valid net's context or for augmentation);
             taken from the image where it exists, mirrored (``np.pad`` "symmetric") beyond.
-        annotated_bias : float in [0, 1]
-            Probability of centring the patch on a random annotated pixel (chosen uniformly
-            among all annotated training pixels); otherwise the patch lies uniformly at random
-            in a plane chosen with probability proportional to its area.
+        annotated_bias : float in [0, 1], optional
+            None (default): annotation-aware sampling (sparse labels: always centred on an
+            annotated object or background pixel; see :mod:`napari_unet.core.sampling`). A
+            number: the probability of centring the patch on a random annotated pixel (chosen
+            uniformly among all annotated training pixels); otherwise the patch lies uniformly at
+            random in a plane chosen with probability proportional to its area.
 
         Returns
         -------
@@ -544,36 +303,9 @@ class TrainingSet:
             Instances (instance mode) or classes (semantic mode).
         ignore : (h + 2 margin, w + 2 margin) bool
         """
-        h, w = _check_size(size)
-        if int(margin) != margin or margin < 0:
-            raise ValueError(f"margin must be an integer >= 0, got {margin!r}")
-        if not 0.0 <= annotated_bias <= 1.0:
-            raise ValueError(f"annotated_bias must be in [0, 1], got {annotated_bias!r}")
-        margin = int(margin)
         with self._lock:
             snap = self._snapshot
-        n_annotated = int(snap.cumulative[-1])
-        if n_annotated > 0 and rng.random() < annotated_bias:
-            k = int(rng.integers(n_annotated))
-            r = int(np.searchsorted(snap.cumulative, k, side="right"))
-            region = snap.train[r]
-            offset = k - (int(snap.cumulative[r - 1]) if r else 0)
-            rh, rw = region.target.shape
-            cy, cx = divmod(int(region.annotated[offset]), rw)
-            y0 = _clamp_start(cy - h // 2, rh, h)
-            x0 = _clamp_start(cx - w // 2, rw, w)
-        else:
-            r = int(np.searchsorted(snap.areas, rng.integers(int(snap.areas[-1])), side="right"))
-            region = snap.train[r]
-            rh, rw = region.target.shape
-            y0 = int(rng.integers(min(0, rh - h), max(0, rh - h) + 1))
-            x0 = int(rng.integers(min(0, rw - w), max(0, rw - w) + 1))
-        rows = _mirror_indices(y0 - margin, h + 2 * margin, rh)
-        cols = _mirror_indices(x0 - margin, w + 2 * margin, rw)
-        image = region.image[:, rows[:, None], cols[None, :]]
-        target = region.target[rows[:, None], cols[None, :]]
-        ignore = region.ignore[rows[:, None], cols[None, :]]
-        return image, target, ignore
+        return draw_patch(snap, rng, size, margin, annotated_bias)
 
     def validation_items(
         self, margin: int = 0
@@ -614,9 +346,9 @@ class TrainingSet:
         out = []
         for role, regions in (("train", snap.train), ("validation", snap.validation)):
             for region in regions:
-                src, z = region.slice.key
+                src, z = region.plane.key
                 out.append({"image": src, "z": None if z < 0 else z, "rows": (region.start,
-                            region.stop), "role": role, "annotated": int(region.annotated.size)})
+                            region.stop), "role": role, "annotated": region.n_annotated})
         return out
 
     # ------------------------------------------------------------------ internals
@@ -642,12 +374,12 @@ class TrainingSet:
         return labels
 
     def _convert_source(
-        self, index: int, raw: np.ndarray, previous: dict[int, _Slice] | None
-    ) -> dict[int, _Slice]:
+        self, index: int, raw: np.ndarray, previous: dict[int, Plane] | None
+    ) -> dict[int, Plane]:
         stacked = self._stacked[index]
         planes = range(raw.shape[0]) if stacked else [-1]
         old_raw = self._raw[index] if previous is not None else None
-        out: dict[int, _Slice] = {}
+        out: dict[int, Plane] = {}
         for z in planes:
             plane = raw[z] if stacked else raw
             if stacked and not plane.any():
@@ -669,7 +401,7 @@ class TrainingSet:
             row_counts = (~ignore).sum(axis=1)
             if row_counts.sum() == 0:
                 continue
-            out[z] = _Slice((index, z), self._normalized(index, z, where), target, ignore,
+            out[z] = Plane((index, z), self._normalized(index, z, where), target, ignore,
                             row_counts)
         return out
 
@@ -684,16 +416,16 @@ class TrainingSet:
                 raise ValueError(f"{where}: {err}") from None
         return cache[z]
 
-    def _classes_present(self, s: _Slice) -> np.ndarray:
+    def _classes_present(self, s: Plane) -> np.ndarray:
         values = s.target[~s.ignore]
         if self._mode == "instances":
             values = (values > 0).astype(np.int64)
         return np.bincount(values, minlength=self._num_classes)[: self._num_classes] > 0
 
-    def _split(self, slices: list[_Slice]) -> _Snapshot:
+    def _split(self, slices: list[Plane]) -> Snapshot:
         fraction = self._validation_fraction
-        train: list[_Region] = []
-        validation: list[_Region] = []
+        train: list[Region] = []
+        validation: list[Region] = []
         slices = sorted(slices, key=lambda s: s.key)
         whole = fraction > 0 and len(slices) >= int(np.ceil(1.0 / fraction - 1e-9))
         if whole:
@@ -704,27 +436,19 @@ class TrainingSet:
             height = s.target.shape[0]
             if whole:
                 target_list = validation if s.key in held else train
-                target_list.append(_region(s, 0, height))
+                target_list.append(make_region(s, 0, height))
                 continue
             cut = _strip_cut(s.row_counts, fraction) if fraction > 0 else height
             if cut < height:
-                train.append(_region(s, 0, cut))
-                validation.append(_region(s, cut, height))
+                train.append(make_region(s, 0, cut))
+                validation.append(make_region(s, cut, height))
             else:
-                train.append(_region(s, 0, height))
-        counts = np.array([r.annotated.size for r in train], np.int64)
-        areas = np.array([r.target.size for r in train], np.int64)
-        return _Snapshot(tuple(train), tuple(validation), np.cumsum(counts), np.cumsum(areas))
+                train.append(make_region(s, 0, height))
+        self._version += 1
+        return Snapshot(tuple(train), tuple(validation), self._version)
 
     def _hash(self, key: tuple[int, int]) -> float:
         return float(np.random.default_rng([self._seed, key[0], key[1] + 1]).random())
-
-
-def _region(s: _Slice, start: int, stop: int) -> _Region:
-    annotated = np.flatnonzero(~s.ignore[start:stop])
-    if annotated.size and annotated[-1] <= _INT32_MAX:
-        annotated = annotated.astype(np.int32)
-    return _Region(s, start, stop, annotated)
 
 
 def _strip_cut(row_counts: np.ndarray, fraction: float) -> int:
@@ -745,7 +469,7 @@ def _strip_cut(row_counts: np.ndarray, fraction: float) -> int:
     return cut
 
 
-def _object_areas(s: _Slice) -> np.ndarray:
+def _object_areas(s: Plane) -> np.ndarray:
     ids = s.target[~s.ignore]
     areas = np.bincount(ids)[1:]
     return areas[areas > 0].astype(np.float64)
@@ -772,7 +496,7 @@ def _arrange_image(image: Any, channel_axis: int | None, index: int) -> tuple[An
             f"image {index} has shape {shape}: with channel_axis it must be 3D (C, H, W) or "
             f"4D (Z, C, H, W)"
         )
-    axis = _check_axis(channel_axis, image.ndim, "channel_axis")
+    axis = check_axis(channel_axis, image.ndim, "channel_axis")
     if image.ndim == 3:
         return _moveaxis(image, axis, 0), False, shape[axis]
     return _moveaxis(image, axis, 1), True, shape[axis]
@@ -786,28 +510,3 @@ def _moveaxis(image: Any, source: int, destination: int) -> Any:
     return image.transpose(axes)  # dask and friends: lazy
 
 
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"patch size must be a pair of integers (h, w), got {size!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"patch size must be positive, got {size!r}")
-    return h, w
-
-
-def _clamp_start(start: int, length: int, size: int) -> int:
-    """Keep a patch inside the image when the image is large enough."""
-    if length >= size:
-        return min(max(start, 0), length - size)
-    return start
-
-
-def _mirror_indices(start: int, count: int, length: int) -> np.ndarray:
-    """Indices ``start .. start + count - 1`` folded into ``[0, length)`` like np.pad symmetric.
-
-    The symmetric extension is periodic with period ``2 * length``, so any distance outside the
-    image (even patches much larger than the image) maps back with one modulo.
-    """
-    idx = np.arange(start, start + count) % (2 * length)
-    return np.where(idx >= length, 2 * length - 1 - idx, idx)

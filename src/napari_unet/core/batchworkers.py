@@ -1,0 +1,203 @@
+"""Batch preparation outside the training process: a few spawned worker processes.
+
+Elastic warps and weight maps are numpy/scipy calls that hold the GIL; in a thread of the napari
+process they stall the viewer. :class:`BatchWorkers` makes the batches in separate processes
+instead:
+
+- started with ``spawn`` (default) or ``forkserver``, never ``fork`` (forking a process that runs
+  Qt is unsafe); a worker imports only numpy/scipy/skimage (:mod:`napari_unet.core.sampling`),
+  not torch, so it starts quickly;
+- step ``s`` goes to worker ``s % n``; results come back on one queue and are handed out in
+  step order, so training is deterministic whatever the timing;
+- live labels: :meth:`BatchWorkers.get` compares the training set's ``version`` before sending
+  new requests and, when it changed, sends every worker the new snapshot first (only the planes
+  whose image it does not have yet carry their image), so labels painted during training reach
+  the workers within ``prefetch`` steps;
+- ending: :meth:`close` (also on garbage collection and at interpreter exit, as daemon
+  processes) asks the workers to stop, then terminates stragglers. A worker also exits on its
+  own within a second when its parent process is gone (SIGTERM, a crash), so no orphan outlives
+  the training.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+import traceback
+import weakref
+from typing import Any
+
+import numpy as np
+
+from .sampling import BatchSpec, Snapshot, make_batch, restore_images, strip_images
+
+START_METHODS = ("spawn", "forkserver")
+#: Seconds between a worker's checks that its parent is still alive.
+PARENT_POLL_S = 0.5
+
+
+def auto_workers() -> int:
+    """Worker processes for ``workers="auto"``: one per spare core, at most 2, leaving the
+    training (torch) and the GUI their cores; at least 1."""
+    cores = os.cpu_count() or 1
+    return int(min(2, max(1, cores - 2)))
+
+
+class BatchWorkers:
+    """Prepare the batches of steps ``start, start + 1, ...`` in ``n_workers`` processes.
+
+    Parameters
+    ----------
+    samples : TrainingSet-like
+        Has ``snapshot()`` and ``version`` (see :class:`napari_unet.core.trainingset.
+        TrainingSet`).
+    spec : BatchSpec
+    start : int
+        First step to prepare.
+    n_workers : int >= 1
+    prefetch : int >= 1
+        Steps requested ahead of the one being consumed (per pool, not per worker).
+    start_method : {"spawn", "forkserver"}
+    """
+
+    def __init__(self, samples: Any, spec: BatchSpec, start: int, n_workers: int,
+                 prefetch: int = 2, start_method: str = "spawn") -> None:
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, got "
+                             f"{start_method!r} (fork is unsafe in a process running Qt)")
+        if int(n_workers) != n_workers or n_workers < 1:
+            raise ValueError(f"n_workers must be an integer >= 1, got {n_workers!r}")
+        self._samples = samples
+        self._n = int(n_workers)
+        self._depth = max(1, int(prefetch)) + self._n - 1
+        self._next_request = int(start)
+        self._ready: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._known: list[set] = [set() for _ in range(self._n)]
+        ctx = mp.get_context(start_method)
+        self._results = ctx.Queue()
+        self._tasks = [ctx.Queue() for _ in range(self._n)]
+        snapshot = samples.snapshot()
+        self._version = snapshot.version
+        self._procs = []
+        for k in range(self._n):
+            shipped = strip_images(snapshot, self._known[k])
+            proc = ctx.Process(target=_worker_main, name=f"napari-unet-batch-{k}",
+                               args=(k, spec, shipped, self._tasks[k], self._results),
+                               daemon=True)
+            proc.start()
+            self._procs.append(proc)
+        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._tasks,
+                                           self._results)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers (for tests and diagnostics)."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    def get(self, step: int, timeout: float | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batch of ``step`` (requesting further steps ahead); raises the worker's error
+        as ``RuntimeError`` and ``RuntimeError`` when a worker died."""
+        if not self._finalizer.alive:
+            raise RuntimeError("the batch workers are closed")
+        self._sync_labels()
+        while self._next_request < step + self._depth:
+            s = self._next_request
+            self._tasks[s % self._n].put(("batch", s))
+            self._next_request += 1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while step not in self._ready:
+            try:
+                kind, s, value = self._results.get(timeout=PARENT_POLL_S)
+            except queue.Empty:
+                dead = [p for p in self._procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"batch worker {dead[0].name} ended unexpectedly "
+                                       f"(exit code {dead[0].exitcode})") from None
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"no batch for step {step} within {timeout} s") from None
+                continue
+            if kind == "error":
+                raise RuntimeError(f"preparing the batch of step {s} failed:\n{value}")
+            self._ready[s] = value
+        return self._ready.pop(step)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the workers (idempotent): a polite request, then terminate after ``timeout``."""
+        if self._finalizer.alive:
+            self._finalizer.detach()
+            _shutdown(self._procs, self._tasks, self._results, timeout)
+
+    def _sync_labels(self) -> None:
+        version = self._samples.version
+        if version == self._version:
+            return
+        snapshot = self._samples.snapshot()
+        self._version = snapshot.version
+        for k in range(self._n):
+            self._tasks[k].put(("snapshot", -1, strip_images(snapshot, self._known[k])))
+
+    def __enter__(self) -> BatchWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shutdown(procs: list, tasks: list, results: Any, timeout: float = 2.0) -> None:
+    for q in tasks:
+        try:
+            q.put(("stop", -1, None))
+        except (ValueError, OSError):  # queue already closed
+            pass
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(1.0)
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+    for q in (*tasks, results):
+        q.cancel_join_thread()  # never block on data a dead worker will not read
+        q.close()
+
+
+def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
+                 results: Any) -> None:
+    """Worker loop: answer ("batch", step) requests until told to stop or orphaned."""
+    # Ctrl-C reaches the whole process group: the parent handles it and closes us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = mp.parent_process()
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    snapshot = restore_images(snapshot, cache)
+    while True:
+        try:
+            kind, step, value = tasks.get(timeout=PARENT_POLL_S)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return
+            continue
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if kind == "stop":
+            return
+        if kind == "snapshot":
+            snapshot = restore_images(value, cache)
+            continue
+        try:
+            out = ("batch", step, make_batch(snapshot, spec, step))
+        except Exception:  # noqa: BLE001 - any failure is reported to the trainer, which raises
+            out = ("error", step, traceback.format_exc())
+        try:
+            results.put(out)
+        except (EOFError, OSError, ValueError):
+            return
+
+
+__all__ = ["PARENT_POLL_S", "START_METHODS", "BatchWorkers", "auto_workers"]
