@@ -92,7 +92,7 @@ def predict_file(path: str, threads: int) -> dict:
     from napari_unet.core.events import Progress
     from napari_unet.core.io import read_image
     from napari_unet.core.model import UNet
-    from napari_unet.core.tiling import PredictConfig, PredictionResult, predict
+    from napari_unet.core.prediction import PredictConfig, PredictionResult, predict
 
     torch.manual_seed(0)
     model = UNet(1, 2, base_channels=4, depth=2, padding="same").eval()

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from napari_unet.core.model import UNet
-from napari_unet.core.tiling import predict_image, receptive_radius
+from napari_unet.core.prediction import predict_image
+from napari_unet.core.tiles import receptive_radius
 
 # no normalisation and no instance labels: what is timed is tiling, the net and stitching
 RAW = {"normalization": {"method": "none"}, "mode": "semantic"}

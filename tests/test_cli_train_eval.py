@@ -54,14 +54,14 @@ def test_train_then_eval(data, capsys):
 
 def test_perfect_model_scores_one(data, tmp_path, capsys, monkeypatch):
     # eval compares with the ground truth exactly: feed it a "prediction" equal to the truth.
-    from napari_unet.core import tiling
+    from napari_unet.core import prediction
 
     truth = tifffile.imread(data / "lab.tif").astype(np.int32)
 
     class Result:
         instances = truth
 
-    monkeypatch.setattr(tiling, "predict_image", lambda *a, **k: Result())
+    monkeypatch.setattr(prediction, "predict_image", lambda *a, **k: Result())
     assert main(["eval", "--model", str(data / "tiny.pt"), "--image", str(data / "img.tif"),
                  "--labels", str(data / "lab.tif"), "--device", "cpu"]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()

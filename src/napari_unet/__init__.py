@@ -19,7 +19,7 @@ _EXPORTS = {
     "UNet": "napari_unet.core.model",
     "resolve_device": "napari_unet.core.device",
     "weight_map": "napari_unet.core.weights",
-    "predict_image": "napari_unet.core.tiling",
+    "predict_image": "napari_unet.core.prediction",
     "batch_segment": "napari_unet.core.batch",
     "save_model": "napari_unet.core.checkpoint",
     "load_model": "napari_unet.core.checkpoint",

@@ -66,7 +66,7 @@ def test_outputs_named_like_inputs_with_axes_and_pixel_size(model, folder, tmp_p
     np.testing.assert_allclose(b.pixel_size, (2.0, 0.25, 0.25), rtol=1e-5)
     assert sum(isinstance(e, SliceProgress) for e in events) == 1 + 3
     # the labels are those of predict_image
-    from napari_unet.core.tiling import predict_image
+    from napari_unet.core.prediction import predict_image
 
     ref = predict_image(model, tifffile.imread(folder / "b.tif"), **SETTINGS)
     np.testing.assert_array_equal(b.array, ref.instances)
@@ -125,9 +125,9 @@ def test_probabilities_file_and_suffix(model, folder, tmp_path):
 
 
 def test_more_than_65535_objects_give_uint32_ome_and_a_message(model, tmp_path, monkeypatch):
-    import napari_unet.core.tiling as tiling
+    import napari_unet.core.prediction as prediction
 
-    monkeypatch.setattr(tiling, "_instances",
+    monkeypatch.setattr(prediction, "instance_labels",
                         lambda fg, config: np.arange(1, fg.size + 1, dtype=np.int32)
                         .reshape(fg.shape))
     src = tmp_path / "in"

@@ -46,7 +46,7 @@ def test_evaluate_model_predicts_and_pools():
 
     from napari_unet.core.evaluation import evaluate_model
     from napari_unet.core.model import UNet
-    from napari_unet.core.tiling import predict_image
+    from napari_unet.core.prediction import predict_image
 
     torch.manual_seed(0)
     model = UNet(1, 2, base_channels=4, depth=2)

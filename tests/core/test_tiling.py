@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.core.distributed import predict_tiles_dask
 from napari_unet.core.events import Message, Progress
 from napari_unet.core.model import UNet
-from napari_unet.core.tiling import (
-    PredictConfig,
-    PredictionResult,
+from napari_unet.core.prediction import PredictConfig, PredictionResult, predict, predict_image
+from napari_unet.core.tiles import (
     auto_tile_size,
     padded_axis_tiles,
-    predict,
-    predict_image,
-    predict_tiles_dask,
     receptive_radius,
     valid_axis_tiles,
 )
@@ -59,7 +56,7 @@ def test_valid_axis_tiles_cover_with_aligned_origins():
 
 def test_automatic_tiles_fit_the_image():
     # 2048 px with at most 1024 px tiles: 3 tiles of ~700 px, not 3 of 1024
-    from napari_unet.core.tiling import fit_tile_to_image
+    from napari_unet.core.tiles import fit_tile_to_image
 
     small = UNet.small()
     tile = fit_tile_to_image(small, (1024, 1024), (2048, 2048))
@@ -182,7 +179,7 @@ def test_image_smaller_than_one_tile_and_integer_dtypes():
                              device="cpu")
     assert result.probabilities.shape == (2, 9, 13)
     np.testing.assert_allclose(result.probabilities, as_float.probabilities, atol=1e-5)
-    from napari_unet.core.data import normalize
+    from napari_unet.core.normalize import normalize
 
     ref = _untiled_valid(model, normalize(image, spec["normalization"])[None])
     np.testing.assert_allclose(result.probabilities, ref, atol=1e-5)
@@ -329,9 +326,9 @@ def test_auto_tile_size_is_legal_and_follows_the_budget():
 
 
 def test_big_outputs_become_temporary_memory_maps(monkeypatch):
-    import napari_unet.core.tiling as tiling
+    import napari_unet.core.prediction as prediction
 
-    monkeypatch.setattr(tiling, "IN_RAM_BYTES", 1000)
+    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1000)
     result = predict_image(_net("same"), _image((2, 30, 30)), meta=RAW, device="cpu",
                            tile_size=64)
     assert isinstance(result.probabilities, np.memmap)
@@ -409,10 +406,10 @@ def test_zarr_input_from_tifffile_is_read_slice_by_slice(tmp_path):
 def test_split_touching_setting_reaches_post_processing():
     from skimage.draw import disk
 
-    from napari_unet.core.tiling import PredictConfig, _instances
+    from napari_unet.core.prediction import PredictConfig, instance_labels
 
     fg = np.zeros((60, 80), np.float32)
     fg[disk((30, 25), 14, shape=fg.shape)] = 0.9
     fg[disk((30, 47), 14, shape=fg.shape)] = 0.9
-    assert _instances(fg, PredictConfig()).max() == 2
-    assert _instances(fg, PredictConfig(split_touching=False)).max() == 1
+    assert instance_labels(fg, PredictConfig()).max() == 2
+    assert instance_labels(fg, PredictConfig(split_touching=False)).max() == 1

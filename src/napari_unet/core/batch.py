@@ -27,7 +27,8 @@ import numpy as np
 from .atomic import atomic_path
 from .events import Message, Progress
 from .model import UNet
-from .tiling import PredictConfig, PredictionResult, check_tile_size, predict
+from .prediction import PredictConfig, PredictionResult, predict
+from .tiles import check_tile_size
 
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -425,19 +426,19 @@ def segment_huge_plane(client, model: UNet, meta: Mapping[str, Any], path: Path,
     """Segment one big 2D image with its tiles spread over a dask cluster.
 
     The image is normalised here (percentiles need all of it), the probabilities come from
-    :func:`~napari_unet.core.tiling.predict_tiles_dask` computed on the cluster, and the labels
-    are made and written here. For valid nets they equal the local result.
+    :func:`~napari_unet.core.distributed.predict_tiles_dask` computed on the cluster, and the
+    labels are made and written here. For valid nets they equal the local result.
     """
     import dask.array as da
 
+    from .distributed import predict_tiles_dask
     from .io import read_image, write_labels
-    from .tiling import (
+    from .prediction import (
         DEFAULT_NORMALIZATION,
-        _instances,
-        _normalize,
-        _semantic,
         as_stack,
-        predict_tiles_dask,
+        instance_labels,
+        normalize_plane,
+        semantic_labels,
     )
 
     try:
@@ -449,14 +450,14 @@ def segment_huge_plane(client, model: UNet, meta: Mapping[str, Any], path: Path,
         plane = np.asarray(view[0], dtype=np.float32)
         if not np.isfinite(plane).all():
             raise ValueError("image contains NaN or infinite values")
-        plane = _normalize(plane, meta.get("normalization", DEFAULT_NORMALIZATION))
+        plane = normalize_plane(plane, meta.get("normalization", DEFAULT_NORMALIZATION))
         # blocks of at most split_pixels (and 2048 px a side), one task each
         chunk = min(2048, int(config.split_pixels ** 0.5))
         lazy = predict_tiles_dask(model, da.from_array(plane), pconfig, meta, chunk=chunk)
         probs = client.compute(lazy).result()
         mode = meta.get("mode") or ("instances" if model.num_classes == 2 else "semantic")
-        labels = (_instances(probs[1], pconfig)
-                  if mode == "instances" else _semantic(probs))
+        labels = (instance_labels(probs[1], pconfig)
+                  if mode == "instances" else semantic_labels(probs))
         written = write_labels(output, labels, data.axes.replace("C", ""), data.pixel_size,
                                overwrite=config.overwrite)
         if written.note:

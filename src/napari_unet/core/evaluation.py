@@ -72,10 +72,10 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Predict every ``(image, ground_truth)`` pair with ``model`` and pool the scores.
 
-    ``predict_kwargs`` are :class:`~napari_unet.core.tiling.PredictConfig` fields (e.g.
+    ``predict_kwargs`` are :class:`~napari_unet.core.prediction.PredictConfig` fields (e.g.
     ``tta=True``, ``split_touching=False``); the result is :func:`evaluate_dataset`'s.
     """
-    from .tiling import predict_image
+    from .prediction import predict_image
 
     return evaluate_dataset((truth, predict_image(model, image, meta, **predict_kwargs).instances)
                             for image, truth in pairs)
