@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("napari_unet._cli_predict", "segment one image with overlap-tile prediction"),
     "batch": ("napari_unet._cli_batch", "segment a folder of TIFF stacks"),
     "eval": ("napari_unet._cli_eval", "score a model on image/label pairs (IoU, Dice, AP)"),
+    "export": ("napari_unet._cli_export", "write a model as a BioImage Model Zoo package"),
 }
 
 
