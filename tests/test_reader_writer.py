@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet._reader import layer_data, napari_get_reader
 from napari_unet._writer import labels_axes_and_pixel_size, napari_write_labels
 from napari_unet.core.io import read_image
 
@@ -16,29 +15,26 @@ def zcyx_tiff(tmp_path):
     return path, img
 
 
-def test_get_reader_only_for_images(tmp_path):
-    assert napari_get_reader(str(tmp_path / "a.tif")) is not None
-    assert napari_get_reader([str(tmp_path / "a.TIFF"), str(tmp_path / "b.png")]) is not None
-    assert napari_get_reader(str(tmp_path / "a.czi")) is None
-    assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.npy")]) is None
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-def test_multichannel_stack_layer_data(zcyx_tiff):
-    path, img = zcyx_tiff
-    (data, kwargs, kind), = napari_get_reader(str(path))(str(path))
-    assert kind == "image"
-    np.testing.assert_array_equal(data, img)
-    assert kwargs["channel_axis"] == 1
-    assert kwargs["scale"] == pytest.approx((2.0, 0.25, 0.25))
-    assert kwargs["name"] == ["stack [ch0]", "stack [ch1]"]
-    assert kwargs["metadata"]["napari_unet_axes"] == "ZYX"
+def test_napari_reads_plain_images_without_asking(tmp_path):
+    """napari-unet contributes no reader: napari resolves each image to exactly one reader (its
+    own, or another plugin the user installed), so it never shows "Choose reader"."""
+    from pathlib import Path
 
+    import npe2
 
-def test_integer_file_named_labels_opens_as_labels(tmp_path):
-    path = tmp_path / "cells_labels.tif"
-    tifffile.imwrite(path, np.ones((8, 8), np.uint16))
-    _, kwargs, kind = layer_data(read_image(path), path)
-    assert kind == "labels" and kwargs["name"] == "cells_labels"
+    import napari_unet
+
+    ours = npe2.PluginManifest.from_file(Path(napari_unet.__file__).with_name("napari.yaml"))
+    assert not ours.contributions.readers
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    for suffix in IMAGE_SUFFIXES:
+        found = pm.iter_compatible_readers([str(tmp_path / f"a{suffix}")])
+        readers = [r.plugin_name for r in found]
+        assert ours.name not in readers and "napari" in readers, (suffix, readers)
 
 
 def test_writer_axes_and_pixel_size():
@@ -60,22 +56,51 @@ def test_writer_function_round_trip(tmp_path):
 
 
 @pytest.mark.gui
-def test_viewer_round_trip_keeps_data_and_scale(make_napari_viewer, zcyx_tiff, tmp_path):
+def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tiff, tmp_path):
+    """The napari reader path: viewer.open picks napari's reader with no question; the layer
+    knows its file, so the docks find the axes and pixel size there; labels saved with our
+    writer keep the pixel size."""
+    from napari_unet._widgets.layer_info import layer_geometry
+
     path, img = zcyx_tiff
     viewer = make_napari_viewer()
-    layers = viewer.open(str(path), plugin="napari-unet")
-    assert len(layers) == 2
-    np.testing.assert_array_equal(layers[1].data, img[:, 1])
-    assert tuple(layers[0].scale) == pytest.approx((2.0, 0.25, 0.25))
+    layer, = viewer.open(str(path))
+    assert layer.source.reader_plugin == "napari"
+    np.testing.assert_array_equal(layer.data, img)
+    geometry = layer_geometry(layer)
+    assert geometry.axes == "ZCYX" and geometry.channel_axis == 1
+    assert geometry.pixel_size == pytest.approx(0.25) and geometry.origin == "file"
+
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    predict.image_combo.value = layer
+    assert predict.channel_combo.value == 1  # preselected from the file's axes
+    assert predict._config(layer).pixel_size == pytest.approx(0.25)
+
+    png = tmp_path / "plane.png"
+    import imageio.v3 as iio
+
+    iio.imwrite(png, np.zeros((12, 14), np.uint8))
+    plane, = viewer.open(str(png))
+    assert plane.source.reader_plugin == "napari" and layer_geometry(plane).pixel_size is None
 
     labels = np.zeros(img[:, 0].shape, np.int32)
     labels[1, 3:9, 4:12] = 3
-    layer = viewer.add_labels(labels, scale=layers[0].scale, name="objects")
     out = tmp_path / "objects.tif"
-    layer.save(str(out), plugin="napari-unet")
-    reopened, = viewer.open(str(out), plugin="napari-unet")
+    napari_write_labels(str(out), labels, {"scale": (2.0, 0.25, 0.25)})
+    reopened, = viewer.open(str(out))
     np.testing.assert_array_equal(reopened.data, labels)
-    assert tuple(reopened.scale) == pytest.approx((2.0, 0.25, 0.25))
+    assert layer_geometry(reopened).pixel_size == pytest.approx(0.25)
+
+
+def test_scale_with_units_wins_over_the_file(tmp_path):
+    from napari.layers import Image
+
+    from napari_unet._widgets.layer_info import layer_geometry
+
+    layer = Image(np.zeros((4, 4)), scale=(300.0, 300.0), units=("nm", "nm"))
+    assert layer_geometry(layer).pixel_size == pytest.approx(0.3)
+    assert layer_geometry(layer).origin == "scale"
+    assert layer_geometry(Image(np.zeros((4, 4)))).pixel_size is None
 
 
 def test_real_nuclei_sample_has_labels_and_pixel_size():

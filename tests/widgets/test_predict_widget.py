@@ -60,8 +60,8 @@ def test_predict_makes_labels_layer_with_image_shape(make_napari_viewer, qtbot, 
     image = np.random.default_rng(0).random((40, 48)).astype(np.float32)
     viewer.add_image(image, name="cells", scale=(0.5, 0.5))
     widget = _dock(viewer, tiny_model)
-    widget.probability_check.setChecked(True)
-    widget.uncertainty_check.setChecked(True)
+    widget.form.set_value("probabilities", True)
+    widget.form.set_value("uncertainty", True)
     worker = widget.run()
     assert worker is not None and not widget.run_button.isEnabled()
     assert widget.stop_button.isEnabled()
@@ -80,7 +80,7 @@ def test_predict_current_slice_of_stack(make_napari_viewer, qtbot, tiny_model):
     viewer.add_image(np.random.default_rng(1).random((3, 32, 32)).astype(np.float32),
                      name="stack")
     widget = _dock(viewer, tiny_model)
-    widget.scope_combo.value = "current slice"
+    widget.form.set_value("scope", "current slice")
     viewer.dims.set_point(0, 2)
     widget.run()
     _wait(qtbot, widget)
@@ -129,16 +129,15 @@ def test_bad_input_notifies_and_starts_nothing(make_napari_viewer, tmp_path, tin
 
 
 @pytest.mark.gui
-def test_existing_layer_only_after_confirmation(make_napari_viewer, qtbot, tiny_model,
-                                                monkeypatch):
+def test_existing_layer_only_after_confirmation(make_napari_viewer, qtbot, tiny_model):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(3).random((32, 32)).astype(np.float32), name="img")
     old = viewer.add_labels(np.full((32, 32), 9, np.int32), name="old result")
     widget = _dock(viewer, tiny_model)
     widget.output_combo.value = viewer.layers["old result"]
-    monkeypatch.setattr(widget, "_confirm", lambda text: False)
+    widget.confirm = lambda text: False
     assert widget.run() is None and (old.data == 9).all()
-    monkeypatch.setattr(widget, "_confirm", lambda text: True)
+    widget.confirm = lambda text: True
     widget.run()
     _wait(qtbot, widget)
     assert not (old.data == 9).any()  # replaced by the prediction (0 = background, ids)
@@ -151,5 +150,5 @@ def test_split_touching_checkbox_reaches_the_config(make_napari_viewer, tiny_mod
     layer = viewer.add_image(np.zeros((16, 16), np.float32))
     widget = _dock(viewer, tiny_model)
     assert widget._config(layer).split_touching is True
-    widget.split_check.setChecked(False)
+    widget.form.set_value("split_touching", False)
     assert widget._config(layer).split_touching is False

@@ -119,7 +119,7 @@ class JobRunner:
         # notification of its own, and create_worker re-raises unless "errored" is connected,
         # so one failure would toast two or three times.
         worker = create_worker(_iterate, factory, _worker_class=GeneratorWorker,
-                               _connect={"errored": self._on_errored})
+                               _connect={"errored": self._on_errored}, _start_thread=False)
         worker.yielded.connect(self._on_yielded)
         worker.aborted.connect(self._on_aborted)
         worker.warned.connect(self._on_warned)

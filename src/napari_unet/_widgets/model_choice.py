@@ -22,6 +22,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._form import set_row_visible
+from .tooltips import tooltip
+
 #: Where a model comes from: the shipped model, a new (untrained) net, or a saved file.
 SOURCES = ("default", "original", "modified", "small", "file")
 NEW_VARIANTS = ("original", "modified", "small")
@@ -84,7 +87,7 @@ class ModelSpec:
 
     def build(
         self, in_channels: int, num_classes: int = 2, device: Any = "cpu"
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[Any, Any]:
         """Create or load the net; slow for big nets, so call it from a worker.
 
         Parameters
@@ -96,19 +99,18 @@ class ModelSpec:
 
         Returns
         -------
-        (UNet, dict)
-            The net and its meta (see ``core.checkpoint.load_model``).
+        (UNet, ModelMeta)
+            The net and its metadata (see ``core.checkpoint.resolve_model``).
         """
-        from ..core.checkpoint import default_meta, resolve_model
+        from ..core.checkpoint import resolve_model
+        from ..core.meta import ModelMeta
         from ..core.model import UNet
 
         if self.is_new:
             constructor = getattr(UNet, self.source)
             model = constructor(in_channels=in_channels, num_classes=num_classes,
                                 upsampling=self.upsampling, **self.overrides)
-            meta = default_meta(model, architecture=dict(model.config),
-                                in_channels=model.in_channels, num_classes=model.num_classes)
-            return model.to(device), meta
+            return model.to(device), ModelMeta.for_model(model)
         spec = "default" if self.source == "default" else self.path
         return resolve_model(spec, in_channels=in_channels, num_classes=num_classes,
                              device=device)
@@ -154,13 +156,14 @@ class ModelChoice(QWidget):
         self.upsampling = QComboBox()
         self.upsampling.setObjectName("model_upsampling")
         self.upsampling.addItems(UPSAMPLINGS)
-        self.upsampling.setToolTip("transpose: the paper's 2x2 up-convolution; "
-                                   "bilinear: bilinear x2 then a 1x1 convolution")
         self.path = QLineEdit()
         self.path.setObjectName("model_path")
         self.path.setPlaceholderText("path/to/model.pt")
         self.browse = QPushButton("Browse...")
+        self.browse.setObjectName("model_browse")
         self.browse.clicked.connect(self._browse)
+        for widget in (self.source, self.upsampling, self.path, self.browse):
+            widget.setToolTip(tooltip("model", widget.objectName()))
 
         file_row = QWidget()
         row = QHBoxLayout(file_row)
@@ -219,23 +222,34 @@ class ModelChoice(QWidget):
         return ModelSpec(source=source, upsampling=self.upsampling.currentText(),
                          path=self.path.text().strip(), overrides=dict(self.overrides))
 
+    def state(self) -> dict[str, str]:
+        """The choice as plain values (remembered between sessions by ``settings``)."""
+        return {"source": self.current_source(), "upsampling": self.upsampling.currentText(),
+                "path": self.path.text()}
+
+    def set_state(self, state: dict[str, str]) -> None:
+        """Restore :meth:`state`; ``ValueError`` for a source not offered here (nothing set)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"a model choice state is a dict, got {type(state).__name__}")
+        source = state.get("source", "default")
+        if self.source.findData(source) < 0:
+            raise ValueError(f"model source {source!r} is not offered here")
+        upsampling = state.get("upsampling", UPSAMPLINGS[0])
+        if upsampling in UPSAMPLINGS:
+            self.upsampling.setCurrentText(upsampling)
+        self.set_source(source, str(state.get("path", "")))
+
     # -- private ---------------------------------------------------------------------------
     def _on_source(self, *_: Any) -> None:
         source = self.current_source()
-        _set_row_visible(self._form, self.upsampling, source in NEW_VARIANTS)
-        _set_row_visible(self._form, self._file_row, source == "file")
+        set_row_visible(self._form, self.upsampling, source in NEW_VARIANTS)
+        set_row_visible(self._form, self._file_row, source == "file")
         self.changed.emit()
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a napari-unet model",
-                                              self.path.text(), "Models (*.pt);;All files (*)")
+                                              self.path.text(),
+                                              "Models (*.pt *.zip);;All files (*)")
         if path:
             self.path.setText(path)
 
-
-def _set_row_visible(form: QFormLayout, field_widget: QWidget, visible: bool) -> None:
-    # QFormLayout.setRowVisible needs Qt >= 6.4; hiding label and field works everywhere.
-    field_widget.setVisible(visible)
-    label = form.labelForField(field_widget)
-    if label is not None:
-        label.setVisible(visible)

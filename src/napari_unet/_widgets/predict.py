@@ -1,42 +1,39 @@
 """Predict dock: segment an image layer with a model, in a worker, into a new Labels layer.
 
 The dock checks the inputs in the GUI thread (so bad input starts nothing), then loads the model
-and runs ``core.tiling.predict`` in napari's ``thread_worker`` (see ``_jobs.JobRunner``).
-Instances (or classes, for semantic models) go into a new Labels layer named after the image,
-or into an existing non-training Labels layer after confirmation; probability and uncertainty
-layers are optional. A stack can be predicted whole or only on the slice on screen.
+and runs ``core.prediction.predict`` in a worker (see ``_jobs.JobRunner``; progress also shows in
+napari's activity panel). Instances (or classes, for semantic models) go into a new Labels layer
+named after the image, or into an existing non-training Labels layer after confirmation;
+probability and uncertainty layers are optional. A stack can be predicted whole or only on the
+slice on screen. The pixel size and axes come from the layer (``layer_info.layer_geometry``:
+its scale, or the file napari opened it from). Settings are remembered between sessions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
 
-from ..core.events import Message, Progress
+from ..core.events import Message
 from . import ROLE_KEY
-from ._jobs import JobRunner, notify_error, notify_info, notify_warning
+from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible
+from ._jobs import notify_error, notify_info, notify_warning
 from .annotate import is_training_layer
+from .layer_info import layer_geometry
 from .model_choice import ModelChoice, ModelSpec
+from .settings import Binding, DockSettings
+from .tooltips import tooltip
 
 NEW_LAYER = "new layer"
 SCOPES = ("whole stack", "current slice")
+DOCK = "predict"
 
 
 # -- pure helpers ----------------------------------------------------------------------------
@@ -63,10 +60,12 @@ class PredictInput:
     in_channels: int
     index: tuple[int, ...]
     out_shape: tuple[int, ...]
+    axes: str | None = None
 
 
 def prediction_input(
-    data: Any, channel_axis: int | None, rgb: bool, slice_index: tuple[int, ...] | None
+    data: Any, channel_axis: int | None, rgb: bool, slice_index: tuple[int, ...] | None,
+    channel: int | None = None, axes: str | None = None,
 ) -> PredictInput:
     """Select what to predict from an image layer's data.
 
@@ -80,16 +79,34 @@ def prediction_input(
         The last axis holds colour samples.
     slice_index : tuple of int or None
         Indices along the leading non-channel axes of the slice to predict (None: everything).
+    channel : int or None
+        Predict only this channel (for single-channel models); None: all channels.
+    axes : str or None
+        One letter per axis of ``data`` ("TZCYX"), when known; passed on without the axes
+        that the selection removes.
 
     Returns
     -------
     PredictInput
     """
     shape = tuple(data.shape)
+    if axes is not None and len(axes) != len(shape):
+        axes = None  # the layer is not laid out as its file (e.g. one layer per channel)
     if rgb:
         channel_axis = len(shape) - 1
     if channel_axis is not None:
         channel_axis %= len(shape)
+    if channel is not None:
+        if channel_axis is None:
+            raise ValueError("choose the channel axis before choosing one channel")
+        if not 0 <= channel < shape[channel_axis]:
+            raise ValueError(f"channel {channel} does not exist: the image has "
+                             f"{shape[channel_axis]} along axis {channel_axis}")
+        data = data[(slice(None),) * channel_axis + (int(channel),)]
+        if axes is not None:
+            axes = axes[:channel_axis] + axes[channel_axis + 1:]
+        shape = tuple(data.shape)
+        channel_axis = None
     spatial = [i for i in range(len(shape)) if i != channel_axis]
     out_shape = tuple(shape[i] for i in spatial)
     if len(out_shape) < 2:
@@ -100,7 +117,7 @@ def prediction_input(
     in_channels = shape[channel_axis] if channel_axis is not None else 1
     lead = spatial[:-2]
     if not slice_index or not lead:
-        return PredictInput(data, channel_axis, in_channels, (), out_shape)
+        return PredictInput(data, channel_axis, in_channels, (), out_shape, axes)
     if len(slice_index) != len(lead):
         raise ValueError(f"slice index {slice_index} does not fit axes {lead}")
     full: list[Any] = [slice(None)] * len(shape)
@@ -110,16 +127,28 @@ def prediction_input(
     new_channel = None
     if channel_axis is not None:
         new_channel = channel_axis - sum(1 for a in lead if a < channel_axis)
+    if axes is not None:
+        axes = "".join(a for i, a in enumerate(axes) if i not in lead)
     return PredictInput(array, new_channel, in_channels, tuple(int(i) for i in slice_index),
-                        out_shape)
+                        out_shape, axes)
 
 
-def prediction_job(spec: ModelSpec, request: PredictInput, config: Any) -> Iterator[Any]:
-    """The worker's generator: load the model, then yield the core's prediction events."""
-    from ..core.tiling import predict
+def prediction_job(spec: ModelSpec, request: PredictInput, config: Any,
+                   normalization: dict[str, Any] | None = None) -> Iterator[Any]:
+    """The worker's generator: load the model, then yield the core's prediction events.
+
+    ``normalization`` (a checked spec) replaces the model's own for this run. An image pixel
+    size is only used when the model records one too: most models do not, and that is normal,
+    so it is dropped quietly instead of warning.
+    """
+    from ..core.prediction import predict
 
     model, meta = spec.build(request.in_channels, num_classes=None, device="cpu")
     yield Message(f"model: {spec.describe()}")
+    if normalization is not None:
+        meta = meta.replace(normalization=normalization)
+    if config.pixel_size is not None and not meta.pixel_size:
+        config = dataclasses.replace(config, pixel_size=None)
     yield from predict(model, request.array, config, meta)
 
 
@@ -134,66 +163,116 @@ def place(result: Any, request: PredictInput, dtype: Any = np.int32) -> np.ndarr
 
 
 # -- the dock --------------------------------------------------------------------------------
+def predict_config_names() -> frozenset[str]:
+    """Fields of ``PredictConfig`` in this version (the dock offers what the core has)."""
+    from ..core.prediction import PredictConfig
+
+    return frozenset(f.name for f in dataclasses.fields(PredictConfig))
+
+
+def predict_fields() -> tuple[Field, ...]:
+    """The table of the Predict dock's settings (names are tooltip and settings keys)."""
+    names = predict_config_names()
+    fields = [
+        Field("threshold", "threshold", "float", 0.5, 0.01, 0.99, 0.05),
+        Field("min_size", "minimum size (px)", "int", None, 0, 1_000_000, 10, none_text="auto"),
+        Field("diameter", "object diameter (px)", "float", None, 0.0, 10_000.0, 1.0,
+              decimals=1, none_text="model scale"),
+        Field("split_touching", "", "bool", True,
+              text="split touching objects by shape (watershed)"),
+        Field("own_normalization", "", "bool", False, text="own normalisation percentiles"),
+        Field("norm_low", "low percentile", "float", 1.0, 0.0, 50.0, 0.5),
+        Field("norm_high", "high percentile", "float", 99.8, 50.0, 100.0, 0.1),
+    ]
+    if "tiling" in names:
+        fields.append(Field("tiling", "tiling", "choice", "exact",
+                            choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
+    fields += [
+        Field("tile_size", "tile size", "int", None, 0, 4096, 16, none_text="auto"),
+        Field("tta", "", "bool", False, text="test-time augmentation (8 flips/rotations)"),
+    ]
+    if "volume" in names:
+        fields.append(Field("volume", "Z stacks", "choice", "auto",
+                            choices=(("auto (3D when the file says Z)", "auto"),
+                                     ("3D objects", "3d"), ("slice by slice", "2d"))))
+    fields += [
+        Field("scope", "predict", "choice", SCOPES[0], choices=SCOPES),
+        Field("probabilities", "", "bool", False, text="probability layer"),
+        Field("uncertainty", "", "bool", False, text="uncertainty layer (where to paint next)"),
+    ]
+    return tuple(fields)
+
+
+VOLUME_VALUES = {"auto": None, "3d": True, "2d": False}
+
+
+def diameter_estimator() -> Callable[..., Any] | None:
+    """``core.diameter.estimate_diameter`` when this version has it, else None."""
+    try:
+        from ..core.diameter import estimate_diameter
+    except ImportError:
+        return None
+    return estimate_diameter
+
+
 class PredictWidget(QWidget):
-    """Image + model -> instance labels (and optional probability / uncertainty layers)."""
+    """Image + model -> instance labels (and optional probability / uncertainty layers).
+
+    ``confirm(text) -> bool`` asks before an existing layer is overwritten (tests replace it).
+    """
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.setObjectName("napari_unet_predict")
+        self.confirm: Callable[[str], bool] = lambda text: ask_yes_no(self, text)
         self.image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self.channel_combo = ComboBox(label="channel axis", choices=self._channel_choices)
-        self.model_choice = ModelChoice(allow_new=False)
-        self.tile_spin = QSpinBox()
-        self.tile_spin.setRange(0, 4096)
-        self.tile_spin.setSingleStep(16)
-        self.tile_spin.setSpecialValueText("auto")
-        self.tile_spin.setToolTip("input tile size in pixels; auto fits the memory")
-        self.tta_check = QCheckBox("test-time augmentation (8 flips/rotations)")
-        self.split_check = QCheckBox("split touching objects by shape (watershed)")
-        self.split_check.setChecked(True)
-        self.split_check.setToolTip("cuts merged round objects at their necks; switch off for "
-                                    "long or irregular objects")
-        self.scope_combo = ComboBox(label="predict", choices=list(SCOPES), value=SCOPES[0])
+        self.channel_pick = ComboBox(label="channel", choices=self._channel_pick_choices)
         self.output_combo = ComboBox(label="write into", choices=self._output_choices)
-        self.probability_check = QCheckBox("probability layer")
-        self.uncertainty_check = QCheckBox("uncertainty layer (where to paint next)")
-        self.run_button = QPushButton("Predict")
-        self.stop_button = QPushButton("Stop")
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        for name, combo in (("image", self.image_combo), ("channel_axis", self.channel_combo),
+                            ("channel", self.channel_pick), ("output", self.output_combo)):
+            combo.native.setObjectName(name)
+            combo.native.setToolTip(tooltip(DOCK, name))
+        self.model_choice = ModelChoice(allow_new=False)
+        self.form = Form(predict_fields(), DOCK)
+        self.estimate_button: QPushButton | None = None
+        if diameter_estimator() is not None:
+            self.estimate_button = QPushButton("Estimate")
+            self.estimate_button.setObjectName("estimate_diameter")
+            self.estimate_button.setToolTip(tooltip(DOCK, "estimate_diameter"))
+            self.estimate_button.clicked.connect(self.estimate_diameter)
+            self.form.add_row(None, self.estimate_button)
+        self.block = RunBlock("Predict", DOCK)
+        self.run_button, self.stop_button = self.block.run_button, self.block.stop_button
+        self.progress, self.status = self.block.progress, self.block.status
 
+        top = QFormLayout()
+        top.addRow("image", self.image_combo.native)
+        top.addRow("channel axis", self.channel_combo.native)
+        top.addRow("channel", self.channel_pick.native)
+        self._top = top
         layout = QVBoxLayout(self)
-        form = QFormLayout()
-        form.addRow("image", self.image_combo.native)
-        form.addRow("channel axis", self.channel_combo.native)
-        layout.addLayout(form)
+        layout.addLayout(top)
         layout.addWidget(self.model_choice)
-        form = QFormLayout()
-        form.addRow("tile size", self.tile_spin)
-        form.addRow(self.tta_check)
-        form.addRow(self.split_check)
-        form.addRow("predict", self.scope_combo.native)
-        form.addRow("write into", self.output_combo.native)
-        form.addRow(self.probability_check)
-        form.addRow(self.uncertainty_check)
-        layout.addLayout(form)
-        row = QHBoxLayout()
-        row.addWidget(self.run_button)
-        row.addWidget(self.stop_button)
-        layout.addLayout(row)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addLayout(self.form.layout)
+        out = QFormLayout()
+        out.addRow("write into", self.output_combo.native)
+        layout.addLayout(out)
+        layout.addWidget(self.block)
+
+        self.settings = DockSettings(DOCK, self.form, extras={
+            "model": Binding(self.model_choice.state, self.model_choice.set_state,
+                             self.model_choice.state())})
+        layout.addWidget(self.settings.reset_button())
         layout.addStretch(1)
 
-        controls = [self.run_button, self.image_combo, self.channel_combo, self.model_choice,
-                    self.tile_spin, self.tta_check, self.split_check, self.scope_combo,
-                    self.output_combo,
-                    self.probability_check, self.uncertainty_check]
-        self.runner = JobRunner(self._on_event, self._on_finished, controls, self.stop_button)
+        controls = [self.image_combo, self.channel_combo, self.channel_pick, self.model_choice,
+                    *self.form.widgets.values(), self.output_combo]
+        if self.estimate_button is not None:
+            controls.append(self.estimate_button)
+        self.runner = self.block.runner(self._on_event, self._on_finished, controls,
+                                        label="napari-unet: predict")
         self.runner.stop_on_destroy(self)
         self._request: PredictInput | None = None
         self._target: Labels | None = None
@@ -202,11 +281,16 @@ class PredictWidget(QWidget):
         self._channel_axis: int | None = None
 
         self.run_button.clicked.connect(self.run)
-        self.stop_button.clicked.connect(self.stop)
-        self.image_combo.changed.connect(lambda *_: self.channel_combo.reset_choices())
+        self.image_combo.changed.connect(self._on_image)
+        self.channel_combo.changed.connect(lambda *_: self._on_channel_axis())
+        self.form["own_normalization"].toggled.connect(lambda *_: self._on_normalization())
+        self.model_choice.changed.connect(self.settings.save)
         for name in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, name).connect(self.reset_choices)
+        self.settings.restore()
         self.reset_choices()
+        self._on_normalization()
+        self._on_channel_axis()
 
     # -- choices -----------------------------------------------------------------------------
     def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -221,29 +305,80 @@ class PredictWidget(QWidget):
             choices += [(f"axis {i} ({shape[i]})", i) for i in range(layer.ndim - 2)]
         return choices
 
+    def _channel_pick_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        layer = self.image_combo.value if hasattr(self, "image_combo") else None
+        if layer is None:
+            return [("all", None)]
+        if layer.rgb:
+            n = int(layer.data[0].shape[-1] if layer.multiscale else layer.data.shape[-1])
+        else:
+            axis = self.channel_combo.value if hasattr(self, "channel_combo") else None
+            if axis is None:
+                return [("all", None)]
+            n = int(layer.level_shapes[0][axis])
+        return [(f"all {n} channels", None)] + [(f"channel {c}", c) for c in range(n)]
+
     def _output_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return [(NEW_LAYER, None)] + [
             (layer.name, layer) for layer in self.viewer.layers
             if isinstance(layer, Labels) and not is_training_layer(layer)]
 
     def reset_choices(self, *_: Any) -> None:
-        for combo in (self.image_combo, self.channel_combo, self.output_combo):
+        for combo in (self.image_combo, self.channel_combo, self.channel_pick,
+                      self.output_combo):
             combo.reset_choices()
         images = [c for c in self.image_combo.choices if c is not None]
         if self.image_combo.value is None and images:
             self.image_combo.value = images[0]
 
-    # -- running -----------------------------------------------------------------------------
-    def _config(self, image: Image) -> Any:
-        from ..core.tiling import PredictConfig
+    def _on_image(self, *_: Any) -> None:
+        self.channel_combo.reset_choices()
+        layer = self.image_combo.value
+        if layer is not None and not layer.rgb:
+            axis = layer_geometry(layer).channel_axis  # from the file napari opened it from
+            if axis is not None and axis in self.channel_combo.choices:
+                self.channel_combo.value = axis
+        self._on_channel_axis()
 
-        pixel_size = (image.metadata.get("pixel_size") or (None,))[-1]
-        tile = self.tile_spin.value() or None
-        return PredictConfig(tile_size=tile, tta=self.tta_check.isChecked(),
-                             split_touching=self.split_check.isChecked(),
-                             uncertainty=self.uncertainty_check.isChecked(),
-                             keep_probabilities=self.probability_check.isChecked(),
-                             pixel_size=pixel_size, device="auto")
+    def _on_channel_axis(self) -> None:
+        self.channel_pick.reset_choices()
+        set_row_visible(self._top, self.channel_pick.native, len(self.channel_pick.choices) > 1)
+
+    def _on_normalization(self) -> None:
+        own = bool(self.form.value("own_normalization"))
+        for name in ("norm_low", "norm_high"):
+            self.form[name].setEnabled(own)
+
+    # -- running -----------------------------------------------------------------------------
+    def normalization(self) -> dict[str, Any] | None:
+        """The percentile spec chosen in the dock, or None to use the model's own."""
+        from ..core.meta import check_normalization
+
+        if not self.form.value("own_normalization"):
+            return None
+        return check_normalization({"method": "percentile", "low": self.form.value("norm_low"),
+                                    "high": self.form.value("norm_high")})
+
+    def _config(self, image: Image, request: PredictInput | None = None) -> Any:
+        from ..core.prediction import PredictConfig
+
+        values = self.form.values()
+        names = predict_config_names()
+        kwargs: dict[str, Any] = dict(
+            tile_size=values["tile_size"], tta=values["tta"],
+            split_touching=values["split_touching"], threshold=values["threshold"],
+            min_size=values["min_size"], object_diameter=values["diameter"],
+            uncertainty=values["uncertainty"], keep_probabilities=values["probabilities"],
+            pixel_size=layer_geometry(image).pixel_size, device="auto")
+        if request is not None:
+            kwargs["channel_axis"] = request.channel_axis
+            if "axes" in names and request.axes is not None:
+                kwargs["axes"] = request.axes
+        if "tiling" in values:
+            kwargs["tiling"] = values["tiling"]
+        if "volume" in values:
+            kwargs["volume"] = VOLUME_VALUES[values["volume"]]
+        return PredictConfig(**kwargs)
 
     def _slice_index(self, image: Image, channel_axis: int | None) -> tuple[int, ...]:
         point = image.world_to_data(self.viewer.dims.point)
@@ -264,10 +399,13 @@ class PredictWidget(QWidget):
             channel_axis = None if image.rgb else self.channel_combo.value
             data = image.data[0] if image.multiscale else image.data
             slice_index = None
-            if self.scope_combo.value == "current slice":
+            if self.form.value("scope") == "current slice":
                 slice_index = self._slice_index(image, channel_axis)
-            request = prediction_input(data, channel_axis, image.rgb, slice_index)
-            config = self._config(image)
+            request = prediction_input(data, channel_axis, image.rgb, slice_index,
+                                       channel=self.channel_pick.value,
+                                       axes=layer_geometry(image).axes)
+            config = self._config(image, request)
+            normalization = self.normalization()
             target = self.output_combo.value
             if target is not None:
                 if is_training_layer(target):
@@ -280,47 +418,67 @@ class PredictWidget(QWidget):
         except ValueError as err:
             notify_error(err)
             return None
-        if target is not None and not self._confirm(
+        if target is not None and not self.confirm(
                 f"Overwrite {'this slice of ' if request.index else ''}{target.name!r} with "
                 "the prediction?"):
             return None
         self._request, self._target, self._image, self._result = request, target, image, None
-        self._channel_axis = channel_axis
-        self.progress.setRange(0, 0)  # busy until the first progress event
-        self.status.setText(f"predicting {image.name!r} with {spec.describe()}...")
-        return self.runner.start(lambda: prediction_job(spec, request, config))
+        self._channel_axis = channel_axis  # the image's, for the output's scale
+        self.block.say(f"predicting {image.name!r} with {spec.describe()}...")
+        return self.runner.start(lambda: prediction_job(spec, request, config, normalization))
 
     def stop(self) -> None:
         """Stop the running prediction at its next tile batch/slice; nothing is written."""
         self.runner.stop()
 
-    def _on_event(self, event: Any) -> None:
-        from ..core.tiling import PredictionResult
+    def estimate_diameter(self) -> float | None:
+        """Fill the diameter box with ``core.diameter.estimate_diameter`` of the chosen image."""
+        estimate = diameter_estimator()
+        image = self.image_combo.value
+        if estimate is None or image is None:
+            notify_error("choose an image layer first")
+            return None
+        try:
+            data = image.data[0] if image.multiscale else image.data
+            request = prediction_input(data, None if image.rgb else self.channel_combo.value,
+                                       image.rgb, self._slice_index(image, None)
+                                       if data.ndim > 2 else None,
+                                       channel=self.channel_pick.value)
+            plane = np.asarray(request.array)
+            if request.channel_axis is not None:
+                plane = plane.mean(axis=request.channel_axis)
+            while plane.ndim > 2:
+                plane = plane[plane.shape[0] // 2]
+            diameter = float(estimate(plane))
+            self.form.set_value("diameter", round(diameter, 1))
+        except ValueError as err:
+            notify_error(err)
+            return None
+        self.block.say(f"estimated object diameter: {diameter:.1f} px")
+        return diameter
 
-        if isinstance(event, Progress):
-            self.progress.setRange(0, max(1, event.total))
-            self.progress.setValue(event.step)
-        elif isinstance(event, Message):
+    def _on_event(self, event: Any) -> None:
+        from ..core.prediction import PredictionResult
+
+        if isinstance(event, Message):
             if event.level == "warning":
                 notify_warning(event.text)
             else:
-                self.status.setText(event.text)
+                self.block.say(event.text)
         elif isinstance(event, PredictionResult):
             self._result = event
 
     def _on_finished(self, status: str) -> None:
         result, self._result = self._result, None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if status == "done" else 0)
         if status == "done" and result is not None:
             self._write(result)
-            self.status.setText(f"done on {result.device} with {result.tile_size[0]}x"
-                                f"{result.tile_size[1]} tiles")
+            self.block.say(f"done on {result.device} with {result.tile_size[0]}x"
+                           f"{result.tile_size[1]} tiles")
         elif status == "stopped":
-            self.status.setText("stopped: nothing was written")
+            self.block.say("stopped: nothing was written")
             notify_info("prediction stopped; nothing was written")
         else:
-            self.status.setText("failed (see the notification)")
+            self.block.say("failed (see the notification)")
         self._request = self._target = self._image = None
         _free_accelerator_memory()
 
@@ -361,11 +519,6 @@ class PredictWidget(QWidget):
                                   name=f"{image.name} uncertainty", colormap="magma",
                                   blending="additive", contrast_limits=(0, 1), scale=scale,
                                   translate=translate, metadata={ROLE_KEY: "uncertainty"})
-
-    def _confirm(self, text: str) -> bool:
-        answer = QMessageBox.question(self, "napari-unet", text,
-                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-        return answer == QMessageBox.Yes
 
 
 def _spatial(image: Image, channel_axis: int | None) -> tuple[tuple[float, ...],
