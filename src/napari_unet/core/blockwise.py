@@ -253,6 +253,7 @@ def label_blocks(
     halo: int | tuple[int, ...] = 2 * MIN_HALO,
     scratch: Any = None,
     spacing: tuple[float, ...] | None = None,
+    first_id: int = 1,
 ) -> Generator[Progress | Message, None, int]:
     """Instance labels of a foreground-probability plane or volume of any size, block by block.
 
@@ -272,11 +273,13 @@ def label_blocks(
         without ``split``.
     spacing : tuple of float, optional
         Volumes: the z step in lateral pixels first, e.g. ``(2, 1, 1)`` (for the split).
+    first_id : int
+        The first object id (the slices of a stack continue each other's ids).
 
     Returns (as the generator's value)
     ----------------------------------
     int
-        The number of objects (ids 1..n).
+        The number of objects (ids ``first_id .. first_id + n - 1``).
     """
     shape = tuple(int(s) for s in foreground.shape)
     if tuple(out.shape) != shape:
@@ -289,7 +292,7 @@ def label_blocks(
     owned: list[_Owned] = []
     sizes: list[np.ndarray] = []
     cut = 0
-    next_id = 1
+    next_id = int(first_id)
     for i, b in enumerate(blocks, start=1):
         fg = np.asarray(foreground[b.window_slices], dtype=np.float32)
         local = base_instances(fg, threshold, min_size)
@@ -309,7 +312,7 @@ def label_blocks(
                       f"{block} px block and may be cut in two: they are larger than the halo; "
                       "use a bigger block_halo", level="warning")
     if not split:
-        return next_id - 1
+        return next_id - first_id
     all_sizes = np.concatenate(sizes) if sizes else np.zeros(0)
     min_distance = seed_distance(all_sizes, spacing if len(shape) == 3 else None)
     for i, (b, own) in enumerate(zip(blocks, owned, strict=True), start=len(blocks) + 1):
@@ -333,7 +336,7 @@ def label_blocks(
             _write_where(out, b.window_slices, np.where(mask, lut[parts], 0))
             del local, parts, mask
         yield Progress(i, steps, f"split: block {i - len(blocks)}/{len(blocks)}")
-    return next_id - 1
+    return next_id - first_id
 
 
 def _owned_ids(local: np.ndarray, b: Block, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:

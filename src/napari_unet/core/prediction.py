@@ -21,6 +21,13 @@ Padded ("same") nets
 Stacks ``(Z, [C,] H, W)`` are predicted slice by slice (one 2D plane in memory at a time, with
 one progress event per slice), so inputs may be memory maps, zarr or dask arrays of any size;
 outputs go into caller-supplied arrays (``out=``) or, when large, unlinked temporary memory maps.
+
+Planes larger than ``block_size`` are predicted and labelled block by block
+(:mod:`.blockwise`), so memory stays bounded whatever the plane's area; smaller planes take the
+whole-plane path, which gives the same objects. Z stacks (``axes`` with a Z, or
+``volume=True``) become 3D objects: the net still sees single slices, then the foreground is
+labelled and split in 3D, block by block (or, with ``stitch_threshold``, 2D objects are linked
+across slices by overlap). Stacks whose axis is not known stay slice by slice, with a note.
 """
 
 from __future__ import annotations
@@ -28,24 +35,45 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .device import resolve_device
+from .blockwise import (
+    DEFAULT_BLOCK,
+    MIN_BLOCK,
+    IntensityRange,
+    auto_halo,
+    intensity_range,
+    label_blocks,
+    needs_blocks,
+    normalize_region,
+    predict_blocks,
+)
+from .constants import DEFAULT_NORMALIZATION, mode_for_classes
+from .device import check_device_name, resolve_device
 from .events import Message, Progress
+from .meta import ModelMeta
 from .model import UNet
+from .outputs import check_free_space, format_bytes
 from .predictor import OutOfMemory, PlanePredictor, drain
-from .tiles import auto_tile_size, check_tile_size, fit_tile_to_image
+from .resources import check_memory
+from .tiles import auto_tile_size, check_tile_size, fit_tile_to_image, receptive_radius
+from .volume import check_axes, link_slices, stack_is_volume
 
 BLEND_MODES = ("discard", "gaussian")
 UNCERTAINTY_METHODS = ("entropy", "variance")
 # Outputs bigger than this are not allocated in RAM but as (unlinked) temporary memory maps.
 IN_RAM_BYTES = 256 * 2**20
-DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
+#: Largest resampling factor (either way) from ``object_diameter``/``pixel_size``: beyond it the
+#: model's scale and the image's are too far apart for the net to help, and sizes explode.
+MAX_RESCALE = 16.0
+#: Volumes: blocks are this many slices deep and ``block_size / 4`` pixels a side, so that a
+#: window with its halo stays near the memory of a 2D block.
+VOLUME_BLOCK_SLICES = 32
 
 
 # -- settings and results --------------------------------------------------------------------
@@ -71,7 +99,8 @@ class PredictConfig:
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     channel_axis : int, optional
-        Axis of the channels in the image; None guesses it from ``model.in_channels``.
+        Axis of the channels in the image; None guesses it from ``model.in_channels`` (or takes
+        the "C" of ``axes``).
     threshold : float
         Foreground probability threshold for instances.
     min_size : int, optional
@@ -81,9 +110,10 @@ class PredictConfig:
         watershed), for touching objects whose gap the net did not separate. Measured on the
         default model's held-out nuclei (docs/models.md); switch it off for long or
         irregular objects, which it may cut.
-    object_diameter : float, optional
+    object_diameter : float or "auto", optional
         Typical object diameter (pixels) in the image; with the model's ``object_diameter``
-        the image is resampled so objects have the size the net was trained on.
+        the image is resampled so objects have the size the net was trained on. ``"auto"``
+        measures it with the model first (:mod:`.diameter`).
     pixel_size : float, optional
         Micrometres per pixel of the image; used with the model's ``pixel_size`` when no
         diameter is given.
@@ -100,6 +130,28 @@ class PredictConfig:
     keep_probabilities : bool
         Return the probability maps (they are the biggest output: ``num_classes`` float32
         values per pixel).
+    axes : str, optional
+        The image's axes, one letter from "TZCYX" per axis (e.g. ``"ZYX"``, ``"TCYX"``), from
+        the file or the layer. A "Z" stack gives 3D objects; "T" stays slice by slice.
+    volume : bool, optional
+        True: the stack is a Z stack, build 3D objects (a 3D image without ``axes`` is taken
+        as ZYX); False: slice by slice; None: 3D only when ``axes`` says Z (an ambiguous stack
+        is segmented slice by slice, with a :class:`Message` saying so).
+    z_spacing : float, optional
+        Volumes: the distance between slices in lateral pixels (z pixel size / x pixel size);
+        None = 1. Used by the 3D split (distances, seed spacing) and the z halo.
+    stitch_threshold : float, optional
+        Volumes: None labels and splits the foreground in 3D (measured best); a number in
+        (0, 1] instead links the 2D objects of neighbouring slices whose IoU reaches it
+        (cellpose's stitching).
+    block_size : int
+        Planes with a side longer than this are predicted and labelled block by block with
+        bounded memory (blocks of this side, plus a halo); the objects are those of the
+        whole-plane path. Volumes use blocks of ``block_size / 4`` px a side.
+    block_halo : int, optional
+        Pixels around each block that are labelled with it; must exceed the largest object
+        (a :class:`Message` warns when objects reach it). None: 3x the model's object
+        diameter, at least 64.
     """
 
     tile_size: int | tuple[int, int] | None = None
@@ -112,51 +164,93 @@ class PredictConfig:
     threshold: float = 0.5
     min_size: int | None = None
     split_touching: bool = True
-    object_diameter: float | None = None
+    object_diameter: float | str | None = None
     pixel_size: float | None = None
     half: bool | str = "auto"
     blend: str = "discard"
     overlap: int | None = None
     memory_budget: int | None = None
     keep_probabilities: bool = True
+    axes: str | None = None
+    volume: bool | None = None
+    z_spacing: float | None = None
+    stitch_threshold: float | None = None
+    block_size: int = DEFAULT_BLOCK
+    block_halo: int | None = None
 
     def __post_init__(self) -> None:
         tile = self.tile_size
         if tile is not None:
-            if isinstance(tile, (int, np.integer)):
+            if isinstance(tile, (int, np.integer)) and not isinstance(tile, bool):
                 tile = (int(tile), int(tile))
             tile = tuple(tile)
-            if len(tile) != 2 or any(int(t) != t or t < 1 for t in tile):
+            if len(tile) != 2 or any(not _is_int(t) or t < 1 for t in tile):
                 raise ValueError(f"tile_size must be a positive int or (H, W), got "
                                  f"{self.tile_size!r}")
             object.__setattr__(self, "tile_size", (int(tile[0]), int(tile[1])))
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+        if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.channel_axis is not None and not _is_int(self.channel_axis):
+            raise TypeError(f"channel_axis must be an integer or None, got "
+                            f"{self.channel_axis!r} ({type(self.channel_axis).__name__})")
         if self.uncertainty_method not in UNCERTAINTY_METHODS:
             raise ValueError(f"uncertainty_method must be one of {UNCERTAINTY_METHODS}, got "
                              f"{self.uncertainty_method!r}")
         if self.uncertainty and self.uncertainty_method == "variance" and not self.tta:
             raise ValueError("uncertainty_method='variance' is the variance over the TTA views "
                              "and needs tta=True")
+        _check_number("threshold", self.threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
-        if self.min_size is not None and (int(self.min_size) != self.min_size
-                                          or self.min_size < 0):
+        if self.min_size is not None and (not _is_int(self.min_size) or self.min_size < 0):
             raise ValueError(f"min_size must be a non-negative integer, got {self.min_size!r}")
-        for name in ("object_diameter", "pixel_size"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.object_diameter != "auto":
+            _check_positive("object_diameter", self.object_diameter)
+        _check_positive("pixel_size", self.pixel_size)
+        _check_positive("z_spacing", self.z_spacing)
         if not (self.half is True or self.half is False or self.half == "auto"):
             raise ValueError(f"half must be 'auto', True or False, got {self.half!r}")
         if self.blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
-        if self.overlap is not None and (int(self.overlap) != self.overlap or self.overlap < 0):
+        if self.overlap is not None and (not _is_int(self.overlap) or self.overlap < 0):
             raise ValueError(f"overlap must be a non-negative integer, got {self.overlap!r}")
-        if self.memory_budget is not None and self.memory_budget < 2**20:
+        if self.memory_budget is not None and (not _is_int(self.memory_budget)
+                                               or self.memory_budget < 2**20):
             raise ValueError(f"memory_budget is in bytes and must be >= 1 MiB, got "
                              f"{self.memory_budget!r}")
-        resolve_device_name(self.device)
+        object.__setattr__(self, "axes", check_axes(self.axes))
+        if self.volume is not None and not isinstance(self.volume, bool):
+            raise TypeError(f"volume must be True, False or None, got {self.volume!r}")
+        if self.stitch_threshold is not None:
+            _check_number("stitch_threshold", self.stitch_threshold)
+            if not 0.0 < self.stitch_threshold <= 1.0:
+                raise ValueError(f"stitch_threshold must be in (0, 1], got "
+                                 f"{self.stitch_threshold!r}")
+        if not _is_int(self.block_size) or self.block_size < MIN_BLOCK:
+            raise ValueError(f"block_size must be an integer >= {MIN_BLOCK}, got "
+                             f"{self.block_size!r}")
+        if self.block_halo is not None and (not _is_int(self.block_halo)
+                                            or self.block_halo < 8):
+            raise ValueError(f"block_halo must be an integer >= 8 (pixels), got "
+                             f"{self.block_halo!r}")
+        check_device_name(self.device)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if value is None:
+        return
+    _check_number(name, value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -171,7 +265,8 @@ class PredictionResult:
     semantic : (*spatial) uint8
         Arg-max class per pixel.
     instances : (*spatial) int32 or None
-        Instance labels (0 = background) for instance-mode nets; ids are unique over a stack.
+        Instance labels (0 = background) for instance-mode nets; ids are unique over a stack,
+        and an object of a volume keeps one id through its slices.
     uncertainty : (*spatial) float32 or None
         Per-pixel uncertainty in [0, 1] when requested.
     tile_size : (int, int)
@@ -180,6 +275,8 @@ class PredictionResult:
         Device that ran the net.
     messages : tuple of str
         Notes (fallbacks, rescaling) also yielded as :class:`Message` events.
+    volume : bool
+        Whether the stack was segmented as a volume (3D objects).
     """
 
     probabilities: Any
@@ -189,12 +286,12 @@ class PredictionResult:
     tile_size: tuple[int, int]
     device: str
     messages: tuple[str, ...] = field(default_factory=tuple)
+    volume: bool = False
 
 
 def resolve_device_name(name: str) -> None:
     """Check a device name's spelling without touching any accelerator."""
-    if name not in ("auto", "cpu", "cuda", "mps") and not str(name).startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {name!r}")
+    check_device_name(name)
 
 
 # -- image layout ----------------------------------------------------------------------------
@@ -204,7 +301,11 @@ def as_stack(image: Any, in_channels: int, channel_axis: int | None) -> tuple[An
     Returns the view and whether the image is a stack. Memory maps stay memory maps, dask
     stays dask; other array-likes (zarr) are wrapped in dask so nothing is loaded here.
     """
+    if channel_axis is not None and not _is_int(channel_axis):
+        raise TypeError(f"channel_axis must be an integer or None, got {channel_axis!r}")
     if not hasattr(image, "shape") or not hasattr(image, "ndim"):
+        if image is None:
+            raise TypeError("image must be an array, got None")
         image = np.asarray(image)
     if not isinstance(image, np.ndarray) and not is_dask(image):
         import dask.array as da
@@ -251,49 +352,77 @@ def as_stack(image: Any, in_channels: int, channel_axis: int | None) -> tuple[An
 
 
 def is_dask(x: Any) -> bool:
+    """Whether ``x`` is a dask array (checked without importing dask)."""
     return type(x).__module__.startswith("dask.")
 
 
-def allocate_output(name: str, shape: tuple[int, ...], dtype: Any, out: Mapping[str, Any] | None,
-              scratch: str | None = None) -> Any:
+def allocate_output(name: str, shape: tuple[int, ...], dtype: Any,
+                    out: Mapping[str, Any] | None = None, scratch: str | None = None) -> Any:
+    """An output array: ``out[name]`` if given (shape checked), zeros in RAM when small, else a
+    temporary memory map whose file is unlinked at once.
+
+    The memory or disk it needs is checked first (``ValueError``/``OSError`` naming both
+    sizes), and a temp file is never left behind, also when mapping it fails.
+    """
     if out is not None and out.get(name) is not None:
         arr = out[name]
         if tuple(arr.shape) != tuple(shape):
             raise ValueError(f"out[{name!r}] has shape {tuple(arr.shape)}, expected {shape}")
         return arr
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    what = f"the {name} output ({' x '.join(map(str, shape))} {np.dtype(dtype).name})"
     if nbytes <= IN_RAM_BYTES:
+        check_memory(nbytes, what)
         return np.zeros(shape, dtype)
+    folder = scratch or tempfile.gettempdir()
+    check_free_space(folder, nbytes, f"{what} as a temporary memory map")
     # A memory map whose file is unlinked at once: the pages live as long as the array does,
     # and the disk space is freed with it (file-backed pages do not count as anonymous memory).
-    fd, path = tempfile.mkstemp(prefix=f"napari-unet-{name}-", suffix=".dat", dir=scratch)
-    os.close(fd)
-    arr = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+    fd, path = tempfile.mkstemp(prefix=f"napari-unet-{name}-", suffix=".dat", dir=folder)
     try:
-        os.unlink(path)
-    except OSError:  # pragma: no cover - Windows keeps open files
-        pass
+        os.close(fd)
+        arr = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+    except (OSError, ValueError, MemoryError) as err:
+        raise OSError(f"cannot create {what} ({format_bytes(nbytes)}) in {folder}: "
+                      f"{err}") from err
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:  # pragma: no cover - Windows keeps open files
+            pass
     return arr
 
 
 # -- scale -----------------------------------------------------------------------------------
-def _scale_factor(config: PredictConfig, meta: Mapping[str, Any]) -> tuple[float, str | None]:
-    """Factor image -> model resolution, and a note for the user (None if nothing to say)."""
-    if config.object_diameter is not None:
-        trained = meta.get("object_diameter")
-        if not trained:
+def _scale_factor(config: PredictConfig, meta: ModelMeta, diameter: float | None,
+                  hw: tuple[int, int]) -> tuple[float, str | None]:
+    """Factor image -> model resolution, and a note for the user (None if nothing to say).
+
+    Raises ``ValueError`` naming the factor and the resulting size when it is beyond
+    :data:`MAX_RESCALE` either way.
+    """
+    factor, note = 1.0, None
+    if diameter is not None:
+        if not meta.object_diameter:
             return 1.0, ("the model does not record the object diameter it was trained at; "
                          "object_diameter is ignored")
-        return float(trained) / config.object_diameter, None
-    if config.pixel_size is not None:
-        trained = meta.get("pixel_size")
-        if isinstance(trained, (list, tuple)):
-            trained = trained[-1] if trained else None
-        if not trained:
+        factor = float(meta.object_diameter) / diameter
+        source = (f"object_diameter {diameter:g} px against the model's "
+                  f"{meta.object_diameter:g} px")
+    elif config.pixel_size is not None:
+        if not meta.pixel_size:
             return 1.0, ("the model does not record the pixel size it was trained at; "
                          "pixel_size is ignored")
-        return config.pixel_size / float(trained), None
-    return 1.0, None
+        factor = config.pixel_size / float(meta.pixel_size)
+        source = f"pixel_size {config.pixel_size:g} against the model's {meta.pixel_size:g}"
+    else:
+        return 1.0, None
+    if not 1.0 / MAX_RESCALE <= factor <= MAX_RESCALE:
+        size = f"{max(1, round(hw[0] * factor))} x {max(1, round(hw[1] * factor))}"
+        raise ValueError(f"{source} means resizing the image by {factor:.3g}x ({hw[0]} x "
+                         f"{hw[1]} -> {size} px); the factor must lie between 1/{MAX_RESCALE:g} "
+                         f"and {MAX_RESCALE:g}: check the value")
+    return factor, note
 
 
 def _resize(arr: np.ndarray, hw: tuple[int, int], order: int) -> np.ndarray:
@@ -307,12 +436,15 @@ def _resize(arr: np.ndarray, hw: tuple[int, int], order: int) -> np.ndarray:
 
 # -- post-processing and normalisation (from the shared modules) -----------------------------
 def normalize_plane(plane: np.ndarray, spec: Mapping[str, Any] | None) -> np.ndarray:
-    from .normalize import normalize
-
-    return normalize(plane, spec, channel_axis=0)
+    """A ``(C, H, W)`` plane normalised as :func:`predict` does it: percentiles per channel
+    from a regular subsample (every pixel up to 2048 x 2048; :func:`.blockwise.intensity_range`),
+    so the whole-plane and blockwise paths use the same numbers."""
+    plane = np.asarray(plane)
+    return normalize_region(plane, intensity_range(plane[None], spec))
 
 
 def instance_labels(fg: np.ndarray, config: PredictConfig) -> np.ndarray:
+    """Instances of one plane's foreground probability with ``config``'s post-processing."""
     from .postprocess import instances_from_probability
 
     kwargs = {} if config.min_size is None else {"min_size": int(config.min_size)}
@@ -322,6 +454,7 @@ def instance_labels(fg: np.ndarray, config: PredictConfig) -> np.ndarray:
 
 
 def semantic_labels(probs: np.ndarray) -> np.ndarray:
+    """Arg-max class per pixel (uint8 up to 256 classes)."""
     return np.argmax(probs, axis=0).astype(np.uint8 if probs.shape[0] <= 256 else np.int32)
 
 
@@ -331,12 +464,28 @@ def _entropy(probs: np.ndarray) -> np.ndarray:
     return (-(p * np.log(p)).sum(0) / math.log(k)).astype(np.float32)
 
 
+def _as_meta(meta: Any, model: UNet) -> ModelMeta:
+    if meta is None:
+        return ModelMeta.for_model(model)
+    if isinstance(meta, ModelMeta):
+        return meta
+    if isinstance(meta, Mapping):
+        return ModelMeta.from_dict(meta, model)
+    raise TypeError(f"meta must be a ModelMeta, a dict or None, got {type(meta).__name__}")
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, UNet):
+        raise TypeError(f"model must be a UNet (load one with checkpoint.resolve_model, or pass "
+                        f"a model name or file to predict_image), got {type(model).__name__}")
+
+
 # -- public entry points ---------------------------------------------------------------------
 def predict(
     model: UNet,
     image: Any,
     config: PredictConfig | None = None,
-    meta: Mapping[str, Any] | None = None,
+    meta: ModelMeta | Mapping[str, Any] | None = None,
     out: Mapping[str, Any] | None = None,
 ) -> Iterator[Progress | Message | PredictionResult]:
     """Overlap-tile prediction of an image or a stack, as a generator of events.
@@ -346,13 +495,13 @@ def predict(
     model : UNet
         The net; it is put in eval mode and moved to ``config.device``.
     image : array-like
-        ``(H, W)``, ``(Z, H, W)``, or with a channel axis (``config.channel_axis``, or the
-        axis of size ``model.in_channels``), e.g. ``(C, H, W)``, ``(Z, C, H, W)``,
-        ``(H, W, C)``. numpy arrays, memory maps, dask and zarr arrays; integer or float.
-        Stacks are read one slice at a time.
+        ``(H, W)``, ``(Z, H, W)``, or with a channel axis (``config.channel_axis``, the "C" of
+        ``config.axes``, or the axis of size ``model.in_channels``), e.g. ``(C, H, W)``,
+        ``(Z, C, H, W)``, ``(H, W, C)``. numpy arrays, memory maps, dask and zarr arrays;
+        integer or float. Stacks are read one slice at a time, big planes one block at a time.
     config : PredictConfig, optional
-    meta : dict, optional
-        The model's meta (``load_model``): ``normalization``, ``mode``, ``object_diameter``,
+    meta : ModelMeta (or its dict), optional
+        The model's metadata: ``normalization``, ``mode``, ``object_diameter``,
         ``pixel_size``. Without it, percentile normalisation and the mode implied by the
         class count.
     out : dict, optional
@@ -363,120 +512,310 @@ def predict(
     Yields
     ------
     Progress
-        Per tile batch for a 2D image, per slice for a stack.
+        Per tile batch for a 2D image, per block of a big plane, per slice for a stack.
     Message
-        Notes: float16 decisions, ignored scale hints, out-of-memory retries.
+        Notes: float16 decisions, ignored scale hints, out-of-memory retries, a stack taken
+        as slices, objects bigger than the block halo.
     PredictionResult
         Last.
 
     Raises
     ------
+    TypeError
+        ``model`` is not a UNet; wrong argument types.
     ValueError
-        Wrong number of dims or channels, empty image, NaN/inf values, illegal tile size.
+        Wrong number of dims or channels, empty image, NaN/inf values, illegal tile size,
+        rescale factor out of bounds, an output that does not fit in memory.
+    OSError
+        Not enough disk for the temporary memory maps of big outputs.
     MemoryError
         Out of memory even with one smallest tile.
     """
+    _check_model(model)
     config = config or PredictConfig()
-    meta = dict(meta or {})
-    view, stacked = as_stack(image, model.in_channels, config.channel_axis)
-    if isinstance(image, np.ndarray) and not isinstance(image, np.memmap) \
-            and np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
-    device = resolve_device(config.device)
-    if config.tile_size is not None:
-        check_tile_size(model, config.tile_size, config.overlap)
-    elif not model.is_valid and config.overlap is not None:
-        check_tile_size(model, (10**6, 10**6), config.overlap)
-    scale, note = _scale_factor(config, meta)
-    n_z, _, h, w = view.shape
-    tile = config.tile_size
-    if tile is None:
-        largest = auto_tile_size(model, device, config.batch_size, config.memory_budget)
-        hw_model = (h, w)
-        if scale != 1.0:
-            hw_model = (max(1, round(h * scale)), max(1, round(w * scale)))
-        tile = fit_tile_to_image(model, largest, hw_model, config.overlap)
-    mode = meta.get("mode") or ("instances" if model.num_classes == 2 else "semantic")
-    spec = meta.get("normalization", DEFAULT_NORMALIZATION)
-    notes: list[str] = []
-    if note:
-        notes.append(note)
-        yield Message(note, level="warning")
+    if not isinstance(config, PredictConfig):
+        raise TypeError(f"config must be a PredictConfig, got {type(config).__name__}")
+    meta = _as_meta(meta, model)
+    job = _Job(model, image, config, meta, out)
+    return job.run()
 
-    spatial = (n_z, h, w) if stacked else (h, w)
-    k = model.num_classes
-    probabilities = (allocate_output("probabilities", (k, *spatial), np.float32, out)
-                     if config.keep_probabilities else None)
-    semantic = allocate_output("semantic", spatial, np.uint8 if k <= 256 else np.int32, out)
-    instances = (allocate_output("instances", spatial, np.int32, out)
-                 if mode == "instances" else None)
-    uncertainty = allocate_output("uncertainty", spatial, np.float32, out) if config.uncertainty \
-        else None
 
-    model.eval().to(device)
-    predictor = PlanePredictor(
-        model, device, tile, config.batch_size, config.tta,
-        config.uncertainty and config.uncertainty_method == "variance", config.blend,
-        config.overlap, config.half)
-    offset = 0
-    with torch.inference_mode():
-        for z in range(n_z):
-            plane = np.asarray(view[z])
-            if plane.dtype != np.float32:
-                plane = plane.astype(np.float32)
-            if not np.isfinite(plane).all():
-                where = f" (slice {z})" if stacked else ""
-                raise ValueError(f"image contains NaN or infinite values{where}")
-            plane = np.ascontiguousarray(normalize_plane(plane, spec))
-            if scale != 1.0:
-                size = (max(1, round(h * scale)), max(1, round(w * scale)))
-                plane = _resize(plane, size, order=1)
-            while True:
+class _Job:
+    """One prediction: the checks and allocations up front, then :meth:`run`'s loop."""
+
+    def __init__(self, model: UNet, image: Any, config: PredictConfig, meta: ModelMeta,
+                 out: Mapping[str, Any] | None) -> None:
+        self.model, self.config, self.meta = model, config, meta
+        channel_axis = config.channel_axis
+        axes = config.axes
+        ndim = getattr(image, "ndim", None)
+        if axes is not None and ndim is not None:
+            if len(axes) != ndim:
+                raise ValueError(f"axes {axes!r} has {len(axes)} letters but the image has "
+                                 f"{ndim} dimensions (shape {tuple(image.shape)})")
+            if "C" in axes:
+                if channel_axis is not None and channel_axis % ndim != axes.index("C"):
+                    raise ValueError(f"channel_axis {channel_axis} disagrees with axes {axes!r}")
+                channel_axis = axes.index("C")
+        self.view, self.stacked = as_stack(image, model.in_channels, channel_axis)
+        if isinstance(image, np.ndarray) and not isinstance(image, np.memmap) \
+                and np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            raise ValueError("image contains NaN or infinite values")
+        self.is_volume, self.layout_note = stack_is_volume(axes, self.stacked, config.volume)
+        self.device = resolve_device(config.device)
+        if config.tile_size is not None:
+            check_tile_size(model, config.tile_size, config.overlap)
+        elif not model.is_valid and config.overlap is not None:
+            check_tile_size(model, (10**6, 10**6), config.overlap)
+        self.n_z, _, self.h, self.w = (int(s) for s in self.view.shape)
+        self.diameter = None if config.object_diameter == "auto" else config.object_diameter
+        self.mode = meta.mode or mode_for_classes(model.num_classes)
+        self.spec = meta.normalization or DEFAULT_NORMALIZATION
+        self.blockwise = needs_blocks((self.h, self.w), config.block_size)
+        self.out = out
+        self.notes: list[str] = []
+
+    # -- setup that may need the model (auto diameter) -------------------------------------
+    def _setup(self) -> Iterator[Message]:
+        config, model = self.config, self.model
+        if config.object_diameter == "auto":
+            from .diameter import estimate_diameter
+
+            estimate = estimate_diameter(model, self._middle_plane(), self.meta,
+                                         device=config.device)
+            yield self._note(estimate.note)
+            if estimate.rescale:
+                self.diameter = estimate.diameter
+        self.scale, note = _scale_factor(config, self.meta, self.diameter, (self.h, self.w))
+        if note:
+            yield self._note(note, "warning")
+        if self.layout_note:
+            yield self._note(self.layout_note)
+        hw_model = self._model_hw((self.h, self.w))
+        if self.blockwise:  # tiles are fitted to one block's window
+            side = config.block_size + 2 * self._context()
+            hw_model = self._model_hw((min(self.h, side), min(self.w, side)))
+        self.tile = config.tile_size
+        if self.tile is None:
+            largest = auto_tile_size(model, self.device, config.batch_size,
+                                     config.memory_budget)
+            self.tile = fit_tile_to_image(model, largest, hw_model, config.overlap)
+
+    def _middle_plane(self) -> np.ndarray:
+        plane = np.asarray(self.view[self.n_z // 2])
+        return plane[0] if plane.shape[0] == 1 else np.moveaxis(plane, 0, -1)
+
+    def _note(self, text: str, level: str = "info") -> Message:
+        self.notes.append(text)
+        return Message(text, level=level)
+
+    def _model_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        if self.scale == 1.0:
+            return hw
+        return max(1, round(hw[0] * self.scale)), max(1, round(hw[1] * self.scale))
+
+    def _context(self) -> int:
+        """Pixels (image scale) of input a block needs around it for exact probabilities."""
+        model = self.model
+        if model.is_valid:
+            # the receptive field reaches up to one pooling block beyond the context
+            ctx = model.context + model.divisor
+        else:
+            ctx = receptive_radius(model) if self.config.overlap is None else self.config.overlap
+        scale = getattr(self, "scale", 1.0)
+        return int(math.ceil(ctx / scale)) + (2 if scale != 1.0 else 0)
+
+    def _halo(self) -> int:
+        if self.config.block_halo is not None:
+            return self.config.block_halo
+        diameter = self.diameter
+        if diameter is None and self.meta.object_diameter:
+            diameter = float(self.meta.object_diameter) / self.scale
+        return auto_halo(diameter)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _allocate(self) -> None:
+        config, out = self.config, self.out
+        spatial = (self.n_z, self.h, self.w) if self.stacked else (self.h, self.w)
+        self.spatial = spatial
+        k = self.model.num_classes
+        self.probabilities = (allocate_output("probabilities", (k, *spatial), np.float32, out)
+                              if config.keep_probabilities else None)
+        self.semantic = allocate_output("semantic", spatial, np.uint8 if k <= 256 else np.int32,
+                                        out)
+        self.instances = (allocate_output("instances", spatial, np.int32, out)
+                          if self.mode == "instances" else None)
+        self.uncertainty = (allocate_output("uncertainty", spatial, np.float32, out)
+                            if config.uncertainty else None)
+        # the foreground probability is kept for blockwise or 3D labelling
+        self.foreground = None
+        self.label_3d = (self.instances is not None and self.is_volume
+                         and config.stitch_threshold is None)
+        if self.instances is not None and (self.blockwise or self.label_3d):
+            self.foreground = (self.probabilities[1] if self.probabilities is not None
+                               else allocate_output("foreground", spatial, np.float32))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> Iterator[Progress | Message | PredictionResult]:
+        yield from self._setup()
+        self._allocate()
+        model, config = self.model, self.config
+        model.eval().to(self.device)
+        self.predictor = PlanePredictor(
+            model, self.device, self.tile, config.batch_size, config.tta,
+            config.uncertainty and config.uncertainty_method == "variance", config.blend,
+            config.overlap, config.half)
+        volume_range = (intensity_range(self.view, self.spec) if self.is_volume else None)
+        offset = 0
+        with torch.inference_mode():
+            for z in range(self.n_z):
+                rng = volume_range if self.is_volume else intensity_range(
+                    self.view[z:z + 1], self.spec)
+                if self.blockwise:
+                    yield from self._plane_blockwise(z, rng)
+                else:
+                    yield from self._plane_whole(z, rng)
+                if self.instances is not None and not self.label_3d:
+                    offset = yield from self._plane_instances(z, offset)
+                if self.stacked:
+                    yield Progress(z + 1, self.n_z, f"slice {z + 1}/{self.n_z}")
+            if self.instances is not None and self.is_volume:
+                yield from self._volume_instances()
+        yield PredictionResult(self.probabilities, self.semantic, self.instances,
+                               self.uncertainty, tuple(self.predictor.tile), str(self.device),
+                               tuple(self.notes), self.is_volume)
+
+    def _at(self, z: int, where: tuple[slice, ...] = ()) -> tuple:
+        return ((z,) if self.stacked else ()) + where
+
+    def _predict(self, plane: np.ndarray, progress: bool
+                 ) -> Generator[Progress | Message, None, tuple[np.ndarray, Any]]:
+        """One normalised plane or window, with out-of-memory retries on smaller tiles."""
+        h, w = plane.shape[-2:]
+        if self.scale != 1.0:
+            plane = _resize(plane, self._model_hw((h, w)), order=1)
+        predictor = self.predictor
+        while True:
+            try:
+                run = predictor.run(np.ascontiguousarray(plane))
+                probs, var = (yield from run) if progress else drain(run)
+                break
+            except OutOfMemory as err:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                before = (predictor.batch_size, predictor.tile)
+                if not predictor.shrink():
+                    raise MemoryError(
+                        f"out of memory on {self.device} even with one {predictor.tile[0]}x"
+                        f"{predictor.tile[1]} tile per pass ({err}); free memory, use a "
+                        "smaller model or device='cpu'") from None
+                yield self._note(f"out of memory with {before[0]} tile(s) of {before[1]}; "
+                                 f"retrying with {predictor.batch_size} of {predictor.tile}",
+                                 "warning")
+        for text in predictor.notes:
+            yield self._note(text)
+        predictor.notes.clear()
+        if self.scale != 1.0:
+            probs = _resize(probs, (h, w), order=1)
+            if var is not None:
+                var = _resize(var, (h, w), order=1)
+        return probs, var
+
+    def _store(self, z: int, where: tuple[slice, slice], probs: np.ndarray,
+               var: np.ndarray | None) -> None:
+        at = self._at(z, where)
+        if self.probabilities is not None:
+            self.probabilities[(slice(None), *at)] = probs
+        elif self.foreground is not None:
+            self.foreground[at] = probs[1]
+        self.semantic[at] = semantic_labels(probs)
+        if self.uncertainty is not None:
+            self.uncertainty[at] = var if var is not None else _entropy(probs)
+
+    def _plane_whole(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
+        plane = normalize_region(np.asarray(self.view[z]), rng)
+        probs, var = yield from self._predict(plane, progress=not self.stacked)
+        self._store(z, (slice(None), slice(None)), probs, var)
+        self._last_probs = probs
+
+    def _plane_blockwise(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
+        messages: list[Message] = []
+
+        def predict_window(region: np.ndarray) -> tuple[np.ndarray, Any]:
+            gen = self._predict(region, progress=False)
+            while True:  # the messages wait until the block is done
                 try:
-                    run = predictor.run(plane)
-                    if stacked:
-                        probs, var = drain(run)
-                    else:
-                        probs, var = yield from run
-                    break
-                except OutOfMemory as err:
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    before = (predictor.batch_size, predictor.tile)
-                    if not predictor.shrink():
-                        raise MemoryError(
-                            f"out of memory on {device} even with one {predictor.tile[0]}x"
-                            f"{predictor.tile[1]} tile per pass ({err}); free memory, use a "
-                            "smaller model or device='cpu'") from None
-                    text = (f"out of memory with {before[0]} tile(s) of {before[1]}; retrying "
-                            f"with {predictor.batch_size} of {predictor.tile}")
-                    notes.append(text)
-                    yield Message(text, level="warning")
-            for text in predictor.notes:
-                notes.append(text)
-                yield Message(text)
-            predictor.notes.clear()
-            if scale != 1.0:
-                probs = _resize(probs, (h, w), order=1)
-                if var is not None:
-                    var = _resize(var, (h, w), order=1)
-            at = (slice(None), z) if stacked else (slice(None),)
-            if probabilities is not None:
-                probabilities[at] = probs
-            idx = (z,) if stacked else ()
-            semantic[idx] = semantic_labels(probs)
-            if instances is not None:
-                labels = instance_labels(probs[1], config)
-                if stacked and offset:
-                    labels = np.where(labels > 0, labels + offset, 0).astype(np.int32)
-                instances[idx] = labels
-                offset = max(offset, int(labels.max()) if labels.size else 0)
-            if uncertainty is not None:
-                uncertainty[idx] = var if var is not None else _entropy(probs)
-            if stacked:
-                yield Progress(z + 1, n_z, f"slice {z + 1}/{n_z}")
-    yield PredictionResult(probabilities, semantic, instances, uncertainty,
-                           tuple(predictor.tile), str(device), tuple(notes))
+                    messages.append(next(gen))
+                except StopIteration as stop:
+                    return stop.value
+
+        def sink(core: tuple[slice, slice], result: tuple[np.ndarray, Any],
+                 inner: tuple[slice, slice]) -> None:
+            probs, var = result
+            self._store(z, core, probs[(slice(None), *inner)],
+                        None if var is None else var[inner])
+
+        align = self.model.divisor if self.scale == 1.0 else 1
+        for event in predict_blocks(self.view[z], rng, predict_window, sink, self._context(),
+                                    align, self.config.block_size):
+            yield from messages
+            messages.clear()
+            if not self.stacked:
+                yield event
+        self._last_probs = None
+
+    def _plane_instances(self, z: int, offset: int) -> Generator[Any, None, int]:
+        config = self.config
+        target = self.instances[z] if self.stacked else self.instances
+        if not self.blockwise:
+            labels = instance_labels(self._last_probs[1], config)
+            if offset:
+                labels = np.where(labels > 0, labels + offset, 0).astype(np.int32)
+            target[...] = labels
+            return max(offset, int(labels.max()) if labels.size else 0)
+        fg = self.foreground[z] if self.stacked else self.foreground
+        scratch = (allocate_output("unsplit", fg.shape, np.int32)
+                   if config.split_touching else None)
+        min_size = {} if config.min_size is None else {"min_size": int(config.min_size)}
+        n = yield from _events(label_blocks(
+            fg, target, config.threshold, split=config.split_touching,
+            block=config.block_size, halo=self._halo(), scratch=scratch, first_id=offset + 1,
+            **min_size), forward_progress=not self.stacked, notes=self.notes)
+        return offset + n
+
+    def _volume_instances(self) -> Iterator[Any]:
+        config = self.config
+        if config.stitch_threshold is not None:
+            yield from _events(link_slices(self.instances, threshold=config.stitch_threshold),
+                               forward_progress=True, notes=self.notes)
+            return
+        zs = float(config.z_spacing or 1.0)
+        halo = self._halo()
+        side = max(config.block_size // 4, MIN_BLOCK // 2)
+        block = (VOLUME_BLOCK_SLICES, side, side)
+        halos = (int(math.ceil(halo / zs)), halo, halo)
+        scratch = (allocate_output("unsplit", self.spatial, np.int32)
+                   if config.split_touching else None)
+        min_size = {} if config.min_size is None else {"min_size": int(config.min_size)}
+        yield from _events(label_blocks(
+            self.foreground, self.instances, config.threshold, split=config.split_touching,
+            block=block, halo=halos, scratch=scratch, spacing=(zs, 1.0, 1.0), **min_size),
+            forward_progress=True, notes=self.notes)
+
+
+def _events(gen: Generator[Any, None, Any], forward_progress: bool, notes: list[str]
+            ) -> Generator[Any, None, Any]:
+    """Pass a sub-job's messages on (and its progress, if asked); return its value."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, Message):
+            notes.append(event.text)
+            yield event
+        elif forward_progress:
+            yield event
 
 
 def run_to_result(events: Iterator[Any], callback: Callable[[Any], None] | None = None) -> Any:
@@ -489,20 +828,31 @@ def run_to_result(events: Iterator[Any], callback: Callable[[Any], None] | None 
     return last
 
 
-def predict_image(model: UNet, image: Any, meta: Mapping[str, Any] | None = None,
+def predict_image(model: UNet | str | os.PathLike, image: Any,
+                  meta: ModelMeta | Mapping[str, Any] | None = None,
                   out: Mapping[str, Any] | None = None, **config_kwargs: Any) -> PredictionResult:
     """Predict ``image`` and return the :class:`PredictionResult` (see :func:`predict`).
 
-    ``config_kwargs`` are :class:`PredictConfig` fields, e.g. ``tile_size=256, tta=True``.
+    ``model`` is a UNet, or a model spec (``"default"``, an architecture name, a model file)
+    resolved with :func:`~napari_unet.core.checkpoint.resolve_model` (its meta is used when
+    ``meta`` is None). ``config_kwargs`` are :class:`PredictConfig` fields, e.g.
+    ``tile_size=256, tta=True``.
     """
+    if isinstance(model, (str, os.PathLike)):
+        from .checkpoint import resolve_model
+
+        model, file_meta = resolve_model(model, device="cpu")
+        meta = file_meta if meta is None else meta
+    _check_model(model)
     result = run_to_result(predict(model, image, PredictConfig(**config_kwargs), meta, out))
-    assert isinstance(result, PredictionResult)
+    if not isinstance(result, PredictionResult):  # pragma: no cover - predict always ends so
+        raise RuntimeError("prediction ended without a result")
     return result
 
 
 __all__ = [
-    "BLEND_MODES", "DEFAULT_NORMALIZATION", "IN_RAM_BYTES", "PredictConfig", "PredictionResult",
-    "UNCERTAINTY_METHODS", "allocate_output", "as_stack", "instance_labels", "is_dask",
-    "normalize_plane", "predict", "predict_image", "resolve_device_name", "run_to_result",
-    "semantic_labels",
+    "BLEND_MODES", "DEFAULT_NORMALIZATION", "IN_RAM_BYTES", "MAX_RESCALE", "PredictConfig",
+    "PredictionResult", "UNCERTAINTY_METHODS", "allocate_output", "as_stack", "instance_labels",
+    "is_dask", "normalize_plane", "predict", "predict_image", "resolve_device_name",
+    "run_to_result", "semantic_labels",
 ]
