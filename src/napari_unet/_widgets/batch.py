@@ -1,32 +1,30 @@
 """Batch dock: segment every image of a folder into label TIFFs, from the File menu.
 
-A thin view over ``core.batch.batch_segment``: it checks the folders and the model choice in the
-GUI thread (bad input starts nothing), runs the batch generator in a worker with a progress bar
-and Stop, and ends with a notification of how many images were done, skipped and failed.
+A thin view over ``core.batch.batch_segment`` with the CLI's options (threshold, minimum size,
+object diameter, tiling, TTA, probabilities, suffix, overwrite): it checks the folders and the
+model choice in the GUI thread (bad input starts nothing; replacing existing labels is confirmed
+first), runs the batch generator in a worker with a progress bar, Stop and an entry in napari's
+activity panel, and ends with one notification of how many images were done, skipped and
+failed. Settings (but never "overwrite") are remembered between sessions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QLineEdit, QVBoxLayout, QWidget
 
-from ..core.events import Message, Progress
-from ._jobs import JobRunner, notify_error, notify_info, notify_warning
+from ..core.events import Message
+from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
+from ._jobs import notify_error, notify_info, notify_warning
 from .model_choice import ModelChoice, ModelSpec
+from .predict import predict_config_names
+from .settings import Binding, DockSettings
+from .tooltips import tooltip
+
+DOCK = "batch"
 
 
 def check_folders(input_dir: str, output_dir: str) -> tuple[Path, Path]:
@@ -64,93 +62,144 @@ def _describe(item: Any) -> str:
     return str(item)
 
 
-def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path, tta: bool) -> Iterator[Any]:
-    """The worker's generator: load the model, then yield the core batch engine's events."""
+def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path,
+              options: dict[str, Any]) -> Iterator[Any]:
+    """The worker's generator: load the model, then yield the core batch engine's events.
+
+    ``options`` are ``batch_segment`` overrides (BatchConfig and PredictConfig fields).
+    """
     from ..core.batch import batch_segment
 
     model, meta = spec.build(None, num_classes=None, device="cpu")
     yield Message(f"model: {spec.describe()}")
-    yield from batch_segment(model, input_dir, output_dir, meta=meta, tta=tta)
+    yield from batch_segment(model, input_dir, output_dir, meta=meta, **options)
+
+
+def batch_fields() -> tuple[Field, ...]:
+    """The table of the Batch dock's options (names are tooltip and settings keys)."""
+    fields = [
+        Field("threshold", "threshold", "float", 0.5, 0.01, 0.99, 0.05),
+        Field("min_size", "minimum size (px)", "int", None, 0, 1_000_000, 10, none_text="auto"),
+        Field("diameter", "object diameter (px)", "float", None, 0.0, 10_000.0, 1.0,
+              decimals=1, none_text="model scale"),
+        Field("split_touching", "", "bool", True,
+              text="split touching objects by shape (watershed)"),
+    ]
+    if "tiling" in predict_config_names():
+        fields.append(Field("tiling", "tiling", "choice", "exact",
+                            choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
+    fields += [
+        Field("tile_size", "tile size", "int", None, 0, 4096, 16, none_text="auto"),
+        Field("tta", "", "bool", False, text="test-time augmentation (8x slower, smoother)"),
+        Field("probabilities", "", "bool", False, text="also write probability TIFFs"),
+        Field("suffix", "name suffix", "text", ""),
+        Field("overwrite", "", "bool", False, text="replace existing labels files"),
+    ]
+    return tuple(fields)
 
 
 class BatchWidget(QWidget):
-    """Input folder, output folder, model, TTA -> one label TIFF per image."""
+    """Input folder, output folder, model and options -> one label TIFF per image.
+
+    ``confirm(text) -> bool`` asks before existing labels files are replaced (tests replace it).
+    """
 
     def __init__(self, napari_viewer: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.setObjectName("napari_unet_batch")
+        self.confirm: Callable[[str], bool] = lambda text: ask_yes_no(self, text)
         self.input_edit = QLineEdit()
+        self.input_edit.setObjectName("input_dir")
         self.input_edit.setPlaceholderText("folder with images (TIFF, PNG, ...)")
         self.output_edit = QLineEdit()
+        self.output_edit.setObjectName("output_dir")
         self.output_edit.setPlaceholderText("folder for the label TIFFs")
+        for edit in (self.input_edit, self.output_edit):
+            edit.setToolTip(tooltip(DOCK, edit.objectName()))
         self.model_choice = ModelChoice(allow_new=False)
-        self.tta_check = QCheckBox("test-time augmentation (8x slower, smoother)")
-        self.run_button = QPushButton("Segment folder")
-        self.stop_button = QPushButton("Stop")
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.form = Form(batch_fields(), DOCK)
+        self.block = RunBlock("Segment folder", DOCK)
+        self.run_button, self.stop_button = self.block.run_button, self.block.stop_button
+        self.progress, self.status = self.block.progress, self.block.status
 
         layout = QVBoxLayout(self)
-        form = QFormLayout()
-        form.addRow("images", self._with_browse(self.input_edit))
-        form.addRow("labels to", self._with_browse(self.output_edit))
-        layout.addLayout(form)
+        folders = QFormLayout()
+        folders.addRow("images", with_browse(self.input_edit,
+                                             lambda: self._browse(self.input_edit),
+                                             "input_browse", tooltip(DOCK, "input_browse")))
+        folders.addRow("labels to", with_browse(self.output_edit,
+                                                lambda: self._browse(self.output_edit),
+                                                "output_browse", tooltip(DOCK, "output_browse")))
+        layout.addLayout(folders)
         layout.addWidget(self.model_choice)
-        layout.addWidget(self.tta_check)
-        row = QHBoxLayout()
-        row.addWidget(self.run_button)
-        row.addWidget(self.stop_button)
-        layout.addLayout(row)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addLayout(self.form.layout)
+        layout.addWidget(self.block)
+        self.settings = DockSettings(DOCK, self.form, extras={
+            "model": Binding(self.model_choice.state, self.model_choice.set_state,
+                             self.model_choice.state()),
+            "input_dir": Binding(self.input_edit.text, self.input_edit.setText, ""),
+            "output_dir": Binding(self.output_edit.text, self.output_edit.setText, ""),
+        })
+        layout.addWidget(self.settings.reset_button())
         layout.addStretch(1)
 
-        controls = [self.run_button, self.input_edit, self.output_edit, self.model_choice,
-                    self.tta_check]
-        self.runner = JobRunner(self._on_event, self._on_finished, controls, self.stop_button)
+        controls = [self.input_edit, self.output_edit, self.model_choice,
+                    *self.form.widgets.values()]
+        self.runner = self.block.runner(self._on_event, self._on_finished, controls,
+                                        label="napari-unet: batch")
         self.runner.stop_on_destroy(self)
         self.summary: Any = None
         self.run_button.clicked.connect(self.run)
-        self.stop_button.clicked.connect(self.stop)
-
-    def _with_browse(self, edit: QLineEdit) -> QWidget:
-        box = QWidget()
-        row = QHBoxLayout(box)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(edit)
-        button = QPushButton("Browse...")
-        button.clicked.connect(lambda: self._browse(edit))
-        row.addWidget(button)
-        return box
+        self.settings.restore()
+        for signal in (self.model_choice.changed, self.input_edit.editingFinished,
+                       self.output_edit.editingFinished):
+            signal.connect(self.settings.save)
 
     def _browse(self, edit: QLineEdit) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
         if folder:
             edit.setText(folder)
+            self.settings.save()
+
+    def options(self) -> dict[str, Any]:
+        """``batch_segment`` overrides from the form (BatchConfig and PredictConfig fields)."""
+        values = self.form.values()
+        options = dict(threshold=values["threshold"], min_size=values["min_size"],
+                       object_diameter=values["diameter"],
+                       split_touching=values["split_touching"], tile_size=values["tile_size"],
+                       tta=values["tta"], probabilities=values["probabilities"],
+                       suffix=values["suffix"].strip(), overwrite=values["overwrite"])
+        if "tiling" in values:
+            options["tiling"] = values["tiling"]
+        return options
 
     def run(self) -> Any:
         """Check the inputs and start the worker; returns it, or None (with a notification)."""
+        from ..core.batch import BatchConfig, find_inputs, plan_outputs
+        from ..core.outputs import confirm_overwrite
+        from ..core.prediction import PredictConfig
+
         if self.runner.running:
             notify_warning("a batch is already running")
             return None
+        options = self.options()
         try:
             src, dst = check_folders(self.input_edit.text(), self.output_edit.text())
             spec = self.model_choice.spec()
-            from ..core.batch import find_inputs
-
-            n_files = len(find_inputs(src))
+            files = find_inputs(src)
+            predict_options = {k: v for k, v in options.items()
+                               if k not in ("probabilities", "suffix", "overwrite")}
+            BatchConfig(predict=PredictConfig(**predict_options), suffix=options["suffix"])
+            outputs = plan_outputs(files, dst, options["suffix"])
         except ValueError as err:
             notify_error(err)
             return None
+        if options["overwrite"] and not confirm_overwrite(outputs, self.confirm):
+            return None
         self.summary = None
-        self.progress.setRange(0, 0)
-        self.status.setText(f"segmenting {n_files} image(s) from {src} ...")
-        tta = self.tta_check.isChecked()
-        return self.runner.start(lambda: batch_job(spec, src, dst, tta))
+        self.block.say(f"segmenting {len(files)} image(s) from {src} ...")
+        return self.runner.start(lambda: batch_job(spec, src, dst, options))
 
     def stop(self) -> None:
         """Stop after the image being written (files already written stay)."""
@@ -159,30 +208,25 @@ class BatchWidget(QWidget):
     def _on_event(self, event: Any) -> None:
         from ..core.batch import BatchSummary, FileDone, SliceProgress
 
-        if isinstance(event, Progress):  # files finished, of all files
-            self.progress.setRange(0, max(1, event.total))
-            self.progress.setValue(event.step)
-        elif isinstance(event, SliceProgress):
-            self.status.setText(f"{event.path.name}: slice {event.step}/{event.total}")
+        if isinstance(event, SliceProgress):
+            self.block.say(f"{event.path.name}: slice {event.step}/{event.total}")
         elif isinstance(event, FileDone):
-            self.status.setText(f"{event.path.name}: {event.status}"
-                                + (f" ({event.message})" if event.message else ""))
+            self.block.say(f"{event.path.name}: {event.status}"
+                           + (f" ({event.message})" if event.message else ""))
         elif isinstance(event, Message):
-            self.status.setText(event.text)
+            self.block.say(event.text)
         elif isinstance(event, BatchSummary):
             self.summary = event
 
     def _on_finished(self, status: str) -> None:
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if status == "done" else 0)
         if self.summary is not None:
             text = summary_text(self.summary)
             if status == "stopped":
                 text = "stopped; " + text
-            self.status.setText(text)
+            self.block.say(text)
             (notify_warning if self.summary.failed else notify_info)(text)
         elif status == "stopped":
-            self.status.setText("stopped; labels written so far are kept")
+            self.block.say("stopped; labels written so far are kept")
             notify_info("batch stopped; labels written so far are kept")
         else:
-            self.status.setText("failed (see the notification)")
+            self.block.say("failed (see the notification)")
