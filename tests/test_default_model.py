@@ -27,8 +27,8 @@ def test_default_model_is_small_and_loads_without_pickles():
     assert path.stat().st_size < 10 * 2**20
     model, meta = load_model("default")
     assert model.config["padding"] == "same" and model.in_channels == 1
-    assert meta["mode"] == "instances" and meta["step"] > 0
-    assert meta["normalization"]["method"] == "percentile"
+    assert meta.mode == "instances" and meta.step > 0
+    assert meta.normalization["method"] == "percentile"
 
 
 def test_card_matches_the_model_metadata():
@@ -55,5 +55,6 @@ def test_training_script_smoke(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     model, meta = load_model(out)
-    assert meta["step"] == 4 and "synthetic" in meta["training_data"]
+    assert meta.step == 4 and "synthetic" in meta.training_data
+    assert meta.object_diameter is not None  # area-weighted median of the training objects
     assert count_parameters(model) == 1_940_834

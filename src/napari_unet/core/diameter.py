@@ -1,0 +1,190 @@
+"""Automatic object-diameter estimate: how large are the objects in an image, in pixels?
+
+A model sees objects best near the size it was trained at (``ModelMeta.object_diameter``).
+Rescaling an image so that its objects have that size needs their diameter in the image; this
+module measures it with the model itself, iterated once:
+
+1. predict at the image's own scale, keep the *confident* objects (mean foreground probability
+   at least ``confidence``, not cut by the image border) and take the median of their
+   equivalent diameters ``2 sqrt(area / pi)``;
+2. predict again with the image rescaled by that first estimate (objects now near the model's
+   size, where its outlines are best) and measure again, back in image pixels.
+
+No objects, or an estimate far outside what the model was trained at, gives a clear note and
+no rescale (:attr:`DiameterEstimate.rescale` is False); prediction then runs at the image's own
+scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .meta import ModelMeta
+
+#: The value of ``object_diameter`` / ``--diameter`` that asks for this estimate.
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class DiameterEstimate:
+    """Result of :func:`estimate_diameter`.
+
+    Attributes
+    ----------
+    diameter : float or None
+        Median equivalent diameter (px, image pixels) of the confident objects; None when
+        there was nothing to measure.
+    n_objects : int
+        Confident objects measured (in the last pass that found any).
+    note : str
+        One sentence for the user: the estimate and what is done with it, or why not.
+    rescale : bool
+        Whether prediction should use ``diameter`` (False: predict at the image's own scale).
+    """
+
+    diameter: float | None
+    n_objects: int
+    note: str
+    rescale: bool = False
+
+
+def estimate_diameter(
+    model: Any,
+    image: Any,
+    meta: ModelMeta | Mapping[str, Any] | None = None,
+    *,
+    channel_axis: int | None = None,
+    device: str = "cpu",
+    confidence: float = 0.8,
+    min_objects: int = 3,
+    max_ratio: float = 4.0,
+    max_side: int = 1024,
+    **predict_kwargs: Any,
+) -> DiameterEstimate:
+    """Estimate the typical object diameter of ``image`` with ``model`` (see module docstring).
+
+    Parameters
+    ----------
+    model : UNet
+        An instance-mode net (2 classes).
+    image : array-like
+        As :func:`napari_unet.core.prediction.predict` takes it; of a stack, the middle plane
+        is measured.
+    meta : ModelMeta or dict
+        The model's metadata; its ``object_diameter`` is the training scale.
+    channel_axis : int, optional
+        Channel axis of ``image`` (as for prediction).
+    device : str
+        Device for the two prediction passes.
+    confidence : float in (0, 1)
+        Minimum mean foreground probability of an object that is measured.
+    min_objects : int
+        Fewer confident objects than this: no estimate.
+    max_ratio : float > 1
+        Estimates more than this factor above or below the training diameter are not used
+        (the model has never seen such sizes; its own first pass is then unreliable too).
+    max_side : int
+        Larger planes are measured on a central crop of this side (the estimate is a median;
+        a crop of many objects is enough and bounds the cost).
+    **predict_kwargs
+        Further :class:`PredictConfig` fields for both passes (e.g. ``tta``, ``tile_size``).
+
+    Raises
+    ------
+    ValueError
+        A semantic-mode model, or bad ``confidence``/``min_objects``/``max_ratio``.
+    """
+    from .prediction import as_stack, predict_image  # prediction imports this module lazily
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if int(min_objects) != min_objects or min_objects < 1:
+        raise ValueError(f"min_objects must be an integer >= 1, got {min_objects!r}")
+    if not (math.isfinite(max_ratio) and max_ratio > 1.0):
+        raise ValueError(f"max_ratio must be a finite number > 1, got {max_ratio!r}")
+    if not isinstance(meta, ModelMeta):
+        meta = ModelMeta.from_dict(dict(meta or {}), model)
+    if meta.mode != "instances":
+        raise ValueError("the diameter estimate needs an instance-mode model (2 classes), "
+                         f"this one is {meta.mode!r}")
+    for key in ("object_diameter", "pixel_size", "keep_probabilities", "channel_axis"):
+        predict_kwargs.pop(key, None)
+
+    view, stacked = as_stack(image, model.in_channels, channel_axis)
+    plane = np.asarray(view[view.shape[0] // 2])  # (C, H, W)
+    plane = _central_crop(plane, max_side)
+    if plane.shape[0] == 1:
+        plane, axis = plane[0], None
+    else:
+        axis = 0
+    kwargs = dict(device=device, channel_axis=axis, keep_probabilities=True, **predict_kwargs)
+
+    trained = meta.object_diameter
+    first = _measure(predict_image(model, plane, meta, **kwargs), confidence)
+    if len(first) < min_objects:
+        return DiameterEstimate(
+            float(np.median(first)) if len(first) else None, len(first),
+            f"diameter estimate: found {len(first)} confident object(s), need at least "
+            f"{min_objects}; predicting at the image's own scale")
+    d1 = float(np.median(first))
+    if not trained:
+        return DiameterEstimate(d1, len(first), f"estimated object diameter {d1:.1f} px, but "
+                                "the model does not record the diameter it was trained at; "
+                                "no rescale")
+    if not 1.0 / max_ratio <= d1 / trained <= max_ratio:
+        return DiameterEstimate(d1, len(first), _far(d1, trained, max_ratio))
+    # Second pass with the objects near the model's size; its outlines are best there.
+    second = _measure(predict_image(model, plane, meta, object_diameter=d1, **kwargs),
+                      confidence)
+    if len(second) >= min_objects:
+        d, n = float(np.median(second)), len(second)
+    else:
+        d, n = d1, len(first)
+    if not 1.0 / max_ratio <= d / trained <= max_ratio:
+        return DiameterEstimate(d, n, _far(d, trained, max_ratio))
+    return DiameterEstimate(
+        d, n, f"estimated object diameter {d:.1f} px from {n} objects; the model was trained "
+        f"at {trained:.1f} px: image rescaled by {trained / d:.2f}", rescale=True)
+
+
+def confident_diameters(instances: np.ndarray, foreground: np.ndarray,
+                        confidence: float = 0.8) -> np.ndarray:
+    """Equivalent diameters of the objects with mean ``foreground`` probability >=
+    ``confidence`` that do not touch the image border (their size would be cut)."""
+    instances = np.asarray(instances)
+    n = int(instances.max()) if instances.size else 0
+    if n == 0:
+        return np.zeros(0)
+    index = np.arange(1, n + 1)
+    area = ndi.sum_labels(np.ones_like(foreground, dtype=np.float64), instances, index)
+    mean_p = ndi.mean(foreground, instances, index)
+    edge = np.unique(np.concatenate([instances[0], instances[-1], instances[:, 0],
+                                     instances[:, -1]]))
+    keep = (area > 0) & (mean_p >= confidence) & ~np.isin(index, edge)
+    return 2.0 * np.sqrt(area[keep] / np.pi)
+
+
+def _measure(result: Any, confidence: float) -> np.ndarray:
+    return confident_diameters(result.instances, np.asarray(result.probabilities[1]),
+                               confidence)
+
+
+def _far(d: float, trained: float, max_ratio: float) -> str:
+    return (f"estimated object diameter {d:.1f} px is more than {max_ratio:g}x away from the "
+            f"{trained:.1f} px the model was trained at; estimate not trusted, no rescale "
+            "(give the diameter by hand if you know it)")
+
+
+def _central_crop(plane: np.ndarray, side: int) -> np.ndarray:
+    h, w = plane.shape[-2:]
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return plane[..., y0:y0 + min(h, side), x0:x0 + min(w, side)]
+
+
+__all__ = ["AUTO", "DiameterEstimate", "confident_diameters", "estimate_diameter"]
