@@ -21,10 +21,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_unet.core.checkpoint import resolve_model
-from napari_unet.core.data import TrainingSet
 from napari_unet.core.evaluation import evaluate_model
 from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.trainingset import TrainingSet
 
 RADIUS = (12.0, 22.0)
 
