@@ -139,7 +139,7 @@ def test_class_mode(make_napari_viewer):
 
 
 @pytest.mark.gui
-def test_use_prediction_new_layer_and_confirmed_slice(make_napari_viewer, monkeypatch):
+def test_use_prediction_new_layer_and_confirmed_slice(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 8, 8), np.float32), name="img")
     pred = np.zeros((2, 8, 8), np.int32)
@@ -158,13 +158,65 @@ def test_use_prediction_new_layer_and_confirmed_slice(make_napari_viewer, monkey
     layer.data[1, 0, 0] = 1
     widget.slice_only.setChecked(True)
     viewer.dims.set_point(0, 1)
-    monkeypatch.setattr(widget, "_confirm", lambda text: False)
+    widget.confirm = lambda text: False
     widget.use_prediction()
     assert layer.data.sum() == 1  # refused: unchanged
-    monkeypatch.setattr(widget, "_confirm", lambda text: True)
+    widget.confirm = lambda text: True
     widget.use_prediction()
     np.testing.assert_array_equal(layer.data[1], pred[1] + 1)
     assert layer.data[0].max() == 0
+
+
+@pytest.mark.gui
+def test_use_prediction_is_undone_exactly_by_ctrl_z(make_napari_viewer):
+    """One undo step after "use prediction" restores the painted labels exactly, an older
+    brush stroke stays where it was, and redo brings the prediction back."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 12, 12), np.float32), name="img")
+    pred = np.zeros((3, 12, 12), np.int32)
+    pred[:, 2:6, 2:6] = 1
+    pred[:, 7:11, 6:10] = 2
+    viewer.add_labels(pred, name="img prediction", metadata={ROLE_KEY: "prediction"})
+    widget = _dock(viewer)
+    widget.image_combo.value = viewer.layers["img"]
+    layer = widget.create_training_layer()
+    viewer.dims.set_point(0, 1)
+    layer.brush_size = 1
+    layer.paint((1, 0, 0), 1)  # older brush strokes (each its own undo step)
+    layer.paint((1, 3, 3), 5)
+    painted = layer.data.copy()
+    assert painted[1, 3, 3] == 5 and painted[1, 0, 0] == 1
+
+    widget.confirm = lambda text: True
+    for slice_only in (True, False):
+        widget.slice_only.setChecked(slice_only)
+        widget.prediction_combo.value = viewer.layers["img prediction"]
+        widget.use_prediction()
+        expected = painted.copy()
+        if slice_only:
+            expected[1] = pred[1] + 1
+        else:
+            expected = pred + 1
+        np.testing.assert_array_equal(layer.data, expected)
+        viewer.layers.selection.active = layer
+        layer.undo()  # what Ctrl+Z does on the active labels layer
+        np.testing.assert_array_equal(layer.data, painted)
+        layer.redo()
+        np.testing.assert_array_equal(layer.data, expected)
+        layer.undo()
+    layer.undo()  # the older stroke comes off by itself, not replayed onto the prediction
+    assert layer.data[1, 3, 3] == 0 and layer.data[1, 0, 0] == 1
+
+
+def test_replace_with_history_refuses_values_that_do_not_fit():
+    from napari.layers import Labels
+
+    from napari_unet._widgets.annotate import replace_with_history
+
+    layer = Labels(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="do not fit the uint8"):
+        replace_with_history(layer, np.full((4, 4), 300))
+    assert layer.data.max() == 0 and replace_with_history(layer, np.ones((4, 4), int)) == 16
 
 
 @pytest.mark.gui

@@ -4,10 +4,14 @@ Instance mode uses the ``"sparse"`` convention of ``core.data``: 0 = not annotat
 the loss), 1 = background, 2, 3, ... = one id per object. Multi-class mode uses
 ``"semantic-sparse"``: 0 = not annotated, class c painted as c + 1 (class 0 is background).
 The pure helpers at the top hold the logic; the widget only wires them to napari.
+"Use prediction as training labels" edits the layer through napari's undo history (one Ctrl+Z
+step restores the previous labels exactly). Mode, class names and "current slice only" are
+remembered between sessions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,20 +26,23 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from . import CLASS_NAMES_KEY, CONVENTION_KEY, ROLE_KEY
+from ._form import ask_yes_no
 from ._jobs import notify_error, notify_info
+from .settings import Binding, DockSettings
+from .tooltips import apply_tooltips
 
 MODES = ("instances", "classes")
 TRAINING_CONVENTIONS = {"instances": "sparse", "classes": "semantic-sparse"}
 BACKGROUND = 1  # label of painted background in both sparse conventions
 BACKGROUND_RGBA = (0.55, 0.55, 0.55, 0.35)  # neutral grey, see-through
 SEMANTIC_IGNORE = 255
+DOCK = "annotate"
 
 
 # -- pure helpers ----------------------------------------------------------------------------
@@ -137,36 +144,62 @@ def colormap_covers(cmap: Any, label: int) -> bool:
 
 
 # -- the dock --------------------------------------------------------------------------------
+def replace_with_history(layer: Labels, new: np.ndarray, index: tuple[int, ...] = ()) -> int:
+    """Write ``new`` into ``layer.data`` (or its slice ``index``) as ONE undoable edit.
+
+    Only the changed pixels are recorded (napari's ``data_setitem`` inside ``block_history``),
+    so Ctrl+Z restores the previous labels exactly and Ctrl+Shift+Z redoes the copy. Returns
+    the number of pixels changed. ``ValueError`` (nothing written) when the values do not fit
+    the layer's data type.
+    """
+    data = layer.data
+    region = np.asarray(data[index] if index else data)
+    new = np.asarray(new)
+    if new.shape != region.shape:
+        raise ValueError(f"cannot write labels of shape {new.shape} into {region.shape}")
+    dtype = np.dtype(data.dtype)
+    if new.size and np.issubdtype(dtype, np.integer) and (
+            new.max() > np.iinfo(dtype).max or new.min() < np.iinfo(dtype).min):
+        raise ValueError(f"labels up to {int(new.max())} do not fit the {dtype} data of "
+                         f"{layer.name!r}")
+    changed = np.nonzero(region != new)
+    if not changed[0].size:
+        return 0
+    indices = tuple(np.full(changed[0].shape, i, np.intp) for i in index) + changed
+    with layer.block_history():
+        layer.data_setitem(indices, new[changed].astype(dtype, copy=False))
+    return int(changed[0].size)
+
+
 class AnnotateWidget(QWidget):
-    """Create and paint training labels for an image (see the module docstring)."""
+    """Create and paint training labels for an image (see the module docstring).
+
+    ``confirm(text) -> bool`` asks before annotations are replaced (tests replace it).
+    """
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.setObjectName("napari_unet_annotate")
+        self.confirm: Callable[[str], bool] = lambda text: ask_yes_no(self, text)
 
         self.image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self.channel_combo = ComboBox(label="channel axis", choices=self._channel_choices)
-        self.channel_combo.tooltip = ("axis of the image that holds channels (not painted); "
-                                      "'none' for single-channel or RGB images")
         self.mode_combo = ComboBox(label="mode", choices=list(MODES), value="instances")
-        self.mode_combo.tooltip = ("instances: one id per object; classes: ids are semantic "
-                                   "classes named below")
         self.class_names_edit = QLineEdit("background, foreground")
-        self.class_names_edit.setToolTip("class names, background first, comma-separated")
+        self.class_names_edit.setObjectName("class_names")
         self.create_button = QPushButton("Create training labels")
-        self.create_button.setToolTip("a new labels layer matching the image (shape, scale, "
-                                      "translate), with 0 = not annotated")
+        self.create_button.setObjectName("create")
 
         self.labels_combo = ComboBox(label="training labels", choices=self._training_choices,
                                      nullable=True)
         self.background_button = QPushButton("Paint background")
-        self.background_button.setToolTip(f"select label {BACKGROUND} (background) and the "
-                                          "brush")
+        self.background_button.setObjectName("paint_background")
         self.object_button = QPushButton("New object")
-        self.object_button.setToolTip("select the next free object id and the brush")
+        self.object_button.setObjectName("new_object")
         self.class_combo = ComboBox(label="class", choices=self._class_choices)
         self.class_button = QPushButton("Paint class")
+        self.class_button.setObjectName("paint_class")
         self.counts_label = QLabel("no training labels")
         self.counts_label.setObjectName("annotation_counts")
         self.counts_label.setWordWrap(True)
@@ -174,14 +207,24 @@ class AnnotateWidget(QWidget):
         self.prediction_combo = ComboBox(label="prediction", choices=self._prediction_choices,
                                          nullable=True)
         self.slice_only = QCheckBox("current slice only")
+        self.slice_only.setObjectName("slice_only")
         self.slice_only.setChecked(True)
-        self.slice_only.setToolTip("for stacks: copy only the slice on screen")
         self.use_prediction_button = QPushButton("Use prediction as training labels")
-        self.use_prediction_button.setToolTip(
-            "copy the prediction into the training labels (background -> 1, object k -> k+1), "
-            "then correct it and train again")
+        self.use_prediction_button.setObjectName("use_prediction")
+        for name, combo in (("image", self.image_combo), ("channel_axis", self.channel_combo),
+                            ("mode", self.mode_combo), ("training_labels", self.labels_combo),
+                            ("paint_class_choice", self.class_combo),
+                            ("prediction", self.prediction_combo)):
+            combo.native.setObjectName(name)
+        self.settings = DockSettings(DOCK, extras={
+            "mode": Binding(lambda: self.mode_combo.value, self._set_mode, "instances"),
+            "class_names": Binding(self.class_names_edit.text, self.class_names_edit.setText,
+                                   "background, foreground"),
+            "slice_only": Binding(self.slice_only.isChecked, self._set_slice_only, True),
+        })
 
         self._build_layout()
+        apply_tooltips(self, DOCK)
         self._watched: Labels | None = None
         self._count_timer = QTimer(self)
         self._count_timer.setSingleShot(True)
@@ -201,8 +244,22 @@ class AnnotateWidget(QWidget):
         for name in ("inserted", "removed", "reordered"):
             getattr(events, name).connect(self.reset_choices)
         self.viewer.dims.events.current_step.connect(self._schedule_counts)
+        self.settings.restore()
+        self.mode_combo.changed.connect(lambda *_: self.settings.save())
+        self.class_names_edit.editingFinished.connect(self.settings.save)
+        self.slice_only.toggled.connect(lambda *_: self.settings.save())
         self.reset_choices()
         self._on_mode()
+
+    def _set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode_combo.value = mode
+
+    def _set_slice_only(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"slice_only must be True or False, got {value!r}")
+        self.slice_only.setChecked(value)
 
     # -- layout ------------------------------------------------------------------------------
     def _build_layout(self) -> None:
@@ -243,6 +300,7 @@ class AnnotateWidget(QWidget):
         form.addRow(self.slice_only)
         form.addRow(self.use_prediction_button)
         layout.addWidget(reuse)
+        layout.addWidget(self.settings.reset_button())
         layout.addStretch(1)
 
     # -- choices -----------------------------------------------------------------------------
@@ -463,25 +521,22 @@ class AnnotateWidget(QWidget):
             return None
         index = self._current_index(target) if self.slice_only.isChecked() else ()
         region = target.data[index] if index else target.data
-        if np.any(np.asarray(region)) and not self._confirm(
+        if np.any(np.asarray(region)) and not self.confirm(
                 f"Replace the annotations of {target.name!r}"
-                f"{' on this slice' if index else ''} with {pred_layer.name!r}?"):
+                f"{' on this slice' if index else ''} with {pred_layer.name!r}? "
+                "(Ctrl+Z undoes it)"):
             return None
-        if index:
-            data = np.array(target.data, copy=True)
-            data[index] = converted[index]
-        else:
-            data = converted.astype(target.data.dtype, copy=False)
-        # assigning data (not editing in place) emits the events the counts and Train dock use
-        target.data = data
-        target.colormap = training_colormap(int(converted.max()))
+        try:
+            # through napari's undo history: one Ctrl+Z restores the previous labels exactly;
+            # the edit emits the layer's paint event, which the counts and Train dock follow
+            replace_with_history(target, converted[index] if index else converted, index)
+        except ValueError as err:
+            notify_error(err)
+            return None
+        if not colormap_covers(target.colormap, int(converted.max())):
+            target.colormap = training_colormap(int(converted.max()))
         self._schedule_counts()
         return target
-
-    def _confirm(self, text: str) -> bool:
-        answer = QMessageBox.question(self, "napari-unet", text,
-                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-        return answer == QMessageBox.Yes
 
 
 def _layer_shape(layer: Image) -> tuple[int, ...]:
