@@ -154,7 +154,7 @@ def export_bioimageio(
     probabilities = _run(net, raw, meta)
     files: dict[str, bytes] = {}
     source = architecture_source()
-    _check_architecture_file(source, net, raw, meta)
+    _check_architecture_file(source, net, raw, meta, probabilities)
     files[FILES["architecture"]] = source.encode()
     files[FILES["weights"]] = _torch_bytes({k: v.detach().clone()
                                             for k, v in net.state_dict().items()})
@@ -354,14 +354,15 @@ def _run(net: nn.Module, raw: np.ndarray, meta: ModelMeta) -> np.ndarray:
         return torch.softmax(logits, dim=1)[0].numpy().astype(np.float32)
 
 
-def _check_architecture_file(source: str, net: UNet, raw: np.ndarray, meta: ModelMeta) -> None:
+def _check_architecture_file(source: str, net: UNet, raw: np.ndarray, meta: ModelMeta,
+                             probabilities: np.ndarray) -> None:
     """The generated ``unet.py`` must give our net's probabilities (else it is our bug)."""
     rebuilt = build_from_source(source, dict(net.config))
     rebuilt.load_state_dict(net.state_dict())
     rebuilt.eval()
     x = torch.from_numpy(_normalized(raw, meta))[None]
     with torch.no_grad():
-        diff = (rebuilt(x) - torch.softmax(net(x), dim=1)).abs().max().item()
+        diff = np.abs(rebuilt(x)[0].numpy() - probabilities).max()
     if diff > 1e-5:
         raise RuntimeError(f"the generated architecture file differs from the net by {diff}")
 
@@ -383,8 +384,11 @@ def _torchscript_bytes(net: UNet, raw: np.ndarray, meta: ModelMeta) -> bytes:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
         traced = torch.jit.trace(wrapped, x, check_trace=False)
-        _, step = size_rule(net)
-        other = torch.nn.functional.pad(x, (0, step, 0, 2 * step), mode="reflect")
+        # Another legal size, different per axis: smaller where the net allows it (cheaper).
+        minimum, step = size_rule(net)
+        h, w = x.shape[-2:]
+        other = x[..., :h - step, :w - 2 * step] if min(h - step, w - 2 * step) >= minimum \
+            else torch.nn.functional.pad(x, (0, 2 * step, 0, step), mode="reflect")
         diff = (traced(other) - wrapped(other)).abs().max().item()
     if diff > 1e-5:
         raise RuntimeError(f"the TorchScript trace differs from the net by {diff}")
@@ -425,6 +429,8 @@ def _cover_png(raw: np.ndarray, probabilities: np.ndarray, meta: ModelMeta) -> b
         right = probabilities[1]
     else:
         right = np.argmax(probabilities, axis=0) / max(probabilities.shape[0] - 1, 1)
+    top, side = ((a - b) // 2 for a, b in zip(left.shape, right.shape, strict=True))
+    left = left[top:top + right.shape[0], side:side + right.shape[1]]  # valid nets crop
     panel = np.concatenate([left, right], axis=1)
     gray = (panel * 255).round().astype(np.uint8)
     with tempfile.TemporaryDirectory() as folder:
