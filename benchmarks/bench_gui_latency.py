@@ -74,7 +74,7 @@ def main() -> int:
     viewer.add_image(image, name="cells")
     labels_layer = viewer.add_labels(labels, name="training",
                                      metadata={"napari_unet_convention": "sparse"})
-    _, dock = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
     dock.model_choice.set_source("small")
     if args.net == "tiny":
         dock.model_choice.overrides = {"base_channels": 8, "depth": 2}

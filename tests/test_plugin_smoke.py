@@ -12,7 +12,7 @@ def test_manifest_validates():
     from npe2 import PluginManifest
 
     manifest = PluginManifest.from_file(MANIFEST)
-    assert manifest.name == "napari-unet"
+    assert manifest.name == "napari-original-unet"
     # Every python_name must resolve to a real callable (no stubs in the manifest).
     from importlib import import_module
 
@@ -33,7 +33,7 @@ def test_npe2_validate_cli():
 @pytest.mark.gui
 def test_viewer_opens_and_loads_sample(make_napari_viewer):
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-unet", "synthetic_nuclei")
+    viewer.open_sample("napari-original-unet", "synthetic_nuclei")
     image, labels = viewer.layers
     assert image.data.shape == labels.data.shape == (256, 256)
     assert labels.data.max() > 20

@@ -71,7 +71,7 @@ def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tif
     assert geometry.axes == "ZCYX" and geometry.channel_axis == 1
     assert geometry.pixel_size == pytest.approx(0.25) and geometry.origin == "file"
 
-    _, predict = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    _, predict = viewer.window.add_plugin_dock_widget("napari-original-unet", "Predict")
     predict.image_combo.value = layer
     assert predict.channel_combo.value == 1  # preselected from the file's axes
     assert predict._config(layer).pixel_size == pytest.approx(0.25)

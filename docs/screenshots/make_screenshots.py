@@ -37,10 +37,10 @@ def annotate_shot() -> None:
     from qtpy.QtWidgets import QApplication
 
     viewer = _viewer()
-    viewer.open_sample("napari-unet", "nuclei_cells3d")
+    viewer.open_sample("napari-original-unet", "nuclei_cells3d")
     truth = viewer.layers[1]
     truth.visible = False
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Annotate")
     widget.image_combo.value = viewer.layers[0]
     layer = widget.create_training_layer()
     # A few painted objects and background strokes, as a user would start.
@@ -65,9 +65,9 @@ def predict_shot(model: str | None) -> None:
     from qtpy.QtWidgets import QApplication
 
     viewer = _viewer()
-    viewer.open_sample("napari-unet", "nuclei_cells3d")
+    viewer.open_sample("napari-original-unet", "nuclei_cells3d")
     viewer.layers[1].visible = False
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Predict")
     if model:
         widget.model_choice.set_source("file", model)
     widget.uncertainty_check.setChecked(True)
@@ -103,8 +103,8 @@ def batch_shot(model: str | None, folder: Path) -> None:
     write_labels(out / "nuclei_0.tif", np.zeros((128, 128), np.uint16), overwrite=True)
 
     viewer = _viewer()
-    viewer.open_sample("napari-unet", "nuclei_cells3d")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Batch segment")
+    viewer.open_sample("napari-original-unet", "nuclei_cells3d")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Batch segment")
     widget.input_edit.setText(str(src))
     widget.output_edit.setText(str(out))
     if model:

@@ -11,7 +11,7 @@ from typing import Any
 try:
     from importlib.metadata import version as _version
 
-    __version__ = _version("napari-unet")
+    __version__ = _version("napari-original-unet")
 except Exception:  # pragma: no cover - running from a source tree without metadata
     __version__ = "0.0.0"
 

@@ -11,5 +11,5 @@ BATCH_DOCK = "Batch segment"
 
 def open_batch(viewer: Viewer):
     """Show the Batch dock in ``viewer`` (reusing an open one) and return the widget."""
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", BATCH_DOCK)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", BATCH_DOCK)
     return widget

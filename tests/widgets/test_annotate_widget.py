@@ -61,7 +61,7 @@ def test_background_colour_is_see_through_grey():
 
 # -- the dock ----------------------------------------------------------------------------------
 def _dock(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Annotate")
     return widget
 
 

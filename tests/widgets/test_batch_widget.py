@@ -52,7 +52,7 @@ def folders(tmp_path):
 
 
 def _dock(viewer, model_path, src, out):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Batch segment")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Batch segment")
     widget.model_choice.set_source("file", str(model_path))
     widget.input_edit.setText(str(src))
     widget.output_edit.setText(str(out))

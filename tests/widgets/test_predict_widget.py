@@ -45,7 +45,7 @@ def tiny_model(tmp_path):
 
 
 def _dock(viewer, model_path):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Predict")
     widget.model_choice.set_source("file", str(model_path))
     return widget
 
