@@ -8,21 +8,23 @@ import torch
 
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.checkpoint import load_checkpoint, load_model
-from napari_unet.core.normalize import normalize
-from napari_unet.core.trainingset import TrainingSet
-from napari_unet.core.events import LossReport, Preview, Progress, ValidationReport
+from napari_unet.core.events import LossReport, Message, Preview, Progress, ValidationReport
 from napari_unet.core.losses import crop_to_output
-from napari_unet.core.sampling import make_batch
 from napari_unet.core.model import UNet
+from napari_unet.core.normalize import normalize
+from napari_unet.core.sampling import make_batch
 from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.train import (
     TrainConfig,
     Trainer,
     batch_spec,
     forward_full,
+    preset_for,
     targets_and_weights,
     train,
+    validation_is_meaningful,
 )
+from napari_unet.core.trainingset import TrainingSet
 from napari_unet.core.weights import foreground_target
 
 NO_AUG = AugmentConfig.none()
@@ -338,3 +340,162 @@ def test_abandoned_generator_stops_data_thread(nuclei):
         time.sleep(0.05)
     assert not alive()
     assert trainer.step == 1
+
+
+# -- time budget, ETA, best model so far (issue 11) -----------------------------------------
+class FakeClock:
+    """Time moves only when the net trains: ``per_step`` seconds per optimizer step."""
+
+    def __init__(self, trainer, per_step):
+        self.now = 1000.0
+        step = trainer._train_step
+
+        def timed_step(*args):
+            self.now += per_step
+            return step(*args)
+
+        trainer._train_step = timed_step
+
+    def __call__(self):
+        return self.now
+
+
+def test_minutes_budget_stops_on_time_with_eta_and_rate_and_saves(nuclei, tmp_path):
+    image, instances = nuclei
+    samples = TrainingSet([image], [instances], validation_fraction=0.0)
+    trainer = Trainer(tiny(), samples, config(iterations=1000, minutes=1.0))
+    trainer.clock = FakeClock(trainer, per_step=10.0)
+    events = list(trainer.events())
+    # 10 s per step, 60 s budget: the sixth step ends at 60 s; a seventh would overrun it
+    assert trainer.step == 6
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[0].rate is None  # the first step carries start-up: no rate yet
+    assert progress[-1].rate == pytest.approx(0.1)
+    assert progress[2].eta_s == pytest.approx(30.0)  # 60 s budget - 30 s spent
+    assert progress[2].total == 6  # steps the budget allows at this rate, not 1000
+    stops = [e for e in events if isinstance(e, Message) and e.data.get("reason") == "minutes"]
+    assert len(stops) == 1 and "1 min" in stops[0].text
+    path = trainer.save(tmp_path / "m.pt")
+    assert load_checkpoint(path).meta.step == 6
+    # iterations first: the step budget wins
+    trainer = Trainer(tiny(), samples, config(iterations=3, minutes=1.0))
+    trainer.clock = FakeClock(trainer, per_step=1.0)
+    events = list(trainer.events())
+    assert trainer.step == 3 and not any(isinstance(e, Message) for e in events)
+    assert [e.eta_s for e in events if isinstance(e, Progress)][-1] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("minutes", [0, -1.0, 24 * 60 + 1, float("nan"), float("inf"), True])
+def test_bad_time_budget(minutes):
+    with pytest.raises(ValueError, match="minutes must be a time budget"):
+        TrainConfig(minutes=minutes)
+
+
+def dense_with_validation():
+    image, instances = synthetic_nuclei((128, 96), seed=4)
+    return TrainingSet([image], [instances], validation_fraction=0.3)
+
+
+def test_best_so_far_saves_the_best_validation_step(tmp_path):
+    samples = dense_with_validation()
+    assert validation_is_meaningful(samples)[0]
+    trainer = Trainer(tiny(), samples, config(iterations=6, validate_every=1))
+    scores = {1: 0.2, 2: 0.5, 3: 0.9, 4: 0.3, 5: 0.4, 6: 0.1}
+    weights_at = {}
+
+    def scripted_validate():
+        weights_at[trainer.step] = params(trainer.model)
+        return ValidationReport(trainer.step, {"iou": scores[trainer.step]})
+
+    trainer.validate = scripted_validate
+    events = list(trainer.events())
+    assert trainer.best_step == 3
+    assert any(isinstance(e, Message) and e.data.get("best_step") == 3 for e in events)
+    last = params(trainer.model)
+    path = trainer.save(tmp_path / "best.pt")
+    loaded, meta = load_model(path)
+    assert meta.best_step == 3 and meta.step == 3
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, weights_at[3][k])
+    # saving did not change the model in memory; restore_best() does, on request
+    assert all(torch.equal(v, last[k]) for k, v in trainer.model.state_dict().items())
+    assert trainer.restore_best() == 3
+    assert all(torch.equal(v, weights_at[3][k]) for k, v in trainer.model.state_dict().items())
+    # best=False writes the last weights with their optimizer state
+    ck = load_checkpoint(trainer.save(tmp_path / "last.pt", best=False))
+    assert ck.meta.step == 6 and ck.optimizer_state is not None
+
+
+def test_small_held_out_part_keeps_the_last_weights_and_says_so(nuclei, tmp_path):
+    image, instances = nuclei
+    sparse = np.where(instances > 0, instances + 1, 1)
+    sparse[:, 40:] = 0  # a narrow annotated strip: its held-out part is tiny
+    samples = TrainingSet([image], [sparse], convention="sparse", validation_fraction=0.1)
+    ok, why = validation_is_meaningful(samples)
+    assert not ok and "fewer than" in why
+    trainer = Trainer(tiny(), samples, config(iterations=2, validate_every=1))
+    events = list(trainer.events())
+    assert isinstance(events[0], Message) and "keeping the last weights" in events[0].text
+    assert trainer.best_step is None
+    assert load_checkpoint(trainer.save(tmp_path / "m.pt")).meta.best_step is None
+
+
+def test_labels_changed_to_another_shape_mid_run_leave_training_untouched(nuclei):
+    image, instances = nuclei
+    samples = TrainingSet([image], [instances], validation_fraction=0.0)
+    trainer = Trainer(tiny(), samples, config(iterations=3))
+    events = trainer.events()
+    next(events)
+    before = samples.version
+    with pytest.raises(ValueError, match="does not match image shape"):
+        samples.update(0, instances[:50])
+    assert samples.version == before
+    list(events)
+    assert trainer.step == 3
+
+
+def test_finetune_preset_is_the_default_from_a_trained_model():
+    assert preset_for(from_trained=True) == "finetune"
+    assert preset_for(from_trained=False) == "fast"
+    ft = TrainConfig.finetune()
+    assert ft.tile_size <= 192 and ft.warmup_steps > 0 and ft.encoder_lr_scale < 1
+    assert TrainConfig.from_dict(ft.to_dict()) == ft
+
+
+def test_cli_and_dock_agree_on_the_recipe():
+    # The CLI's default preset for a start from a trained model is core.train.preset_for's;
+    # the dock's (if it offers one) must be the same function's answer.
+    import argparse
+
+    from napari_unet import _cli_train
+
+    parser = argparse.ArgumentParser()
+    _cli_train.add_arguments(parser)
+    args = parser.parse_args(["--image", "a", "--labels", "b", "--out", "m.pt"])
+    assert args.preset is None and args.model == "default"  # -> preset_for(from_trained=True)
+    assert args.workers == "auto"
+
+
+def test_warmup_and_encoder_rate():
+    samples = TrainingSet(*[[a] for a in synthetic_nuclei((64, 64), seed=1)],
+                          validation_fraction=0.0)
+    trainer = Trainer(tiny(), samples, config(iterations=4, warmup_steps=4,
+                                              encoder_lr_scale=0.5, lr=1e-3))
+    lrs = [(e.lr, [g["lr"] for g in trainer.optimizer.param_groups])
+           for e in trainer.events() if isinstance(e, LossReport)]
+    assert [lr for lr, _ in lrs] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert lrs[-1][1] == pytest.approx([1e-3, 5e-4])  # decoder, encoder
+    frozen = Trainer(tiny(), samples, config(iterations=2, encoder_lr_scale=0.0))
+    enc = params(frozen.model.inc)
+    list(frozen.events())
+    assert all(torch.equal(v, enc[k]) for k, v in frozen.model.inc.state_dict().items())
+
+
+def test_threads_are_restored_after_training(nuclei):
+    image, instances = nuclei
+    samples = TrainingSet([image], [instances], validation_fraction=0.0)
+    before = torch.get_num_threads()
+    seen = []
+    for _ in Trainer(tiny(), samples, config(iterations=2, threads=before + 1)).events():
+        seen.append(torch.get_num_threads())
+    assert set(seen) == {before + 1} and torch.get_num_threads() == before

@@ -106,7 +106,7 @@ class BatchWorkers:
         self._sync_labels()
         while self._next_request < step + self._depth:
             s = self._next_request
-            self._tasks[s % self._n].put(("batch", s))
+            self._tasks[s % self._n].put(("batch", s, None))
             self._next_request += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         while step not in self._ready:

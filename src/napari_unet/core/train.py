@@ -703,6 +703,12 @@ class Trainer:
             extra["class_names"] = tuple(names)
         return ModelMeta.for_model(self.model, **extra)
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running batch workers (empty without worker processes)."""
+        source = self._source() if self._source is not None else None
+        return list(getattr(source, "pids", []))
+
     def close(self) -> None:
         """Stop the batch preparation (worker processes or thread) of the current run."""
         source = self._source() if self._source is not None else None
