@@ -1,0 +1,224 @@
+"""The Train dock's job: the generator its worker thread runs, and its clean-up.
+
+Nothing here touches Qt, so the job can be driven and tested without a viewer.
+:class:`TrainJob` builds the net in the worker thread, runs ``Trainer.events`` once, and
+between steps predicts the region the GUI thread left in a
+:class:`~napari_unet._widgets.train_preview.PreviewBox` (the view), as ``Preview`` events.
+napari's ``worker.quit()`` stops pulling from the generator without closing it, so nothing
+here relies on ``finally``: the dock calls :meth:`TrainJob.close` once the worker has finished,
+which ends the trainer's batch worker processes and restores torch's thread count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..core.events import LossReport, Preview
+from .train_preview import PreviewBox, Region
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """First item the job yields: the trainer (the dock saves it after the run)."""
+
+    trainer: Any
+
+
+def crop(image: Any, channel_axis: int | None, region: Region) -> np.ndarray:
+    """The raw ``(h, w)`` or ``(C, h, w)`` crop of ``image`` at ``region = (z, rows, cols)``."""
+    z, rows, cols = region
+    plane = image if z is None else image[z]
+    return np.asarray(plane[..., rows, cols] if channel_axis is not None else plane[rows, cols])
+
+
+def gui_friendly_threads(cpu_count: int | None = None) -> int:
+    """Torch intra-op threads for training next to a viewer: all cores but one for the GUI."""
+    return max(1, (cpu_count if cpu_count is not None else os.cpu_count() or 2) - 1)
+
+
+class TorchThreads:
+    """Sets torch's process-wide intra-op thread count and puts the old value back.
+
+    ``torch.set_num_threads`` affects every thread of the process, so whoever sets it must
+    restore it: :meth:`restore` is idempotent and safe to call from any thread.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = int(threads)
+        self._before: int | None = None
+        self._lock = threading.Lock()
+
+    def apply(self) -> None:
+        import torch
+
+        with self._lock:
+            if self._before is None:
+                self._before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+
+    def restore(self) -> None:
+        import torch
+
+        with self._lock:
+            if self._before is not None:
+                torch.set_num_threads(self._before)
+                self._before = None
+
+
+def lower_this_thread_priority(increment: int = 10) -> None:
+    """Let the GUI thread win the CPU over training (Linux: per-thread nice value).
+
+    Threads started from here inherit it. An unprivileged process cannot raise a priority
+    again, so the pool thread stays "nice" until Qt retires it (30 s idle); other napari-unet
+    jobs it may run are background work too.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < 10:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
+    except OSError:
+        pass  # not allowed here: train at normal priority
+
+
+def foreground_probability(model: Any, raw: np.ndarray, normalization: Any,
+                           device: Any) -> np.ndarray:
+    """``1 - P(background)`` of a raw ``(h, w)`` or ``(C, h, w)`` crop, ``(h, w)`` float32.
+
+    Normalised like the training data; valid (unpadded) nets see the crop mirror-padded by
+    their context. Every module's train/eval mode is put back afterwards (a trainer may keep
+    BatchNorm layers in eval mode on purpose).
+    """
+    import torch
+
+    from ..core.normalize import normalize
+
+    arr = np.asarray(raw)
+    arr = arr[None] if arr.ndim == 2 else arr
+    image = np.asarray(normalize(arr, normalization, 0), np.float32)
+    h, w = image.shape[-2:]
+    if model.is_valid:
+        c = model.context
+        th, tw = model.valid_input_shape((h + 2 * c, w + 2 * c))
+        image = mirror_pad(image, ((0, 0), (c, th - h - c), (c, tw - w - c)))
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+            probs = torch.softmax(model(x)[0][:, :h, :w], 0)
+    finally:
+        for module, training in modes:
+            module.training = training
+    return (1.0 - probs[0]).cpu().numpy().astype(np.float32)
+
+
+def mirror_pad(image: np.ndarray, pad: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Symmetric mirror padding, repeated for pads larger than the image."""
+    while any(b > n or a > n for (a, b), n in zip(pad, image.shape, strict=True)):
+        step = tuple((min(a, n), min(b, n)) for (a, b), n in zip(pad, image.shape, strict=True))
+        image = np.pad(image, step, mode="symmetric")
+        pad = tuple((a - s0, b - s1) for (a, b), (s0, s1) in zip(pad, step, strict=True))
+    return np.pad(image, pad, mode="symmetric")
+
+
+class TrainJob:
+    """One training run of the dock.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(in_channels, num_classes) -> (UNet, meta)``; called in the worker thread
+        (e.g. ``ModelSpec.build``).
+    samples : TrainingSet
+        The training data; the dock updates its labels while the job runs.
+    config : TrainConfig
+        The run's settings (time budget, iterations, preview period, ...).
+    image : array-like
+        The image, ``(H, W)``, ``(C, H, W)``, ``(Z, H, W)`` or ``(Z, C, H, W)``, for preview crops.
+    channel_axis : int or None
+        Channel axis of ``image``.
+    box : PreviewBox, optional
+        Where the GUI thread leaves the preview region; None: no preview.
+    threads : int, optional
+        Torch threads while training on the CPU (default: all cores but one); restored by
+        :meth:`close`.
+    """
+
+    def __init__(self, build: Any, samples: Any, config: Any, image: Any = None,
+                 channel_axis: int | None = None, box: PreviewBox | None = None,
+                 threads: int | None = None) -> None:
+        self.build = build
+        self.samples = samples
+        self.config = config
+        self.image = image
+        self.channel_axis = channel_axis
+        self.box = box
+        self.trainer: Any = None
+        self._threads = TorchThreads(gui_friendly_threads() if threads is None else threads)
+
+    def events(self) -> Iterator[Any]:
+        """The generator for the worker: ``Started(trainer)``, then the trainer's events, with
+        ``Preview`` events of the region in the box (every ``preview_every_s`` and at the end).
+        """
+        from ..core.train import Trainer
+
+        lower_this_thread_priority()
+        model, _meta = self.build(self.samples.in_channels, self.samples.num_classes)
+        trainer = Trainer(model, self.samples, self.config)
+        self.trainer = trainer
+        if trainer.device.type == "cpu":
+            # torch's threads spinning on every core starve the GUI thread.
+            self._threads.apply()
+        yield Started(trainer)
+        # The preview is made here rather than by ``Trainer.events(preview=...)``, which takes
+        # one fixed crop: following the view would mean restarting the trainer (new batch
+        # worker processes, a fresh time budget) whenever the view moves.
+        last_preview = -float("inf")
+        step = trainer.step
+        for event in trainer.events():
+            yield event
+            if isinstance(event, LossReport):
+                step = event.step
+                now = time.monotonic()
+                if now - last_preview >= self.config.preview_every_s:
+                    preview = self._preview(step)
+                    if preview is not None:
+                        last_preview = now
+                        yield preview
+        if last_preview > -float("inf"):
+            final = self._preview(trainer.step)  # the model as it ends
+            if final is not None:
+                yield final
+
+    def _preview(self, step: int) -> Preview | None:
+        region = self.box.get()[0] if self.box is not None else None
+        if region is None:
+            return None
+        raw = crop(self.image, self.channel_axis, region)
+        probs = foreground_probability(self.trainer.model, raw, self.samples.normalization,
+                                       self.trainer.device)
+        return Preview(step, probs, region)
+
+    def close(self) -> None:
+        """End the trainer's batch workers and restore torch's thread count (idempotent).
+
+        Call after the worker has stopped iterating :meth:`events`.
+        """
+        if self.trainer is not None:
+            self.trainer.close()
+        self._threads.restore()
+
+
+__all__ = ["Started", "TorchThreads", "TrainJob", "crop", "foreground_probability",
+           "gui_friendly_threads", "lower_this_thread_priority", "mirror_pad"]
