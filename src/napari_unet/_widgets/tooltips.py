@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import (
     QAbstractButton,
+    QAbstractScrollArea,
     QAbstractSlider,
     QAbstractSpinBox,
     QComboBox,
@@ -73,6 +74,8 @@ _PREDICT = {
                          "the model was trained with",
     "norm_low": "intensity percentile mapped to 0 before the net sees the image",
     "norm_high": "intensity percentile mapped to 1 before the net sees the image",
+    "volume": "Z stacks: auto builds 3D objects when the file says the stack is Z (axes), "
+              "else segments slice by slice; or choose 3D objects / slice by slice",
     "scope": "predict the whole stack, or only the slice on screen (fast check)",
     "output": "write the labels into a new layer, or replace an existing (non-training) labels "
               "layer after confirmation",
@@ -128,8 +131,28 @@ _ANNOTATE = {
                       "k -> k+1), then correct it and train again; Ctrl+Z undoes it",
 }
 
-#: Train dock entries: added by the Train dock's owner (object name -> tooltip).
-_TRAIN: dict[str, str] = {}
+#: Train dock entries (object name -> tooltip). The controls generated from TrainConfig and the
+#: augmentation switches get their text from TrainConfig's / AugmentConfig's docstrings
+#: (``train_form.register_tooltips`` fills them in; an entry written here wins).
+_TRAIN: dict[str, str] = {
+    "image": "the image layer to train on",
+    "training_labels": "the painted training labels (make them in the Annotate dock); edits "
+                       "made while training reach the running training within a few steps",
+    "convention": "sparse: 0 = not annotated, 1 = background, 2.. = objects (Annotate dock)\n"
+                  "dense: 0 = background, 1.. = objects (full masks)\n"
+                  "binary: 0 / non-zero, objects = connected components\n"
+                  "semantic: ids are classes, 255 = ignore; semantic-sparse: class c painted "
+                  "as c+1",
+    "restore": "add the autosaved training labels of this image as a layer and continue from "
+               "its autosaved model",
+    "intensity": "random brightness, contrast and gamma changes",
+    "live_preview": "show the model's foreground probability of the part of the image in view "
+                    "while it trains",
+    "run": "train in the background until the time budget or the step count is reached; the "
+           "model is auto-saved next to the image (see napari's activity panel)",
+    "stop": "stop after the current step; the model is auto-saved",
+    "save": "save the trained model to a file of your choice",
+}
 
 TOOLTIPS: dict[str, dict[str, str]] = {
     "common": _COMMON,
@@ -167,6 +190,18 @@ def apply_tooltips(root: QWidget, dock: str) -> None:
 
 
 _INTERACTIVE = (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QAbstractSlider)
+#: Parts of these (a spin box's editor, a combo box's popup list, a scroll bar) are not controls
+#: of their own: the compound widget carries the tooltip.
+_COMPOUND = (QAbstractSpinBox, QComboBox, QAbstractScrollArea)
+
+
+def _inside_compound(widget: QWidget, root: QWidget) -> bool:
+    parent = widget.parentWidget()
+    while parent is not None and parent is not root:
+        if isinstance(parent, _COMPOUND):
+            return True
+        parent = parent.parentWidget()
+    return False
 
 
 def controls_without_tooltip(root: QWidget) -> list[str]:
@@ -175,10 +210,7 @@ def controls_without_tooltip(root: QWidget) -> list[str]:
     for child in root.findChildren(QWidget):
         if not isinstance(child, _INTERACTIVE) or child.toolTip().strip():
             continue
-        parent = child.parentWidget()
-        if isinstance(child, QLineEdit) and isinstance(parent, (QAbstractSpinBox, QComboBox)):
-            continue  # the editor inside a spin box or editable combo box
-        if isinstance(child, QAbstractButton) and isinstance(parent, QAbstractSpinBox):
+        if _inside_compound(child, root):
             continue
         text = child.text() if hasattr(child, "text") and callable(child.text) else ""
         missing.append(child.objectName() or text or type(child).__name__)

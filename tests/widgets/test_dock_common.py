@@ -1,0 +1,273 @@
+"""What every dock shares: tooltips, remembered settings, controls reaching the config, napari's
+own feedback (activity panel, one notification per failure, no warning for the normal case)."""
+
+import numpy as np
+import pytest
+import tifffile
+
+DOCKS = ("Annotate", "Predict", "Batch segment")
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    import torch
+
+    from napari_unet.core.checkpoint import save_model
+    from napari_unet.core.model import UNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pt"
+    save_model(path, UNet(1, 2, base_channels=4, depth=2))  # records no pixel size
+    return path
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """Every napari notification, as (severity, message)."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    monkeypatch.setattr(notification_manager, "dispatch",
+                        lambda n: seen.append((str(n.severity), str(n.message))))
+    return seen
+
+
+def _dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", name)
+    return widget
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("name", DOCKS)
+def test_every_control_has_a_tooltip(make_napari_viewer, name):
+    from napari_unet._widgets.tooltips import controls_without_tooltip
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 16, 16), np.float32), name="img")
+    widget = _dock(viewer, name)
+    assert controls_without_tooltip(widget) == []
+
+
+def test_tooltip_table_names_missing_entries():
+    from napari_unet._widgets.tooltips import tooltip
+
+    assert "percentile" in tooltip("predict", "norm_low")
+    assert "default" in tooltip("batch", "reset_settings")  # shared section
+    with pytest.raises(KeyError, match="no tooltip for 'nope' in the 'predict' dock"):
+        tooltip("predict", "nope")
+
+
+@pytest.mark.gui
+def test_predict_settings_survive_a_fresh_widget_and_reset(make_napari_viewer, tiny_model,
+                                                           dock_settings_file):
+    from napari_unet._widgets.predict import PredictWidget
+
+    viewer = make_napari_viewer()
+    first = PredictWidget(viewer)
+    defaults = first.form.values()
+    changes = {"threshold": 0.3, "min_size": 25, "diameter": 17.5, "own_normalization": True,
+               "norm_low": 2.0, "norm_high": 99.0, "tta": True, "split_touching": False,
+               "scope": "current slice", "probabilities": True}
+    first.form.set_values(changes)
+    first.model_choice.set_source("file", str(tiny_model))
+    first.close()
+    assert dock_settings_file.is_file()
+
+    second = PredictWidget(viewer)  # a new session reads the same settings file
+    assert {k: second.form.value(k) for k in changes} == changes
+    assert second.model_choice.current_source() == "file"
+    assert second.model_choice.path.text() == str(tiny_model)
+    second.settings.reset()
+    assert second.form.values() == defaults
+    third = PredictWidget(viewer)
+    assert third.form.values() == defaults
+
+
+@pytest.mark.gui
+def test_batch_settings_remember_all_but_overwrite(make_napari_viewer, tmp_path):
+    from napari_unet._widgets.batch import BatchWidget
+    from napari_unet._widgets.settings import NEVER_REMEMBERED
+
+    viewer = make_napari_viewer()
+    first = BatchWidget(viewer)
+    first.input_edit.setText(str(tmp_path / "in"))
+    first.input_edit.editingFinished.emit()
+    first.form.set_values({"threshold": 0.7, "suffix": "_labels", "probabilities": True,
+                           "overwrite": True})
+    assert "overwrite" not in first.settings.stored() and "overwrite" in NEVER_REMEMBERED
+    second = BatchWidget(viewer)
+    assert second.input_edit.text() == str(tmp_path / "in")
+    assert second.form.value("threshold") == pytest.approx(0.7)
+    assert second.form.value("suffix") == "_labels" and second.form.value("probabilities")
+    assert second.form.value("overwrite") is False
+
+
+@pytest.mark.gui
+def test_settings_file_with_stale_values_is_survived(make_napari_viewer, dock_settings_file):
+    from napari_unet._widgets.predict import PredictWidget
+
+    dock_settings_file.parent.mkdir(parents=True, exist_ok=True)
+    dock_settings_file.write_text('[predict]\nthreshold=7\nscope="\\"gone\\""\ntta=true\n'
+                                  'min_size=not json\n')
+    widget = PredictWidget(make_napari_viewer())
+    assert widget.form.value("threshold") == 0.5  # out of range: the default is kept
+    assert widget.form.value("scope") == "whole stack" and widget.form.value("tta") is True
+
+
+@pytest.mark.gui
+def test_annotate_settings_survive_a_fresh_widget(make_napari_viewer):
+    from napari_unet._widgets.annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    first = AnnotateWidget(viewer)
+    first.mode_combo.value = "classes"
+    first.class_names_edit.setText("background, nucleus, membrane")
+    first.class_names_edit.editingFinished.emit()
+    first.slice_only.setChecked(False)
+    second = AnnotateWidget(viewer)
+    assert second.mode == "classes" and not second.slice_only.isChecked()
+    assert second.class_names() == ["background", "nucleus", "membrane"]
+
+
+# -- controls reach the config -----------------------------------------------------------------
+@pytest.mark.gui
+def test_predict_controls_reach_the_config(make_napari_viewer, tiny_model):
+    from napari_unet._widgets.predict import prediction_input, predict_config_names
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((3, 16, 16), np.float32), name="img")
+    widget = _dock(viewer, "Predict")
+    widget.form.set_values({"threshold": 0.35, "min_size": 12, "diameter": 20.0,
+                            "tile_size": 64, "tta": True, "split_touching": False,
+                            "uncertainty": True, "probabilities": True})
+    config = widget._config(layer)
+    assert (config.threshold, config.min_size, config.object_diameter) == (0.35, 12, 20.0)
+    assert config.tile_size == (64, 64) and config.tta and not config.split_touching
+    assert config.uncertainty and config.keep_probabilities
+    widget.form.set_values({"min_size": None, "diameter": None, "tile_size": None})
+    config = widget._config(layer)
+    assert config.min_size is None and config.object_diameter is None
+    assert config.tile_size is None
+    if "tiling" in predict_config_names():
+        widget.form.set_value("tiling", "fast")
+        assert widget._config(layer).tiling == "fast"
+    if "volume" in predict_config_names():
+        widget.form.set_value("volume", "3d")
+        assert widget._config(layer).volume is True
+        widget.form.set_value("volume", "2d")
+        assert widget._config(layer).volume is False
+
+    assert widget.normalization() is None
+    widget.form.set_values({"own_normalization": True, "norm_low": 3.0, "norm_high": 97.5})
+    assert widget.normalization() == {"method": "percentile", "low": 3.0, "high": 97.5}
+
+    # channel choice: one channel of a 3-channel axis for a 1-channel model
+    widget.channel_combo.value = 0
+    assert [c for c in widget.channel_pick.choices] == [None, 0, 1, 2]
+    widget.channel_pick.value = 2
+    request = prediction_input(layer.data, 0, False, None, channel=widget.channel_pick.value)
+    assert request.array.shape == (16, 16) and request.in_channels == 1
+    assert request.channel_axis is None and request.out_shape == (16, 16)
+    with pytest.raises(ValueError, match="channel 5 does not exist"):
+        prediction_input(layer.data, 0, False, None, channel=5)
+
+
+def test_prediction_job_uses_own_percentiles_and_drops_unused_pixel_size(tiny_model,
+                                                                          monkeypatch):
+    """The model records no pixel size (the normal case): the image's pixel size is dropped
+    quietly instead of making the core warn; chosen percentiles replace the model's."""
+    from napari_unet._widgets import predict as predict_module
+    from napari_unet._widgets.model_choice import ModelSpec
+    from napari_unet.core import prediction
+    from napari_unet.core.prediction import PredictConfig
+
+    seen = {}
+
+    def fake_predict(model, image, config, meta):
+        seen.update(config=config, meta=meta)
+        yield "result"
+
+    monkeypatch.setattr(prediction, "predict", fake_predict)
+    request = predict_module.prediction_input(np.zeros((16, 16), np.float32), None, False, None)
+    spec = ModelSpec(source="file", path=str(tiny_model))
+    events = list(predict_module.prediction_job(
+        spec, request, PredictConfig(pixel_size=0.5),
+        {"method": "percentile", "low": 3.0, "high": 97.0}))
+    assert events[-1] == "result"
+    assert seen["config"].pixel_size is None
+    assert seen["meta"].normalization == {"method": "percentile", "low": 3.0, "high": 97.0}
+
+
+@pytest.mark.gui
+def test_batch_controls_reach_the_job_and_overwrite_is_confirmed(make_napari_viewer, qtbot,
+                                                                  tmp_path, tiny_model,
+                                                                  monkeypatch):
+    from napari_unet._widgets import batch as batch_module
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    tifffile.imwrite(src / "a.tif", np.zeros((16, 16), np.uint8))
+    tifffile.imwrite(out / "a_lab.tif", np.zeros((16, 16), np.uint16))
+    seen = {}
+
+    def fake_job(spec, input_dir, output_dir, options):
+        seen.update(options)
+        yield from ()
+
+    monkeypatch.setattr(batch_module, "batch_job", fake_job)
+    widget = _dock(make_napari_viewer(), "Batch segment")
+    widget.model_choice.set_source("file", str(tiny_model))
+    widget.input_edit.setText(str(src))
+    widget.output_edit.setText(str(out))
+    widget.form.set_values({"threshold": 0.4, "min_size": 9, "diameter": 12.0, "tta": True,
+                            "probabilities": True, "suffix": "_lab", "overwrite": True,
+                            "split_touching": False, "tile_size": 48})
+    questions = []
+    widget.confirm = lambda text: questions.append(text) or False
+    assert widget.run() is None and "a_lab.tif" in questions[-1]  # refused: nothing starts
+    widget.confirm = lambda text: True
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
+    assert seen["threshold"] == 0.4 and seen["min_size"] == 9
+    assert seen["object_diameter"] == 12.0 and seen["tta"] and seen["probabilities"]
+    assert seen["suffix"] == "_lab" and seen["overwrite"] and not seen["split_touching"]
+    assert seen["tile_size"] == 48
+
+
+# -- napari's own feedback ----------------------------------------------------------------------
+@pytest.mark.gui
+def test_failed_job_is_shown_once_with_traceback_in_the_log(make_napari_viewer, qtbot,
+                                                            tmp_path, shown, caplog):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a model")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16), np.float32), name="img")
+    widget = _dock(viewer, "Predict")
+    widget.model_choice.set_source("file", str(bad))
+    with caplog.at_level("ERROR", logger="napari_unet"):
+        assert widget.run() is not None
+        qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
+    errors = [m for severity, m in shown if severity == "error"]
+    assert len(errors) == 1 and "broken.pt" in errors[0]
+    assert any(r.exc_info for r in caplog.records)  # the traceback went to the log
+    assert "failed" in widget.status.text() and widget.run_button.isEnabled()
+
+
+@pytest.mark.gui
+def test_prediction_reports_in_activity_panel_without_warnings(make_napari_viewer, qtbot,
+                                                               tiny_model, shown):
+    from napari.utils import progress
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((24, 24)).astype(np.float32),
+                     name="img", scale=(0.5, 0.5))  # a pixel size the model does not record
+    widget = _dock(viewer, "Predict")
+    widget.model_choice.set_source("file", str(tiny_model))
+    widget.run()
+    entries = [p for p in progress._all_instances if "predict" in p.desc]
+    assert len(entries) == 1
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
+    assert entries[0] not in progress._all_instances  # closed when the job ended
+    assert "img prediction" in [layer.name for layer in viewer.layers]
+    assert [m for severity, m in shown if severity in ("warning", "error")] == []
