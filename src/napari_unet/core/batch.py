@@ -15,6 +15,7 @@ once per worker as a worker plugin holding its state dict.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,11 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
 from .events import Message, Progress
+from .meta import ModelMeta
 from .model import UNet
+from .outputs import atomic_write
 from .prediction import PredictConfig, PredictionResult, predict
-from .tiles import check_tile_size
+from .tiles import check_tile_size, tile_margin
+
+_log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -163,7 +167,12 @@ def _prepare_output_dir(output_dir: str | os.PathLike) -> Path:
 
 
 # -- one file ----------------------------------------------------------------------------------
-def _stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...] | None]:
+#: What one bad file may raise while it is read, predicted and written: reported as that file's
+#: failure. Anything else is a bug and stops the batch with its traceback.
+FILE_ERRORS = (ValueError, OSError, MemoryError)
+
+
+def stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...] | None]:
     """Label axes (no C) and, when more than one axis leads Y, X, the merged stack shape."""
     label_axes = axes.replace("C", "")
     lead = [a for a in label_axes if a not in "YX"]
@@ -173,43 +182,59 @@ def _stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ..
     return label_axes, lead_shape
 
 
+_stack_layout = stack_layout  # old private name, kept until every importer uses the public one
+
+
+def _file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
+    """The file's own axes and z spacing, unless the settings give them."""
+    changes: dict[str, Any] = {}
+    if pconfig.channel_axis is None and data.channel_axis is not None:
+        changes["channel_axis"] = data.channel_axis
+    if pconfig.axes is None and data.axes:
+        changes["axes"] = data.axes
+    sizes = data.pixel_size
+    if pconfig.z_spacing is None and sizes and "Z" in data.axes and len(sizes) == 3 \
+            and sizes[0] and sizes[-1]:
+        changes["z_spacing"] = float(sizes[0]) / float(sizes[-1])
+    return replace(pconfig, **changes) if changes else pconfig
+
+
 def segment_file(
     model: UNet,
-    meta: Mapping[str, Any],
+    meta: ModelMeta | Mapping[str, Any] | None,
     path: Path,
     output: Path,
     config: BatchConfig,
 ) -> Iterator[SliceProgress | Message | FileDone]:
-    """Segment one file into ``output`` (events; a :class:`FileDone` last, never raises for
-    a bad file)."""
+    """Segment one file into ``output`` (events; a :class:`FileDone` last).
+
+    A bad file (unreadable, wrong shape, out of memory or disk) ends in a ``"failed"``
+    :class:`FileDone`; other exceptions are bugs and propagate. Outputs are written to a
+    temporary file that is renamed when complete, so stopping the generator (or Ctrl-C)
+    mid-file leaves no half-written output and no temporary file.
+    """
     from .io import read_image, write_labels
 
     try:
         data = read_image(path)
-        pconfig = config.predict
-        channel_axis = pconfig.channel_axis if pconfig.channel_axis is not None \
-            else data.channel_axis
+        pconfig = _file_settings(config.predict, data)
         array = data.array
-        label_axes, lead_shape = _stack_layout(data.axes, tuple(array.shape))
+        label_axes, lead_shape = stack_layout(data.axes, tuple(array.shape))
+        volumes = 1
         if lead_shape is not None:
-            # e.g. TZCYX: predict as one stack of 2D planes, reshape back afterwards
+            # e.g. TZCYX: predict as one stack of 2D planes (or of Z volumes), reshape back
+            channel_axis = pconfig.channel_axis
             c_last = channel_axis is not None
             if c_last:
                 array = np.moveaxis(array, channel_axis, -3)
-                channel_axis = -3
             array = array.reshape((-1, *array.shape[-3 if c_last else -2:]))
-        pconfig = replace(pconfig, channel_axis=channel_axis,
-                          keep_probabilities=config.probabilities)
-        result: PredictionResult | None = None
-        for event in predict(model, array, pconfig, meta):
-            if isinstance(event, Progress):
-                yield SliceProgress(path, event.step, event.total)
-            elif isinstance(event, Message):
-                yield event
-            else:
-                result = event
-        assert result is not None
-        labels = result.instances if result.instances is not None else result.semantic
+            lead_axes = "".join(a for a in label_axes if a not in "YX")
+            stack_axes = ("Z" if lead_axes.endswith("Z") else "T") + ("CYX" if c_last else "YX")
+            if stack_axes[0] == "Z" and pconfig.volume is not False:
+                volumes = int(np.prod(lead_shape[:-1]))  # one volume per time point
+            pconfig = replace(pconfig, channel_axis=-3 if c_last else None, axes=stack_axes)
+        pconfig = replace(pconfig, keep_probabilities=config.probabilities)
+        labels, probs = yield from _predict_file(model, meta, path, array, pconfig, volumes)
         if lead_shape is not None:
             labels = labels.reshape(lead_shape + labels.shape[-2:])
         written = write_labels(output, labels, label_axes, data.pixel_size,
@@ -218,15 +243,55 @@ def segment_file(
             yield Message(f"{path.name}: {written.note}", level="warning",
                           data={"path": str(output)})
         if config.probabilities:
-            probs = result.probabilities
             if lead_shape is not None:
                 probs = probs.reshape(probs.shape[:1] + lead_shape + probs.shape[-2:])
-            _write_probabilities(output.with_name(output.stem + "_probabilities.tif"), probs,
-                                 label_axes, data.pixel_size, config.overwrite)
-    except Exception as err:  # one bad file must not stop the batch
+            write_probabilities(output.with_name(output.stem + "_probabilities.tif"), probs,
+                                label_axes, data.pixel_size, config.overwrite)
+    except FILE_ERRORS as err:  # one bad file must not stop the batch
         yield FileDone(path, None, "failed", _describe(err))
         return
     yield FileDone(path, output, "done")
+
+
+def _predict_file(model: UNet, meta: Any, path: Path, array: Any, pconfig: PredictConfig,
+                  volumes: int) -> Iterator[Any]:
+    """Labels (and probabilities) of a file's array; ``volumes`` > 1 splits a (T*Z) stack into
+    that many Z volumes predicted one after another, with ids continuing across them."""
+    if volumes <= 1:
+        result = yield from _predict_events(model, meta, path, array, pconfig)
+        labels = result.instances if result.instances is not None else result.semantic
+        return labels, result.probabilities
+    depth = array.shape[0] // volumes
+    labels_parts, probs_parts, offset = [], [], 0
+    for t in range(volumes):
+        result = yield from _predict_events(model, meta, path,
+                                            array[t * depth:(t + 1) * depth], pconfig)
+        if result.instances is not None:
+            part = np.asarray(result.instances)
+            part = np.where(part > 0, part + offset, 0).astype(np.int32)
+            offset = max(offset, int(part.max()))
+        else:
+            part = np.asarray(result.semantic)
+        labels_parts.append(part)
+        if result.probabilities is not None:
+            probs_parts.append(np.asarray(result.probabilities))
+    probs = np.concatenate(probs_parts, axis=1) if probs_parts else None
+    return np.concatenate(labels_parts), probs
+
+
+def _predict_events(model: UNet, meta: Any, path: Path, array: Any,
+                    pconfig: PredictConfig) -> Iterator[Any]:
+    result: PredictionResult | None = None
+    for event in predict(model, array, pconfig, meta):
+        if isinstance(event, Progress):
+            yield SliceProgress(path, event.step, event.total)
+        elif isinstance(event, Message):
+            yield event
+        else:
+            result = event
+    if result is None:  # pragma: no cover - predict always ends with its result
+        raise RuntimeError("prediction ended without a result")
+    return result
 
 
 def _describe(err: BaseException) -> str:
@@ -236,8 +301,8 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _write_probabilities(path: Path, probs: Any, label_axes: str,
-                         pixel_size: tuple[float, ...] | None, overwrite: bool) -> None:
+def write_probabilities(path: Path, probs: Any, label_axes: str,
+                        pixel_size: tuple[float, ...] | None, overwrite: bool) -> None:
     """Float32 ImageJ hyperstack with the classes as channels, written atomically."""
     from .io import imagej_writer
 
@@ -250,8 +315,11 @@ def _write_probabilities(path: Path, probs: Any, label_axes: str,
     data = np.transpose(data, order)
     axes = "".join(axes[i] for i in order)
     sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or (), strict=False))
-    with atomic_path(path) as tmp:
+    with atomic_write(path, overwrite=overwrite) as tmp:
         imagej_writer(data, axes, sizes)(tmp)
+
+
+_write_probabilities = write_probabilities  # old private name (see _stack_layout)
 
 
 # -- the batch -----------------------------------------------------------------------------------
@@ -260,27 +328,30 @@ def batch_segment(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     config: BatchConfig | None = None,
-    meta: Mapping[str, Any] | None = None,
+    meta: ModelMeta | Mapping[str, Any] | None = None,
     client: Any = None,
     **overrides: Any,
 ) -> Iterator[Progress | SliceProgress | Message | FileDone | BatchSummary]:
     """Segment every input image into a labels TIFF in ``output_dir``.
 
+    The arguments are checked (and the model loaded) when this is called, not at the first
+    ``next()``; the work happens as the returned generator is iterated.
+
     Parameters
     ----------
     model : UNet, or a model spec for ``checkpoint.resolve_model``
-        ``"default"``, a preset name or a model file.
+        ``"default"``, an architecture name or a model file.
     inputs : folder, glob pattern, file, or list of files
     output_dir : path-like
         Created if missing; must be writable.
     config : BatchConfig, optional
-    meta : dict, optional
-        The model's meta (taken from the file when ``model`` is a spec).
+    meta : ModelMeta or dict, optional
+        The model's metadata (taken from the file when ``model`` is a spec).
     client : dask.distributed.Client, optional
         Process the files on this cluster.
     **overrides
         Fields of :class:`BatchConfig` (``overwrite``, ``probabilities``, ``suffix``) or of
-        :class:`PredictConfig` (``tta``, ``tile_size``, ``device``...).
+        :class:`PredictConfig` (``tta``, ``tile_size``, ``device``, ``axes``, ``volume``...).
 
     Yields
     ------
@@ -293,24 +364,42 @@ def batch_segment(
 
     Raises
     ------
-    ValueError
-        No inputs, output folder not writable, outputs that would replace inputs, bad settings.
-        Raised before anything is written.
+    TypeError, ValueError
+        No inputs, output folder not writable, outputs that would replace inputs, bad settings
+        or model. Raised by the call, before anything is written.
     """
+    if config is not None and not isinstance(config, BatchConfig):
+        raise TypeError(f"config must be a BatchConfig, got {type(config).__name__}")
     config = _with_overrides(config or BatchConfig(), overrides)
-    if not isinstance(model, UNet):
-        from .checkpoint import PRESETS, resolve_model
+    if isinstance(model, (str, os.PathLike)):
+        from .checkpoint import resolve_model
+        from .constants import ARCHITECTURES
 
-        counts = {} if str(model) in PRESETS else {"in_channels": None, "num_classes": None}
+        counts = {} if str(model) in ARCHITECTURES else {"in_channels": None,
+                                                          "num_classes": None}
         model, file_meta = resolve_model(model, **counts)
-        meta = meta or file_meta
-    meta = dict(meta or {})
+        meta = meta if meta is not None else file_meta
+    elif not isinstance(model, UNet):
+        raise TypeError(f"model must be a UNet or a model spec ('default', an architecture name "
+                        f"or a model file), got {type(model).__name__}")
+    if meta is not None and not isinstance(meta, (ModelMeta, Mapping)):
+        raise TypeError(f"meta must be a ModelMeta, a dict or None, got {type(meta).__name__}")
+    meta = ModelMeta.for_model(model) if meta is None else (
+        meta if isinstance(meta, ModelMeta) else ModelMeta.from_dict(meta, model))
     if config.predict.tile_size is not None:  # where settings and model meet: check once
-        check_tile_size(model, config.predict.tile_size, config.predict.overlap)
+        check_tile_size(model, config.predict.tile_size,
+                        tile_margin(model, config.predict.tiling, config.predict.overlap))
     files = find_inputs(inputs)
     out_dir = _prepare_output_dir(output_dir)
     outputs = plan_outputs(files, out_dir, config.suffix)
+    return _batch(model, meta, files, outputs, out_dir, config, client)
 
+
+def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path], out_dir: Path,
+           config: BatchConfig, client: Any) -> Iterator[Any]:
+    from .outputs import clean_stale_temps
+
+    clean_stale_temps(out_dir)  # left by a killed run
     done: list[Path] = []
     skipped: list[Path] = []
     failed: list[tuple[Path, str]] = []
@@ -388,12 +477,13 @@ class _ModelPlugin:
         self.model = None
 
 
-def _make_plugin(name: str, model: UNet, meta: dict) -> Any:
+def _make_plugin(name: str, model: UNet, meta: ModelMeta) -> Any:
     from distributed.diagnostics.plugin import WorkerPlugin
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plugin_cls = type("NapariUNetModel", (_ModelPlugin, WorkerPlugin), {})
-    return plugin_cls(name, dict(model.config), state, meta)
+    # plain values travel to the workers (the meta is rebuilt there)
+    return plugin_cls(name, dict(model.config), state, meta.to_dict())
 
 
 def _segment_on_worker(plugin_name: str, src: str, dst: str,
@@ -406,66 +496,54 @@ def _segment_on_worker(plugin_name: str, src: str, dst: str,
     return events
 
 
-def _plane_pixels(path: Path) -> int:
-    """Pixels of a single-plane TIFF (no Z/T axis), 0 for stacks and anything unreadable."""
+def plane_pixels(path: Path) -> int | None:
+    """Pixels of a single-plane TIFF (no Z/T axis); None for stacks and other formats.
+
+    Raises the reader's ``OSError``/``ValueError`` for an unreadable file (never a silent 0,
+    which would switch the huge-plane path off unnoticed).
+    """
     import tifffile
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, shape = series.axes, series.shape
-    except Exception:
-        return 0
-    if any(a not in "YXCS" for a in axes if shape[axes.index(a)] > 1):
-        return 0
-    return int(shape[axes.index("Y")] * shape[axes.index("X")]) if "Y" in axes else 0
+    if not path.name.lower().endswith((".tif", ".tiff")):
+        return None
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes, shape = series.axes, series.shape
+    if "Y" not in axes or any(a not in "YXCS" for a in axes if shape[axes.index(a)] > 1):
+        return None
+    return int(shape[axes.index("Y")] * shape[axes.index("X")])
 
 
-def segment_huge_plane(client, model: UNet, meta: Mapping[str, Any], path: Path, output: Path,
+def segment_huge_plane(client: Any, model: UNet, meta: ModelMeta, path: Path, output: Path,
                        config: BatchConfig) -> Iterator[Message | FileDone]:
     """Segment one big 2D image with its tiles spread over a dask cluster.
 
-    The image is normalised here (percentiles need all of it), the probabilities come from
-    :func:`~napari_unet.core.distributed.predict_tiles_dask` computed on the cluster, and the
-    labels are made and written here. For valid nets they equal the local result.
+    The probabilities come from :func:`~napari_unet.core.distributed.segment_plane_distributed`
+    (normalised with percentiles of a subsample, predicted chunk by chunk on the cluster with
+    the net's context, labelled block by block here); the labels are written here. They equal
+    the local result.
     """
-    import dask.array as da
-
-    from .distributed import predict_tiles_dask
+    from .distributed import segment_plane_distributed
     from .io import read_image, write_labels
-    from .prediction import (
-        DEFAULT_NORMALIZATION,
-        as_stack,
-        instance_labels,
-        normalize_plane,
-        semantic_labels,
-    )
 
     try:
         data = read_image(path)
-        pconfig = config.predict
-        channel_axis = pconfig.channel_axis if pconfig.channel_axis is not None \
-            else data.channel_axis
-        view, stacked = as_stack(data.array, model.in_channels, channel_axis)
-        plane = np.asarray(view[0], dtype=np.float32)
-        if not np.isfinite(plane).all():
-            raise ValueError("image contains NaN or infinite values")
-        plane = normalize_plane(plane, meta.get("normalization", DEFAULT_NORMALIZATION))
-        # blocks of at most split_pixels (and 2048 px a side), one task each
+        pconfig = _file_settings(config.predict, data)
         chunk = min(2048, int(config.split_pixels ** 0.5))
-        lazy = predict_tiles_dask(model, da.from_array(plane), pconfig, meta, chunk=chunk)
-        probs = client.compute(lazy).result()
-        mode = meta.get("mode") or ("instances" if model.num_classes == 2 else "semantic")
-        labels = (instance_labels(probs[1], pconfig)
-                  if mode == "instances" else semantic_labels(probs))
-        written = write_labels(output, labels, data.axes.replace("C", ""), data.pixel_size,
+        result = yield from segment_plane_distributed(
+            client, model, data.array, replace(pconfig, keep_probabilities=config.probabilities),
+            meta, chunk=chunk)
+        labels = result.instances if result.instances is not None else result.semantic
+        label_axes = data.axes.replace("C", "")
+        written = write_labels(output, labels, label_axes, data.pixel_size,
                                overwrite=config.overwrite)
         if written.note:
             yield Message(f"{path.name}: {written.note}", level="warning")
         if config.probabilities:
-            _write_probabilities(output.with_name(output.stem + "_probabilities.tif"), probs,
-                                 data.axes.replace("C", ""), data.pixel_size, config.overwrite)
-    except Exception as err:
+            write_probabilities(output.with_name(output.stem + "_probabilities.tif"),
+                                result.probabilities, label_axes, data.pixel_size,
+                                config.overwrite)
+    except FILE_ERRORS as err:
         yield FileDone(path, None, "failed", _describe(err))
         return
     yield FileDone(path, output, "done", "tiles computed on the cluster")
@@ -476,26 +554,38 @@ def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
 
     if not todo:
         return
+    # ("auto" may rescale too)
     no_rescale = config.predict.object_diameter is None and config.predict.pixel_size is None
-    huge = [(src, dst) for src, dst in todo
-            if no_rescale and _plane_pixels(src) > config.split_pixels]
-    todo = [job for job in todo if job not in huge]
+    huge, rest = [], []
+    for src, dst in todo:
+        try:
+            pixels = plane_pixels(src) if no_rescale else None
+        except FILE_ERRORS as err:  # unreadable: that file fails, the others go on
+            yield FileDone(src, None, "failed", _describe(err))
+            continue
+        (huge if pixels is not None and pixels > config.split_pixels else rest).append(
+            (src, dst))
     for src, dst in huge:
         yield from segment_huge_plane(client, model, meta, src, dst, config)
-    if not todo:
+    if not rest:
         return
     name = f"napari-unet-model-{uuid.uuid4().hex[:8]}"
     client.register_plugin(_make_plugin(name, model, meta), name=name)
     futures = [client.submit(_segment_on_worker, name, str(src), str(dst), config, pure=False)
-               for src, dst in todo]
-    by_future = dict(zip(futures, todo, strict=True))
+               for src, dst in rest]
+    by_future = dict(zip(futures, rest, strict=True))
     try:
         for future in as_completed(futures):
             src, _ = by_future[future]
-            try:
-                events = future.result()
-            except Exception as err:  # a worker died or the task could not run
+            if future.status == "error":
+                # the task raised on the worker: a bug, or the worker died; report this file,
+                # log the traceback, go on with the others
+                err = future.exception()
+                _log.error("segmenting %s failed on the cluster", src,
+                           exc_info=(type(err), err, future.traceback()))
                 events = [FileDone(src, None, "failed", _describe(err))]
+            else:
+                events = future.result()
             yield from events
     except GeneratorExit:
         client.cancel(futures)  # stopping the batch stops the cluster's work too
@@ -503,5 +593,6 @@ def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
     client.unregister_worker_plugin(name)
 
 
-__all__ = ["BatchConfig", "BatchSummary", "FileDone", "SliceProgress", "batch_segment",
-           "find_inputs", "output_name", "plan_outputs", "segment_file"]
+__all__ = ["FILE_ERRORS", "BatchConfig", "BatchSummary", "FileDone", "SliceProgress",
+           "batch_segment", "find_inputs", "output_name", "plan_outputs", "plane_pixels",
+           "segment_file", "stack_layout", "write_probabilities"]

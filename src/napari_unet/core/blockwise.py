@@ -41,7 +41,7 @@ from .postprocess import DEFAULT_MIN_SIZE, base_instances, seed_distance, split_
 
 #: Default block side: an ``(2048 + 2 * halo)``-pixel window's labelling needs ~0.3-0.4 GB.
 DEFAULT_BLOCK = 2048
-MIN_BLOCK = 256
+MIN_BLOCK = 64  # small blocks are only slower (tests use them to get many blocks)
 #: Smallest automatic halo; it grows with the object diameter (see :func:`auto_halo`).
 MIN_HALO = 64
 #: Percentiles come from at most this many pixels per channel (a regular subsample): exact
@@ -207,6 +207,37 @@ PredictFn = Callable[[np.ndarray], Any]
 """Normalised ``(C, h, w)`` float32 -> whatever the sink takes (e.g. probabilities)."""
 
 
+@dataclass(frozen=True)
+class Window:
+    """What one block of pass 1 reads and keeps: ``core`` (its pixels in the plane), ``window``
+    (the pixels read: core plus the net's context, clipped), ``inner`` (the core inside the
+    window's result)."""
+
+    core: tuple[slice, slice]
+    window: tuple[slice, slice]
+    inner: tuple[slice, slice]
+
+
+def block_windows(shape: tuple[int, int], context: int, align: int = 1,
+                  block: int = DEFAULT_BLOCK) -> list[Window]:
+    """The windows of pass 1 over an ``(H, W)`` plane, in raster order.
+
+    Each window starts at a multiple of ``align`` (so its tiles see the whole plane's pooling
+    grid) and reaches ``context`` pixels beyond its core where the plane goes on; at the plane's
+    edges it stops, as the whole plane does.
+    """
+    h, w = (int(s) for s in shape)
+    out = []
+    for b in block_grid((h, w), block, 0, align):
+        (y0, y1), (x0, x1) = b.core
+        wy0 = max(y0 - context, 0) // align * align
+        wx0 = max(x0 - context, 0) // align * align
+        wy1, wx1 = min(y1 + context, h), min(x1 + context, w)
+        out.append(Window((slice(y0, y1), slice(x0, x1)), (slice(wy0, wy1), slice(wx0, wx1)),
+                          (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))))
+    return out
+
+
 def predict_blocks(
     plane: Any,
     rng: IntensityRange | None,
@@ -216,24 +247,16 @@ def predict_blocks(
     align: int = 1,
     block: int = DEFAULT_BLOCK,
 ) -> Iterator[Progress]:
-    """Run ``predict`` over a ``(C, H, W)`` plane block by block.
+    """Run ``predict`` over a ``(C, H, W)`` plane block by block (:func:`block_windows`).
 
-    Each block is read with ``context`` pixels around it (clipped at the plane's edges, which
-    the predictor treats as the whole-plane predictor does), its window starting at a multiple
-    of ``align``; ``sink(core, result, core_in_window)`` receives the block's place in the plane,
-    the predictor's result for the window, and where the core lies in it.
+    ``sink(core, result, inner)`` receives the block's place in the plane, the predictor's
+    result for the window, and where the core lies in it.
     """
-    _, h, w = (int(s) for s in plane.shape)
-    blocks = block_grid((h, w), block, 0, align)
-    for i, b in enumerate(blocks, start=1):
-        (y0, y1), (x0, x1) = b.core
-        wy0 = max(y0 - context, 0) // align * align
-        wx0 = max(x0 - context, 0) // align * align
-        wy1, wx1 = min(y1 + context, h), min(x1 + context, w)
-        region = normalize_region(plane[:, wy0:wy1, wx0:wx1], rng)
-        result = predict(region)
-        sink(b.core_slices, result, (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0)))
-        yield Progress(i, len(blocks), f"block {i}/{len(blocks)}")
+    windows = block_windows(tuple(plane.shape[-2:]), context, align, block)
+    for i, win in enumerate(windows, start=1):
+        region = normalize_region(plane[(slice(None), *win.window)], rng)
+        sink(win.core, predict(region), win.inner)
+        yield Progress(i, len(windows), f"block {i}/{len(windows)}")
 
 
 # -- passes 2 and 3: objects -------------------------------------------------------------------
@@ -381,6 +404,6 @@ def drain(gen: Generator[Any, None, Any]) -> Any:
 
 __all__ = [
     "DEFAULT_BLOCK", "MAX_SAMPLES", "MIN_BLOCK", "MIN_HALO", "Block", "IntensityRange",
-    "auto_halo", "block_grid", "drain", "intensity_range", "label_blocks", "needs_blocks",
+    "Window", "auto_halo", "block_grid", "block_windows", "drain", "intensity_range", "label_blocks", "needs_blocks",
     "normalize_region", "predict_blocks", "sample_step",
 ]

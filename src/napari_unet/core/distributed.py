@@ -1,16 +1,32 @@
-"""Dask: one huge normalised plane predicted chunk by chunk with ``map_overlap``."""
+"""One huge plane on a dask cluster.
+
+:func:`segment_plane_distributed` runs the blockwise path of :func:`.prediction.predict` with the
+net on the cluster: each block's window (the block plus the net's context, normalised here with
+percentiles of a subsample) is predicted by a worker, the probabilities come back block by block
+into memory-mapped outputs, and the objects are labelled and merged block by block
+(:func:`.blockwise.label_blocks`). Every block sees exactly what the local blockwise path gives
+it, so the labels equal the local result. The net's weights go to each worker once (scattered),
+and a worker builds the net once per weights, keyed by a hash of their content.
+
+:func:`predict_tiles_dask` is the lazy ``dask.array.map_overlap`` form for callers that want
+probabilities as a dask array.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from .blockwise import block_windows, normalize_region
+from .events import Message, Progress
+from .meta import ModelMeta
 from .model import UNet
-from .prediction import PredictConfig, is_dask
-from .predictor import PlanePredictor, drain
+from .prediction import PredictConfig, PredictionResult, as_model_meta, check_model, PredictionJob, is_dask
+from .predictor import PlanePredictor, drain, plane_predictor
 from .tiles import auto_tile_size, receptive_radius, valid_axis_tiles
 
 
@@ -48,14 +64,15 @@ def predict_tiles_dask(model: UNet, image: Any, config: PredictConfig | None = N
     chunks = (image.shape[0], _chunks(image.shape[1], chunk, depth),
               _chunks(image.shape[2], chunk, depth))
     image = image.astype(np.float32).rechunk(chunks)
-    tile = config.tile_size or auto_tile_size(model, torch.device("cpu"), config.batch_size,
+    tile = config.tile_size or auto_tile_size(model, torch.device("cpu"), config.batch_size or 1,
                                               config.memory_budget)
     k = model.num_classes
     state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
     arch = dict(model.config)
+    token = weights_token(state)
 
     def block(x: np.ndarray, weights: dict | None = None) -> np.ndarray:
-        net = _cached_model(arch, weights)
+        net = _cached_model(arch, weights, token)
         return _predict_block(net, x, depth, tile, config)
 
     # The weights are one graph key that every block depends on: a cluster sends them to each
@@ -79,19 +96,31 @@ def _chunks(length: int, chunk: int, depth: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-_MODEL_CACHE: dict[int, UNet] = {}
+_MODEL_CACHE: dict[str, UNet] = {}
 
 
-def _cached_model(arch: dict, state: dict) -> UNet:
-    # one net per worker process per shipped state (dask hands every task the same object)
-    key = id(state)
-    net = _MODEL_CACHE.get(key)
+def weights_token(state: Mapping[str, torch.Tensor]) -> str:
+    """A hash of a state dict's names, shapes and values: the key of a worker's net cache
+    (``id()`` of the shipped dict would be reused by Python after garbage collection and could
+    serve another model's net)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16
+                      else tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cached_model(arch: dict, state: dict, token: str) -> UNet:
+    # one net per worker process per weights (the last one used)
+    net = _MODEL_CACHE.get(token)
     if net is None:
         net = UNet.from_config(arch)
         net.load_state_dict(state)
         net.eval()
         _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = net
+        _MODEL_CACHE[token] = net
     return net
 
 
@@ -99,7 +128,7 @@ def _predict_block(net: UNet, block: np.ndarray, depth: int, tile: tuple[int, in
                    config: PredictConfig) -> np.ndarray:
     """Probabilities of the centre of a block that carries ``depth`` pixels of context."""
     h, w = block.shape[1] - 2 * depth, block.shape[2] - 2 * depth
-    predictor = PlanePredictor(net, torch.device("cpu"), tile, config.batch_size, config.tta,
+    predictor = plane_predictor(net, torch.device("cpu"), tile, config.batch_size or 1, config.tta,
                                 False, config.blend, depth if not net.is_valid else None, False)
     with torch.inference_mode():
         if net.is_valid:
@@ -138,4 +167,113 @@ def _valid_premargined(predictor: PlanePredictor, block: np.ndarray, h: int,
     return probs
 
 
-__all__ = ["predict_tiles_dask"]
+# -- one huge plane, blockwise, on a cluster --------------------------------------------------
+def _predict_window(arch: dict, weights: dict, token: str, region: np.ndarray,
+                    settings: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    """Runs on a worker: the probabilities of one normalised window."""
+    net = _cached_model(arch, weights, token)
+    predictor = plane_predictor(net, torch.device("cpu"), *settings)
+    with torch.inference_mode():
+        return drain(predictor.run(np.ascontiguousarray(region)))
+
+
+class _ClusterJob(PredictionJob):
+    """:class:`~napari_unet.core.prediction.PredictionJob` with the block windows predicted on a dask
+    cluster (always blockwise, one plane)."""
+
+    def __init__(self, client: Any, *args: Any, in_flight: int | None = None) -> None:
+        super().__init__(*args)
+        if self.stacked:
+            raise ValueError("segment_plane_distributed takes one plane; predict stacks with "
+                             "predict() or batch_segment")
+        self.blockwise = True  # the windows are what the workers get
+        self.client = client
+        workers = len(client.scheduler_info().get("workers", {})) or 1
+        self.in_flight = in_flight or 2 * workers + 1
+
+    def _plane_blockwise(self, z: int, rng: Any) -> Generator[Any, None, None]:
+        from distributed import wait
+
+        model, config = self.model, self.config
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        token = weights_token(state)
+        weights = self.client.scatter(state, broadcast=True, hash=False)
+        settings = (self.tile, self.plan.batch_size, config.tta,
+                    config.uncertainty and config.uncertainty_method == "variance",
+                    config.blend, self.plan.margin, False)
+        align = model.divisor if self.scale == 1.0 else 1
+        windows = block_windows((self.h, self.w), self._context(), align, config.block_size)
+        pending: dict[Any, Any] = {}
+        done = 0
+        plane = self.view[z]
+        try:
+            for win in [*windows, None]:
+                if win is not None:
+                    region = normalize_region(plane[(slice(None), *win.window)], rng)
+                    hw = region.shape[-2:]
+                    if self.scale != 1.0:
+                        region = _resize_region(region, self._model_hw(hw))
+                    future = self.client.submit(_predict_window, dict(model.config), weights,
+                                                token, region, settings, pure=False)
+                    pending[future] = (win, hw)
+                # keep a few windows in flight; at the end wait for all
+                while pending and (len(pending) >= self.in_flight or win is None):
+                    finished, _ = wait(list(pending), return_when="FIRST_COMPLETED")
+                    for future in finished:
+                        w, hw = pending.pop(future)
+                        probs, var = future.result()
+                        if self.scale != 1.0:
+                            probs = _resize_region(probs, hw)
+                            var = None if var is None else _resize_region(var, hw)
+                        self._store(z, w.core, probs[(slice(None), *w.inner)],
+                                    None if var is None else var[w.inner])
+                        done += 1
+                        yield Progress(done, len(windows), f"block {done}/{len(windows)} "
+                                                           "(cluster)")
+        finally:
+            if pending:  # stopped early: the cluster stops too
+                self.client.cancel(list(pending))
+        self._last_probs = None
+
+
+def _resize_region(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    from .prediction import resize_plane
+
+    return resize_plane(arr, hw, order=1)
+
+
+def segment_plane_distributed(
+    client: Any,
+    model: UNet,
+    image: Any,
+    config: PredictConfig | None = None,
+    meta: ModelMeta | Mapping[str, Any] | None = None,
+    chunk: int = 2048,
+    out: Mapping[str, Any] | None = None,
+) -> Generator[Progress | Message, None, PredictionResult]:
+    """Predict and label one huge plane with its blocks computed on a dask cluster.
+
+    The same job as :func:`~napari_unet.core.prediction.predict` with ``block_size=chunk``:
+    percentiles from a subsample of the plane (read here, block by block), windows of
+    ``chunk`` px plus the net's context predicted by the workers, probabilities gathered into
+    (memory-mapped) outputs, objects labelled and merged block by block here. The labels equal
+    those of the local run.
+
+    Yields :class:`Progress` per block and :class:`Message` notes; returns (as the generator's
+    value) the :class:`~napari_unet.core.prediction.PredictionResult`.
+    """
+    from dataclasses import replace
+
+    check_model(model)
+    config = replace(config or PredictConfig(), block_size=int(chunk))
+    job = _ClusterJob(client, model, image, config, as_model_meta(meta, model), out)
+    result = None
+    for event in job.run():
+        if isinstance(event, PredictionResult):
+            result = event
+        else:
+            yield event
+    return result
+
+
+__all__ = ["predict_tiles_dask", "segment_plane_distributed", "weights_token"]

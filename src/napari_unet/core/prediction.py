@@ -59,9 +59,9 @@ from .events import Message, Progress
 from .meta import ModelMeta
 from .model import UNet
 from .outputs import check_free_space, format_bytes
-from .predictor import OutOfMemory, PlanePredictor, drain
+from .predictor import OutOfMemory, drain, plane_predictor
 from .resources import check_memory
-from .tiles import auto_tile_size, check_tile_size, fit_tile_to_image, receptive_radius
+from .tiles import TILING_MODES, check_tile_size, plan_tiles, receptive_radius, tile_margin
 from .volume import check_axes, link_slices, stack_is_volume
 
 BLEND_MODES = ("discard", "gaussian")
@@ -87,8 +87,9 @@ class PredictConfig:
         Input tile size ``(H, W)``; legal sizes for valid nets, multiples of ``model.divisor``
         for padded nets. None chooses it from a memory budget (free CUDA memory, or
         ``memory_budget`` / a quarter of the free RAM on CPU).
-    batch_size : int
-        Tiles per forward pass.
+    batch_size : int, optional
+        Tiles per forward pass; None chooses it with the tile size (:func:`.tiles.plan_tiles`:
+        one large tile per pass on CPU, as many as the memory holds on CUDA).
     tta : bool
         Test-time augmentation: average the 8 flips/rotations of every tile.
     uncertainty : bool
@@ -124,7 +125,11 @@ class PredictConfig:
         Padded nets: keep each tile's centre part, or Gaussian-weighted averaging.
     overlap : int, optional
         Padded nets: pixels of context kept on each side of a tile's kept part. None = the
-        net's receptive radius (exact stitching).
+        net's receptive radius (exact stitching) or the fast fraction of it (``tiling``).
+    tiling : {"fast", "exact"}
+        Padded nets: ``"exact"`` overlaps tiles by the receptive radius, so the result equals
+        the un-tiled prediction to float rounding; ``"fast"`` keeps a third of it, computing
+        fewer pixels, with seam differences measured on the shipped model (docs/tiling.md).
     memory_budget : int, optional
         Bytes for the automatic tile size on CPU.
     keep_probabilities : bool
@@ -155,7 +160,7 @@ class PredictConfig:
     """
 
     tile_size: int | tuple[int, int] | None = None
-    batch_size: int = 4
+    batch_size: int | None = None
     tta: bool = False
     uncertainty: bool = False
     uncertainty_method: str = "entropy"
@@ -169,6 +174,7 @@ class PredictConfig:
     half: bool | str = "auto"
     blend: str = "discard"
     overlap: int | None = None
+    tiling: str = "fast"
     memory_budget: int | None = None
     keep_probabilities: bool = True
     axes: str | None = None
@@ -188,7 +194,8 @@ class PredictConfig:
                 raise ValueError(f"tile_size must be a positive int or (H, W), got "
                                  f"{self.tile_size!r}")
             object.__setattr__(self, "tile_size", (int(tile[0]), int(tile[1])))
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if self.batch_size is not None and (not _is_int(self.batch_size)
+                                            or self.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.channel_axis is not None and not _is_int(self.channel_axis):
             raise TypeError(f"channel_axis must be an integer or None, got "
@@ -204,7 +211,11 @@ class PredictConfig:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         if self.min_size is not None and (not _is_int(self.min_size) or self.min_size < 0):
             raise ValueError(f"min_size must be a non-negative integer, got {self.min_size!r}")
-        if self.object_diameter != "auto":
+        if isinstance(self.object_diameter, str):
+            if self.object_diameter != "auto":
+                raise ValueError(f"object_diameter must be a positive number or 'auto', got "
+                                 f"{self.object_diameter!r}")
+        else:
             _check_positive("object_diameter", self.object_diameter)
         _check_positive("pixel_size", self.pixel_size)
         _check_positive("z_spacing", self.z_spacing)
@@ -214,6 +225,8 @@ class PredictConfig:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
         if self.overlap is not None and (not _is_int(self.overlap) or self.overlap < 0):
             raise ValueError(f"overlap must be a non-negative integer, got {self.overlap!r}")
+        if self.tiling not in TILING_MODES:
+            raise ValueError(f"tiling must be one of {TILING_MODES}, got {self.tiling!r}")
         if self.memory_budget is not None and (not _is_int(self.memory_budget)
                                                or self.memory_budget < 2**20):
             raise ValueError(f"memory_budget is in bytes and must be >= 1 MiB, got "
@@ -425,7 +438,8 @@ def _scale_factor(config: PredictConfig, meta: ModelMeta, diameter: float | None
     return factor, note
 
 
-def _resize(arr: np.ndarray, hw: tuple[int, int], order: int) -> np.ndarray:
+def resize_plane(arr: np.ndarray, hw: tuple[int, int], order: int) -> np.ndarray:
+    """Resample the last two axes to ``hw`` (linear: ``order=1``), as float32."""
     from skimage.transform import resize
 
     shrinking = hw[0] < arr.shape[-2] or hw[1] < arr.shape[-1]
@@ -464,7 +478,8 @@ def _entropy(probs: np.ndarray) -> np.ndarray:
     return (-(p * np.log(p)).sum(0) / math.log(k)).astype(np.float32)
 
 
-def _as_meta(meta: Any, model: UNet) -> ModelMeta:
+def as_model_meta(meta: Any, model: UNet) -> ModelMeta:
+    """``meta`` as a :class:`ModelMeta` (None: the model's defaults; a dict: validated)."""
     if meta is None:
         return ModelMeta.for_model(model)
     if isinstance(meta, ModelMeta):
@@ -474,7 +489,8 @@ def _as_meta(meta: Any, model: UNet) -> ModelMeta:
     raise TypeError(f"meta must be a ModelMeta, a dict or None, got {type(meta).__name__}")
 
 
-def _check_model(model: Any) -> None:
+def check_model(model: Any) -> None:
+    """``TypeError`` with a clear text unless ``model`` is a UNet."""
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a UNet (load one with checkpoint.resolve_model, or pass "
                         f"a model name or file to predict_image), got {type(model).__name__}")
@@ -531,17 +547,19 @@ def predict(
     MemoryError
         Out of memory even with one smallest tile.
     """
-    _check_model(model)
+    check_model(model)
     config = config or PredictConfig()
     if not isinstance(config, PredictConfig):
         raise TypeError(f"config must be a PredictConfig, got {type(config).__name__}")
-    meta = _as_meta(meta, model)
-    job = _Job(model, image, config, meta, out)
+    meta = as_model_meta(meta, model)
+    job = PredictionJob(model, image, config, meta, out)
     return job.run()
 
 
-class _Job:
-    """One prediction: the checks and allocations up front, then :meth:`run`'s loop."""
+class PredictionJob:
+    """One prediction: the checks up front (in the constructor), then :meth:`run`'s loop
+    (allocations, planes or blocks, labelling). :mod:`.distributed` overrides how a plane's
+    blocks are predicted."""
 
     def __init__(self, model: UNet, image: Any, config: PredictConfig, meta: ModelMeta,
                  out: Mapping[str, Any] | None) -> None:
@@ -558,13 +576,15 @@ class _Job:
                     raise ValueError(f"channel_axis {channel_axis} disagrees with axes {axes!r}")
                 channel_axis = axes.index("C")
         self.view, self.stacked = as_stack(image, model.in_channels, channel_axis)
+        self.image, self.channel_axis = image, channel_axis
         if isinstance(image, np.ndarray) and not isinstance(image, np.memmap) \
                 and np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
             raise ValueError("image contains NaN or infinite values")
         self.is_volume, self.layout_note = stack_is_volume(axes, self.stacked, config.volume)
         self.device = resolve_device(config.device)
         if config.tile_size is not None:
-            check_tile_size(model, config.tile_size, config.overlap)
+            check_tile_size(model, config.tile_size,
+                            tile_margin(model, config.tiling, config.overlap))
         elif not model.is_valid and config.overlap is not None:
             check_tile_size(model, (10**6, 10**6), config.overlap)
         self.n_z, _, self.h, self.w = (int(s) for s in self.view.shape)
@@ -581,9 +601,11 @@ class _Job:
         if config.object_diameter == "auto":
             from .diameter import estimate_diameter
 
-            estimate = estimate_diameter(model, self._middle_plane(), self.meta,
-                                         device=config.device)
-            yield self._note(estimate.note)
+            estimate = estimate_diameter(
+                model, self.image, self.meta, channel_axis=self.channel_axis,
+                device=config.device, tile_size=config.tile_size,
+                batch_size=config.batch_size, tta=config.tta, threshold=config.threshold)
+            yield self._note(estimate.note, "info" if estimate.rescale else "warning")
             if estimate.rescale:
                 self.diameter = estimate.diameter
         self.scale, note = _scale_factor(config, self.meta, self.diameter, (self.h, self.w))
@@ -595,15 +617,11 @@ class _Job:
         if self.blockwise:  # tiles are fitted to one block's window
             side = config.block_size + 2 * self._context()
             hw_model = self._model_hw((min(self.h, side), min(self.w, side)))
-        self.tile = config.tile_size
-        if self.tile is None:
-            largest = auto_tile_size(model, self.device, config.batch_size,
-                                     config.memory_budget)
-            self.tile = fit_tile_to_image(model, largest, hw_model, config.overlap)
-
-    def _middle_plane(self) -> np.ndarray:
-        plane = np.asarray(self.view[self.n_z // 2])
-        return plane[0] if plane.shape[0] == 1 else np.moveaxis(plane, 0, -1)
+        # tile, batch and overlap by total cost (the pixels the net computes)
+        self.plan = plan_tiles(model, hw_model, self.device, tiling=config.tiling,
+                               overlap=config.overlap, tile_size=config.tile_size,
+                               batch_size=config.batch_size, memory_budget=config.memory_budget)
+        self.tile = self.plan.tile
 
     def _note(self, text: str, level: str = "info") -> Message:
         self.notes.append(text)
@@ -620,8 +638,8 @@ class _Job:
         if model.is_valid:
             # the receptive field reaches up to one pooling block beyond the context
             ctx = model.context + model.divisor
-        else:
-            ctx = receptive_radius(model) if self.config.overlap is None else self.config.overlap
+        else:  # as much context as the tiles keep (exact tiling: the receptive radius)
+            ctx = tile_margin(model, self.config.tiling, self.config.overlap)
         scale = getattr(self, "scale", 1.0)
         return int(math.ceil(ctx / scale)) + (2 if scale != 1.0 else 0)
 
@@ -661,10 +679,10 @@ class _Job:
         self._allocate()
         model, config = self.model, self.config
         model.eval().to(self.device)
-        self.predictor = PlanePredictor(
-            model, self.device, self.tile, config.batch_size, config.tta,
+        self.predictor = plane_predictor(
+            model, self.device, self.tile, self.plan.batch_size, config.tta,
             config.uncertainty and config.uncertainty_method == "variance", config.blend,
-            config.overlap, config.half)
+            self.plan.margin, config.half)
         volume_range = (intensity_range(self.view, self.spec) if self.is_volume else None)
         offset = 0
         with torch.inference_mode():
@@ -693,7 +711,7 @@ class _Job:
         """One normalised plane or window, with out-of-memory retries on smaller tiles."""
         h, w = plane.shape[-2:]
         if self.scale != 1.0:
-            plane = _resize(plane, self._model_hw((h, w)), order=1)
+            plane = resize_plane(plane, self._model_hw((h, w)), order=1)
         predictor = self.predictor
         while True:
             try:
@@ -716,9 +734,9 @@ class _Job:
             yield self._note(text)
         predictor.notes.clear()
         if self.scale != 1.0:
-            probs = _resize(probs, (h, w), order=1)
+            probs = resize_plane(probs, (h, w), order=1)
             if var is not None:
-                var = _resize(var, (h, w), order=1)
+                var = resize_plane(var, (h, w), order=1)
         return probs, var
 
     def _store(self, z: int, where: tuple[slice, slice], probs: np.ndarray,
@@ -843,7 +861,7 @@ def predict_image(model: UNet | str | os.PathLike, image: Any,
 
         model, file_meta = resolve_model(model, device="cpu")
         meta = file_meta if meta is None else meta
-    _check_model(model)
+    check_model(model)
     result = run_to_result(predict(model, image, PredictConfig(**config_kwargs), meta, out))
     if not isinstance(result, PredictionResult):  # pragma: no cover - predict always ends so
         raise RuntimeError("prediction ended without a result")
@@ -853,6 +871,7 @@ def predict_image(model: UNet | str | os.PathLike, image: Any,
 __all__ = [
     "BLEND_MODES", "DEFAULT_NORMALIZATION", "IN_RAM_BYTES", "MAX_RESCALE", "PredictConfig",
     "PredictionResult", "UNCERTAINTY_METHODS", "allocate_output", "as_stack", "instance_labels",
-    "is_dask", "normalize_plane", "predict", "predict_image", "resolve_device_name",
+    "PredictionJob", "as_model_meta", "check_model", "is_dask", "normalize_plane", "predict",
+    "predict_image", "resize_plane", "resolve_device_name",
     "run_to_result", "semantic_labels",
 ]
