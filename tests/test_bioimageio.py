@@ -21,7 +21,10 @@ import yaml
 from napari_unet.cli import main
 from napari_unet.core.checkpoint import load_model, resolve_model, save_model
 from napari_unet.core.export import (
-    ExportConfig, export_bioimageio, is_bioimageio_package, load_bioimageio_package,
+    ExportConfig,
+    export_bioimageio,
+    is_bioimageio_package,
+    load_bioimageio_package,
 )
 from napari_unet.core.export.architecture import architecture_source
 from napari_unet.core.export.bioimageio import halo, plain, size_rule

@@ -126,6 +126,10 @@ def load_checkpoint(path: str | os.PathLike,
         raise TypeError(f"a model file must be a path, got {type(path).__name__}")
     target = resolve_device(device) if isinstance(device, str) else device
     path = default_model_path() if str(path) == DEFAULT_MODEL else Path(path)
+    from .export.package import is_bioimageio_package, load_bioimageio_package
+
+    if is_bioimageio_package(path):  # a BioImage Model Zoo package (.zip or folder)
+        return Checkpoint(*load_bioimageio_package(path, target), optimizer_state=None)
     if not path.is_file():
         raise ValueError(f"model file {str(path)!r} does not exist")
     size = path.stat().st_size

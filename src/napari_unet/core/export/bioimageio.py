@@ -259,7 +259,7 @@ def build_rdf(model: UNet, meta: ModelMeta, config: ExportConfig,
         "documentation": FILES["documentation"],
         "covers": [FILES["cover"]],
         "tags": list(dict.fromkeys(tags)),
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        "timestamp": datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         .isoformat(),
         "inputs": [{
             "id": INPUT_ID,
