@@ -75,6 +75,10 @@ def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tif
     predict.image_combo.value = layer
     assert predict.channel_combo.value == 1  # preselected from the file's axes
     assert predict._config(layer).pixel_size == pytest.approx(0.25)
+    request, _ = predict._request_for(layer)
+    config = predict._config(layer, request)
+    assert config.channel_axis == 1 and config.axes == "ZCYX"
+    assert config.z_spacing == pytest.approx(2.0 / 0.25)
 
     png = tmp_path / "plane.png"
     import imageio.v3 as iio

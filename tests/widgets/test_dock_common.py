@@ -235,6 +235,32 @@ def test_batch_controls_reach_the_job_and_overwrite_is_confirmed(make_napari_vie
     assert seen["tile_size"] == 48
 
 
+@pytest.mark.gui
+def test_estimate_button_fills_the_diameter(make_napari_viewer, qtbot, tiny_model,
+                                            monkeypatch):
+    from napari_unet.core import diameter
+    from napari_unet.core.diameter import DiameterEstimate
+
+    calls = []
+
+    def fake_estimate(model, image, meta, channel_axis=None, device="cpu", **kwargs):
+        calls.append((np.shape(image), channel_axis))
+        return DiameterEstimate(23.44, 7, "objects are about 23.4 px across", rescale=True)
+
+    monkeypatch.setattr(diameter, "estimate_diameter", fake_estimate)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((20, 24), np.float32), name="img")
+    widget = _dock(viewer, "Predict")
+    widget.model_choice.set_source("file", str(tiny_model))
+    assert widget.estimate_button is not None and widget.form.value("diameter") is None
+    assert widget.estimate_diameter() is not None
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
+    assert calls == [((20, 24), None)]
+    assert widget.form.value("diameter") == pytest.approx(23.4)
+    assert widget.status.text() == "objects are about 23.4 px across"
+    assert [layer.name for layer in viewer.layers] == ["img"]  # nothing predicted
+
+
 # -- napari's own feedback ----------------------------------------------------------------------
 @pytest.mark.gui
 def test_failed_job_is_shown_once_with_traceback_in_the_log(make_napari_viewer, qtbot,

@@ -14,7 +14,8 @@ none_text=None, choices=(), text=None)``
     Builds the controls (tooltips from the table of ``dock``) into ``form.layout``, a
     QFormLayout. ``form[name]`` is the widget; ``value(name)`` / ``set_value(name, v)``,
     ``values()`` / ``set_values(d)`` (unknown names ignored), ``defaults()``, ``add_row(label,
-    widget)`` for hand-made rows, ``on_change(callback)`` connects every control's change signal.
+    widget)`` for hand-made rows, ``add_beside(name, widget)`` puts a widget (a button) to the
+    right of a control, ``on_change(callback)`` connects every control's change signal.
 ``control_value(widget)`` / ``set_control_value(widget, value)``
     Read/write a plain Qt control (spin boxes, check box, combo box, line edit) as a Python value.
 ``change_signal(widget)``
@@ -209,6 +210,22 @@ class Form:
             self.layout.addRow(label, widget)
         else:
             self.layout.addRow(widget)
+
+    def add_beside(self, name: str, widget: QWidget) -> None:
+        """Put ``widget`` (e.g. an "Estimate" button) to the right of control ``name``."""
+        control = self.widgets[name]
+        row, _ = self.layout.getWidgetPosition(control)
+        taken = self.layout.takeRow(row)  # removes the row, keeps its widgets
+        label = taken.labelItem.widget() if taken.labelItem is not None else None
+        box = QWidget()
+        line = QHBoxLayout(box)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.addWidget(control, 1)
+        line.addWidget(widget)
+        if label is not None:
+            self.layout.insertRow(row, label, box)
+        else:
+            self.layout.insertRow(row, box)
 
     def value(self, name: str) -> Any:
         return control_value(self.widgets[name])

@@ -7,11 +7,12 @@ themselves, from the layer's scale and units, else from the file it was opened f
 
 Public API
 ----------
-``LayerGeometry(axes, pixel_size, channel_axis, origin)``
+``LayerGeometry(axes, pixel_size, channel_axis, origin, z_spacing)``
     ``axes``: one letter per axis of the layer's data from "TZCYX" (RGB samples are "C"), or
     None when unknown; ``pixel_size``: micrometres per pixel in the image plane, or None;
     ``channel_axis``: index of "C" in the layer's data (None for RGB layers and single-channel
-    images); ``origin``: where the pixel size came from (``"scale"``, ``"file"`` or ``"none"``).
+    images); ``origin``: where the pixel size came from (``"scale"``, ``"file"`` or ``"none"``);
+    ``z_spacing``: distance between Z slices in plane pixels, when both are known.
 ``layer_geometry(layer) -> LayerGeometry``
     Never raises for an unreadable or vanished source file (the geometry is then what the layer
     itself says).
@@ -37,6 +38,7 @@ class LayerGeometry:
     pixel_size: float | None
     channel_axis: int | None
     origin: str = "none"
+    z_spacing: float | None = None
 
 
 def _micrometres(value: float, unit: Any) -> float | None:
@@ -95,7 +97,7 @@ def layer_geometry(layer: Any) -> LayerGeometry:
     """See the module docstring."""
     pixel_size = _scale_pixel_size(layer)
     origin = "scale" if pixel_size is not None else "none"
-    axes = None
+    axes, z_spacing = None, None
     source = getattr(getattr(layer, "source", None), "path", None)
     if source:
         header = source_file_geometry(source)
@@ -104,10 +106,15 @@ def layer_geometry(layer: Any) -> LayerGeometry:
             axes = _layer_axes(file_axes, layer)
             if pixel_size is None and file_pixel and axes is not None:
                 pixel_size, origin = float(file_pixel[-1]), "file"
+            if origin == "file" and file_pixel and len(file_pixel) == 3 and "Z" in file_axes:
+                z_spacing = float(file_pixel[0]) / float(file_pixel[-1])
+    if origin == "scale" and axes is not None and "Z" in axes:
+        scale = [float(v) for v in layer.scale]
+        z_spacing = scale[axes.index("Z")] / scale[-1]  # same unit on both axes
     channel_axis = None
     if axes is not None and "C" in axes and not getattr(layer, "rgb", False):
         channel_axis = axes.index("C")
-    return LayerGeometry(axes, pixel_size, channel_axis, origin)
+    return LayerGeometry(axes, pixel_size, channel_axis, origin, z_spacing)
 
 
 __all__ = ["LayerGeometry", "layer_geometry", "source_file_geometry"]

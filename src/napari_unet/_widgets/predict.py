@@ -25,7 +25,7 @@ from ..core.events import Message
 from . import ROLE_KEY
 from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible
 from ._jobs import notify_error, notify_info, notify_warning
-from .annotate import is_training_layer
+from .annotate import is_training_layer, replace_with_history
 from .layer_info import layer_geometry
 from .model_choice import ModelChoice, ModelSpec
 from .settings import Binding, DockSettings
@@ -152,6 +152,20 @@ def prediction_job(spec: ModelSpec, request: PredictInput, config: Any,
     yield from predict(model, request.array, config, meta)
 
 
+def diameter_job(spec: ModelSpec, request: PredictInput,
+                 normalization: dict[str, Any] | None, options: dict[str, Any]) -> Iterator[Any]:
+    """The worker's generator for the Estimate button: load the model, measure, yield the
+    ``core.diameter.DiameterEstimate`` last."""
+    from ..core.diameter import estimate_diameter
+
+    model, meta = spec.build(request.in_channels, num_classes=None, device="cpu")
+    if normalization is not None:
+        meta = meta.replace(normalization=normalization)
+    yield Message(f"measuring objects with {spec.describe()}...")
+    yield estimate_diameter(model, request.array, meta, channel_axis=request.channel_axis,
+                            device="cpu", **options)
+
+
 def place(result: Any, request: PredictInput, dtype: Any = np.int32) -> np.ndarray:
     """Result of a slice prediction placed into a zero array of the full layer shape."""
     result = np.asarray(result)
@@ -242,7 +256,7 @@ class PredictWidget(QWidget):
             self.estimate_button.setObjectName("estimate_diameter")
             self.estimate_button.setToolTip(tooltip(DOCK, "estimate_diameter"))
             self.estimate_button.clicked.connect(self.estimate_diameter)
-            self.form.add_row(None, self.estimate_button)
+            self.form.add_beside("diameter", self.estimate_button)
         self.block = RunBlock("Predict", DOCK)
         self.run_button, self.stop_button = self.block.run_button, self.block.stop_button
         self.progress, self.status = self.block.progress, self.block.status
@@ -279,6 +293,7 @@ class PredictWidget(QWidget):
         self._image: Image | None = None
         self._result: Any = None
         self._channel_axis: int | None = None
+        self._job: str | None = None
 
         self.run_button.clicked.connect(self.run)
         self.image_combo.changed.connect(self._on_image)
@@ -364,12 +379,15 @@ class PredictWidget(QWidget):
 
         values = self.form.values()
         names = predict_config_names()
+        geometry = layer_geometry(image)
         kwargs: dict[str, Any] = dict(
             tile_size=values["tile_size"], tta=values["tta"],
             split_touching=values["split_touching"], threshold=values["threshold"],
             min_size=values["min_size"], object_diameter=values["diameter"],
             uncertainty=values["uncertainty"], keep_probabilities=values["probabilities"],
-            pixel_size=layer_geometry(image).pixel_size, device="auto")
+            pixel_size=geometry.pixel_size, device="auto")
+        if "z_spacing" in names and geometry.z_spacing is not None:
+            kwargs["z_spacing"] = geometry.z_spacing
         if request is not None:
             kwargs["channel_axis"] = request.channel_axis
             if "axes" in names and request.axes is not None:
@@ -386,6 +404,20 @@ class PredictWidget(QWidget):
         lead = [i for i in range(image.ndim - 2) if i != channel_axis]
         return tuple(int(np.clip(round(point[i]), 0, shape[i] - 1)) for i in lead)
 
+    def _request_for(self, image: Any) -> tuple[PredictInput, int | None]:
+        """What to predict of ``image`` with the dock's choices, and the image's channel axis."""
+        if image is None or not isinstance(image, Image):
+            raise ValueError("choose an image layer to segment")
+        channel_axis = None if image.rgb else self.channel_combo.value
+        data = image.data[0] if image.multiscale else image.data
+        slice_index = None
+        if self.form.value("scope") == "current slice":
+            slice_index = self._slice_index(image, channel_axis)
+        request = prediction_input(data, channel_axis, image.rgb, slice_index,
+                                   channel=self.channel_pick.value,
+                                   axes=layer_geometry(image).axes)
+        return request, channel_axis
+
     def run(self) -> Any:
         """Check the inputs and start the worker; returns it, or None (with a notification)."""
         if self.runner.running:
@@ -393,17 +425,8 @@ class PredictWidget(QWidget):
             return None
         image = self.image_combo.value
         try:
-            if image is None or not isinstance(image, Image):
-                raise ValueError("choose an image layer to segment")
+            request, channel_axis = self._request_for(image)
             spec = self.model_choice.spec()
-            channel_axis = None if image.rgb else self.channel_combo.value
-            data = image.data[0] if image.multiscale else image.data
-            slice_index = None
-            if self.form.value("scope") == "current slice":
-                slice_index = self._slice_index(image, channel_axis)
-            request = prediction_input(data, channel_axis, image.rgb, slice_index,
-                                       channel=self.channel_pick.value,
-                                       axes=layer_geometry(image).axes)
             config = self._config(image, request)
             normalization = self.normalization()
             target = self.output_combo.value
@@ -420,10 +443,11 @@ class PredictWidget(QWidget):
             return None
         if target is not None and not self.confirm(
                 f"Overwrite {'this slice of ' if request.index else ''}{target.name!r} with "
-                "the prediction?"):
+                "the prediction? (Ctrl+Z undoes it)"):
             return None
         self._request, self._target, self._image, self._result = request, target, image, None
         self._channel_axis = channel_axis  # the image's, for the output's scale
+        self._job = "predict"
         self.block.say(f"predicting {image.name!r} with {spec.describe()}...")
         return self.runner.start(lambda: prediction_job(spec, request, config, normalization))
 
@@ -431,31 +455,24 @@ class PredictWidget(QWidget):
         """Stop the running prediction at its next tile batch/slice; nothing is written."""
         self.runner.stop()
 
-    def estimate_diameter(self) -> float | None:
-        """Fill the diameter box with ``core.diameter.estimate_diameter`` of the chosen image."""
-        estimate = diameter_estimator()
-        image = self.image_combo.value
-        if estimate is None or image is None:
-            notify_error("choose an image layer first")
+    def estimate_diameter(self) -> Any:
+        """Measure the typical object diameter of the image with the model (in the worker:
+        ``core.diameter.estimate_diameter`` predicts twice) and put it in the diameter box.
+        Returns the worker, or None (with a notification)."""
+        if self.runner.running:
+            notify_warning("wait for the running job, or stop it")
             return None
         try:
-            data = image.data[0] if image.multiscale else image.data
-            request = prediction_input(data, None if image.rgb else self.channel_combo.value,
-                                       image.rgb, self._slice_index(image, None)
-                                       if data.ndim > 2 else None,
-                                       channel=self.channel_pick.value)
-            plane = np.asarray(request.array)
-            if request.channel_axis is not None:
-                plane = plane.mean(axis=request.channel_axis)
-            while plane.ndim > 2:
-                plane = plane[plane.shape[0] // 2]
-            diameter = float(estimate(plane))
-            self.form.set_value("diameter", round(diameter, 1))
+            request, _ = self._request_for(self.image_combo.value)
+            spec = self.model_choice.spec()
+            normalization = self.normalization()
+            options = {"tile_size": self.form.value("tile_size")}
         except ValueError as err:
             notify_error(err)
             return None
-        self.block.say(f"estimated object diameter: {diameter:.1f} px")
-        return diameter
+        self._job = "estimate"
+        self.block.say("estimating the object diameter with the model...")
+        return self.runner.start(lambda: diameter_job(spec, request, normalization, options))
 
     def _on_event(self, event: Any) -> None:
         from ..core.prediction import PredictionResult
@@ -467,10 +484,14 @@ class PredictWidget(QWidget):
                 self.block.say(event.text)
         elif isinstance(event, PredictionResult):
             self._result = event
+        elif self._job == "estimate" and hasattr(event, "rescale"):  # a DiameterEstimate
+            self._result = event
 
     def _on_finished(self, status: str) -> None:
         result, self._result = self._result, None
-        if status == "done" and result is not None:
+        if self._job == "estimate":
+            self._show_estimate(status, result)
+        elif status == "done" and result is not None:
             self._write(result)
             self.block.say(f"done on {result.device} with {result.tile_size[0]}x"
                            f"{result.tile_size[1]} tiles")
@@ -480,7 +501,17 @@ class PredictWidget(QWidget):
         else:
             self.block.say("failed (see the notification)")
         self._request = self._target = self._image = None
+        self._job = None
         _free_accelerator_memory()
+
+    def _show_estimate(self, status: str, estimate: Any) -> None:
+        if status != "done" or estimate is None:
+            self.block.say("diameter estimate " + ("stopped" if status == "stopped" else
+                                                   "failed (see the notification)"))
+            return
+        if estimate.rescale and estimate.diameter:
+            self.form.set_value("diameter", round(float(estimate.diameter), 1))
+        self.block.say(estimate.note)
 
     def _write(self, result: Any) -> None:
         request, image = self._request, self._image
@@ -488,13 +519,8 @@ class PredictWidget(QWidget):
         labels = result.instances if result.instances is not None else result.semantic
         scale, translate = _spatial(image, self._channel_axis)
         if self._target is not None and self._target in self.viewer.layers:
-            target = self._target
-            if request.index:
-                data = np.array(target.data, copy=True)
-                data[request.index] = np.asarray(labels)
-                target.data = data
-            else:
-                target.data = np.asarray(labels).astype(target.data.dtype, copy=False)
+            # one undoable edit: Ctrl+Z brings the layer's previous labels back
+            replace_with_history(self._target, np.asarray(labels), request.index)
         else:
             self.viewer.add_labels(place(labels, request), name=f"{image.name} prediction",
                                    scale=scale, translate=translate,
