@@ -7,8 +7,12 @@ instead:
 - started with ``spawn`` (default) or ``forkserver``, never ``fork`` (forking a process that runs
   Qt is unsafe); a worker imports only numpy/scipy/skimage (:mod:`napari_unet.core.sampling`),
   not torch, so it starts quickly;
-- step ``s`` goes to worker ``s % n``; results come back on one queue and are handed out in
-  step order, so training is deterministic whatever the timing;
+- start-up costs no time: until a worker reports ready (it imports numpy/scipy, which takes
+  seconds on a busy laptop), the batches are made in the calling process, so the first step
+  starts as soon as without workers;
+- steps go round-robin to the ready workers; results come back on one queue and are handed out
+  in step order. A batch depends only on ``(seed, step)`` and the labels, never on who made it,
+  so training is deterministic whatever the timing;
 - live labels: :meth:`BatchWorkers.get` compares the training set's ``version`` before sending
   new requests and, when it changed, sends every worker the new snapshot first (only the planes
   whose image it does not have yet carry their image), so labels painted during training reach
@@ -74,7 +78,11 @@ class BatchWorkers:
         self._n = int(n_workers)
         self._depth = max(1, int(prefetch)) + self._n - 1
         self._next_request = int(start)
-        self._ready: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._spec = spec
+        self._done: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._requested: set[int] = set()
+        self._up: list[int] = []  # workers that reported ready
+        self._turn = 0
         self._known: list[set] = [set() for _ in range(self._n)]
         ctx = mp.get_context(start_method)
         self._results = ctx.Queue()
@@ -104,26 +112,61 @@ class BatchWorkers:
         if not self._finalizer.alive:
             raise RuntimeError("the batch workers are closed")
         self._sync_labels()
-        while self._next_request < step + self._depth:
+        self._drain(block=False)
+        self._next_request = max(self._next_request, step)
+        if not self._up and step not in self._done:
+            # No worker has started yet: make this batch here rather than wait.
+            self._requested.discard(step)
+            return make_batch(self._samples.snapshot(), self._spec, step)
+        while self._up and self._next_request < step + self._depth:
             s = self._next_request
-            self._tasks[s % self._n].put(("batch", s, None))
+            worker = self._up[self._turn % len(self._up)]
+            self._turn += 1
+            self._tasks[worker].put(("batch", s, None))
+            self._requested.add(s)
             self._next_request += 1
         deadline = None if timeout is None else time.monotonic() + timeout
-        while step not in self._ready:
-            try:
-                kind, s, value = self._results.get(timeout=PARENT_POLL_S)
-            except queue.Empty:
+        while step not in self._done:
+            if not self._drain(block=True):
                 dead = [p for p in self._procs if not p.is_alive()]
                 if dead:
                     raise RuntimeError(f"batch worker {dead[0].name} ended unexpectedly "
-                                       f"(exit code {dead[0].exitcode})") from None
+                                       f"(exit code {dead[0].exitcode})")
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"no batch for step {step} within {timeout} s") from None
-                continue
-            if kind == "error":
+                    raise TimeoutError(f"no batch for step {step} within {timeout} s")
+        self._requested.discard(step)
+        # results of steps made here during start-up are dropped when they arrive
+        return self._done.pop(step)
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Block until every worker has started (tests, diagnostics); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self._up) < self._n and time.monotonic() < deadline:
+            self._drain(block=True)
+        return len(self._up) == self._n
+
+    @property
+    def n_ready(self) -> int:
+        """Workers that have started and take requests."""
+        self._drain(block=False)
+        return len(self._up)
+
+    def _drain(self, block: bool) -> bool:
+        """Read what the workers sent; False when nothing came within the poll interval."""
+        got = False
+        while True:
+            try:
+                kind, s, value = self._results.get(timeout=PARENT_POLL_S) if block and not got \
+                    else self._results.get_nowait()
+            except queue.Empty:
+                return got
+            got = True
+            if kind == "ready":
+                self._up.append(s)
+            elif kind == "error":
                 raise RuntimeError(f"preparing the batch of step {s} failed:\n{value}")
-            self._ready[s] = value
-        return self._ready.pop(step)
+            elif s in self._requested:
+                self._done[s] = value
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the workers (idempotent): a polite request, then terminate after ``timeout``."""
@@ -176,6 +219,7 @@ def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
     parent = mp.parent_process()
     cache: dict[tuple[int, int], np.ndarray] = {}
     snapshot = restore_images(snapshot, cache)
+    results.put(("ready", index, None))
     while True:
         try:
             kind, step, value = tasks.get(timeout=PARENT_POLL_S)

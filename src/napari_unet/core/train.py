@@ -128,6 +128,11 @@ class TrainConfig:
         The paper's weighted cross-entropy, soft Dice, or their sum.
     augment : AugmentConfig or dict, optional
         Augmentation (``AugmentConfig.none()`` switches it off).
+    annotated_bias : float, optional
+        None: annotation-aware patches (sparse labels: every patch centred on an annotated
+        object or background pixel, see :mod:`napari_unet.core.sampling`). A number in [0, 1]:
+        the share of patches centred on a uniformly drawn annotated pixel, the rest anywhere
+        (0.8 was the rule before annotation-aware sampling).
     freeze_norm : bool
         Keep BatchNorm layers in eval mode (running statistics of the trained model), as
         fine-tuning on a handful of patches would otherwise overwrite them.
@@ -168,6 +173,7 @@ class TrainConfig:
     separate_touching: bool = True
     loss: str = "weighted_ce"
     augment: AugmentConfig | None = None
+    annotated_bias: float | None = None
     freeze_norm: bool = False
     keep_best: bool = True
     validate_every: int = 50
@@ -208,6 +214,10 @@ class TrainConfig:
         if not _finite(self.encoder_lr_scale) or not 0 <= self.encoder_lr_scale <= 1:
             raise ValueError(f"encoder_lr_scale must be in [0, 1], got "
                              f"{self.encoder_lr_scale!r}")
+        if self.annotated_bias is not None and (
+                not _finite(self.annotated_bias) or not 0 <= self.annotated_bias <= 1):
+            raise ValueError(f"annotated_bias must be None or in [0, 1], got "
+                             f"{self.annotated_bias!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not _finite(self.momentum) or not 0 <= self.momentum < 1:
@@ -315,7 +325,8 @@ def batch_spec(config: TrainConfig, model: UNet, instances_mode: bool) -> BatchS
         batch_size=config.batch_size, out_hw=tuple(model.output_shape((tile, tile))),
         margin=model.context, instances_mode=instances_mode, num_classes=model.num_classes,
         w0=config.w0, sigma=config.sigma, class_weights=config.class_weights,
-        separate_touching=config.separate_touching, augment=config.augment, seed=config.seed)
+        separate_touching=config.separate_touching, augment=config.augment, seed=config.seed,
+        annotated_bias=config.annotated_bias)
 
 
 def validation_is_meaningful(samples: Any) -> tuple[bool, str]:

@@ -1,0 +1,246 @@
+"""Fine-tuning the shipped default model on a few painted nuclei: today's loop vs the new one.
+
+Protocol (data the project can ship, a look the default model never trained on):
+
+- One 512 x 512 synthetic image (``core.synthetic``, seed 77_000) in a "nucleolar" style beyond
+  every range the default model's synthetic training data draws from: many dark nucleoli and
+  heavy chromatin texture (nuclei that look like rings), strong haze, a bright uneven
+  background (``STYLE`` below; ``tests/core/test_bench_finetune.py`` checks it stays outside).
+- The user paints, on the **top half** only: 10 whole nuclei, a 6-px background ring around
+  each, and 4 background blobs (discs of radius 12 px away from every nucleus) — the sparse
+  convention of the Annotate dock. Training sees only the top half (``--image top.tif``).
+- Scores on the **bottom half** (never painted), with dense ground truth: AP@0.5 of the
+  instances and pixel IoU of the foreground, predicted as ``napari-unet predict`` does.
+- Each recipe trains from the default model; the model is scored at wall-clock marks of
+  training time (evaluation time excluded: the trainer's clock is paused while scoring) and
+  every ``--every`` steps.
+- Throughput: samples/s of each loop against a bare forward + backward + Adam step of the same
+  net on a batch of the same shape, measured in the same run.
+
+    nice -n 5 python benchmarks/bench_finetune.py                 # the full run (~25 min)
+    python benchmarks/bench_finetune.py --marks 0.25 0.5 --recipes new   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from napari_unet.core.checkpoint import resolve_model
+from napari_unet.core.evaluation import evaluate_model
+from napari_unet.core.events import Progress
+from napari_unet.core.losses import weighted_cross_entropy
+from napari_unet.core.sampling import make_batch
+from napari_unet.core.synthetic import STYLES, synthetic_nuclei
+from napari_unet.core.train import TrainConfig, Trainer, batch_spec
+from napari_unet.core.trainingset import TrainingSet
+
+SEED = 77_000
+SHAPE = (512, 512)
+RADIUS = (12.0, 20.0)
+#: Nuclei that look like rings: beyond the default model's training ranges (nucleoli <= 3,
+#: texture <= 0.5, background <= 0.4, haze <= 0.5 in core.synthetic.random_style).
+STYLE = replace(STYLES["widefield"], nucleoli=6.0, texture=0.7, haze=0.6, background=0.5)
+N_OBJECTS = 10
+RING = 6
+N_BLOBS = 4
+BLOB_RADIUS = 12
+
+#: Recipes compared (TrainConfig overrides). "today": the Train dock's and CLI's defaults
+#: before issue 11 (the fast preset, 256-px tiles, 80 % of patches on annotations, batch
+#: preparation in a thread). "new": the finetune preset with worker processes.
+RECIPES = {
+    "today": dict(preset="fast", annotated_bias=0.8, workers=0),
+    "new": dict(preset="finetune", workers="auto"),
+}
+
+
+def protocol_data() -> dict[str, np.ndarray]:
+    """The image, its dense labels, the top half with painted labels, the bottom half."""
+    image, labels = synthetic_nuclei(SHAPE, radius=RADIUS, touching=0.6, seed=SEED, style=STYLE)
+    half = SHAPE[0] // 2
+    top, top_labels = image[:half], labels[:half]
+    return {"image": image, "labels": labels, "top": top,
+            "painted": paint(top_labels, seed=SEED), "bottom": image[half:],
+            "bottom_labels": relabel(labels[half:])}
+
+
+def paint(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Sparse labels as a user paints them: whole nuclei (ids 2..), background rings and blobs
+    (1), everything else 0 = not annotated. Nuclei cut by the image border are not chosen."""
+    rng = np.random.default_rng(seed)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    ids = np.setdiff1d(np.unique(labels[labels > 0]), border)
+    chosen_ids = rng.choice(ids, size=N_OBJECTS, replace=False)
+    chosen = np.isin(labels, chosen_ids)
+    sparse = np.zeros(labels.shape, np.int32)
+    sparse[ndi.binary_dilation(chosen, iterations=RING) & (labels == 0)] = 1
+    # background blobs: discs whose every pixel is >= 4 px from any nucleus
+    far = ndi.distance_transform_edt(labels == 0) > BLOB_RADIUS + 4
+    yy, xx = np.mgrid[-BLOB_RADIUS:BLOB_RADIUS + 1, -BLOB_RADIUS:BLOB_RADIUS + 1]
+    disc = yy**2 + xx**2 <= BLOB_RADIUS**2
+    centres = np.argwhere(far)
+    for c in centres[rng.choice(len(centres), size=min(N_BLOBS, len(centres)), replace=False)]:
+        y0, x0 = c - BLOB_RADIUS
+        region = sparse[max(y0, 0):y0 + disc.shape[0], max(x0, 0):x0 + disc.shape[1]]
+        dy, dx = max(-y0, 0), max(-x0, 0)
+        region[disc[dy:dy + region.shape[0], dx:dx + region.shape[1]]] = 1
+    sparse[chosen] = labels[chosen] + 1
+    return sparse
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    ids = np.unique(labels[labels > 0])
+    table = np.zeros(int(labels.max()) + 1, np.int32)
+    table[ids] = np.arange(1, ids.size + 1)
+    return table[labels]
+
+
+class PausableClock:
+    """Wall-clock seconds with pauses taken out (the trainer's clock while scoring)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.paused_at: float | None = None
+
+    def __call__(self) -> float:
+        now = time.monotonic() if self.paused_at is None else self.paused_at
+        return now - self.offset
+
+    def pause(self) -> None:
+        self.paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        self.offset += time.monotonic() - self.paused_at
+        self.paused_at = None
+
+
+def score(model, meta, data) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    out = evaluate_model(model, meta, [(data["bottom"], data["bottom_labels"])])
+    model.train(was)
+    return {"ap50": round(float(out["ap50"]), 4), "iou": round(float(out["iou"]), 4)}
+
+
+def run_recipe(name: str, overrides: dict, data: dict, marks_s: list[float], every: int,
+               log) -> dict:
+    model, meta = resolve_model("default")
+    samples = TrainingSet([data["top"]], [data["painted"]], convention="sparse",
+                          validation_fraction=0.0, normalization=meta.normalization)
+    budget_min = max(marks_s) / 60.0
+    config = TrainConfig(iterations=100_000, minutes=budget_min, validate_every=0,
+                         device="cpu", **overrides)
+    clock = PausableClock()
+    start_wall = time.monotonic()
+    trainer = Trainer(model, samples, config, clock=clock)
+    start = clock()
+    curve_t, curve_s = [], []
+    pending = sorted(marks_s)
+    first_step_s = None
+    for event in trainer.events():
+        if not isinstance(event, Progress):
+            continue
+        t = clock() - start
+        if first_step_s is None:
+            first_step_s = time.monotonic() - start_wall
+        due_t = pending and t >= pending[0]
+        due_s = every and trainer.step % every == 0
+        if not (due_t or due_s):
+            continue
+        clock.pause()
+        s = score(trainer.model, trainer.meta(), data)
+        if due_t:
+            while pending and t >= pending[0]:
+                curve_t.append({"mark_min": pending.pop(0) / 60, "t_s": round(t, 1),
+                                "step": trainer.step, **s})
+                log(f"{name}: {curve_t[-1]}")
+        if due_s:
+            curve_s.append({"step": trainer.step, "t_s": round(t, 1), **s})
+        clock.resume()
+    t = clock() - start
+    final = score(trainer.model, trainer.meta(), data)
+    for m in pending:  # the budget ended a moment before the last mark
+        curve_t.append({"mark_min": m / 60, "t_s": round(t, 1), "step": trainer.step, **final})
+    trainer.close()
+    samples_s = trainer.step * config.batch_size / max(t, 1e-9)
+    return {"recipe": name, "config": {k: v for k, v in config.to_dict().items()
+                                       if k in ("preset", "lr", "batch_size", "tile_size",
+                                                "warmup_steps", "encoder_lr_scale", "workers")},
+            "steps": trainer.step, "train_s": round(t, 1), "samples_per_s": round(samples_s, 3),
+            "first_step_s": round(first_step_s or float("nan"), 2),
+            "curve_time": curve_t, "curve_steps": curve_s}
+
+
+def bare_samples_per_s(data: dict, overrides: dict, seconds: float) -> float:
+    """Forward + backward + Adam step of the default net alone, on a batch of the recipe's
+    shape (made once), for ``seconds``."""
+    model, meta = resolve_model("default")
+    samples = TrainingSet([data["top"]], [data["painted"]], convention="sparse",
+                          validation_fraction=0.0, normalization=meta.normalization)
+    config = TrainConfig(device="cpu", **overrides)
+    x, y, w = (torch.from_numpy(a) for a in
+               make_batch(samples.snapshot(), batch_spec(config, model, True), 0))
+    net = copy.deepcopy(model).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    n, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < seconds or n < 3:
+        opt.zero_grad(set_to_none=True)
+        loss = weighted_cross_entropy(net(x), y, w)
+        loss.backward()
+        opt.step()
+        float(loss)
+        n += 1
+    return n * config.batch_size / (time.monotonic() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--marks", type=float, nargs="+", default=[0.5, 1, 2, 3, 5],
+                        help="minutes of training at which to score (the last is the budget)")
+    parser.add_argument("--today-marks", type=float, nargs="+", default=None,
+                        help="marks for today's recipe (default: --marks plus 12)")
+    parser.add_argument("--every", type=int, default=0, help="also score every N steps")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--bare-seconds", type=float, default=20.0)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    data = protocol_data()
+    model, meta = resolve_model("default")
+    result = {"load_before": os.getloadavg(), "torch_threads": torch.get_num_threads(),
+              "protocol": {"seed": SEED, "shape": SHAPE, "painted_objects": N_OBJECTS,
+                           "painted_pixels": int(np.count_nonzero(data["painted"])),
+                           "scored_objects": int(data["bottom_labels"].max())},
+              "default_model": score(model, meta, data), "recipes": {}}
+    log(f"default model on the bottom half: {result['default_model']}")
+    for name in args.recipes:
+        marks = args.marks if name != "today" else (args.today_marks or [*args.marks, 12])
+        result["recipes"][name] = run_recipe(name, RECIPES[name], data,
+                                             [60.0 * m for m in marks], args.every, log)
+        result["recipes"][name]["bare_samples_per_s"] = round(
+            bare_samples_per_s(data, RECIPES[name], args.bare_seconds), 3)
+        log(json.dumps({k: v for k, v in result["recipes"][name].items()
+                        if not k.startswith("curve")}))
+    result["load_after"] = os.getloadavg()
+    print(json.dumps(result, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
