@@ -1,4 +1,7 @@
-"""Overlap-tile prediction: exact stitching, layouts, TTA, rescaling, memory, bad input."""
+"""Prediction of images and stacks: layouts, inputs and outputs, rescaling, memory, bad input.
+
+Tile geometry is tested in test_tiles.py, stitching, TTA and precision in test_predictor.py.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,6 @@ from napari_unet.core.distributed import predict_tiles_dask
 from napari_unet.core.events import Message, Progress
 from napari_unet.core.model import UNet
 from napari_unet.core.prediction import PredictConfig, PredictionResult, predict, predict_image
-from napari_unet.core.tiles import (
-    auto_tile_size,
-    padded_axis_tiles,
-    receptive_radius,
-    valid_axis_tiles,
-)
 
 RAW = {"normalization": {"method": "none"}}  # compare against the bare net
 
@@ -41,99 +38,6 @@ def _untiled_valid(model: UNet, image: np.ndarray) -> np.ndarray:
 
 def _image(shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
-
-
-# -- geometry ----------------------------------------------------------------------------------
-def test_valid_axis_tiles_cover_with_aligned_origins():
-    # depth 4: tile 572 -> output 388; 3 tiles needed, origins multiples of 16, spread evenly
-    origins = valid_axis_tiles(1000, 572, 92, 16)
-    assert origins == [0, 304, 624]
-    assert origins[-1] + 388 >= 1000 and origins[-1] + 388 - 1000 < 16
-    assert valid_axis_tiles(100, 572, 92, 16) == [0]
-    with pytest.raises(ValueError, match="less than one pooling step"):
-        valid_axis_tiles(1000, 188, 92, 16)
-
-
-def test_automatic_tiles_fit_the_image():
-    # 2048 px with at most 1024 px tiles: 3 tiles of ~700 px, not 3 of 1024
-    from napari_unet.core.tiles import fit_tile_to_image
-
-    small = UNet.small()
-    tile = fit_tile_to_image(small, (1024, 1024), (2048, 2048))
-    assert tile[0] % 16 == 0 and tile[0] < 900
-    assert len(padded_axis_tiles(2048, tile[0], receptive_radius(small), 16)) == 3
-    original = UNet.original()
-    tile = fit_tile_to_image(original, (1024, 1024), (1000, 2048))
-    original.output_shape(tile)
-    assert len(valid_axis_tiles(1000, tile[0], 92, 16)) == 2
-
-
-def test_padded_axis_tiles_keep_parts_partition_the_axis():
-    tiles = padded_axis_tiles(301, 128, 30, 16)
-    keeps = [(k0, k1) for _, _, k0, k1 in tiles]
-    assert keeps[0][0] == 0 and keeps[-1][1] == 301
-    assert all(a[1] == b[0] for a, b in zip(keeps[:-1], keeps[1:], strict=True))
-    for start, stop, k0, k1 in tiles:
-        assert start % 16 == 0 and stop <= 301
-        assert (k0 == 0 or k0 - start >= 30) and (k1 == 301 or stop - k1 >= 30)
-    assert tiles[-1][1] == 301
-
-
-# -- exactness ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("tile", [48, 60, 92])
-@pytest.mark.parametrize("shape", [(77, 93), (31, 50), (64, 64)])
-def test_valid_tiling_equals_untiled_prediction(tile, shape):
-    model = _net("valid")
-    image = _image(shape)
-    ref = _untiled_valid(model, image[None])
-    result = predict_image(model, image, meta=RAW, tile_size=tile, device="cpu", batch_size=3)
-    assert result.probabilities.shape == (2, *shape)
-    np.testing.assert_allclose(result.probabilities, ref, atol=1e-5)
-    np.testing.assert_array_equal(result.semantic, ref.argmax(0))
-
-
-def test_valid_tiling_depth3_misaligned_grid_would_be_caught():
-    model = _net("valid", depth=3, base=4)
-    image = _image((101, 130), seed=1)
-    ref = _untiled_valid(model, image[None])
-    result = predict_image(model, image, meta=RAW, tile_size=116, device="cpu")
-    np.testing.assert_allclose(result.probabilities, ref, atol=1e-5)
-    # a tile grid shifted by less than 2**depth does not give the same values (He weights)
-    c = model.context
-    shifted = np.pad(image, ((c + 4, c + 60), (c + 4, c + 60)), mode="symmetric")
-    off = _softmax(model, shifted[None, :116 + 4 * 16, :116 + 4 * 16])[:, 4:20, 4:20]
-    assert np.abs(off - ref[:, :16, :16]).max() > 1e-3
-
-
-@pytest.mark.parametrize("depth", [2, 3])
-def test_padded_discard_with_default_overlap_equals_untiled(depth):
-    model = _net("same", depth=depth)
-    image = _image((150, 171), seed=2)
-    ref = _softmax(model, image[None])
-    d, m = model.divisor, receptive_radius(model)
-    tile = (2 * m + d + 30) // d * d
-    result = predict_image(model, image, meta=RAW, tile_size=tile, device="cpu")
-    np.testing.assert_allclose(result.probabilities, ref, atol=1e-5)
-
-
-def test_padded_small_overlap_seams_are_measured_bounded():
-    model = _net("same", depth=2)
-    image = _image((150, 171), seed=2)
-    ref = _softmax(model, image[None])
-    errors = {}
-    for blend in ("discard", "gaussian"):
-        result = predict_image(model, image, meta=RAW, tile_size=60, overlap=8, blend=blend,
-                               device="cpu")
-        errors[blend] = np.abs(result.probabilities - ref)
-    # 8 px of a 22 px receptive radius: seams appear (so the default overlap matters) ...
-    assert errors["discard"].max() > 1e-3
-    # ... but only where kept parts meet; far from every seam the tiles are exact
-    far = errors["discard"][:, :12, :12]
-    assert far.max() < 1e-5
-    # bounds from the measured errors for this seed (max 0.50 / 0.41, mean 0.0074 / 0.0072 for
-    # discard / gaussian; random He weights make seams far worse than a trained net's)
-    assert errors["discard"].max() < 0.6 and errors["gaussian"].max() < 0.6
-    assert errors["discard"].mean() < 0.015 and errors["gaussian"].mean() < 0.015
 
 
 # -- layouts -----------------------------------------------------------------------------------
@@ -220,33 +124,6 @@ def test_dask_map_overlap_tiles_of_one_plane_equal_local():
 
 
 # -- TTA and uncertainty ------------------------------------------------------------------------
-def _symmetrise_(model: UNet) -> UNet:
-    """Make every kernel invariant under flips and 90-degree rotations (a D4-equivariant net)."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                w = module.weight
-                views = [torch.rot90(v, k, dims=(-2, -1)) for v in (w, torch.flip(w, (-1,)))
-                         for k in range(4)]
-                w.copy_(torch.stack(views).mean(0))
-    return model
-
-
-def test_tta_of_an_equivariant_net_equals_plain_prediction():
-    model = _symmetrise_(_net("same", depth=2, base=4))
-    image = _image((64, 64), seed=5)
-    plain = predict_image(model, image, meta=RAW, tile_size=32, overlap=4, device="cpu")
-    tta = predict_image(model, image, meta=RAW, tile_size=32, overlap=4, device="cpu", tta=True,
-                        uncertainty=True, uncertainty_method="variance")
-    np.testing.assert_allclose(tta.probabilities, plain.probabilities, atol=1e-5)
-    assert tta.uncertainty.max() < 1e-5  # all 8 views agree
-    # an ordinary net is not equivariant: TTA does change its output
-    other = _net("same", depth=2, base=4, seed=1)
-    a = predict_image(other, image, meta=RAW, tile_size=64, device="cpu").probabilities
-    b = predict_image(other, image, meta=RAW, tile_size=64, device="cpu", tta=True).probabilities
-    assert np.abs(a - b).max() > 1e-3
-
-
 def test_entropy_uncertainty_is_normalised_entropy_of_the_probabilities():
     model = _net("same")
     image = _image((40, 40), seed=6)
@@ -312,19 +189,6 @@ def test_out_of_memory_retries_with_smaller_batches_and_tiles_then_explains():
         predict_image(model, image, meta=RAW, tile_size=92, device="cpu")
 
 
-def test_auto_tile_size_is_legal_and_follows_the_budget():
-    cpu = torch.device("cpu")
-    valid, padded = _net("valid"), _net("same")
-    small = auto_tile_size(valid, cpu, 1, memory_budget=2**22)
-    big = auto_tile_size(valid, cpu, 1, memory_budget=2**30)
-    assert small[0] < big[0] <= 1024
-    valid.output_shape(small), valid.output_shape(big)  # legal: no error
-    t = auto_tile_size(padded, cpu, 4, memory_budget=2**26)
-    assert t[0] % padded.divisor == 0 and t[0] >= 2 * receptive_radius(padded)
-    result = predict_image(valid, _image((50, 50)), meta=RAW, device="cpu")
-    valid.output_shape(result.tile_size)
-
-
 def test_big_outputs_become_temporary_memory_maps(monkeypatch):
     import napari_unet.core.prediction as prediction
 
@@ -336,18 +200,6 @@ def test_big_outputs_become_temporary_memory_maps(monkeypatch):
 
 
 # -- bad input -----------------------------------------------------------------------------------
-def test_illegal_tile_sizes_name_the_nearest_legal_ones():
-    with pytest.raises(ValueError, match="tile 46 is not legal .* nearest are 44 and 48"):
-        predict_image(_net("valid"), _image((30, 30)), meta=RAW, tile_size=46, device="cpu")
-    with pytest.raises(ValueError, match="tile 50 is not legal .* nearest are 48 and 52"):
-        predict_image(_net("same"), _image((30, 30)), meta=RAW, tile_size=50, device="cpu")
-    with pytest.raises(ValueError, match="too small for an overlap"):
-        predict_image(_net("same"), _image((30, 30)), meta=RAW, tile_size=32, device="cpu")
-    big = UNet.original()
-    with pytest.raises(ValueError, match="tile 570 is not legal .* nearest are 556 and 572"):
-        predict_image(big, _image((30, 30)), meta=RAW, tile_size=570, device="cpu")
-
-
 @pytest.mark.parametrize("kwargs, match", [
     (dict(batch_size=0), "batch_size"),
     (dict(tile_size=(0, 5)), "tile_size"),

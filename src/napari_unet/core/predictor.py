@@ -1,13 +1,21 @@
 """The plane predictor: overlap-tile prediction of one normalised ``(C, H, W)`` plane.
 
-Runs the net on batches of tiles laid out by :mod:`.tiles`, stitches the probabilities
-("discard" the tile borders or Gaussian blending), with optional test-time augmentation,
-float16 on CUDA, and a shrink step the caller uses to retry after running out of memory.
+The net is injected as a *predictor*: a callable ``(N, C, h, w)`` float tensor ->
+``(N, K, h', w')`` class probabilities (``h' = h`` for padded nets, ``h - 2 * context`` for
+valid ones). Test-time augmentation and reduced precision are wrappers around a predictor
+(:func:`with_tta`, :func:`with_autocast`, :class:`FirstBatchCheck`), composed once by
+:func:`build_predictor`, so the tiling loop has no branches for them. A wrapper may append
+channels after the ``K`` probabilities (the TTA variance does); the loop stitches every channel
+it gets and hands back the first ``K`` as probabilities and the next one, if any, as variance.
+
+:class:`PlanePredictor` lays the tiles out with :mod:`.tiles`, runs the predictor on batches
+of tiles, stitches ("discard" each tile's border, or Gaussian blending), and can shrink its
+batch and tile after running out of memory so the caller can retry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -17,12 +25,15 @@ from .events import Progress
 from .model import UNet
 from .tiles import gaussian_window, padded_axis_tiles, receptive_radius, valid_axis_tiles
 
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
 
 class OutOfMemory(Exception):
-    pass
+    """A forward pass ran out of memory; the caller may :meth:`PlanePredictor.shrink`."""
 
 
 def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an out-of-memory error of torch (CPU or CUDA) or Python."""
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
                                   getattr(torch.cuda, "OutOfMemoryError", None)) if t)
     if isinstance(err, (MemoryError, *oom_types)):
@@ -30,6 +41,50 @@ def is_out_of_memory(err: BaseException) -> bool:
     text = str(err).lower()
     return isinstance(err, RuntimeError) and ("out of memory" in text
                                               or "can't allocate memory" in text)
+
+
+# -- predictors and their wrappers -----------------------------------------------------------
+def net_probabilities(model: UNet) -> Predictor:
+    """The bare net as a predictor: softmax over the class axis, in float32."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(x).float(), dim=1)
+
+    return predict
+
+
+def with_autocast(predictor: Predictor, device_type: str, dtype: torch.dtype) -> Predictor:
+    """Run ``predictor`` under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU)."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            y = predictor(x)
+        return y.float()
+
+    return predict
+
+
+class FirstBatchCheck:
+    """Use ``fast`` only if it gives the same labels (arg-max) as ``exact`` on the first batch.
+
+    The first call runs both and decides once; later calls run the chosen one. The decision is
+    appended to ``notes`` as a sentence for the user.
+    """
+
+    def __init__(self, exact: Predictor, fast: Predictor, name: str,
+                 notes: list[str] | None = None):
+        self.exact, self.fast, self.name = exact, fast, name
+        self.notes = notes if notes is not None else []
+        self.use_fast: bool | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_fast is None:
+            full, low = self.exact(x), self.fast(x)
+            self.use_fast = bool(torch.equal(full.argmax(1), low.argmax(1)))
+            self.notes.append(f"{self.name} gives the same labels; using it" if self.use_fast
+                              else f"{self.name} changes labels; staying with float32")
+            return low if self.use_fast else full
+        return (self.fast if self.use_fast else self.exact)(x)
 
 
 def d4_view(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -40,6 +95,7 @@ def d4_view(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def d4_inverse(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo :func:`d4_view` ``k`` on an output."""
     if k % 4:
         y = torch.rot90(y, -(k % 4), dims=(-2, -1))
     if k >= 4:
@@ -47,99 +103,145 @@ def d4_inverse(y: torch.Tensor, k: int) -> torch.Tensor:
     return y
 
 
-class PlanePredictor:
-    """Predicts one normalised ``(C, H, W)`` float32 plane by overlap-tiles."""
+def with_tta(predictor: Predictor, variance: bool = False) -> Predictor:
+    """Average ``predictor`` over the 8 flips/rotations of its input.
 
-    def __init__(self, model: UNet, device: torch.device, tile: tuple[int, int], batch_size: int,
-                 tta: bool, variance: bool, blend: str, overlap: int | None, half: bool | str):
+    With ``variance`` one channel is appended: the variance of the probabilities over the views,
+    averaged over classes, times 4 (so the largest possible variance, 0.25, maps to 1).
+    """
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        total = sq = None
+        for k in range(8):
+            p = d4_inverse(predictor(d4_view(x, k)), k)
+            total = p if total is None else total + p
+            if variance:
+                sq = p * p if sq is None else sq + p * p
+        mean = total / 8
+        if not variance:
+            return mean
+        var = 4 * (sq / 8 - mean * mean).clamp_min(0).mean(1, keepdim=True)
+        return torch.cat([mean, var], dim=1)
+
+    return predict
+
+
+def build_predictor(model: UNet, device: torch.device, *, tta: bool = False,
+                    variance: bool = False, half: bool | str = False,
+                    notes: list[str] | None = None) -> Predictor:
+    """Compose the predictor of one job: the net, reduced precision, then TTA.
+
+    ``half`` (CUDA only; ignored elsewhere): True runs float16 autocast, ``"auto"`` keeps it
+    only if the first batch's labels equal float32's. On CPU bfloat16 was measured slower than
+    float32 on CPUs without native bfloat16 (see docs/tiling.md), so it is not offered here;
+    :func:`with_autocast` composes it for who wants it.
+    """
+    predict = net_probabilities(model)
+    if device.type == "cuda" and half:
+        low = with_autocast(predict, "cuda", torch.float16)
+        predict = low if half is True else FirstBatchCheck(predict, low, "float16", notes)
+    if tta:
+        predict = with_tta(predict, variance)
+    return predict
+
+
+# -- the plane predictor ---------------------------------------------------------------------
+class PlanePredictor:
+    """Predicts one normalised ``(C, H, W)`` float32 plane by overlap-tiles.
+
+    Parameters
+    ----------
+    net : Predictor
+        ``(N, C, h, w)`` tensor -> ``(N, K', h', w')`` (``K' >= model.num_classes``).
+    model : UNet
+        The net's geometry: valid or padded, context, pooling divisor, class count.
+    device : torch.device
+        Where input batches go.
+    tile : (int, int)
+        Input tile size (legal for the model).
+    batch_size : int
+        Tiles per call of ``net``.
+    blend : {"discard", "gaussian"}
+        Padded nets: keep each tile's centre part, or Gaussian-weighted averaging.
+    margin : int, optional
+        Padded nets: pixels of context kept on each side of a tile's kept part (the overlap);
+        None = the receptive radius (exact).
+    notes : list of str, optional
+        Shared with wrappers that report decisions (:class:`FirstBatchCheck`).
+    """
+
+    def __init__(self, net: Predictor, model: UNet, device: torch.device,
+                 tile: tuple[int, int], batch_size: int = 1, blend: str = "discard",
+                 margin: int | None = None, notes: list[str] | None = None):
+        self.net = net
         self.model = model
         self.device = device
-        self.tile = tile
+        self.tile = tuple(tile)
         self.batch_size = batch_size
-        self.tta = tta
-        self.variance = variance
         self.blend = blend
-        self.margin = receptive_radius(model) if overlap is None else overlap
-        # float16 only where CUDA runs it; "auto" is decided on the first batch
-        self.half: bool | str = half if device.type == "cuda" else False
-        self.notes: list[str] = []
+        self.margin = receptive_radius(model) if margin is None else margin
+        self.notes = notes if notes is not None else []
+        self._windows: dict[tuple[int, int], np.ndarray] = {}
 
     # one batch -------------------------------------------------------------------------------
-    def _net(self, x: torch.Tensor, half: bool) -> torch.Tensor:
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
-            logits = self.model(x)
-        return torch.softmax(logits.float(), dim=1)
-
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(N, C, h, w)`` -> probabilities ``(N, K, h', w')`` and variance ``(N, h', w')``."""
-        x = torch.from_numpy(batch).to(self.device)
-        if self.half == "auto":
-            full = self._net(x, False)
-            low = self._net(x, True)
-            self.half = bool(torch.equal(full.argmax(1), low.argmax(1)))
-            self.notes.append("float16 gives the same labels; using it" if self.half else
-                              "float16 changes labels; staying with float32")
-        views = range(8) if self.tta else range(1)
-        total = sq = None
-        for k in views:
-            p = d4_inverse(self._net(d4_view(x, k), bool(self.half)), k)
-            total = p if total is None else total + p
-            if self.variance:
-                sq = p * p if sq is None else sq + p * p
-        mean = total / len(views) if len(views) > 1 else total
-        var = None
-        if self.variance:
-            # mean over classes of E[p^2] - E[p]^2; x4 maps the largest variance (0.25) to 1
-            var = (4 * (sq / len(views) - mean * mean).clamp_min(0).mean(1)).cpu().numpy()
-        return mean.cpu().numpy(), var
+        with torch.inference_mode():
+            out = self.net(torch.from_numpy(batch).to(self.device)).cpu().numpy()
+        k = self.model.num_classes
+        return out[:, :k], (out[:, k] if out.shape[1] > k else None)
 
     # one plane -------------------------------------------------------------------------------
     def run(self, plane: np.ndarray) -> Generator[Progress, None,
                                                    tuple[np.ndarray, np.ndarray | None]]:
         """Generator of tile progress; returns ``(probabilities (K,H,W), variance or None)``."""
         h, w = plane.shape[-2:]
-        k = self.model.num_classes
-        probs = np.zeros((k, h, w), np.float32)
-        var = np.zeros((h, w), np.float32) if self.variance else None
         if self.model.is_valid:
             jobs, src = self._valid_jobs(plane)
-            weights = None
+            gauss = False
         else:
             jobs, src = self._padded_jobs(plane)
-            weights = np.zeros((h, w), np.float32) if self.blend == "gaussian" else None
+            gauss = self.blend == "gaussian"
         groups: dict[tuple[int, int], list] = {}
         for job in jobs:
             groups.setdefault(job[0], []).append(job)
         total, done = len(jobs), 0
+        stitched = weights = None
         for shape_jobs in groups.values():
             for i in range(0, len(shape_jobs), self.batch_size):
                 chunk = shape_jobs[i:i + self.batch_size]
                 batch = np.stack([src[:, sy, sx] for _, (sy, sx), _, _ in chunk])
                 try:
-                    out, v = self.forward(batch)
-                except Exception as err:
+                    out, var = self.forward(batch)
+                except RuntimeError as err:  # torch's CPU allocator fails with a RuntimeError
                     if is_out_of_memory(err):
                         raise OutOfMemory(str(err)) from err
                     raise
+                except MemoryError as err:
+                    raise OutOfMemory(str(err)) from err
+                if var is not None:
+                    out = np.concatenate([out, var[:, None]], axis=1)
+                if stitched is None:  # channels as the wrappers return them
+                    stitched = np.zeros((out.shape[1], h, w), np.float32)
+                    weights = np.zeros((h, w), np.float32) if gauss else None
                 for j, (_, _, (ty, tx), (oy, ox)) in enumerate(chunk):
                     if weights is None:
-                        probs[:, ty, tx] = out[j][:, oy, ox]
-                        if var is not None:
-                            var[ty, tx] = v[j][oy, ox]
+                        stitched[:, ty, tx] = out[j][:, oy, ox]
                     else:
-                        g = np.outer(gaussian_window(out.shape[-2]),
-                                     gaussian_window(out.shape[-1]))
-                        probs[:, ty, tx] += out[j] * g
+                        g = self._window(out.shape[-2:])
+                        stitched[:, ty, tx] += out[j] * g
                         weights[ty, tx] += g
-                        if var is not None:
-                            var[ty, tx] += v[j] * g
                 done += len(chunk)
                 yield Progress(done, total, f"tile {done}/{total}")
         if weights is not None:
-            probs /= weights
-            if var is not None:
-                var /= weights
-        return probs, var
+            stitched /= weights
+        k = self.model.num_classes
+        return stitched[:k], (stitched[k] if stitched.shape[0] > k else None)
+
+    def _window(self, shape: tuple[int, int]) -> np.ndarray:
+        if shape not in self._windows:
+            self._windows[shape] = np.outer(gaussian_window(shape[0]), gaussian_window(shape[1]))
+        return self._windows[shape]
 
     def _valid_jobs(self, plane: np.ndarray):
         c, d = self.model.context, self.model.divisor
@@ -200,8 +302,17 @@ class PlanePredictor:
         return True
 
 
+def plane_predictor(model: UNet, device: torch.device, tile: tuple[int, int], batch_size: int,
+                    tta: bool, variance: bool, blend: str, margin: int | None,
+                    half: bool | str) -> PlanePredictor:
+    """A :class:`PlanePredictor` of ``model`` with the wrappers the settings ask for."""
+    notes: list[str] = []
+    net = build_predictor(model, device, tta=tta, variance=variance, half=half, notes=notes)
+    return PlanePredictor(net, model, device, tile, batch_size, blend, margin, notes)
+
 
 def drain(gen: Generator[Any, None, Any]) -> Any:
+    """Run a generator to its end and return its return value (ignoring what it yields)."""
     while True:
         try:
             next(gen)
@@ -209,4 +320,8 @@ def drain(gen: Generator[Any, None, Any]) -> Any:
             return stop.value
 
 
-__all__ = ["OutOfMemory", "PlanePredictor", "d4_inverse", "d4_view", "drain", "is_out_of_memory"]
+__all__ = [
+    "FirstBatchCheck", "OutOfMemory", "PlanePredictor", "Predictor", "build_predictor",
+    "d4_inverse", "d4_view", "drain", "is_out_of_memory", "net_probabilities", "plane_predictor",
+    "with_autocast", "with_tta",
+]
