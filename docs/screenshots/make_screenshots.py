@@ -70,7 +70,7 @@ def predict_shot(model: str | None) -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Predict")
     if model:
         widget.model_choice.set_source("file", model)
-    widget.uncertainty_check.setChecked(True)
+    widget.form.set_value("uncertainty", True)
     widget.run()
     _wait(QApplication.instance(), lambda: not widget.runner.running)
     viewer.layers["nuclei (cells3d z30) uncertainty"].opacity = 0.6
@@ -126,6 +126,11 @@ def batch_shot(model: str | None, folder: Path) -> None:
 
 
 def main() -> None:
+    import os
+    import tempfile
+
+    # the docks remember settings: keep the shots' choices out of the user's settings file
+    os.environ["NAPARI_UNET_SETTINGS"] = os.path.join(tempfile.mkdtemp(), "docks.ini")
     parser = argparse.ArgumentParser()
     parser.add_argument("shots", nargs="*", default=["annotate", "predict", "batch"])
     parser.add_argument("--model", default=None)
