@@ -81,6 +81,8 @@ class ExportConfig:
         Also write TorchScript weights.
     overwrite : bool
         Replace an existing package file.
+    tags : tuple of str
+        Extra zoo tags (the U-Net, 2D, segmentation and mode tags are always there).
     """
 
     authors: tuple[str, ...] = DEFAULT_AUTHORS
