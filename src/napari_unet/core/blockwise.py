@@ -47,6 +47,8 @@ MIN_HALO = 64
 #: Percentiles come from at most this many pixels per channel (a regular subsample): exact
 #: for planes up to 2048 x 2048, and the same numbers in the whole-plane and blockwise paths.
 MAX_SAMPLES = 2048 * 2048
+#: Normalised values are clipped to +- this (the 1st..99.8th percentiles map to 0..1).
+NORMALIZED_LIMIT = 1e6
 # Pixels an owned object must stay away from its window's edge: the gap filling and the
 # smoothed distance transform of the split look ~5 px around an object.
 _MARGIN = 8
@@ -133,11 +135,16 @@ class IntensityRange:
     scale: tuple[float, ...]
 
     def apply(self, region: np.ndarray) -> np.ndarray:
-        """``(C, h, w)`` raw values -> float32 normalised (the formula of core.normalize)."""
+        """``(C, h, w)`` raw values -> float32 normalised (the formula of core.normalize).
+
+        Values beyond +-:data:`NORMALIZED_LIMIT` (far outliers, e.g. a finite 1e308 in a
+        float64 image) are clipped there instead of overflowing float32 to infinity.
+        """
         data = np.asarray(region).astype(np.float64, copy=False)
         out = np.empty(data.shape, np.float32)
         for c in range(data.shape[0]):
-            out[c] = (data[c] - self.low[c]) / self.scale[c]
+            out[c] = np.clip((data[c] - self.low[c]) / self.scale[c], -NORMALIZED_LIMIT,
+                             NORMALIZED_LIMIT)
         return out
 
 

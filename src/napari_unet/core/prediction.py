@@ -592,6 +592,10 @@ class PredictionJob:
         self.mode = meta.mode or mode_for_classes(model.num_classes)
         self.spec = meta.normalization or DEFAULT_NORMALIZATION
         self.blockwise = needs_blocks((self.h, self.w), config.block_size)
+        self.scale, self.scale_note = 1.0, None
+        if config.object_diameter != "auto":  # "auto" is measured when the job runs
+            self.scale, self.scale_note = _scale_factor(config, meta, self.diameter,
+                                                        (self.h, self.w))
         self.out = out
         self.notes: list[str] = []
 
@@ -608,9 +612,10 @@ class PredictionJob:
             yield self._note(estimate.note, "info" if estimate.rescale else "warning")
             if estimate.rescale:
                 self.diameter = estimate.diameter
-        self.scale, note = _scale_factor(config, self.meta, self.diameter, (self.h, self.w))
-        if note:
-            yield self._note(note, "warning")
+            self.scale, self.scale_note = _scale_factor(config, self.meta, self.diameter,
+                                                        (self.h, self.w))
+        if self.scale_note:
+            yield self._note(self.scale_note, "warning")
         if self.layout_note:
             yield self._note(self.layout_note)
         hw_model = self._model_hw((self.h, self.w))

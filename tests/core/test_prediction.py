@@ -1,0 +1,227 @@
+"""predict(): blockwise planes, volumes, bad arguments, resource checks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.events import Message, Progress
+from napari_unet.core.meta import ModelMeta
+from napari_unet.core.model import UNet
+from napari_unet.core.prediction import (
+    PredictConfig,
+    PredictionResult,
+    allocate_output,
+    predict,
+    predict_image,
+)
+from napari_unet.core.synthetic import synthetic_nuclei
+
+
+
+def assert_same_objects(a, b):
+    """Equal label images up to the ids: each object of one is exactly one object of the other."""
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_array_equal(a > 0, b > 0)
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return UNet(1, 2, base_channels=4, depth=2, padding="same").eval()
+
+
+def _image(shape=(200, 232), seed=0):
+    image, _ = synthetic_nuclei(shape, seed=seed)
+    return (image * 1000).astype(np.uint16)
+
+
+def _events(gen):
+    events = list(gen)
+    assert isinstance(events[-1], PredictionResult)
+    return events[:-1], events[-1]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from napari_unet.core.checkpoint import resolve_model
+
+    return resolve_model("default")
+
+
+def test_blockwise_plane_equals_whole_plane(shipped):
+    net, meta = shipped
+    image = _image((200, 232))
+    settings = dict(device="cpu", tiling="exact")
+    whole = predict_image(net, image, meta, **settings)
+    events, blocks = _events(predict(net, image, PredictConfig(block_size=112, **settings),
+                                     meta))
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert any("block" in e.message for e in progress)
+    np.testing.assert_allclose(blocks.probabilities, whole.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(blocks.semantic, whole.semantic)
+    assert whole.instances.max() > 20
+    assert_same_objects(blocks.instances, whole.instances)
+
+
+def test_blockwise_stack_keeps_ids_unique(shipped):
+    net, meta = shipped
+    stack = np.stack([_image((96, 120), s) for s in range(2)])
+    settings = dict(device="cpu", tiling="exact", keep_probabilities=False)
+    res = predict_image(net, stack, meta, block_size=64, **settings)
+    ref = predict_image(net, stack, meta, **settings)
+    for z in range(2):
+        assert_same_objects(res.instances[z], ref.instances[z])
+    ids0 = set(np.unique(res.instances[0])) - {0}
+    ids1 = set(np.unique(res.instances[1])) - {0}
+    assert ids0 and ids1 and not ids0 & ids1
+
+
+def test_volume_objects_keep_one_id_through_the_slices(model):
+    # one bright ball in a Z stack: one 3D object, not one object per slice
+    zz, yy, xx = np.mgrid[0:9, 0:64, 0:64]
+    ball = ((zz - 4) * 2.0) ** 2 + (yy - 32) ** 2 + (xx - 32) ** 2 <= 12 ** 2
+    fake = _ThresholdNet()
+    image = np.where(ball, 1000, 10).astype(np.uint16)
+    events, res = _events(predict(fake, image, PredictConfig(device="cpu", axes="ZYX",
+                                                             z_spacing=2.0)))
+    assert res.volume
+    assert set(np.unique(res.instances)) == {0, 1}
+    assert (res.instances[4] == 1).sum() > 300 and (res.instances[1] == 1).sum() > 0
+    # the same stack without axes: slice by slice, and a note saying so
+    events, flat = _events(predict(fake, image, PredictConfig(device="cpu")))
+    assert not flat.volume and len(np.unique(flat.instances)) > 2
+    assert any(isinstance(e, Message) and "slice by slice" in e.text for e in events)
+    # linking 2D objects by overlap gives the one object too
+    _, linked = _events(predict(fake, image, PredictConfig(device="cpu", volume=True,
+                                                           stitch_threshold=0.3)))
+    assert set(np.unique(linked.instances)) == {0, 1}
+
+
+class _ThresholdNet(UNet):
+    """A "net" whose foreground probability is the normalised intensity (no weights to train):
+    prediction's plumbing without a trained model."""
+
+    def __init__(self):
+        super().__init__(1, 2, base_channels=2, depth=1, padding="same")
+
+    def forward(self, x):
+        fg = (x[:, :1] > 0.5).float() * 8 - 4
+        return torch.cat([-fg, fg], dim=1)
+
+
+def test_volume_true_on_a_time_series_is_refused(model):
+    with pytest.raises(ValueError, match="T stays slice by slice"):
+        predict(model, np.zeros((3, 32, 32), np.uint16),
+                PredictConfig(device="cpu", axes="TYX", volume=True))
+    with pytest.raises(ValueError, match="axes 'ZYX' has 3 letters"):
+        predict(model, np.zeros((32, 32), np.uint16), PredictConfig(axes="ZYX"))
+
+
+def test_model_argument_checked_with_clear_errors(model):
+    image = _image((64, 64))
+    with pytest.raises(TypeError, match="model must be a UNet"):
+        predict_image(None, image)
+    with pytest.raises(TypeError, match="model must be a UNet"):
+        predict(42, image)
+    with pytest.raises(ValueError):
+        predict_image("no-such-model.pt", image)
+
+
+def test_default_model_by_name():
+    res = predict_image("default", _image((64, 64)), device="cpu")
+    assert res.instances.shape == (64, 64)
+
+
+@pytest.mark.parametrize("bad", [1.5, "0", True])
+def test_channel_axis_must_be_an_integer(bad):
+    with pytest.raises(TypeError, match="channel_axis must be an integer"):
+        PredictConfig(channel_axis=bad)
+
+
+def test_huge_finite_values_are_not_called_infinite(model):
+    image = _image((64, 64)).astype(np.float64)
+    image[3, 3] = 1e308
+    res = predict_image(model, image, device="cpu")
+    assert np.isfinite(res.probabilities).all()
+    image[3, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        predict_image(model, image, device="cpu")
+
+
+def test_rescale_factor_is_bounded(model):
+    meta = ModelMeta.for_model(model, object_diameter=16.0)
+    with pytest.raises(ValueError, match=r"320x.*64 x 64 -> 20480 x 20480"):
+        predict(model, _image((64, 64)), PredictConfig(object_diameter=0.05), meta)
+    with pytest.raises(ValueError, match="object_diameter must be a positive number or 'auto'"):
+        PredictConfig(object_diameter="big")
+
+
+@pytest.mark.parametrize("field,value", [("stitch_threshold", 0.0), ("block_size", 10),
+                                         ("block_halo", 2), ("axes", "XYZ"), ("axes", "ZZYX"),
+                                         ("z_spacing", -1.0)])
+def test_bad_new_settings(field, value):
+    with pytest.raises(ValueError, match=field if field != "axes" else "axes"):
+        PredictConfig(**{field: value})
+
+
+def test_predict_checks_when_called_not_at_first_next(model):
+    with pytest.raises(ValueError, match="empty"):
+        predict(model, np.zeros((0, 5)), PredictConfig(device="cpu"))
+
+
+def _our_temps():
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("napari-unet-")}
+
+
+def test_allocation_checks_disk_and_leaves_no_temp_file(monkeypatch, tmp_path):
+    import napari_unet.core.outputs as outputs
+    import napari_unet.core.prediction as prediction
+
+    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1024)
+    before = set(os.listdir(tmp_path))
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prediction.np, "memmap", fail)
+    with pytest.raises(OSError, match="cannot create the instances output"):
+        allocate_output("instances", (100, 100), np.int32, scratch=str(tmp_path))
+    assert set(os.listdir(tmp_path)) == before
+    monkeypatch.undo()
+    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1024)
+
+    class Usage:
+        free = 1000
+
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda folder: Usage)
+    with pytest.raises(OSError, match=r"not enough disk space.*39.1 KiB"):
+        allocate_output("instances", (100, 100), np.int32, scratch=str(tmp_path))
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_allocation_in_ram_checks_memory(monkeypatch):
+    import napari_unet.core.resources as resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 1000)
+    with pytest.raises(ValueError, match=r"semantic output \(100 x 100 uint8\) needs 9.8 KiB"):
+        allocate_output("semantic", (100, 100), np.uint8)
+
+
+def test_stopping_mid_plane_leaves_no_temp_files(model, monkeypatch):
+    import napari_unet.core.prediction as prediction
+
+    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1024)  # every output a temp memory map
+    before = _our_temps()
+    gen = predict(model, _image(), PredictConfig(device="cpu", tile_size=64, block_size=64))
+    for event in gen:
+        if isinstance(event, Progress):
+            break
+    gen.close()
+    assert _our_temps() == before  # memory maps are unlinked when made
