@@ -168,6 +168,7 @@ def test_architecture_file_is_standalone():
     assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_weights_match_the_net_at_other_sizes(small_package):
     scripted = torch.jit.load(io.BytesIO(_files(small_package)["weights_torchscript.pt"]))
     model = _small()

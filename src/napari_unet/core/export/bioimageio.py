@@ -395,7 +395,11 @@ def _torchscript_bytes(net: UNet, raw: np.ndarray, meta: ModelMeta) -> bytes:
     if diff > 1e-5:
         raise RuntimeError(f"the TorchScript trace differs from the net by {diff}")
     buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
+    with warnings.catch_warnings():
+        # torch >= 2.10 deprecates TorchScript in favour of torch.export, but the zoo's
+        # consumers (deepImageJ, bioimageio.core) read TorchScript, not exported programs.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(traced, buffer)
     return buffer.getvalue()
 
 
@@ -403,7 +407,8 @@ def _tif_bytes(array: np.ndarray) -> bytes:
     import tifffile
 
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, np.ascontiguousarray(array, dtype=np.float32))
+    tifffile.imwrite(buffer, np.ascontiguousarray(array, dtype=np.float32),
+                     photometric="minisblack")  # channels are classes, never RGB
     return buffer.getvalue()
 
 
