@@ -233,3 +233,60 @@ def test_huge_plane_tiles_on_the_cluster_equal_local(tmp_path):
     assert done[0].status == "done" and "cluster" in done[0].message
     assert_same_objects(tifffile.imread(tmp_path / "dask" / "big.tif"),
                         tifffile.imread(tmp_path / "local" / "big.tif"))
+
+
+def test_arguments_are_checked_when_called(model, folder, tmp_path):
+    from napari_unet.core.batch import BatchConfig
+
+    with pytest.raises(ValueError, match="no images found"):
+        batch_segment(model, str(tmp_path / "nowhere" / "*.tif"), tmp_path / "out")
+    with pytest.raises(TypeError, match="model must be a UNet or a model spec"):
+        batch_segment(None, folder, tmp_path / "out")
+    with pytest.raises(TypeError, match="config must be a BatchConfig"):
+        batch_segment(model, folder, tmp_path / "out", config={"overwrite": True})
+    with pytest.raises(ValueError, match="unknown batch setting"):
+        batch_segment(model, folder, tmp_path / "out", colour="red")
+    assert BatchConfig().predict.block_size >= 64
+
+
+def test_ctrl_c_while_writing_leaves_no_half_written_output(model, folder, tmp_path,
+                                                             monkeypatch):
+    import napari_unet.core.io as io
+
+    def interrupted(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"II*\x00half a tiff")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.tifffile, "imwrite", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        list(batch_segment(model, [folder / "a.tif"], out, **SETTINGS))
+    assert list(out.iterdir()) == []  # no labels file, no temporary file
+
+
+def test_plane_pixels(folder, tmp_path):
+    from napari_unet.core.batch import plane_pixels
+
+    assert plane_pixels(folder / "a.tif") == 48 * 40
+    assert plane_pixels(folder / "b.tif") is None  # a stack
+    assert plane_pixels(tmp_path / "x.png") is None  # not a TIFF: not measured
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00garbage")
+    with pytest.raises((OSError, ValueError)):
+        plane_pixels(broken)  # never a silent 0
+
+
+def test_time_series_of_volumes(model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    data = np.stack([np.stack([_nuclei((40, 44), 10 * t + z) for z in range(3)])
+                     for t in range(2)])
+    tifffile.imwrite(src / "tz.tif", data, imagej=True, metadata={"axes": "TZYX"})
+    _, summary = _run(model, src, tmp_path / "out", **SETTINGS)
+    assert summary.failed == []
+    labels = read_image(tmp_path / "out" / "tz.tif")
+    assert labels.axes == "TZYX" and labels.array.shape == (2, 3, 40, 44)
+    # each time point is its own volume: no id is shared between time points
+    first, second = (set(np.unique(labels.array[t])) - {0} for t in range(2))
+    assert not first & second

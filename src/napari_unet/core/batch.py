@@ -507,6 +507,8 @@ def plane_pixels(path: Path) -> int | None:
     if not path.name.lower().endswith((".tif", ".tiff")):
         return None
     with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ValueError(f"{path.name}: no image found in the TIFF file")
         series = tif.series[0]
         axes, shape = series.axes, series.shape
     if "Y" not in axes or any(a not in "YXCS" for a in axes if shape[axes.index(a)] > 1):
