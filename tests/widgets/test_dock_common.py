@@ -132,7 +132,7 @@ def test_annotate_settings_survive_a_fresh_widget(make_napari_viewer):
 # -- controls reach the config -----------------------------------------------------------------
 @pytest.mark.gui
 def test_predict_controls_reach_the_config(make_napari_viewer, tiny_model):
-    from napari_unet._widgets.predict import prediction_input, predict_config_names
+    from napari_unet._widgets.predict import prediction_input
 
     viewer = make_napari_viewer()
     layer = viewer.add_image(np.zeros((3, 16, 16), np.float32), name="img")
@@ -148,14 +148,14 @@ def test_predict_controls_reach_the_config(make_napari_viewer, tiny_model):
     config = widget._config(layer)
     assert config.min_size is None and config.object_diameter is None
     assert config.tile_size is None
-    if "tiling" in predict_config_names():
-        widget.form.set_value("tiling", "fast")
-        assert widget._config(layer).tiling == "fast"
-    if "volume" in predict_config_names():
-        widget.form.set_value("volume", "3d")
-        assert widget._config(layer).volume is True
-        widget.form.set_value("volume", "2d")
-        assert widget._config(layer).volume is False
+    for tiling in ("exact", "fast"):
+        widget.form.set_value("tiling", tiling)
+        assert widget._config(layer).tiling == tiling
+    assert widget._config(layer).volume is None  # auto: from the file's axes
+    widget.form.set_value("volume", "3d")
+    assert widget._config(layer).volume is True
+    widget.form.set_value("volume", "2d")
+    assert widget._config(layer).volume is False
 
     assert widget.normalization() is None
     widget.form.set_values({"own_normalization": True, "norm_low": 3.0, "norm_high": 97.5})
@@ -222,7 +222,7 @@ def test_batch_controls_reach_the_job_and_overwrite_is_confirmed(make_napari_vie
     widget.output_edit.setText(str(out))
     widget.form.set_values({"threshold": 0.4, "min_size": 9, "diameter": 12.0, "tta": True,
                             "probabilities": True, "suffix": "_lab", "overwrite": True,
-                            "split_touching": False, "tile_size": 48})
+                            "split_touching": False, "tile_size": 48, "tiling": "exact"})
     questions = []
     widget.confirm = lambda text: questions.append(text) or False
     assert widget.run() is None and "a_lab.tif" in questions[-1]  # refused: nothing starts
@@ -232,7 +232,7 @@ def test_batch_controls_reach_the_job_and_overwrite_is_confirmed(make_napari_vie
     assert seen["threshold"] == 0.4 and seen["min_size"] == 9
     assert seen["object_diameter"] == 12.0 and seen["tta"] and seen["probabilities"]
     assert seen["suffix"] == "_lab" and seen["overwrite"] and not seen["split_touching"]
-    assert seen["tile_size"] == 48
+    assert seen["tile_size"] == 48 and seen["tiling"] == "exact"
 
 
 @pytest.mark.gui

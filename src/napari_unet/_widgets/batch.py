@@ -20,7 +20,7 @@ from ..core.events import Message
 from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
 from ._jobs import notify_error, notify_info, notify_warning
 from .model_choice import ModelChoice, ModelSpec
-from .predict import predict_config_names
+from .predict import predict_config_defaults
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
 
@@ -77,20 +77,21 @@ def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path,
 
 def batch_fields() -> tuple[Field, ...]:
     """The table of the Batch dock's options (names are tooltip and settings keys)."""
+    d = predict_config_defaults()
     fields = [
-        Field("threshold", "threshold", "float", 0.5, 0.01, 0.99, 0.05),
-        Field("min_size", "minimum size (px)", "int", None, 0, 1_000_000, 10, none_text="auto"),
+        Field("threshold", "threshold", "float", d["threshold"], 0.01, 0.99, 0.05),
+        Field("min_size", "minimum size (px)", "int", d["min_size"], 0, 1_000_000, 10,
+              none_text="auto"),
         Field("diameter", "object diameter (px)", "float", None, 0.0, 10_000.0, 1.0,
               decimals=1, none_text="model scale"),
-        Field("split_touching", "", "bool", True,
+        Field("split_touching", "", "bool", d["split_touching"],
               text="split touching objects by shape (watershed)"),
     ]
-    if "tiling" in predict_config_names():
-        fields.append(Field("tiling", "tiling", "choice", "exact",
-                            choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
+    fields.append(Field("tiling", "tiling", "choice", d["tiling"],
+                        choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
     fields += [
-        Field("tile_size", "tile size", "int", None, 0, 4096, 16, none_text="auto"),
-        Field("tta", "", "bool", False, text="test-time augmentation (8x slower, smoother)"),
+        Field("tile_size", "tile size", "int", d["tile_size"], 0, 4096, 16, none_text="auto"),
+        Field("tta", "", "bool", d["tta"], text="test-time augmentation (8x slower, smoother)"),
         Field("probabilities", "", "bool", False, text="also write probability TIFFs"),
         Field("suffix", "name suffix", "text", ""),
         Field("overwrite", "", "bool", False, text="replace existing labels files"),
@@ -169,9 +170,8 @@ class BatchWidget(QWidget):
                        object_diameter=values["diameter"],
                        split_touching=values["split_touching"], tile_size=values["tile_size"],
                        tta=values["tta"], probabilities=values["probabilities"],
-                       suffix=values["suffix"].strip(), overwrite=values["overwrite"])
-        if "tiling" in values:
-            options["tiling"] = values["tiling"]
+                       suffix=values["suffix"].strip(), overwrite=values["overwrite"],
+                       tiling=values["tiling"])
         return options
 
     def run(self) -> Any:

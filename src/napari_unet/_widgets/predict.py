@@ -177,38 +177,38 @@ def place(result: Any, request: PredictInput, dtype: Any = np.int32) -> np.ndarr
 
 
 # -- the dock --------------------------------------------------------------------------------
-def predict_config_names() -> frozenset[str]:
-    """Fields of ``PredictConfig`` in this version (the dock offers what the core has)."""
+def predict_config_defaults() -> dict[str, Any]:
+    """``PredictConfig``'s defaults: the docks start where the CLI and the core start."""
     from ..core.prediction import PredictConfig
 
-    return frozenset(f.name for f in dataclasses.fields(PredictConfig))
+    return {f.name: f.default for f in dataclasses.fields(PredictConfig)
+            if f.default is not dataclasses.MISSING}
 
 
 def predict_fields() -> tuple[Field, ...]:
     """The table of the Predict dock's settings (names are tooltip and settings keys)."""
-    names = predict_config_names()
+    d = predict_config_defaults()
     fields = [
-        Field("threshold", "threshold", "float", 0.5, 0.01, 0.99, 0.05),
-        Field("min_size", "minimum size (px)", "int", None, 0, 1_000_000, 10, none_text="auto"),
+        Field("threshold", "threshold", "float", d["threshold"], 0.01, 0.99, 0.05),
+        Field("min_size", "minimum size (px)", "int", d["min_size"], 0, 1_000_000, 10,
+              none_text="auto"),
         Field("diameter", "object diameter (px)", "float", None, 0.0, 10_000.0, 1.0,
               decimals=1, none_text="model scale"),
-        Field("split_touching", "", "bool", True,
+        Field("split_touching", "", "bool", d["split_touching"],
               text="split touching objects by shape (watershed)"),
         Field("own_normalization", "", "bool", False, text="own normalisation percentiles"),
         Field("norm_low", "low percentile", "float", 1.0, 0.0, 50.0, 0.5),
         Field("norm_high", "high percentile", "float", 99.8, 50.0, 100.0, 0.1),
     ]
-    if "tiling" in names:
-        fields.append(Field("tiling", "tiling", "choice", "exact",
-                            choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
+    fields.append(Field("tiling", "tiling", "choice", d["tiling"],
+                        choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
     fields += [
-        Field("tile_size", "tile size", "int", None, 0, 4096, 16, none_text="auto"),
-        Field("tta", "", "bool", False, text="test-time augmentation (8 flips/rotations)"),
+        Field("tile_size", "tile size", "int", d["tile_size"], 0, 4096, 16, none_text="auto"),
+        Field("tta", "", "bool", d["tta"], text="test-time augmentation (8 flips/rotations)"),
     ]
-    if "volume" in names:
-        fields.append(Field("volume", "Z stacks", "choice", "auto",
-                            choices=(("auto (3D when the file says Z)", "auto"),
-                                     ("3D objects", "3d"), ("slice by slice", "2d"))))
+    fields.append(Field("volume", "Z stacks", "choice", "auto",
+                        choices=(("auto (3D when the file says Z)", "auto"),
+                                 ("3D objects", "3d"), ("slice by slice", "2d"))))
     fields += [
         Field("scope", "predict", "choice", SCOPES[0], choices=SCOPES),
         Field("probabilities", "", "bool", False, text="probability layer"),
@@ -378,7 +378,6 @@ class PredictWidget(QWidget):
         from ..core.prediction import PredictConfig
 
         values = self.form.values()
-        names = predict_config_names()
         geometry = layer_geometry(image)
         kwargs: dict[str, Any] = dict(
             tile_size=values["tile_size"], tta=values["tta"],
@@ -386,16 +385,11 @@ class PredictWidget(QWidget):
             min_size=values["min_size"], object_diameter=values["diameter"],
             uncertainty=values["uncertainty"], keep_probabilities=values["probabilities"],
             pixel_size=geometry.pixel_size, device="auto")
-        if "z_spacing" in names and geometry.z_spacing is not None:
+        if geometry.z_spacing is not None:
             kwargs["z_spacing"] = geometry.z_spacing
         if request is not None:
-            kwargs["channel_axis"] = request.channel_axis
-            if "axes" in names and request.axes is not None:
-                kwargs["axes"] = request.axes
-        if "tiling" in values:
-            kwargs["tiling"] = values["tiling"]
-        if "volume" in values:
-            kwargs["volume"] = VOLUME_VALUES[values["volume"]]
+            kwargs.update(channel_axis=request.channel_axis, axes=request.axes)
+        kwargs.update(tiling=values["tiling"], volume=VOLUME_VALUES[values["volume"]])
         return PredictConfig(**kwargs)
 
     def _slice_index(self, image: Image, channel_axis: int | None) -> tuple[int, ...]:
