@@ -123,6 +123,7 @@ class TrainWidget(QWidget):
         self.saved_from: tuple[int, bool] | None = None  # (step, best?) of the last save
         self._job: TrainJob | None = None
         self._run_labels: Any = None  # the labels layer the running job trains on
+        self._run_session: train_session.Session | None = None  # where the run autosaves
         self._followed: Any = None  # the labels layer whose edits we follow
         self._last_loss: float | None = None
         self._last_status = 0.0
@@ -348,6 +349,7 @@ class TrainWidget(QWidget):
         self.closer.watch_window()  # docked by now, even in a viewer that was never shown
         self.samples, self.trainer, self.saved_from = data.samples, None, None
         self._run_labels = labels_layer
+        self._run_session = self.session
         self._follow_labels(labels_layer)
         self._last_loss = None
         self.saved_label.setText("")
@@ -428,12 +430,15 @@ class TrainWidget(QWidget):
         job, self._job = self._job, None
         # The job's own trainer: its Started event may have been dropped by an early Stop.
         trainer = self.trainer = job.trainer if job is not None else self.trainer
+        # The run's own session: the layer choice may have changed since (or the viewer is
+        # closing and its layers are going away).
+        session, self._run_session = self._run_session, None
         if self._closed:
             return
-        if trainer is not None and trainer.step > 0 and self.session is not None:
+        if trainer is not None and trainer.step > 0 and session is not None:
             self.status_label.setText(f"{status} at step {trainer.step}; auto-saving the model")
-            self.session.ensure_folder()
-            self._save(trainer, self.session.model_path, autosave=True, job=job)
+            session.ensure_folder()
+            self._save(trainer, session.model_path, autosave=True, job=job)
         else:
             if job is not None:
                 self.io.submit(job.close, what="ending the training")
@@ -533,6 +538,11 @@ class TrainWidget(QWidget):
         processes, free memory. Called when the dock or the viewer closes."""
         if self._closed:
             return
+        try:  # the viewer may be removing its layers: the dock no longer follows them
+            self.inputs.disconnect_viewer()
+            self._follow_labels(None)
+        except (RuntimeError, AttributeError, ValueError):
+            pass  # the viewer is already being torn down
         if self.worker is not None:
             self.jobs.stop()
             deadline = time.monotonic() + timeout_s
@@ -545,11 +555,6 @@ class TrainWidget(QWidget):
         self._labels_timer.stop()
         self.preview.end()
         self.loss_plot.stop()
-        try:
-            self.inputs.disconnect_viewer()
-            self._follow_labels(None)
-        except (RuntimeError, AttributeError, ValueError):
-            pass  # the viewer is already being torn down
         self.io.shutdown(wait=True)  # the auto-save (and the trainer's close) finish here
         if self._job is not None:  # the worker did not stop in time: end its processes anyway
             self._job.close()

@@ -119,9 +119,17 @@ class LivePreview:
         return self.box
 
     def end(self) -> None:
-        """Stop following the view (the run is over)."""
+        """Stop following the view (the run is over); a layer that never got a preview (the
+        run failed or stopped before) is removed again."""
         self._timer.stop()
         self._disconnect()
+        if self.box is not None and self.updates == 0 and self.layer is not None:
+            try:
+                if self.layer in self.viewer.layers:
+                    self.viewer.layers.remove(self.layer)
+            except (RuntimeError, ValueError, KeyError):
+                pass  # the viewer is being torn down
+            self.layer = None
         self.box = None
 
     def forget_deleted_layer(self) -> None:
