@@ -77,9 +77,18 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return out
 
 
+def leftovers(folder: Path) -> list[str]:
+    """What a command left in a temp folder, ignoring torch's own compiler cache folder."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("torchinductor"))
+
+
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run ``napari-unet argv`` in-process: (status, stdout, stderr)."""
-    status = main([str(a) for a in argv])
+    """Run ``napari-unet argv`` in-process: (status, stdout, stderr); argparse's usage errors
+    (SystemExit) count as their exit status, as they would for the console script."""
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        status = exit_.code
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
