@@ -56,12 +56,15 @@ def test_writer_function_round_trip(tmp_path):
 
 
 @pytest.mark.gui
-def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tiff, tmp_path):
+def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tiff, tmp_path,
+                                                   monkeypatch):
     """The napari reader path: viewer.open picks napari's reader with no question; the layer
     knows its file, so the docks find the axes and pixel size there; labels saved with our
     writer keep the pixel size."""
     from napari_unet._widgets.layer_info import layer_geometry
+    from napari_unet._widgets.settings import ENV_VAR
 
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "docks.ini"))  # not the user's settings
     path, img = zcyx_tiff
     viewer = make_napari_viewer()
     layer, = viewer.open(str(path))

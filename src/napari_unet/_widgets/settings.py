@@ -80,9 +80,10 @@ class DockSettings:
         if form is not None:
             form.on_change(self.save)
 
-    def _store(self) -> QSettings:
+    def _store(self, writing: bool = False) -> QSettings:
         path = settings_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if writing:  # reading a missing file is fine; only a write creates the folder
+            path.parent.mkdir(parents=True, exist_ok=True)
         return QSettings(str(path), QSettings.Format.IniFormat)
 
     @property
@@ -93,7 +94,7 @@ class DockSettings:
         """Store the current values (not while restoring or resetting)."""
         if self._quiet:
             return
-        store = self._store()
+        store = self._store(writing=True)
         store.beginGroup(self.dock)
         for name in self.remembered:
             try:
@@ -142,7 +143,7 @@ class DockSettings:
                 binding.set(binding.default)
         finally:
             self._quiet = False
-        store = self._store()
+        store = self._store(writing=True)
         store.remove(self.dock)
         store.sync()
 
