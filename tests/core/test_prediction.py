@@ -225,3 +225,26 @@ def test_stopping_mid_plane_leaves_no_temp_files(model, monkeypatch):
             break
     gen.close()
     assert _our_temps() == before  # memory maps are unlinked when made
+
+
+class _RecordingArray:
+    """An array-like (as zarr is) that records the regions read from it."""
+
+    def __init__(self, data, chunks):
+        self.data, self.chunks, self.reads = data, chunks, []
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, key):
+        part = self.data[key]
+        self.reads.append(part.size)
+        return part
+
+
+def test_chunked_inputs_are_read_block_by_block_never_whole(shipped):
+    net, meta = shipped
+    image = _image((256, 256))
+    source = _RecordingArray(image, chunks=(64, 64))
+    res = predict_image(net, source, meta, device="cpu", block_size=96,
+                        keep_probabilities=False)
+    assert res.instances.max() > 10
+    assert source.reads and max(source.reads) <= 64 * 64  # chunk by chunk, never the plane

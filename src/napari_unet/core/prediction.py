@@ -323,7 +323,14 @@ def as_stack(image: Any, in_channels: int, channel_axis: int | None) -> tuple[An
     if not isinstance(image, np.ndarray) and not is_dask(image):
         import dask.array as da
 
-        image = da.from_array(image, chunks=(1,) * (image.ndim - 2) + tuple(image.shape[-2:]))
+        # the array's own chunks (zarr, tiled TIFF stores), else 1024-px squares: a block or a
+        # window then reads only the chunks it covers, never the whole plane
+        chunks = getattr(image, "chunks", None)
+        if not (isinstance(chunks, tuple) and len(chunks) == image.ndim
+                and all(isinstance(c, (int, np.integer)) for c in chunks)):
+            chunks = (1,) * (image.ndim - 2) + tuple(min(int(n), 1024)
+                                                     for n in image.shape[-2:])
+        image = da.from_array(image, chunks=chunks)
     shape = tuple(image.shape)
     if any(n == 0 for n in shape):
         raise ValueError(f"image is empty (shape {shape})")
