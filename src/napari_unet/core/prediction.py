@@ -71,6 +71,9 @@ IN_RAM_BYTES = 256 * 2**20
 #: Largest resampling factor (either way) from ``object_diameter``/``pixel_size``: beyond it the
 #: model's scale and the image's are too far apart for the net to help, and sizes explode.
 MAX_RESCALE = 16.0
+#: Forward-pass memory of blockwise planes on CPU when ``memory_budget`` is not set: with a
+#: block's labelling (~0.4 GB) the whole job stays under 1 GB (benchmarks/bench_memory.py).
+BLOCKWISE_FORWARD_BUDGET = 384 * 2**20
 #: Volumes: blocks are this many slices deep and ``block_size / 4`` pixels a side, so that a
 #: window with its halo stays near the memory of a 2D block.
 VOLUME_BLOCK_SLICES = 32
@@ -131,7 +134,8 @@ class PredictConfig:
         the un-tiled prediction to float rounding; ``"fast"`` keeps a third of it, computing
         fewer pixels, with seam differences measured on the shipped model (docs/tiling.md).
     memory_budget : int, optional
-        Bytes for the automatic tile size on CPU.
+        Bytes for the automatic tile size on CPU (default: :func:`.tiles.plan_tiles`'s, and
+        ``BLOCKWISE_FORWARD_BUDGET`` for planes predicted block by block).
     keep_probabilities : bool
         Return the probability maps (they are the biggest output: ``num_classes`` float32
         values per pixel).
@@ -630,9 +634,13 @@ class PredictionJob:
             side = config.block_size + 2 * self._context()
             hw_model = self._model_hw((min(self.h, side), min(self.w, side)))
         # tile, batch and overlap by total cost (the pixels the net computes)
+        budget = config.memory_budget
+        if budget is None and self.blockwise and self.device.type != "cuda":
+            # bounded memory is the point of blocks: the net's passes get a fixed share
+            budget = BLOCKWISE_FORWARD_BUDGET
         self.plan = plan_tiles(model, hw_model, self.device, tiling=config.tiling,
                                overlap=config.overlap, tile_size=config.tile_size,
-                               batch_size=config.batch_size, memory_budget=config.memory_budget)
+                               batch_size=config.batch_size, memory_budget=budget)
         self.tile = self.plan.tile
 
     def _note(self, text: str, level: str = "info") -> Message:
