@@ -1,0 +1,91 @@
+"""The CLI's shared pieces: signals, the job runner, one-line errors, option spellings."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import time
+
+import pytest
+
+from napari_unet._cli_common import (
+    GracefulStop, add_device_argument, add_out_argument, one_line, run_job, signals_as_interrupt,
+)
+from napari_unet.core.events import Message, Progress
+
+
+def test_sigterm_is_ctrl_c_inside_and_handlers_come_back():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(KeyboardInterrupt), signals_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts the sleep
+        raise AssertionError("SIGTERM did not interrupt")
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_graceful_stop_first_signal_asks_second_interrupts(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    with GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("second signal did not interrupt")
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert "stopping after this step" in capsys.readouterr().err
+
+
+def test_run_job_returns_results_and_closes_the_generator_on_interrupt(capsys):
+    closed = []
+
+    def job(interrupt):
+        try:
+            yield Progress(1, 2)
+            yield Message("hello")
+            if interrupt:
+                raise KeyboardInterrupt
+            yield "result"
+        finally:
+            closed.append(True)
+
+    assert run_job(job(False), "x") == ["result"]
+    assert "note: hello" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job(True), "x")
+    seen = []
+
+    def endless():
+        try:
+            while True:
+                yield "event"
+        finally:
+            closed.append("endless")
+
+    def stop(event):
+        seen.append(event)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(endless(), "x", on_event=stop)
+    assert closed == [True, True, "endless"] and seen == ["event"]
+
+
+def test_one_line_errors():
+    assert one_line(ValueError("a\n  b")) == "a b"
+    assert one_line(PermissionError(errno.EACCES, "cannot write to folder 'x'")) == \
+        "cannot write to folder 'x'"
+    assert one_line(FileNotFoundError(errno.ENOENT, "No such file", "/a/b")) == \
+        "No such file: /a/b"
+    assert one_line(ValueError()) == "ValueError"
+
+
+def test_out_alias_and_device_spelling():
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_out_argument(parser, "where")
+    add_device_argument(parser)
+    assert parser.parse_args(["--output", "a"]).out == "a"
+    assert parser.parse_args(["--out", "b", "--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(argparse.ArgumentError, match="invalid device value: 'gpu'"):
+        parser.parse_args(["--out", "b", "--device", "gpu"])
