@@ -141,6 +141,8 @@ def test_existing_layer_only_after_confirmation(make_napari_viewer, qtbot, tiny_
     widget.run()
     _wait(qtbot, widget)
     assert not (old.data == 9).any()  # replaced by the prediction (0 = background, ids)
+    old.undo()  # one Ctrl+Z step brings the previous labels back
+    assert (old.data == 9).all()
     assert "img prediction" not in [layer.name for layer in viewer.layers]
 
 

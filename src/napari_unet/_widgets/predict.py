@@ -32,6 +32,7 @@ from .settings import Binding, DockSettings
 from .tooltips import tooltip
 
 NEW_LAYER = "new layer"
+AXES_KEY = "napari_unet_axes"  # layer metadata the labels writer reads
 SCOPES = ("whole stack", "current slice")
 DOCK = "predict"
 
@@ -294,6 +295,7 @@ class PredictWidget(QWidget):
         self._result: Any = None
         self._channel_axis: int | None = None
         self._job: str | None = None
+        self._out_axes: str | None = None
 
         self.run_button.clicked.connect(self.run)
         self.image_combo.changed.connect(self._on_image)
@@ -441,6 +443,8 @@ class PredictWidget(QWidget):
             return None
         self._request, self._target, self._image, self._result = request, target, image, None
         self._channel_axis = channel_axis  # the image's, for the output's scale
+        axes = (layer_geometry(image).axes or "").replace("C", "")
+        self._out_axes = axes if len(axes) == len(request.out_shape) else None
         self._job = "predict"
         self.block.say(f"predicting {image.name!r} with {spec.describe()}...")
         return self.runner.start(lambda: prediction_job(spec, request, config, normalization))
@@ -507,6 +511,13 @@ class PredictWidget(QWidget):
             self.form.set_value("diameter", round(float(estimate.diameter), 1))
         self.block.say(estimate.note)
 
+    def _labels_metadata(self) -> dict[str, Any]:
+        # the labels writer reads the axes here (e.g. "ZYX"), so a saved file keeps its layout
+        meta: dict[str, Any] = {ROLE_KEY: "prediction"}
+        if self._out_axes:
+            meta[AXES_KEY] = self._out_axes
+        return meta
+
     def _write(self, result: Any) -> None:
         request, image = self._request, self._image
         assert request is not None and image is not None
@@ -518,7 +529,7 @@ class PredictWidget(QWidget):
         else:
             self.viewer.add_labels(place(labels, request), name=f"{image.name} prediction",
                                    scale=scale, translate=translate,
-                                   metadata={ROLE_KEY: "prediction"})
+                                   metadata=self._labels_metadata())
         if result.probabilities is not None:
             probs = np.asarray(result.probabilities)
             if probs.shape[0] == 2:
