@@ -1,20 +1,17 @@
-"""Does the viewer stay responsive while the Train dock trains? (run under Xvfb)
+"""Does the viewer stay responsive while the Train dock trains at its DEFAULT settings?
 
-    xvfb-run -a python benchmarks/bench_gui_latency.py [--seconds 20] [--net small|tiny]
+    xvfb-run -a python benchmarks/bench_gui_latency.py [--runs 3] [--seconds 20]
 
-A 10 ms QTimer probe in the GUI thread records how late each tick fires (the event-loop
-stall). Four phases on the same viewer, side by side:
+What a user gets: the dock as it opens (its default model, normally the shipped one, with the
+recipe the dock picks for it; batch preparation in worker processes; live preview and loss
+plot on), on a 512 x 512 synthetic image with its left half painted (sparse convention). A
+10 ms QTimer probe in the GUI thread records how late each tick fires (the event-loop stall),
+from 2 s after Start (building the net, the first texture upload) for ``--seconds``. Each run
+is a fresh dock on the same viewer; an idle phase (no training) comes first, side by side.
 
-- ``idle``: no training, the view left alone;
-- ``training``: the Train dock trains with the live preview and the loss plot on, the view left
-  alone (the issue's measurement: targets p99 < 30 ms and max < 100 ms);
-- ``interact``: no training, while the script pans/zooms the view every 0.5 s and paints a
-  labels stroke every 2 s (napari's own cost of those interactions);
-- ``train+interact``: the same interactions during the training: the preview follows the view
-  and the painted labels go into the running training.
-
-Each training phase starts 2 s after the training started (building the net, first texture
-upload), each other phase 2 s after its start.
+Target (issue 11): p99 < 30 ms and max < 100 ms in at least 2 of 3 runs. The script also times
+the dock's GUI-thread handlers (events, preview, loss-plot redraw, labels push), to tell which
+one a stall came from, and prints the load average: on a shared machine it matters.
 """
 
 from __future__ import annotations
@@ -42,27 +39,36 @@ def stalls_ms(ticks: list[float], since: float) -> np.ndarray:
 
 def summary(name: str, stalls: np.ndarray) -> str:
     if stalls.size == 0:
-        return f"{name:<15} no ticks"
-    return (f"{name:<15} ticks {stalls.size:5d}  p50 {np.percentile(stalls, 50):6.1f} ms  "
+        return f"{name:<12} no ticks"
+    return (f"{name:<12} ticks {stalls.size:5d}  p50 {np.percentile(stalls, 50):6.1f} ms  "
             f"p99 {np.percentile(stalls, 99):6.1f} ms  max {stalls.max():6.1f} ms")
+
+
+def met(stalls: np.ndarray) -> bool:
+    return bool(stalls.size and np.percentile(stalls, 99) < TARGET_P99_MS
+                and stalls.max() < TARGET_MAX_MS)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="training runs (fresh dock each)")
     parser.add_argument("--seconds", type=float, default=20.0,
-                        help="length of each training phase (after its 2 s warm-up)")
-    parser.add_argument("--idle-seconds", type=float, default=10.0,
-                        help="length of each phase without training")
-    parser.add_argument("--net", choices=("small", "tiny"), default="small",
-                        help="small: UNet.small (32..512 channels); tiny: depth 2, 8 channels")
+                        help="measured seconds per run, after the 2 s warm-up")
+    parser.add_argument("--idle-seconds", type=float, default=8.0,
+                        help="length of the idle phase")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
     args = parser.parse_args()
 
     os.environ.setdefault("NAPARI_UNET_SESSION_DIR", tempfile.mkdtemp(prefix="unet-bench-"))
+    # A settings file of its own: the dock's defaults, not whatever a user last chose.
+    os.environ["NAPARI_UNET_SETTINGS"] = os.path.join(tempfile.mkdtemp(prefix="unet-bench-"),
+                                                      "docks.ini")
     import napari
+    import torch
     from qtpy.QtCore import Qt, QTimer
     from qtpy.QtWidgets import QApplication
 
+    from napari_unet._widgets.train import TrainWidget
     from napari_unet.core.synthetic import synthetic_nuclei
 
     image, instances = synthetic_nuclei((args.size, args.size), seed=3)
@@ -72,34 +78,8 @@ def main() -> int:
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
     viewer.add_image(image, name="cells")
-    labels_layer = viewer.add_labels(labels, name="training",
-                                     metadata={"napari_unet_convention": "sparse"})
-    _, dock = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
-    dock.model_choice.set_source("small")
-    if args.net == "tiny":
-        dock.model_choice.overrides = {"base_channels": 8, "depth": 2}
-    for name, value in (("iterations", 100_000), ("tile_size", 128), ("batch_size", 2),
-                        ("preview_every_s", 1.0), ("validate_every", 25)):
-        dock.config_widgets[name].value = value
+    viewer.add_labels(labels, name="training", metadata={"napari_unet_convention": "sparse"})
     app = QApplication.instance()
-
-    # Time the dock's GUI-thread handlers, to tell which one a stall came from.
-    handler_ms: dict[str, list[float]] = {"preview": [], "plot": [], "event": []}
-
-    def timed(name: str, fn):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                handler_ms[name].append((time.perf_counter() - t) * 1000)
-        return wrapper
-
-    dock._show_preview = timed("preview", dock._show_preview)
-    dock.loss_plot.redraw = timed("plot", dock.loss_plot.redraw)
-    dock.loss_plot._timer.timeout.disconnect()  # the timer held the unwrapped method
-    dock.loss_plot._timer.timeout.connect(dock.loss_plot.redraw)
-    dock.jobs.on_event = timed("event", dock.jobs.on_event)  # includes the preview
 
     ticks: list[float] = []
     probe = QTimer()
@@ -107,88 +87,90 @@ def main() -> int:
     probe.setInterval(PROBE_MS)
     probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
 
-    def run_for(seconds: float, every: list[tuple[float, object]] = ()) -> None:
+    def run_for(seconds: float) -> None:
         end = time.perf_counter() + seconds
-        due = [time.perf_counter() + period for period, _ in every]
         while time.perf_counter() < end:
             app.processEvents()
-            now = time.perf_counter()
-            for i, (period, action) in enumerate(every):
-                if now >= due[i]:
-                    due[i] = now + period
-                    action()
             time.sleep(0.001)
 
-    rng = np.random.default_rng(0)
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-
-    def pan() -> None:
-        cy, cx = rng.uniform(args.size * 0.3, args.size * 0.7, 2)
-        camera.center = (cy, cx)
-        camera.zoom = float(rng.choice([1.0, 2.0, 3.0]))
-
-    def paint() -> None:
-        y, x = rng.integers(0, args.size, 2)
-        labels_layer.paint((int(y), int(x)), 1)
-
-    interactions = [(0.5, pan), (2.0, paint)]
-    run_for(2.0)  # let the window settle
-    probe.start()
-    phases: dict[str, np.ndarray] = {}
-
-    def measure(name: str, seconds: float, every=()) -> None:
+    def measure(seconds: float) -> np.ndarray:
         ticks.clear()
         t0 = time.perf_counter()
-        run_for(seconds, every)
-        phases[name] = stalls_ms(ticks, t0 + WARMUP_S)
+        run_for(seconds)
+        return stalls_ms(ticks, t0 + WARMUP_S)
 
-    measure("idle", args.idle_seconds)
-    measure("interact", args.idle_seconds, interactions)
-    viewer.reset_view()
-    if not dock.start():
-        print("the Train dock refused to start", file=sys.stderr)
-        return 2
-    run_for(WARMUP_S)
-    previews_before = dock.preview_updates
-    measure("training", args.seconds + WARMUP_S)
-    previews_static = dock.preview_updates - previews_before
-    measure("train+interact", args.seconds + WARMUP_S, interactions)
-    previews_moving = dock.preview_updates - previews_before - previews_static
-    steps = dock.trainer.step if dock.trainer is not None else 0
-    dock.stop()
-    deadline = time.perf_counter() + 120
-    while dock.worker is not None and time.perf_counter() < deadline:
-        app.processEvents()
-        time.sleep(0.01)
+    run_for(2.0)  # let the window settle
+    probe.start()
+    idle = measure(args.idle_seconds + WARMUP_S)
+    print(f"GUI stalls while the Train dock trains at its defaults (napari "
+          f"{napari.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"image {args.size}x{args.size}, {args.seconds:g} s per run after {WARMUP_S:g} s)")
+    print(summary("idle", idle) + f"   load {os.getloadavg()[0]:.1f}")
+    results = []
+    for run in range(args.runs):
+        dock = TrainWidget(viewer)
+        viewer.window.add_dock_widget(dock, name=f"Train {run}")
+        config = dock.config()
+        handler_ms: dict[str, list[float]] = {"event": [], "preview": [], "plot": [],
+                                              "labels": []}
+
+        def timed(name: str, fn, store=handler_ms):
+            def wrapper(*a, **k):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    store[name].append((time.perf_counter() - t) * 1000)
+            return wrapper
+
+        # Time the dock's GUI-thread handlers (rebinding before Start, so the signals hold
+        # the wrappers).
+        dock.jobs.on_event = timed("event", dock.jobs.on_event)  # includes the preview
+        dock.preview.show = timed("preview", dock.preview.show)
+        dock.loss_plot._timer.timeout.disconnect()
+        dock.loss_plot._timer.timeout.connect(timed("plot", dock.loss_plot.redraw))
+        dock._labels_timer.timeout.disconnect()
+        dock._labels_timer.timeout.connect(timed("labels", dock._push_labels))
+        viewer.reset_view()
+        if not dock.start():
+            print("the Train dock refused to start", file=sys.stderr)
+            return 2
+        load = os.getloadavg()[0]
+        stalls = measure(args.seconds + WARMUP_S)
+        trainer = dock.trainer
+        steps = trainer.step if trainer is not None else 0
+        dock.stop()
+        deadline = time.perf_counter() + 120
+        while dock.worker is not None and time.perf_counter() < deadline:
+            app.processEvents()
+            time.sleep(0.01)
+        run_for(1.0)  # the auto-save
+        ok = met(stalls)
+        results.append(ok)
+        print(f"run {run + 1}: " + summary("training", stalls)
+              + f"   load {load:.1f}  target {'met' if ok else 'NOT met'}")
+        print(f"       model {describe_model(dock, trainer)}, preset {config.preset}, tile "
+              f"{config.tile_size}, batch {config.batch_size}, workers {config.workers}, "
+              f"preview every {config.preview_every_s:g} s; {steps} steps, "
+              f"{dock.preview.updates} previews, {dock.loss_plot.draw_count} plot redraws")
+        print("       slowest GUI handlers: " + ", ".join(
+            f"{name} {max(v):.1f} ms (median {np.median(v):.2f}, n={len(v)})"
+            for name, v in handler_ms.items() if v))
+        dock.shutdown()
+        viewer.window.remove_dock_widget(dock)
     probe.stop()
-
-    import torch
-
-    print(f"GUI latency while training (napari {napari.__version__}, torch "
-          f"{torch.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
-          f"{dock.device_label.text()}, "
-          f"net {args.net}, image {args.size}x{args.size}, tile 128, batch 2)")
-    for name in ("idle", "training", "interact", "train+interact"):
-        print(summary(name, phases[name]))
-
-    def p99(name: str) -> float:
-        return float(np.percentile(phases[name], 99)) if phases[name].size else float("nan")
-
-    print(f"p99 ratios: training/idle {p99('training') / max(p99('idle'), 0.1):.1f}x, "
-          f"train+interact/interact {p99('train+interact') / max(p99('interact'), 0.1):.1f}x")
-    print(f"training: {steps} steps, {dock.loss_plot.steps.size} loss points, "
-          f"{dock.loss_plot.draw_count} plot redraws ({dock.loss_plot.full_draw_count} full), "
-          f"{previews_static} previews (view still) + {previews_moving} (view moving), "
-          f"{len(dock.loss_plot.validation[0])} validations")
-    print("slowest dock handlers (GUI thread): " + ", ".join(
-        f"{name} {max(v):.0f} ms (median {np.median(v):.1f}, n={len(v)})"
-        for name, v in handler_ms.items() if v))
-    busy = phases["training"]
-    ok = busy.size and p99("training") < TARGET_P99_MS and busy.max() < TARGET_MAX_MS
-    print(f"target (training phase) p99 < {TARGET_P99_MS:.0f} ms and max < "
-          f"{TARGET_MAX_MS:.0f} ms: {'met' if ok else 'NOT met'}")
+    print(f"target p99 < {TARGET_P99_MS:.0f} ms and max < {TARGET_MAX_MS:.0f} ms: met in "
+          f"{sum(results)} of {len(results)} runs")
     viewer.close()
     return 0
+
+
+def describe_model(dock, trainer) -> str:
+    source = dock.model_choice.current_source()
+    if trainer is None:
+        return source
+    n = sum(p.numel() for p in trainer.model.parameters())
+    return f"{source} ({n / 1e6:.1f} M parameters, {trainer.device.type})"
 
 
 if __name__ == "__main__":

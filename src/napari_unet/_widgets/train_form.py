@@ -67,7 +67,16 @@ def docstring_fields(cls: type) -> dict[str, str]:
     """
     docs: dict[str, str] = {}
     current: list[str] = []
+    in_parameters = False
+    previous = ""
     for line in (cls.__doc__ or "").splitlines():
+        if line.strip() and set(line.strip()) == {"-"}:  # a section's underline
+            in_parameters = previous.strip() == "Parameters"
+            current = []
+            continue
+        previous = line
+        if not in_parameters:
+            continue
         if line.startswith("    ") and not line.startswith("        ") and " : " in line:
             names, kind = line.split(" : ", 1)
             current = [n.strip() for n in names.split(",")]

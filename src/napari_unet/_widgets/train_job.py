@@ -169,7 +169,8 @@ class TrainJob:
 
     def events(self) -> Iterator[Any]:
         """The generator for the worker: ``Started(trainer)``, then the trainer's events, with
-        ``Preview`` events of the region in the box (every ``preview_every_s`` and at the end).
+        ``Preview`` events of the region in the box: every ``preview_every_s`` (or longer, so
+        that previews take at most a fifth of the time) and at the end.
         """
         from ..core.train import Trainer
 
@@ -185,17 +186,18 @@ class TrainJob:
         # one fixed crop: following the view would mean restarting the trainer (new batch
         # worker processes, a fresh time budget) whenever the view moves.
         last_preview = -float("inf")
-        step = trainer.step
+        wait = self.config.preview_every_s
         for event in trainer.events():
             yield event
-            if isinstance(event, LossReport):
-                step = event.step
-                now = time.monotonic()
-                if now - last_preview >= self.config.preview_every_s:
-                    preview = self._preview(step)
-                    if preview is not None:
-                        last_preview = now
-                        yield preview
+            if isinstance(event, LossReport) and time.monotonic() - last_preview >= wait:
+                started = time.monotonic()
+                preview = self._preview(event.step)
+                if preview is not None:
+                    last_preview = time.monotonic()
+                    # A big crop through a big net takes seconds on a CPU: keep previews to
+                    # at most a fifth of the time, whatever the period asked for.
+                    wait = max(self.config.preview_every_s, 4.0 * (last_preview - started))
+                    yield preview
         if last_preview > -float("inf"):
             final = self._preview(trainer.step)  # the model as it ends
             if final is not None:
