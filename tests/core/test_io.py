@@ -163,3 +163,25 @@ def test_written_file_has_normal_permissions(tmp_path, labels3d):
     os.umask(umask)
     out = write_labels(tmp_path / "l.tif", labels3d[0])
     assert stat.S_IMODE(out.path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_declared_size_is_checked_against_memory_only_where_it_is_allocated(tmp_path,
+                                                                              monkeypatch):
+    from napari_unet.core import resources
+
+    stack = np.arange(2 * 300 * 200, dtype=np.uint16).reshape(2, 300, 200)
+    tifffile.imwrite(tmp_path / "plain.tif", stack)
+    tifffile.imwrite(tmp_path / "zlib.tif", stack, compression="zlib", rowsperstrip=300)
+    monkeypatch.setattr(resources, "available_memory", lambda: 100_000)
+    # eager reads allocate the whole image: refused, naming the sizes
+    with pytest.raises(ValueError, match=r"2 x 300 x 200 uint16 image .* needs 234.4 KiB of "
+                                         r"memory, but only 97.7 KiB"):
+        read_image(tmp_path / "plain.tif")
+    # a memory map allocates nothing
+    data = read_image(tmp_path / "plain.tif", lazy_bytes=1000)
+    np.testing.assert_array_equal(np.asarray(data.array), stack)
+    # a lazy compressed read decompresses one strip (here a whole 117 KiB plane) at a time
+    with pytest.raises(ValueError, match=r"compressed blocks of 300 x 200; one block needs"):
+        read_image(tmp_path / "zlib.tif", lazy_bytes=1000)
+    monkeypatch.setattr(resources, "available_memory", lambda: 200_000)
+    assert read_image(tmp_path / "zlib.tif", lazy_bytes=1000).array.shape == (2, 300, 200)
