@@ -43,6 +43,14 @@ def datasets(n_real: int, n_synthetic: int) -> dict[str, list[tuple[np.ndarray, 
     return out
 
 
+def whole_object_diameter(labels: np.ndarray) -> float:
+    """Median equivalent diameter of the labelled objects not cut by the image border."""
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    whole = np.where(np.isin(labels, edge[edge > 0]), 0, labels)
+    d = equivalent_diameters(whole)
+    return float(np.median(d if d.size else equivalent_diameters(labels)))
+
+
 def zoom(image: np.ndarray, labels: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
     if f == 1.0:
         return image, labels
@@ -72,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             estimates = []
             for image, labels in pairs:
                 im, lab = zoom(image, labels, f)
-                true_d = float(np.median(equivalent_diameters(lab)))
+                true_d = whole_object_diameter(lab)
                 rows["own scale"].append((lab, predict_image(model, im, meta).instances))
                 for t in trained:
                     m = meta.replace(object_diameter=t)
                     rows.setdefault(f"true diameter, trained {t:.1f}", []).append(
                         (lab, predict_image(model, im, m, object_diameter=true_d).instances))
+                    if t != trained[-1]:  # the estimate only with the last (costly)
+                        continue
                     est = estimate_diameter(model, im, m)
                     d = est.diameter if est.rescale else None
                     estimates.append((true_d, est.diameter))

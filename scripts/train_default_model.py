@@ -114,9 +114,12 @@ def varied_part(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 def diameter_summary(labels: list[np.ndarray]) -> dict[str, float]:
     """Equivalent diameters of the objects as trained on (sparse labels: ids >= 2).
 
-    ``median``: over objects (small nuclei dominate by count); ``area_weighted``: the median
-    diameter of the object a random foreground pixel belongs to, i.e. what the net sees most,
-    since patches are drawn by area.
+    ``median``: over objects (small nuclei dominate by count: the old recorded 16.5 px was
+    this); ``area_weighted``: the median diameter of the object a random foreground pixel
+    belongs to, i.e. what the net sees most, since patches are drawn by area; ``aw_p10`` and
+    ``aw_p90`` bound the sizes the net saw, and ``centre`` (their geometric mean) is recorded as
+    the model's ``object_diameter``: the automatic estimate leaves images alone within 2x of it
+    (core.diameter), which then covers the trained range.
     """
     diam, area = [], []
     for lab in labels:
@@ -129,9 +132,13 @@ def diameter_summary(labels: list[np.ndarray]) -> dict[str, float]:
         return {"n_objects": 0}
     order = np.argsort(d)
     cum = np.cumsum(a[order]) / a.sum()
+
+    def quantile(q: float) -> float:
+        return float(d[order][min(np.searchsorted(cum, q), d.size - 1)])
+
     return {"n_objects": int(d.size), "median": float(np.median(d)),
-            "area_weighted": float(d[order][np.searchsorted(cum, 0.5)]),
-            "p10": float(np.percentile(d, 10)), "p90": float(np.percentile(d, 90))}
+            "area_weighted": quantile(0.5), "aw_p10": quantile(0.1), "aw_p90": quantile(0.9),
+            "centre": float(np.sqrt(quantile(0.1) * quantile(0.9)))}
 
 
 def training_data(recipe: Recipe, smoke: bool = False):
@@ -150,9 +157,10 @@ def training_data(recipe: Recipe, smoke: bool = False):
                                          (lab if lab.ndim == 3 else [lab])])
                  for name, (_, labs) in parts.items()}
     description = "; ".join(
-        f"{name}: {len(ims)} {'stack' if ims[0].ndim == 3 else 'images'}, median diameter "
-        f"{diameters[name].get('median', 0):.1f} px (area-weighted "
-        f"{diameters[name].get('area_weighted', 0):.1f})"
+        f"{name}: {len(ims)} {'stack' if ims[0].ndim == 3 else 'images'}, object diameter "
+        f"median {diameters[name].get('median', 0):.1f} px, area-weighted "
+        f"{diameters[name].get('aw_p10', 0):.1f}-{diameters[name].get('area_weighted', 0):.1f}"
+        f"-{diameters[name].get('aw_p90', 0):.1f} (p10-p50-p90)"
         for name, (ims, _) in parts.items())
     description += f" (seed {recipe.seed})"
     return images, labels, description, diameters
@@ -211,13 +219,12 @@ def train(out: Path, recipe: Recipe, minutes: float, checkpoint_minutes: float,
     trainer.close()
     checkpoint_now()
     model, meta = load_model(full)
-    # Recorded training scale: the area-weighted median diameter over all training objects,
-    # since the net sees objects in proportion to their area; per-dataset values go into the
-    # description. scripts/evaluate_default_model.py may replace it with a measured best scale.
+    # Recorded training scale: the geometric centre of the area-weighted p10-p90 diameters of
+    # all training objects (see diameter_summary); per-dataset values go into the description.
     everything = diameter_summary([z for lab in labels for z in (lab if lab.ndim == 3
                                                                   else [lab])])
     changes = dict(training_data=description, name="napari-unet default nuclei model",
-                   object_diameter=everything.get("area_weighted"))
+                   object_diameter=everything.get("centre"))
     meta = meta.replace(**changes) if hasattr(meta, "replace") else {**meta, **changes}
     save_model(out, model, meta)
     print(f"diameters (px): {diameters}; all: {everything}")

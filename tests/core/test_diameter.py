@@ -21,7 +21,7 @@ def test_estimate_recovers_the_known_scale_within_15_percent(default_model, radi
     model, meta = default_model
     image, labels = synthetic_nuclei((192, 192), radius=radius, touching=0.3, seed=11)
     truth = float(np.median(equivalent_diameters(labels)))
-    estimate = estimate_diameter(model, image, meta)
+    estimate = estimate_diameter(model, image, meta, tolerance=1.0)  # always two passes
     assert isinstance(estimate, DiameterEstimate) and estimate.rescale
     assert estimate.n_objects >= 5
     assert abs(estimate.diameter - truth) <= 0.15 * truth, (estimate, truth)
@@ -30,16 +30,26 @@ def test_estimate_recovers_the_known_scale_within_15_percent(default_model, radi
 
 def test_rescaled_image_scores_close_to_the_original_with_the_estimate(default_model):
     model, meta = default_model
+    meta = meta.replace(object_diameter=12.0)
     image, labels = synthetic_nuclei((128, 128), radius=(7.0, 10.0), touching=0.3, seed=4)
     original = evaluate_dataset([(labels, predict_image(model, image, meta).instances)])
     big = rescale(image, 2.0, order=1, preserve_range=True).astype(np.float32)
     big_labels = rescale(labels, 2.0, order=0, preserve_range=True,
                          anti_aliasing=False).astype(np.int32)
     estimate = estimate_diameter(model, big, meta)
-    assert estimate.rescale
+    assert estimate.rescale  # ~34 px objects, more than 2x the model's 12 px: rescaled
     scored = evaluate_dataset([(big_labels, predict_image(
         model, big, meta, object_diameter=estimate.diameter).instances)])
     assert scored["ap50"] >= original["ap50"] - 0.1, (scored, original)
+
+
+def test_within_the_tolerance_the_image_is_left_alone(default_model):
+    model, meta = default_model
+    image, labels = synthetic_nuclei((128, 128), radius=(7.0, 10.0), seed=6)
+    truth = float(np.median(equivalent_diameters(labels)))
+    estimate = estimate_diameter(model, image, meta.replace(object_diameter=1.5 * truth))
+    assert not estimate.rescale and "no rescale" in estimate.note
+    assert abs(estimate.diameter - truth) <= 0.15 * truth
 
 
 def test_no_objects_gives_a_note_and_no_rescale(default_model):
@@ -72,8 +82,20 @@ def test_confident_diameters_skip_unsure_and_border_objects():
 
 
 @pytest.mark.parametrize("bad", [dict(confidence=1.5), dict(min_objects=0),
-                                 dict(max_ratio=1.0)])
+                                 dict(max_ratio=1.5), dict(tolerance=0.5)])
 def test_bad_settings_are_refused(default_model, bad):
     model, meta = default_model
     with pytest.raises(ValueError):
         estimate_diameter(model, np.zeros((32, 32), np.float32), meta, **bad)
+
+
+def test_objects_much_larger_than_the_model_knows_are_not_measured_as_fragments(
+        default_model):
+    # Shown nuclei ~4x its size, a net breaks them into pieces of about its own size; the
+    # coarser first passes see them whole.
+    model, meta = default_model
+    image, labels = synthetic_nuclei((384, 384), radius=(22.0, 28.0), touching=0.2, seed=3)
+    truth = float(np.median(equivalent_diameters(labels)))
+    estimate = estimate_diameter(model, image, meta.replace(object_diameter=16.0))
+    assert estimate.rescale
+    assert abs(estimate.diameter - truth) <= 0.15 * truth, (estimate, truth)

@@ -4,15 +4,23 @@ A model sees objects best near the size it was trained at (``ModelMeta.object_di
 Rescaling an image so that its objects have that size needs their diameter in the image; this
 module measures it with the model itself, iterated once:
 
-1. predict at the image's own scale, keep the *confident* objects (mean foreground probability
-   at least ``confidence``, not cut by the image border) and take the median of their
-   equivalent diameters ``2 sqrt(area / pi)``;
+1. predict at the image's own scale and at 1/2 and 1/4 of it, keep the *confident* objects
+   (mean foreground probability at least ``confidence``, not cut by the image border) and take
+   the median of their equivalent diameters ``2 sqrt(area / pi)``. Of these first estimates,
+   keep the one whose objects were closest to the model's own size *as the model saw them*:
+   a net shown nuclei three times larger than it knows breaks them into fragments of about
+   its own size, so the full-scale pass alone can report fragments; at a coarser scale the
+   same nuclei come out whole. (Only when the objects look small at full scale is a 2x
+   pass added, for tiny objects.)
 2. predict again with the image rescaled by that first estimate (objects now near the model's
    size, where its outlines are best) and measure again, back in image pixels.
 
-No objects, or an estimate far outside what the model was trained at, gives a clear note and
-no rescale (:attr:`DiameterEstimate.rescale` is False); prediction then runs at the image's own
-scale.
+The estimate is used only when it lies outside ``tolerance`` x the training diameter: a model
+trained on a range of sizes (the default model saw nuclei of 10-60 px) does best at the
+image's own scale inside that range, and rescaling there only costs detail (measured,
+docs/models.md). No objects, or an estimate far outside what the model was trained at
+(``max_ratio``), gives a clear note and no rescale either (:attr:`DiameterEstimate.rescale` is
+False); prediction then runs at the image's own scale.
 """
 
 from __future__ import annotations
@@ -63,7 +71,8 @@ def estimate_diameter(
     device: str = "cpu",
     confidence: float = 0.8,
     min_objects: int = 3,
-    max_ratio: float = 4.0,
+    tolerance: float = 2.0,
+    max_ratio: float = 6.0,
     max_side: int = 1024,
     **predict_kwargs: Any,
 ) -> DiameterEstimate:
@@ -86,7 +95,10 @@ def estimate_diameter(
         Minimum mean foreground probability of an object that is measured.
     min_objects : int
         Fewer confident objects than this: no estimate.
-    max_ratio : float > 1
+    tolerance : float >= 1
+        Estimates within this factor of the training diameter are left alone (no rescale);
+        1 rescales whenever the estimate differs.
+    max_ratio : float > tolerance
         Estimates more than this factor above or below the training diameter are not used
         (the model has never seen such sizes; its own first pass is then unreliable too).
     max_side : int
@@ -106,8 +118,11 @@ def estimate_diameter(
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if int(min_objects) != min_objects or min_objects < 1:
         raise ValueError(f"min_objects must be an integer >= 1, got {min_objects!r}")
-    if not (math.isfinite(max_ratio) and max_ratio > 1.0):
-        raise ValueError(f"max_ratio must be a finite number > 1, got {max_ratio!r}")
+    if not (math.isfinite(tolerance) and tolerance >= 1.0):
+        raise ValueError(f"tolerance must be a finite number >= 1, got {tolerance!r}")
+    if not (math.isfinite(max_ratio) and max_ratio > tolerance):
+        raise ValueError(f"max_ratio must be a finite number > tolerance ({tolerance:g}), got "
+                         f"{max_ratio!r}")
     if not isinstance(meta, ModelMeta):
         meta = ModelMeta.from_dict(dict(meta or {}), model)
     if meta.mode != "instances":
@@ -127,18 +142,32 @@ def estimate_diameter(
 
     trained = meta.object_diameter
     first = _measure(predict_image(model, plane, meta, **kwargs), confidence)
-    if len(first) < min_objects:
-        return DiameterEstimate(
-            float(np.median(first)) if len(first) else None, len(first),
-            f"diameter estimate: found {len(first)} confident object(s), need at least "
-            f"{min_objects}; predicting at the image's own scale")
-    d1 = float(np.median(first))
     if not trained:
+        if len(first) < min_objects:
+            return _too_few(first, min_objects)
+        d1 = float(np.median(first))
         return DiameterEstimate(d1, len(first), f"estimated object diameter {d1:.1f} px, but "
                                 "the model does not record the diameter it was trained at; "
                                 "no rescale")
+    # First estimates at several scales; keep the one seen closest to the model's own size.
+    candidates = {1.0: first}
+    for s in (0.5, 0.25):
+        if min(plane.shape[-2:]) * s >= 16:
+            candidates[s] = _measure(predict_image(
+                model, plane, meta, object_diameter=trained / s, **kwargs), confidence)
+    if len(first) >= min_objects and np.median(first) < trained / 1.5:
+        candidates[2.0] = _measure(predict_image(
+            model, plane, meta, object_diameter=trained / 2.0, **kwargs), confidence)
+    usable = {s: d for s, d in candidates.items() if len(d) >= min_objects}
+    if not usable:
+        return _too_few(max(candidates.values(), key=len), min_objects)
+    scale = min(usable, key=lambda s: abs(math.log(np.median(usable[s]) * s / trained)))
+    first = usable[scale]
+    d1 = float(np.median(first))
     if not 1.0 / max_ratio <= d1 / trained <= max_ratio:
         return DiameterEstimate(d1, len(first), _far(d1, trained, max_ratio))
+    if 1.0 / tolerance <= d1 / trained <= tolerance:
+        return _within(d1, len(first), trained, tolerance)
     # Second pass with the objects near the model's size; its outlines are best there.
     second = _measure(predict_image(model, plane, meta, object_diameter=d1, **kwargs),
                       confidence)
@@ -148,6 +177,8 @@ def estimate_diameter(
         d, n = d1, len(first)
     if not 1.0 / max_ratio <= d / trained <= max_ratio:
         return DiameterEstimate(d, n, _far(d, trained, max_ratio))
+    if 1.0 / tolerance <= d / trained <= tolerance:
+        return _within(d, n, trained, tolerance)
     return DiameterEstimate(
         d, n, f"estimated object diameter {d:.1f} px from {n} objects; the model was trained "
         f"at {trained:.1f} px: image rescaled by {trained / d:.2f}", rescale=True)
@@ -173,6 +204,18 @@ def confident_diameters(instances: np.ndarray, foreground: np.ndarray,
 def _measure(result: Any, confidence: float) -> np.ndarray:
     return confident_diameters(result.instances, np.asarray(result.probabilities[1]),
                                confidence)
+
+
+def _within(d: float, n: int, trained: float, tolerance: float) -> DiameterEstimate:
+    return DiameterEstimate(d, n, f"estimated object diameter {d:.1f} px from {n} objects, "
+                            f"within {tolerance:g}x of the model's {trained:.1f} px: no rescale")
+
+
+def _too_few(found: np.ndarray, min_objects: int) -> DiameterEstimate:
+    return DiameterEstimate(
+        float(np.median(found)) if len(found) else None, len(found),
+        f"diameter estimate: found {len(found)} confident object(s), need at least "
+        f"{min_objects}; predicting at the image's own scale")
 
 
 def _far(d: float, trained: float, max_ratio: float) -> str:
