@@ -57,7 +57,7 @@ def test_writer_function_round_trip(tmp_path):
 
 @pytest.mark.gui
 def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tiff, tmp_path,
-                                                   monkeypatch):
+                                                   monkeypatch, qtbot):
     """The napari reader path: viewer.open picks napari's reader with no question; the layer
     knows its file, so the docks find the axes and pixel size there; labels saved with our
     writer keep the pixel size."""
@@ -82,6 +82,22 @@ def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tif
     config = predict._config(layer, request)
     assert config.channel_axis == 1 and config.axes == "ZCYX"
     assert config.z_spacing == pytest.approx(2.0 / 0.25)
+
+    # predict one channel of the hyperstack: the labels layer knows its axes for the writer
+    import torch
+
+    from napari_unet.core.checkpoint import save_model
+    from napari_unet.core.model import UNet
+
+    torch.manual_seed(0)
+    save_model(tmp_path / "tiny.pt", UNet(1, 2, base_channels=4, depth=2))
+    predict.model_choice.set_source("file", str(tmp_path / "tiny.pt"))
+    predict.channel_pick.value = 0
+    assert predict.run() is not None
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=30000)
+    labels_layer = viewer.layers["stack prediction"]
+    assert labels_layer.data.shape == (3, 16, 20)
+    assert labels_layer.metadata["napari_unet_axes"] == "ZYX"
 
     png = tmp_path / "plane.png"
     import imageio.v3 as iio

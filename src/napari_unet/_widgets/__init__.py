@@ -9,8 +9,11 @@ import torch. Layer metadata keys shared by the docks:
 - ``napari_unet_class_names``: class names of a multi-class layer, background first.
 - ``napari_unet_role``: ``"training"`` for layers made by the Annotate dock, ``"prediction"`` for
   layers written by the Predict dock. Predictions are never written into training layers.
+- ``napari_unet_axes``: axes of a labels layer's data (e.g. ``"ZYX"``), set by the Predict dock
+  from the image's file; the labels writer uses it.
 """
 
 CONVENTION_KEY = "napari_unet_convention"
 CLASS_NAMES_KEY = "napari_unet_class_names"
 ROLE_KEY = "napari_unet_role"
+AXES_KEY = "napari_unet_axes"

@@ -22,7 +22,7 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
 
 from ..core.events import Message
-from . import ROLE_KEY
+from . import AXES_KEY, ROLE_KEY
 from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible
 from ._jobs import notify_error, notify_info, notify_warning
 from .annotate import is_training_layer, replace_with_history
@@ -32,7 +32,6 @@ from .settings import Binding, DockSettings
 from .tooltips import tooltip
 
 NEW_LAYER = "new layer"
-AXES_KEY = "napari_unet_axes"  # layer metadata the labels writer reads
 SCOPES = ("whole stack", "current slice")
 DOCK = "predict"
 
