@@ -499,3 +499,54 @@ def test_threads_are_restored_after_training(nuclei):
     for _ in Trainer(tiny(), samples, config(iterations=2, threads=before + 1)).events():
         seen.append(torch.get_num_threads())
     assert set(seen) == {before + 1} and torch.get_num_threads() == before
+
+
+# -- the CLI's time budget -------------------------------------------------------------------
+@pytest.fixture
+def cli_data(tmp_path):
+    import tifffile
+
+    from napari_unet.core.checkpoint import save_model
+
+    image, labels = synthetic_nuclei((64, 64), seed=5)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "one_class.tif", np.where(labels > 0, 2, 0).astype(np.uint16))
+    save_model(tmp_path / "tiny.pt", tiny(), {})
+    return tmp_path
+
+
+def cli_args(d, *extra):
+    return ["train", "--image", str(d / "img.tif"), "--labels", str(d / "lab.tif"),
+            "--model", str(d / "tiny.pt"), "--tile", "32", "--batch-size", "2",
+            "--device", "cpu", "--no-plots", "--workers", "0", *extra]
+
+
+def test_cli_minutes_stops_within_the_budget_and_saves(cli_data, capsys):
+    from napari_unet.cli import main
+
+    out = cli_data / "m.pt"
+    # a budget far below one step: training ends at once, the model is still written
+    assert main(cli_args(cli_data, "--out", str(out), "--minutes", "1e-6",
+                         "--iterations", "1000")) == 0
+    err = capsys.readouterr().err
+    assert "time budget of 1e-06 min reached" in err and "finetune preset" in err
+    assert load_checkpoint(out).meta.step < 1000
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--minutes", "0"], "minutes must be a time budget"),
+    (["--minutes", "1441"], "at most a day"),
+    (["--workers", "many"], "--workers must be a number or 'auto'"),
+    (["--sparse", "--labels", "one_class.tif"], "only one class annotated"),
+])
+def test_cli_bad_budget_or_labels_write_nothing(cli_data, capsys, extra, message):
+    from napari_unet.cli import main
+
+    out = cli_data / "m.pt"
+    args = cli_args(cli_data, "--out", str(out), *extra)
+    if "--labels" in extra:  # the second --labels wins; point it at the file
+        args[len(args) - 1] = str(cli_data / "one_class.tif")
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
