@@ -97,6 +97,37 @@ def test_predict_under_a_real_address_space_limit(work, tmp_path):
     assert [p for p in leftovers(tmp_path) if p != "work"] == []
 
 
+# Found by the long fuzz run: an RGB TIFF with broken tags and a circular page chain made
+# tifffile's series builder loop forever (zlib-compressed, base64: 1 KB).
+LOOPING_TIFF = (
+    "eNrz9NRi4GBgYOBnYGBkYWAEsgSAmBGJzcTIzMAMpA8BMTOQDRIHYTYomwmI+RiZGMSB9AkgFoTpBRKiUDUg/WJI"
+    "ZopD2SAJKUZWMPsdEEszst61en6A4eFfB8FXz6S87hzeOAcs+Q2IZZAs10BiGwIt5wHS/xgggAMMq5WKMxILUpWs"
+    "FKINzXQUQNg4tpYBDTCi4ZLMtLS0zJxUvYJKqIqKH+/rw6Sn1Afee7D//q6wxvdOH160X1EycD36uKJZVMsuXFzh"
+    "jvhPDaW4fzM2WTfkvdg519aruajc7eOt5sPadvHTXqWIT7wU9jDdmlVc9fczl08NBsnL5t17+Xz9fcHgRfeK/go9"
+    "rahU2MY08cjmnHVzhZbO4q3MnpZj57v6mNjUEi+pX5uXpculfnb22FjJ9a5j9wMvubcy63r+fIk4EfLo4u/cG1N+"
+    "HZr8hFXDeFF2afAU7WbBmmN7vDiXdzyWVVDeWv1016KVa1ZN2OX4SmbH24JLT7ZePGWyyqrdoV/S4cYh/fPv+1o4"
+    "Baz/Pdtz3u3klz0RQeI7zyziO661XTs1cOtp52QLphc7Qh8e28+odO3ECt+CfLWajjl6wvOnfpNdcWRa/0x5jvsF"
+    "Ab8tH+2w71li9Llyk5uqTNPPX36n9VODG/61eL68ffrJR7XzUTX9Xp73A9Pl2Ku1/GVmF/tLPPVsynhr9oJZlCPo"
+    "os4UHbONZSrHjLcv+Ro0eev9KU7LnmmrfJzwd/PMfav5dmhZ2jx9ED1L6M2SRTzFwVztGvM23Zn8oWt/b4yfGYuR"
+    "5z81D9HzMk3nwp17l+1UYQ0UWLZ4f81FDWN++wUvdqo91MpqNpguz31SYPEWdq8j3b1baw6uXL35o3nWc+HjK7uO"
+    "996tynrMLs3E4V2hqLa/dSubhW767+/V2zZ+Zv36zDhpiV/cnT1qG+pn7wu/7t0kfE9w3q8voCRiN7fsi+zkfM5J"
+    "9fv1Zzdnv0huZtZf8Mvqyx/Ro1IHkyZVvnY7FSuQ+eeF6q66Y1Fey9mmMUXwbDRTs9rIkML3PLLxs6LU/KdaG5xZ"
+    "/W81vteMSnbd9n1ieYYcy7qnR88tcHcsrA679LbZ2ylTy0a4yfDauy/xF6O/bPI6nn1gyjLu5/cfb2SoNOHgfGbN"
+    "PcmB/8Fli3O7ZwjWLV++wKp9MnN87wSdv6/LJ69bfiY/dOZr/Rlatk21bbt/3Fq++dfq+U1S9e0X9tuL7S56sMm6"
+    "bEU2e4ruP+urpw+VWxn8Wj2lrXjtPvmdIplXrpxYLLstULbQ4dQO97LDPjEfDEUAmQOdUQ=="
+)
+
+
+def test_tiff_with_a_circular_page_chain_ends_quickly(tmp_path):
+    import base64
+    import zlib
+
+    path = tmp_path / "loop.tif"
+    path.write_bytes(zlib.decompress(base64.b64decode(LOOPING_TIFF)))
+    with deadline(10), pytest.raises(ValueError, match="loop.tif"):
+        read_image(path)
+
+
 @pytest.mark.parametrize("field,value", [("depth", 10**6), ("base_channels", 10**9),
                                          ("in_channels", 10**8), ("num_classes", 10**8)])
 def test_model_file_with_absurd_architecture_ends_quickly(tmp_path, field, value):

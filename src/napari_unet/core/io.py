@@ -150,6 +150,11 @@ def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
     logger.addHandler(errors)
     try:
         with tifffile.TiffFile(path) as tif:
+            # Walk the page chain first: tifffile logs a circular IFD chain here, but building
+            # the series from such a chain can loop forever (found by fuzzing).
+            len(tif.pages)
+            if errors.messages:
+                raise RuntimeError(errors.messages[0].replace(repr(tif), "").strip())
             series = tif.series[0]
             if errors.messages:
                 raise RuntimeError(errors.messages[0].replace(repr(tif), "").strip())
