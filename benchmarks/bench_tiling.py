@@ -1,179 +1,189 @@
-"""Speed of overlap-tile prediction: overhead over the bare net, and MONAI's sliding window.
+"""Speed of overlap-tile prediction against one whole-image forward pass and MONAI.
 
-Three measurements, each as a ratio of times taken side by side in this process (interleaved
-repeats, the median of each reported), on a padded net (MONAI handles padded nets only):
+For each net and image size, side by side in one process (one run of each, in this order):
 
-1. overhead: ``predict_image`` time / the sum of bare forward-pass times of the same tile
-   batches (the batches our predictor ran, recorded, then re-run alone) -- target <= 1.10;
-   for one image and for a stack;
-2. same settings as MONAI's ``sliding_window_inference``: same model, tile (roi), overlap and
-   batch of tiles -- target <= 1.0. Our time includes stitching and the arg-max labels,
-   MONAI's only the probabilities; neither normalises nor makes instance labels;
-3. our automatic settings (tile from the memory budget, exact overlap) vs MONAI's common ones
-   (roi 256, overlap 0.25, sw_batch_size 4), with each method's max deviation from the
-   un-tiled prediction (seams).
+1. ``whole``: one forward pass of the whole image (softmax included), the cost tiling adds to.
+   When that pass would not fit in memory, the time of the largest square crop that does,
+   scaled by the pixel ratio (marked "per-pixel"),
+2. ``ours fast`` / ``ours exact``: ``predict_image`` with the settings users get (automatic
+   tile, batch and overlap within the default memory budget; ``tiling="fast"`` is the
+   default). Its time includes stitching and the arg-max labels,
+3. ``MONAI 256/0.25 gaussian``: ``monai.inferers.sliding_window_inference`` at its common
+   settings (roi 256, overlap 0.25, Gaussian blending, 4 windows per batch),
+4. ``MONAI equal``: MONAI with our tile size, our overlap fraction and our batch.
 
-MONAI is imported only here (``pip install monai`` into the venv for this benchmark).
+Each row also gives the input pixels the net computed (counted by a spy on the forward pass)
+as a multiple of the image's, and, where the whole-image pass ran, the max and mean absolute
+deviation of the foreground probability from it and the pixels whose class changed.
+
+Neither side normalises or makes instance labels (the image is normalised once, beforehand):
+what is timed is the net, the tiling and the stitching. MONAI is imported only here
+(``pip install monai`` into the venv for this benchmark; it is not a dependency).
 
 Usage::
 
-    python benchmarks/bench_tiling.py                      # 1024x1024, base-4 depth-4 net
-    python benchmarks/bench_tiling.py --size 2048 --stack 20 --stack-size 1024 --base 32
+    python benchmarks/bench_tiling.py                       # 1536 and 4096, both nets
+    python benchmarks/bench_tiling.py --runs 1536:shipped 1536:small 4096:shipped
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from napari_unet.core.model import UNet
 from napari_unet.core.prediction import predict_image
-from napari_unet.core.tiles import receptive_radius
+from napari_unet.core.tiles import forward_bytes_per_pixel
 
-# no normalisation and no instance labels: what is timed is tiling, the net and stitching
+# no normalisation (done once before) and no instance labels
 RAW = {"normalization": {"method": "none"}, "mode": "semantic"}
+# a whole-image pass bigger than this (estimated) is replaced by a per-pixel extrapolation
+WHOLE_LIMIT = 6 * 2**30
 
 
-def _timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
+def load_net(name: str) -> UNet:
+    if name == "small":
+        torch.manual_seed(0)
+        return UNet.small().eval()  # random He weights: base 32, depth 4, padded
+    from napari_unet.core.checkpoint import resolve_model
+
+    return resolve_model("default")[0].eval()
 
 
-def record_batches(model: UNet, image: np.ndarray, **kwargs) -> list[tuple[int, ...]]:
-    """Shapes of the batches ``predict_image`` feeds the net."""
-    shapes: list[tuple[int, ...]] = []
-    forward = model.forward
+def nuclei_image(side: int) -> np.ndarray:
+    """A normalised synthetic nuclei image: one 1024 px image mirrored to ``side``."""
+    from napari_unet.core.normalize import normalize
+    from napari_unet.core.synthetic import synthetic_nuclei
 
-    def spy(x):
-        shapes.append(tuple(x.shape))
-        return forward(x)
-
-    model.forward = spy
-    try:
-        predict_image(model, image, meta=RAW, device="cpu", **kwargs)
-    finally:
-        del model.forward
-    return shapes
+    tile, _ = synthetic_nuclei((1024, 1024), seed=11)
+    reps = -(-side // 1024)
+    big = np.pad(tile, ((0, 1024 * (reps - 1)),) * 2, mode="symmetric")[:side, :side]
+    return np.ascontiguousarray(normalize(big, {"method": "percentile", "low": 1.0,
+                                                "high": 99.8}), dtype=np.float32)
 
 
-def bare_forward(model: UNet, shapes: list[tuple[int, ...]]) -> float:
-    xs = [torch.randn(s) for s in shapes]
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for x in xs:
-            torch.softmax(model(x), 1)
-    return time.perf_counter() - t0
+class Counter:
+    """Counts the input pixels passed through ``model.forward``."""
+
+    def __init__(self, model: UNet):
+        self.model, self.pixels = model, 0
+        self.forward = model.forward
+
+    def __enter__(self) -> Counter:
+        def spy(x):
+            self.pixels += int(x.shape[0] * x.shape[-2] * x.shape[-1])
+            return self.forward(x)
+
+        self.model.forward = spy
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.model.forward
 
 
-def overhead(model: UNet, image: np.ndarray, reps: int, **kwargs) -> dict:
-    shapes = record_batches(model, image, **kwargs)  # also warms up these tile shapes
-    bare_forward(model, shapes)
-    ours, bare = [], []
-    for _ in range(reps):
-        ours.append(_timed(lambda: predict_image(model, image, meta=RAW, device="cpu",
-                                                 **kwargs))[0])
-        bare.append(bare_forward(model, shapes))
-    o, b = statistics.median(ours), statistics.median(bare)
-    return {"batches": len(shapes), "tile": shapes[0][-2:], "ours_s": o, "bare_s": b,
-            "ratio": o / b}
+def timed(model: UNet, fn: Callable[[], np.ndarray]) -> tuple[float, int, np.ndarray]:
+    with Counter(model) as counter:
+        t0 = time.perf_counter()
+        probs = fn()
+        seconds = time.perf_counter() - t0
+    return seconds, counter.pixels, probs
 
 
-def monai_probabilities(model: UNet, image: np.ndarray, roi: int, overlap: float,
-                        batch: int) -> np.ndarray:
+def whole(model: UNet, image: np.ndarray) -> tuple[float, int, np.ndarray | None, str]:
+    side = image.shape[0]
+    if side * side * forward_bytes_per_pixel(model) <= WHOLE_LIMIT:
+        def run():
+            with torch.inference_mode():
+                x = torch.from_numpy(image)[None, None]
+                return torch.softmax(model(x), 1)[0].numpy()
+
+        t, px, probs = timed(model, run)
+        return t, px, probs, "whole image"
+    crop = int((WHOLE_LIMIT / forward_bytes_per_pixel(model)) ** 0.5) // 16 * 16
+
+    def run_crop():
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(image[:crop, :crop]))[None, None]
+            return torch.softmax(model(x), 1)[0].numpy()
+
+    t, px, _ = timed(model, run_crop)
+    scale = side * side / (crop * crop)
+    return t * scale, side * side, None, f"per-pixel from a {crop}^2 pass"
+
+
+def monai(model: UNet, image: np.ndarray, roi: tuple[int, int], overlap, batch: int,
+          mode: str) -> np.ndarray:
     from monai.inferers import sliding_window_inference
 
     x = torch.from_numpy(image)[None, None]
     with torch.inference_mode():
-        out = sliding_window_inference(x, (roi, roi), batch,
-                                       lambda t: torch.softmax(model(t), 1),
-                                       overlap=overlap, mode="constant")
+        out = sliding_window_inference(x, roi, batch, lambda t: torch.softmax(model(t), 1),
+                                       overlap=overlap, mode=mode)
     return out[0].numpy()
 
 
-def untiled(model: UNet, image: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return torch.softmax(model(torch.from_numpy(image)[None, None]), 1)[0].numpy()
+def run_one(size: int, net: str) -> list[tuple]:
+    model = load_net(net)
+    image = nuclei_image(size)
+    n_px = size * size
+    rows: list[tuple] = []
 
+    def report(name: str, seconds: float, pixels: int, probs, ref, note: str = "") -> None:
+        if ref is not None and probs is not None:
+            d = np.abs(probs[1] - ref[1])
+            changed = int(np.count_nonzero(probs.argmax(0) != ref.argmax(0)))
+            seam = f"{d.max():.2e} | {d.mean():.1e} | {changed}"
+        else:
+            seam = "- | - | -"
+        rows.append((name, seconds, pixels / n_px, seam, note))
+        base = rows[0][1]
+        print(f"{net} {size}^2 | {name} | {seconds:.1f} s | x{seconds / base:.3f} | "
+              f"{pixels / n_px:.3f} px | {seam} | {note}", flush=True)
 
-def compare(model, image, reps, ours_kwargs, monai_args, reference) -> dict:
-    ours_t, theirs_t = [], []
-    monai_probabilities(model, image, *monai_args)  # warm-up: first calls of a shape are slow
-    for _ in range(reps):
-        t, ours = _timed(lambda: predict_image(model, image, meta=RAW, device="cpu",
-                                               **ours_kwargs))
-        ours_t.append(t)
-        t, theirs = _timed(lambda: monai_probabilities(model, image, *monai_args))
-        theirs_t.append(t)
-    o, m = statistics.median(ours_t), statistics.median(theirs_t)
-    return {"ours_s": o, "monai_s": m, "ratio": o / m, "tile": ours.tile_size,
-            "ours_seam": float(np.abs(ours.probabilities - reference).max()),
-            "monai_seam": float(np.abs(theirs - reference).max())}
+    with torch.inference_mode():  # warm-up of the allocator and kernels on a small input
+        model(torch.zeros(1, 1, 256, 256))
+    t, px, ref, note = whole(model, image)
+    report("whole", t, px, ref, None, note)
+    result = {}
+    for tiling in ("fast", "exact") if size <= 2048 else ("fast",):
+        t, px, res = timed(model, lambda tiling=tiling: predict_image(
+            model, image, meta=RAW, device="cpu", tiling=tiling))
+        result[tiling] = res
+        report(f"ours {tiling}", t, px, res.probabilities, ref,
+               f"tile {res.tile_size[0]}x{res.tile_size[1]}")
+    t, px, probs = timed(model, lambda: monai(model, image, (256, 256), 0.25, 4, "gaussian"))
+    report("MONAI 256/0.25 gaussian", t, px, probs, ref, "batch 4")
+    from napari_unet.core.tiles import plan_tiles
+
+    plan = plan_tiles(model, (size, size), "cpu")  # what "ours fast" ran
+    overlap = tuple(min(0.99, 2 * plan.margin / t) for t in plan.tile)
+    t, px, probs = timed(model, lambda: monai(model, image, plan.tile, overlap,
+                                              plan.batch_size, "constant"))
+    report("MONAI equal tile/overlap", t, px, probs, ref,
+           f"roi {plan.tile}, overlap {overlap[0]:.3f}/{overlap[1]:.3f}, "
+           f"batch {plan.batch_size}")
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=1024, help="image side (px)")
-    parser.add_argument("--stack", type=int, default=4, help="slices of the stack")
-    parser.add_argument("--stack-size", type=int, default=512, help="stack slice side (px)")
-    parser.add_argument("--base", type=int, default=4,
-                        help="base channels of the depth-4 padded net (32 = UNet.small)")
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--runs", nargs="+",
+                        default=["1536:shipped", "1536:small", "4096:shipped", "4096:small"],
+                        help="SIZE:NET pairs (NET: small = UNet.small, shipped = the default "
+                             "model)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = UNet.small(base_channels=args.base).eval()
-    rng = np.random.default_rng(0)
-    image = rng.normal(size=(args.size, args.size)).astype(np.float32)
-    stack = rng.normal(size=(args.stack, args.stack_size, args.stack_size)).astype(np.float32)
-    m = receptive_radius(model)
-    same = dict(tile_size=args.tile, batch_size=args.batch)
-    print(f"net: padded depth 4, base {args.base}; image {args.size}^2; stack {args.stack}x"
-          f"{args.stack_size}^2; tile {args.tile}, overlap {m} px/side "
-          f"({2 * m / args.tile:.3f} of the tile), batch {args.batch}, {args.reps} reps, "
-          f"{args.threads} threads", flush=True)
-
-    rows = []
-    r = overhead(model, image, args.reps, **same)
-    rows.append((f"overhead, image, tile {args.tile}", r["ours_s"], r["bare_s"], r["ratio"]))
-    print("overhead image", r, flush=True)
-    r = overhead(model, image, args.reps)
-    rows.append((f"overhead, image, auto tile {r['tile'][0]}", r["ours_s"], r["bare_s"],
-                 r["ratio"]))
-    print("overhead image auto", r, flush=True)
-    r = overhead(model, stack, args.reps, **same)
-    rows.append((f"overhead, stack, tile {args.tile}", r["ours_s"], r["bare_s"], r["ratio"]))
-    print("overhead stack", r, flush=True)
-
-    reference = untiled(model, image)
-    r = compare(model, image, args.reps, same, (args.tile, 2 * m / args.tile, args.batch),
-                reference)
-    rows.append(("vs MONAI, same tile/overlap/batch", r["ours_s"], r["monai_s"], r["ratio"]))
-    print("same settings", r, flush=True)
-    seams = [("ours (discard), same settings", r["ours_seam"]),
-             ("MONAI (constant), same settings", r["monai_seam"])]
-    r = compare(model, image, args.reps, {}, (256, 0.25, 4), reference)
-    rows.append((f"ours auto (tile {r['tile'][0]}) vs MONAI 256/0.25/4", r["ours_s"],
-                 r["monai_s"], r["ratio"]))
-    print("auto vs common", r, flush=True)
-    seams += [("ours, automatic settings", r["ours_seam"]),
-              ("MONAI 256 / 0.25 (constant)", r["monai_seam"])]
-
-    print("\n| measurement | ours (s) | reference (s) | ratio |")
-    print("|---|---|---|---|")
-    for name, a, b, ratio in rows:
-        print(f"| {name} | {a:.1f} | {b:.1f} | {ratio:.3f} |")
-    print("\n| method | max abs. deviation from the un-tiled prediction |")
-    print("|---|---|")
-    for name, err in seams:
-        print(f"| {name} | {err:.2e} |")
+    print(f"torch {torch.__version__}, {args.threads} threads, default memory budget; one run "
+          "of each; columns: time, time / whole, computed px / image px, max |dp| | mean "
+          "|dp| | pixels whose class changed (vs the whole-image pass)", flush=True)
+    for run in args.runs:
+        size, net = run.split(":")
+        run_one(int(size), net)
 
 
 if __name__ == "__main__":

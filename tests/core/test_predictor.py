@@ -22,8 +22,9 @@ from napari_unet.core.tiles import receptive_radius, tile_margin
 
 RAW = {"normalization": {"method": "none"}}  # compare against the bare net
 CPU = torch.device("cpu")
-# the fast mode's seam error on the shipped model, measured (docs/tiling.md): see the test
-FAST_MAX, FAST_MEAN = 0.05, 1e-4
+# the fast mode's worst seam error on the shipped model, measured with seams exactly at its
+# 48 px margin (docs/tiling.md): max |dp| 0.020, mean 1.7e-5 (cells3d nuclei)
+FAST_MAX, FAST_MEAN = 0.025, 2e-5
 
 
 def _net(padding: str, depth: int = 2, base: int = 4, in_channels: int = 1, seed: int = 0):
@@ -120,20 +121,19 @@ def test_fast_mode_seams_on_the_shipped_model_stay_below_the_measured_bound():
 
     model, meta = resolve_model("default")
     m = tile_margin(model, "fast")
-    assert m == 32
-    # 3 x 3 tiles of 128 px whose kept parts meet exactly m px from a tile border: the worst
+    assert m == 48
+    # 3 x 3 tiles of 160 px whose kept parts meet exactly m px from a tile border: the worst
     # case of the fast layout (automatic layouts split the overlaps half-way, often wider)
-    side = 128 + 2 * (128 - 2 * m)
+    side = 160 + 2 * (160 - 2 * m)
     image, _ = synthetic_nuclei((side, side), seed=3)
     ref = predict_image(model, image, meta=meta, tile_size=side, device="cpu")
-    fast = predict_image(model, image, meta=meta, tile_size=128, device="cpu")
-    assert fast.tile_size == (128, 128)
+    fast = predict_image(model, image, meta=meta, tile_size=160, device="cpu")
+    assert fast.tile_size == (160, 160)
     diff = np.abs(fast.probabilities[1] - ref.probabilities[1])
-    # measured bound (docs/tiling.md, seams exactly 32 px from tile borders, synthetic and
-    # cells3d nuclei): max |dp| FAST_MAX, mean FAST_MEAN
+    # below the measured bound (this image: max 0.0021, mean 5.9e-6, no pixel changes class)
     assert diff.max() < FAST_MAX and diff.mean() < FAST_MEAN
     changed = np.count_nonzero((fast.probabilities[1] > 0.5) != (ref.probabilities[1] > 0.5))
-    assert changed <= 10
+    assert changed <= 4  # the measured worst: 4 of 332k pixels
 
 
 # -- the injected predictor and its wrappers ---------------------------------------------------
