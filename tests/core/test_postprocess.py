@@ -146,3 +146,41 @@ def test_split_never_fragments_a_neighbouring_object():
     out = split_touching(labels)
     assert out.max() == 3
     assert len(np.unique(out[labels == 2])) == 1  # the round neighbour stays one piece
+
+
+def test_split_only_selected_objects_keeps_the_others_and_their_ids():
+    from napari_unet.core.postprocess import split_touching
+
+    labels = np.zeros((40, 90), np.int32)
+    yy, xx = np.mgrid[0:40, 0:90]
+    # two touching-disk pairs with a neck each: object 1 on the left, object 5 on the right
+    labels[(np.hypot(yy - 20, xx - 12) <= 9) | (np.hypot(yy - 20, xx - 27) <= 9)] = 1
+    labels[(np.hypot(yy - 20, xx - 57) <= 9) | (np.hypot(yy - 20, xx - 72) <= 9)] = 5
+    both = split_touching(labels)
+    assert both.max() == 4
+    only = split_touching(labels, only=np.array([5]))
+    np.testing.assert_array_equal(only[labels == 1], 1)  # not split, id kept
+    assert set(np.unique(only[labels == 5])) == {5, 6}  # split, new part numbered after max
+    # the selected object comes out exactly as in the full split
+    pairs = np.unique(np.stack([only[labels == 5], both[labels == 5]]), axis=1)
+    assert pairs.shape[1] == 2
+
+
+def test_volumes_split_with_their_z_spacing():
+    from napari_unet.core.postprocess import base_instances, seed_distance, split_touching
+
+    zz, yy, xx = np.mgrid[0:12, 0:40, 0:60]
+    # two balls of radius 10 px touching along x, slices 2 px apart
+    a = ((zz - 6) * 2.0) ** 2 + (yy - 20) ** 2 + (xx - 19) ** 2 <= 100
+    b = ((zz - 6) * 2.0) ** 2 + (yy - 20) ** 2 + (xx - 37) ** 2 <= 100
+    prob = np.where(a | b, 0.9, 0.1).astype(np.float32)
+    base = base_instances(prob)
+    assert base.max() == 1  # one 3D component
+    split = split_touching(base, spacing=(2.0, 1.0, 1.0))
+    assert split.max() == 2
+    assert len(np.unique(split[a & ~b])) == 1 and len(np.unique(split[b & ~a])) == 1
+    # the 3D seed distance is half the equivalent radius in lateral pixels: 2047 voxels of
+    # 2 x 1 x 1 px are a ball of radius (3 * 4094 / 4 pi)^(1/3) = 9.93 px -> int(4.96) = 4
+    assert int(a.sum()) == 2047
+    assert seed_distance(np.array([2047]), (2.0, 1.0, 1.0)) == 4
+    assert seed_distance(np.array([314])) == 6  # 2D: two thirds of a 10-px radius
