@@ -24,6 +24,7 @@ Usage::
 
     python benchmarks/bench_memory.py --cases 6x4096 24x4096 1x4096 1x10240 --net cheap
     python benchmarks/bench_memory.py --cases 1x10240 --net default --first-block
+    python benchmarks/bench_memory.py --cases 24x4096 --net cheap --slices 3
 
 Prints one JSON line per case and a Markdown table. The temporary files are deleted after each
 case.
@@ -110,7 +111,8 @@ def _cheap_net(model):
     return net.eval()
 
 
-def predict_file(path: str, threads: int, net_name: str, first_block: bool) -> dict:
+def predict_file(path: str, threads: int, net_name: str, first_block: bool,
+                 slices: int | None = None) -> dict:
     sampler = PeakSampler()
     sampler.start()
     import numpy as np
@@ -143,14 +145,16 @@ def predict_file(path: str, threads: int, net_name: str, first_block: bool) -> d
             result = event
         elif isinstance(event, Progress):
             steps += 1
-            if first_block and "block" in event.message:
+            if (first_block and "block" in event.message) or (
+                    slices and event.message.startswith("slice") and event.step >= slices):
                 job.close()
                 break
     seconds = time.perf_counter() - t0
     peak = sampler.stop()
     objects = None if result is None else int(np.asarray(result.instances).max())
     return {
-        "net": net_name + (" (first block)" if first_block else ""), "shape": list(shape),
+        "net": net_name + (" (first block)" if first_block else "")
+        + (f" (first {slices} slices)" if slices else ""), "shape": list(shape),
         "objects": objects, "tile": None if result is None else list(result.tile_size),
         "seconds": seconds, "baseline_mib": baseline / 1024,
         "above_import_mib": (peak - baseline) / 1024, "peak_mib": peak / 1024,
@@ -163,6 +167,9 @@ def main() -> None:
                         help="Z x side of each case (1 x side: one plane)")
     parser.add_argument("--net", choices=("cheap", "default"), default="cheap")
     parser.add_argument("--first-block", action="store_true")
+    parser.add_argument("--slices", type=int, default=None,
+                        help="stacks: stop after this many slices (each slice repeats the same "
+                             "work, so the peak is reached by the second or third)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tmp", default=None, help="folder for the temporary files")
     parser.add_argument("--_generate", nargs=3, help=argparse.SUPPRESS)
@@ -174,7 +181,7 @@ def main() -> None:
         return
     if args._predict:
         print(json.dumps(predict_file(args._predict[0], args.threads, args.net,
-                                      args.first_block)))
+                                      args.first_block, args.slices)))
         return
 
     rows = []
@@ -188,7 +195,8 @@ def main() -> None:
                 [sys.executable, __file__, "--_generate", path, str(n_z), str(side)],
                 check=True, capture_output=True, text=True).stdout)
             cmd = [sys.executable, __file__, "--threads", str(args.threads), "--net", args.net,
-                   "--_predict", path] + (["--first-block"] if args.first_block else [])
+                   "--_predict", path] + (["--first-block"] if args.first_block else []) + (
+                       ["--slices", str(args.slices)] if args.slices else [])
             out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
                                             env=tmp_env).stdout)
         finally:
