@@ -550,3 +550,30 @@ def test_cli_bad_budget_or_labels_write_nothing(cli_data, capsys, extra, message
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_predicted_class_weights_for_sparse_labels(nuclei):
+    image, instances = nuclei
+    sparse = np.where(instances > 0, instances + 1, 1)
+    sparse[:, 30:] = 0
+    samples = TrainingSet([image], [sparse], convention="sparse", validation_fraction=0.0)
+    assert samples.snapshot().sparse
+    model = tiny()
+    trainer = Trainer(model, samples, config(iterations=1, class_weights="predicted"))
+    # by hand: the model's mean class probabilities over the training image
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(forward_full(model, samples.snapshot().train[0].image), 0)
+    share = probs.sum(dim=(1, 2)).numpy()
+    share /= share.sum()
+    expected = np.minimum(share.max() / share, 10.0)
+    events = list(trainer.events())
+    assert trainer.class_weights() == pytest.approx(tuple(expected), rel=1e-4)
+    assert any(isinstance(e, Message) and "class weights" in e.text for e in events)
+    # dense labels: the true balance is known, per patch
+    dense = TrainingSet([image], [instances], validation_fraction=0.0)
+    assert Trainer(tiny(), dense, config(class_weights="predicted")).class_weights() == "balanced"
+    assert TrainConfig.finetune().class_weights == "predicted"
+    assert TrainConfig.fast().class_weights == "balanced"
+    with pytest.raises(ValueError, match="class_weights must be one of"):
+        TrainConfig(class_weights="guess")

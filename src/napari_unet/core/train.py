@@ -53,7 +53,12 @@ from .weights import targets_and_weights
 
 LOSSES = tuple(_losses.LOSSES)
 OPTIMIZERS = ("sgd", "adam")
+CLASS_WEIGHTS = ("auto", "balanced", "predicted")
 MAX_PREVIEW = 512
+#: "predicted" class weights look at (at most) this many rows and columns of each plane ...
+PREDICTED_WEIGHTS_SIDE = 1024
+#: ... and weigh a rare class at most this much more than the most frequent one.
+MAX_PREDICTED_WEIGHT = 10.0
 #: The longest time budget accepted (minutes): anything longer is a typo.
 MAX_MINUTES = 24 * 60.0
 #: A held-out part chooses the best model only with at least this many annotated pixels ...
@@ -70,13 +75,13 @@ MIN_VALIDATION_OBJECTS = 3
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
                   augment=AugmentConfig.paper(), warmup_steps=0, encoder_lr_scale=1.0,
-                  channels_last=False),
+                  channels_last=False, class_weights="balanced"),
     "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
                  augment=AugmentConfig(), warmup_steps=0, encoder_lr_scale=1.0,
-                 channels_last=False),
+                 channels_last=False, class_weights="balanced"),
     "finetune": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=128, momentum=0.9,
                      augment=AugmentConfig(), warmup_steps=5, encoder_lr_scale=0.3,
-                     channels_last=True),
+                     channels_last=True, class_weights="predicted"),
 }
 _PRESET_FIELDS = ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment",
                   "warmup_steps", "encoder_lr_scale", "channels_last")
@@ -123,8 +128,14 @@ class TrainConfig:
         L2 penalty.
     w0, sigma : float
         Border term of the paper's weight map (eq. 2): height and width in pixels.
-    class_weights : "balanced", sequence of floats, or None
+    class_weights : "auto", "balanced", "predicted", sequence of floats, or None
         Class balancing of the weight map (see :func:`napari_unet.core.weights.weight_map`).
+        ``"auto"``: the preset's. ``"predicted"`` (finetune): with sparse labels, fixed weights
+        from the class shares the starting model predicts over the whole training images — the
+        balance the images would have if fully painted. Balancing each patch's few painted
+        pixels instead weighs object and background edge pixels alike and shrinks every
+        object the model outlines (see ``tests/core/test_train.py`` and bench_finetune);
+        with dense labels it is ``"balanced"``.
     separate_touching : bool
         Train on a 1-px background gap between touching objects (instance mode).
     loss : {"weighted_ce", "dice", "weighted_ce+dice"}
@@ -173,7 +184,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     w0: float = 10.0
     sigma: float = 5.0
-    class_weights: str | tuple[float, ...] | None = "balanced"
+    class_weights: str | tuple[float, ...] | None = "auto"
     separate_touching: bool = True
     loss: str = "weighted_ce"
     augment: AugmentConfig | None = None
@@ -232,17 +243,20 @@ class TrainConfig:
             raise ValueError(f"w0 must be a finite number >= 0, got {self.w0!r}")
         if not _finite(self.sigma) or self.sigma <= 0:
             raise ValueError(f"sigma must be a finite number > 0, got {self.sigma!r}")
+        if self.class_weights == "auto":
+            object.__setattr__(self, "class_weights", defaults["class_weights"])
         cw = self.class_weights
         if isinstance(cw, str):
-            if cw != "balanced":
-                raise ValueError(f"class_weights must be 'balanced', None or a sequence of "
+            if cw not in CLASS_WEIGHTS:
+                raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, None or a "
+                                 f"sequence of "
                                  f"floats, got {cw!r}")
         elif cw is not None:
             try:
                 values = tuple(float(v) for v in cw)
             except (TypeError, ValueError):
-                raise ValueError(f"class_weights must be 'balanced', None or a sequence of "
-                                 f"floats, got {cw!r}") from None
+                raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, None or a "
+                                 f"sequence of floats, got {cw!r}") from None
             if len(values) < 2 or not all(_finite(v) and v >= 0 for v in values):
                 raise ValueError(f"class_weights need >= 2 finite values >= 0, got {cw!r}")
             object.__setattr__(self, "class_weights", values)
@@ -322,13 +336,18 @@ def _finite(value: Any) -> bool:
         and math.isfinite(float(value))
 
 
-def batch_spec(config: TrainConfig, model: UNet, instances_mode: bool) -> BatchSpec:
-    """What the batch makers need from ``config`` and ``model`` (plain values)."""
+def batch_spec(config: TrainConfig, model: UNet, instances_mode: bool,
+               class_weights: Any = None) -> BatchSpec:
+    """What the batch makers need from ``config`` and ``model`` (plain values).
+    ``class_weights``: resolved weights replacing ``config.class_weights`` (see
+    :meth:`Trainer.class_weights`); ``"predicted"`` alone means ``"balanced"``."""
+    cw = config.class_weights if class_weights is None else class_weights
+    cw = "balanced" if cw == "predicted" else cw
     tile = config.tile_for(model)
     return BatchSpec(
         batch_size=config.batch_size, out_hw=tuple(model.output_shape((tile, tile))),
         margin=model.context, instances_mode=instances_mode, num_classes=model.num_classes,
-        w0=config.w0, sigma=config.sigma, class_weights=config.class_weights,
+        w0=config.w0, sigma=config.sigma, class_weights=cw,
         separate_touching=config.separate_touching, augment=config.augment, seed=config.seed,
         annotated_bias=config.annotated_bias)
 
@@ -511,6 +530,7 @@ class Trainer:
         self.best_step: int | None = None
         self.best_score: float | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._predicted_weights: Any = None
         self._start_step = self.step
         # Micrometres per pixel of the training images, stored with the model when known.
         self.pixel_size: float | None = getattr(samples, "pixel_size", None)
@@ -551,6 +571,11 @@ class Trainer:
             cfg.keep_best and cfg.validate_every) else (False, "")
         if cfg.keep_best and cfg.validate_every and not meaningful:
             yield Message(f"keeping the last weights, not the best: {why}")
+        cw = self.class_weights()
+        if cfg.class_weights == "predicted" and isinstance(cw, tuple):
+            yield Message("sparse labels: class weights "
+                          f"{', '.join(f'{w:.2f}' for w in cw)} from the classes the model "
+                          "sees in the whole images", data={"class_weights": cw})
         source = self._open_source(self.step, cfg.iterations)
         with torch_threads(cfg.threads):
             yield from self._loop(source, preview_input, start_time, budget, meaningful)
@@ -650,7 +675,7 @@ class Trainer:
                 logits = self._forward_full(image)
                 target, weights = targets_and_weights(
                     labels, ignore, instances_mode, self.model.num_classes, cfg.w0, cfg.sigma,
-                    cfg.class_weights, cfg.separate_touching)
+                    self.class_weights(), cfg.separate_touching)
                 t = torch.from_numpy(target)[None].to(self.device)
                 w = torch.from_numpy(weights)[None].to(self.device)
                 sums["loss"].append(float(self._loss(logits[None], t, w)))
@@ -732,9 +757,39 @@ class Trainer:
         self._source = None
 
     # -- internals -----------------------------------------------------------------------
+    def class_weights(self) -> Any:
+        """The class weights in use: ``config.class_weights`` with ``"predicted"`` resolved
+        (computed once: fixed weights from the predicted class shares when the labels are
+        sparse, else ``"balanced"``)."""
+        cw = self.config.class_weights
+        if cw != "predicted":
+            return cw
+        if self._predicted_weights is None:
+            self._predicted_weights = self._weights_from_prediction()
+        return self._predicted_weights
+
+    def _weights_from_prediction(self) -> Any:
+        snapshot = self.samples.snapshot()
+        if not snapshot.sparse:
+            return "balanced"
+        counts = np.zeros(self.model.num_classes)
+        self.model.eval()
+        with torch.no_grad():
+            for region in snapshot.train[:16]:  # enough planes to see the balance
+                image = region.image[:, :PREDICTED_WEIGHTS_SIDE, :PREDICTED_WEIGHTS_SIDE]
+                probs = torch.softmax(self._forward_full(image), 0)
+                counts += probs.sum(dim=(1, 2)).cpu().numpy()
+        self._train_mode()
+        share = counts / counts.sum()
+        # like "balanced": the most frequent class weighs 1; capped so a class the model
+        # barely sees does not dominate
+        weights = np.minimum(share.max() / np.maximum(share, 1e-12), MAX_PREDICTED_WEIGHT)
+        return tuple(float(w) for w in weights)
+
     def _open_source(self, start: int, stop: int) -> Any:
         cfg = self.config
-        spec = batch_spec(cfg, self.model, self.samples.mode == "instances")
+        spec = batch_spec(cfg, self.model, self.samples.mode == "instances",
+                          self.class_weights())
         n = cfg.n_workers()
         if n > 0:
             source = BatchWorkers(self.samples, spec, start, n, cfg.prefetch)
@@ -924,6 +979,7 @@ def train(
 
 
 __all__ = [
+    "CLASS_WEIGHTS",
     "LOSSES",
     "MAX_MINUTES",
     "MIN_VALIDATION_OBJECTS",
