@@ -22,7 +22,6 @@ from napari_unet.core.prediction import (
 from napari_unet.core.synthetic import synthetic_nuclei
 
 
-
 def assert_same_objects(a, b):
     """Equal label images up to the ids: each object of one is exactly one object of the other."""
     a, b = np.asarray(a), np.asarray(b)

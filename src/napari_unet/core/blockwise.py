@@ -411,6 +411,7 @@ def drain(gen: Generator[Any, None, Any]) -> Any:
 
 __all__ = [
     "DEFAULT_BLOCK", "MAX_SAMPLES", "MIN_BLOCK", "MIN_HALO", "Block", "IntensityRange",
-    "Window", "auto_halo", "block_grid", "block_windows", "drain", "intensity_range", "label_blocks", "needs_blocks",
-    "normalize_region", "predict_blocks", "sample_step",
+    "NORMALIZED_LIMIT", "Window", "auto_halo", "block_grid", "block_windows", "drain",
+    "intensity_range", "label_blocks", "needs_blocks", "normalize_region", "predict_blocks",
+    "sample_step",
 ]

@@ -25,7 +25,14 @@ from .blockwise import block_windows, normalize_region
 from .events import Message, Progress
 from .meta import ModelMeta
 from .model import UNet
-from .prediction import PredictConfig, PredictionResult, as_model_meta, check_model, PredictionJob, is_dask
+from .prediction import (
+    PredictConfig,
+    PredictionJob,
+    PredictionResult,
+    as_model_meta,
+    check_model,
+    is_dask,
+)
 from .predictor import PlanePredictor, drain, plane_predictor
 from .tiles import auto_tile_size, receptive_radius, valid_axis_tiles
 
@@ -178,8 +185,8 @@ def _predict_window(arch: dict, weights: dict, token: str, region: np.ndarray,
 
 
 class _ClusterJob(PredictionJob):
-    """:class:`~napari_unet.core.prediction.PredictionJob` with the block windows predicted on a dask
-    cluster (always blockwise, one plane)."""
+    """:class:`~napari_unet.core.prediction.PredictionJob` with the block windows predicted on
+    a dask cluster (always blockwise, one plane)."""
 
     def __init__(self, client: Any, *args: Any, in_flight: int | None = None) -> None:
         super().__init__(*args)

@@ -61,7 +61,7 @@ from .model import UNet
 from .outputs import check_free_space, format_bytes
 from .predictor import OutOfMemory, drain, plane_predictor
 from .resources import check_memory
-from .tiles import TILING_MODES, check_tile_size, plan_tiles, receptive_radius, tile_margin
+from .tiles import TILING_MODES, check_tile_size, plan_tiles, tile_margin
 from .volume import check_axes, link_slices, stack_is_volume
 
 BLEND_MODES = ("discard", "gaussian")
