@@ -1,8 +1,9 @@
 """Seeded synthetic 3D nuclei volumes with anisotropic z-spacing (tests and the 3D benchmark).
 
 The lateral layout comes from the 2D generator
-(:func:`~napari_unet.core.synthetic.synthetic_nuclei`): each of its ellipses becomes a body of revolution whose z half-height equals its largest in-plane
-inscribed radius, so nuclei are roughly round in physical units. Several such layers are stacked at
+(:func:`~napari_unet.core.synthetic.synthetic_nuclei`): each of its ellipses becomes a body of
+revolution whose z half-height equals its largest in-plane inscribed radius, so nuclei are
+roughly round in physical units. Several such layers are stacked at
 different depths (objects of neighbouring layers may touch along z), voxels where two bodies
 overlap go to the one they are deeper inside, and the volume is rendered like the 2D images
 (brightness per nucleus, dimmer towards its own outline, optical blur, background, read noise) so
