@@ -44,8 +44,9 @@ def test_predict_writes_labels_uncertainty_and_probabilities(model_file, images,
     assert status == 0
     labels = tifffile.imread(out)
     model, meta = load_model(model_file)
+    # the file says ZYX: like batch, predict takes its axes (3D objects across the slices)
     ref = predict_image(model, tifffile.imread(images / "img1.tif"), meta=meta, tile_size=64,
-                        device="cpu")
+                        device="cpu", axes="ZYX")
     np.testing.assert_array_equal(labels, ref.instances)
     assert tifffile.imread(tmp_path / "u.tif").shape == (3, 36, 40)
     assert tifffile.imread(tmp_path / "p.tif").shape == (3, 2, 36, 40)

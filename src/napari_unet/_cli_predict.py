@@ -34,13 +34,24 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="typical object diameter in the images (rescales to the model's)")
     parser.add_argument("--channel-axis", type=int, default=None,
                         help="axis of the channels (default: from the file)")
+    parser.add_argument("--axes", default=None, metavar="LETTERS",
+                        help="the image's axes from TZCYX, e.g. ZYX (default: from the file)")
+    parser.add_argument("--3d", dest="volume", action="store_const", const=True, default=None,
+                        help="a Z stack holds 3D objects: link them across slices (default "
+                             "when the file says its stack is Z)")
+    parser.add_argument("--stitch-threshold", type=float, default=None, metavar="IOU",
+                        help="3D: link objects in neighbouring slices overlapping this much")
+    parser.add_argument("--block-size", type=int, default=None, metavar="PX",
+                        help="planes bigger than this are labelled block by block")
 
 
 def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(tile_size=args.tile, batch_size=args.batch_size, tta=args.tta,
                 device=args.device, threshold=args.threshold, min_size=args.min_size,
                 split_touching=not args.no_split, object_diameter=args.diameter,
-                channel_axis=args.channel_axis)
+                channel_axis=args.channel_axis, axes=args.axes, volume=args.volume,
+                **{k: v for k, v in (("stitch_threshold", args.stitch_threshold),
+                                     ("block_size", args.block_size)) if v is not None})
 
 
 def load(spec: str):
@@ -59,19 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overwrite_argument(parser)
 
 
-def _float_writer():
-    from .core import batch
-
-    # B2 makes it public as batch.write_probabilities; the old name until integration.
-    return getattr(batch, "write_probabilities", None) or getattr(batch, "_write_probabilities")
-
-
-def _stack_layout():
-    from .core import batch
-
-    return getattr(batch, "stack_layout", None) or getattr(batch, "_stack_layout")
-
-
 def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes: int,
                   probabilities: bool, uncertainty: bool) -> int:
     """Memory the outputs of one image take in this command: labels (int32), the
@@ -85,6 +83,7 @@ def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .core.batch import stack_layout, write_probabilities
     from .core.io import read_image, write_labels
     from .core.prediction import PredictConfig, PredictionResult, predict
     from .core.resources import check_memory
@@ -98,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
          args.overwrite)
     model, meta = load(args.model)
     data = read_image(image_path)
-    label_axes, lead = _stack_layout()(data.axes, tuple(data.array.shape))
+    label_axes, lead = stack_layout(data.axes, tuple(data.array.shape))
     if lead is not None:
         raise ValueError(f"{image_path.name} has axes {data.axes}; one of Z/T at most is "
                          "supported here (use 'napari-unet batch' for hyperstacks)")
     kwargs = predict_config_kwargs(args)
     if kwargs["channel_axis"] is None:
         kwargs["channel_axis"] = data.channel_axis
+    if kwargs["axes"] is None:  # as batch does: the file's axes and z spacing
+        kwargs["axes"] = data.axes
+        sizes = data.pixel_size
+        if "Z" in data.axes and sizes and len(sizes) == 3 and sizes[0] and sizes[-1]:
+            kwargs["z_spacing"] = float(sizes[0]) / float(sizes[-1])
     config = PredictConfig(uncertainty=bool(args.uncertainty),
                            keep_probabilities=bool(args.probabilities), **kwargs)
     shape = tuple(int(n) for n in data.array.shape)
@@ -117,12 +121,11 @@ def run(args: argparse.Namespace) -> int:
     written = write_labels(out, labels, label_axes, data.pixel_size, overwrite=args.overwrite)
     if written.note:
         print(f"note: {written.note}", file=sys.stderr)
-    write_float = _float_writer()
     if args.uncertainty:
-        write_float(Path(args.uncertainty), result.uncertainty[None], label_axes,
+        write_probabilities(Path(args.uncertainty), result.uncertainty[None], label_axes,
                     data.pixel_size, args.overwrite)
     if args.probabilities:
-        write_float(Path(args.probabilities), result.probabilities, label_axes,
+        write_probabilities(Path(args.probabilities), result.probabilities, label_axes,
                     data.pixel_size, args.overwrite)
     n = int(labels.max()) if labels.size else 0
     print(f"wrote {out} ({n} {'objects' if result.instances is not None else 'max class'}"
