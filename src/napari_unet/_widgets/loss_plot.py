@@ -42,12 +42,15 @@ class LossPlot(QWidget):
         Upper bound on redraws per second.
     smoothing : float
         Weight of the past in the exponential moving average drawn over the raw loss.
+    dark : bool, optional
+        Dark colours (napari's dark theme); None: guess from the widget's palette, which
+        napari's style sheet may not have reached yet.
     parent : QWidget, optional
         Qt parent.
     """
 
     def __init__(self, max_fps: float = 3.0, smoothing: float = 0.9,
-                 parent: QWidget | None = None) -> None:
+                 dark: bool | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         if max_fps <= 0:
             raise ValueError(f"max_fps must be > 0, got {max_fps!r}")
@@ -63,7 +66,8 @@ class LossPlot(QWidget):
         self._val_name = "validation loss"
         self._dirty = False
 
-        dark = self.palette().window().color().lightness() < 128
+        if dark is None:
+            dark = self.palette().window().color().lightness() < 128
         fg, bg = ("#d0d0d0", "#262930") if dark else ("#202020", "#ffffff")
         self.figure = Figure(figsize=(3.2, 2.0), dpi=100, facecolor=bg)
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -151,6 +155,11 @@ class LossPlot(QWidget):
         self._val_steps.append(int(step))
         self._val_values.append(value)
         self._dirty = True
+
+    @property
+    def total(self) -> int | None:
+        """The run length the x axis stops at (None: it grows by doubling)."""
+        return self._total
 
     def set_total(self, iterations: int | None) -> None:
         """Let the x axis stop growing at ``iterations`` (the run's length)."""

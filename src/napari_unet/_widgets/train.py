@@ -86,6 +86,28 @@ def progress_text(event: Progress, loss: float | None = None) -> str:
     return " · ".join(parts)
 
 
+def _say(label: QLabel, text: str) -> None:
+    """Set a note line; an empty one takes no room in the dock."""
+    label.setText(text)
+    label.setVisible(bool(text))
+
+
+def napari_is_dark(viewer: Any) -> bool | None:
+    """Whether the viewer's napari theme is dark (None when it cannot tell)."""
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = viewer.theme
+        if theme == "system":
+            from napari.utils.theme import get_system_theme
+
+            theme = get_system_theme()
+        r, g, b = get_theme(theme).background.as_rgb_tuple()[:3]
+    except (AttributeError, ValueError, KeyError, ImportError):
+        return None
+    return (r + g + b) / 3 < 128
+
+
 def saved_step(trainer: Any) -> tuple[int, bool]:
     """``(step, is_best)``: which step the saved model holds (best validation step if the
     trainer keeps one, else the last step)."""
@@ -175,9 +197,11 @@ class TrainWidget(QWidget):
         run.addWidget(self.run_block)
         self.note_label = QLabel("")
         self.note_label.setWordWrap(True)
+        self.note_label.setVisible(False)
         run.addWidget(self.note_label)
         self.saved_label = QLabel("")
         self.saved_label.setWordWrap(True)
+        self.saved_label.setVisible(False)
         run.addWidget(self.saved_label)
         row = QHBoxLayout()
         self.save_button = QPushButton("Save model...")
@@ -186,7 +210,7 @@ class TrainWidget(QWidget):
         self.save_button.clicked.connect(lambda *_: self._save_dialog())
         row.addWidget(self.save_button)
         run.addLayout(row)
-        self.loss_plot = LossPlot()
+        self.loss_plot = LossPlot(dark=napari_is_dark(self.viewer))
         run.addWidget(self.loss_plot)
         layout.addWidget(run_box)
         layout.addStretch(1)
@@ -352,8 +376,8 @@ class TrainWidget(QWidget):
         self._run_session = self.session
         self._follow_labels(labels_layer)
         self._last_loss = None
-        self.saved_label.setText("")
-        self.note_label.setText("")
+        _say(self.saved_label, "")
+        _say(self.note_label, "")
         self.loss_plot.clear()
         self.loss_plot.set_total(config.iterations)
         self.device_label.setText(f"device: {resolve_device(config.device).type}")
@@ -405,6 +429,11 @@ class TrainWidget(QWidget):
             self.loss_plot.add_loss(event.step, event.loss)
             self._last_loss = event.loss
         elif isinstance(event, Progress):
+            # With a time budget the total is an estimate that settles as the rate does: the
+            # plot's x axis follows it in coarse moves (each one is a full redraw).
+            shown = self.loss_plot.total
+            if shown is None or abs(event.total - shown) > 0.25 * shown:
+                self.loss_plot.set_total(event.total)
             now = time.monotonic()
             if now - self._last_status >= STATUS_EVERY_S or event.step >= event.total:
                 self._last_status = now
@@ -420,7 +449,7 @@ class TrainWidget(QWidget):
             if event.level == "warning":
                 notify_warning(event.text)
             else:
-                self.note_label.setText(event.text)
+                _say(self.note_label, event.text)
         elif isinstance(event, Started):
             self.trainer = event.trainer
             self.device_label.setText(f"device: {event.trainer.device.type}")
@@ -474,7 +503,7 @@ class TrainWidget(QWidget):
             self.saved_from = saved_step(trainer)
             step, best = self.saved_from
             what = "best validation score" if best else "last step"
-            self.saved_label.setText(f"saved model: step {step} ({what}) in {Path(result).name}")
+            _say(self.saved_label, f"saved model: step {step} ({what}) in {Path(result).name}")
             self.saved.emit(str(result))
             if autosave:  # the next Start continues from these weights
                 self._auto_choice = True
