@@ -11,7 +11,12 @@ import time
 import pytest
 
 from napari_unet._cli_common import (
-    GracefulStop, add_device_argument, add_out_argument, one_line, run_job, signals_as_interrupt,
+    GracefulStop,
+    add_device_argument,
+    add_out_argument,
+    one_line,
+    run_job,
+    signals_as_interrupt,
 )
 from napari_unet.core.events import Message, Progress
 

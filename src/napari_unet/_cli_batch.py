@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
 from pathlib import Path
 
 from ._cli_common import add_out_argument, add_overwrite_argument

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from ._cli_common import (
-    add_device_argument, add_model_argument, add_overwrite_argument, load_model, model_file, plan,
+    add_device_argument,
+    add_model_argument,
+    add_overwrite_argument,
+    load_model,
+    model_file,
+    plan,
 )
 from ._cli_train import add_data_arguments, data_pairs, read_pair
 
@@ -40,13 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.checkpoint import resolve_model
-    from .core.labels import labels_to_instances
     from .core.evaluation import evaluate_dataset
+    from .core.labels import labels_to_instances
     from .core.metrics import evaluate
-    from .core.prediction import predict_image
-
     from .core.outputs import atomic_write
+    from .core.prediction import predict_image
 
     pairs = data_pairs(args)
     # The scores file is checked before any prediction: never an input, never an existing

@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_common import (
-    add_device_argument, add_model_argument, add_out_argument, add_overwrite_argument,
-    load_model, model_file, plan, run_job,
+    add_device_argument,
+    add_model_argument,
+    add_out_argument,
+    add_overwrite_argument,
+    load_model,
+    model_file,
+    plan,
+    run_job,
 )
 
 

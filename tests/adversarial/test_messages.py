@@ -41,7 +41,6 @@ def hostile_model_files(folder):
         (folder / name).write_bytes(data)
     torch.save({"x": Payload(str(marker))}, folder / "torch_pickle.pt")
     torch.save(torch.nn.Linear(2, 2).state_dict(), folder / "bare_state_dict.pt")
-    ok = folder / "ok.pt"
     (folder / "ok_copy").mkdir()
     return marker, [*(folder / n for n in files), folder / "torch_pickle.pt",
                     folder / "bare_state_dict.pt", folder / "ok_copy"]

@@ -9,8 +9,13 @@ import pytest
 
 from napari_unet.core import outputs
 from napari_unet.core.outputs import (
-    atomic_path, atomic_write, check_free_space, clean_stale_temps, confirm_overwrite,
-    is_stale_temp, plan_outputs,
+    atomic_path,
+    atomic_write,
+    check_free_space,
+    clean_stale_temps,
+    confirm_overwrite,
+    is_stale_temp,
+    plan_outputs,
 )
 
 

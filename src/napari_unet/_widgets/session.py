@@ -12,8 +12,8 @@ path, so same-named layers from different files do not share one. It holds
 
 Every write goes through the output policy (:mod:`napari_unet.core.outputs`): a temporary file
 in the same folder is renamed into place, so a crash while saving never destroys the previous
-autosave, and temporary files left by a killed session are cleaned when the folder is next used. This module has
-no Qt or napari code so that it can be tested and reused on its own.
+autosave, and temporary files left by a killed session are cleaned when the folder is next
+used. This module has no Qt or napari code so that it can be tested and reused on its own.
 """
 
 from __future__ import annotations

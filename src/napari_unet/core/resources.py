@@ -9,7 +9,6 @@ and what its cgroup (container, cluster job) leaves.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .outputs import format_bytes
