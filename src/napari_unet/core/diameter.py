@@ -7,11 +7,11 @@ module measures it with the model itself, iterated once:
 1. predict at the image's own scale and at 1/2 and 1/4 of it, keep the *confident* objects
    (mean foreground probability at least ``confidence``, not cut by the image border) and take
    the median of their equivalent diameters ``2 sqrt(area / pi)``. Of these first estimates,
-   keep the one whose objects were closest to the model's own size *as the model saw them*:
-   a net shown nuclei three times larger than it knows breaks them into fragments of about
-   its own size, so the full-scale pass alone can report fragments; at a coarser scale the
-   same nuclei come out whole. (Only when the objects look small at full scale is a 2x
-   pass added, for tiny objects.)
+   keep the coarsest whose objects the model saw within ``tolerance`` of its own size (else
+   the closest): a net shown nuclei three times larger than it knows breaks them into
+   fragments of about its own size, so the full-scale pass alone can report fragments; at a
+   coarser scale the same nuclei come out whole. (Only when the objects look small at full
+   scale is a 2x pass added, for tiny objects.)
 2. predict again with the image rescaled by that first estimate (objects now near the model's
    size, where its outlines are best) and measure again, back in image pixels.
 
@@ -161,7 +161,13 @@ def estimate_diameter(
     usable = {s: d for s, d in candidates.items() if len(d) >= min_objects}
     if not usable:
         return _too_few(max(candidates.values(), key=len), min_objects)
-    scale = min(usable, key=lambda s: abs(math.log(np.median(usable[s]) * s / trained)))
+    # The coarsest pass whose objects the net saw within ``tolerance`` of its own size: a net
+    # shown nuclei far larger than it knows returns fragments of about its own size at full
+    # scale, so "closest to its size" alone can pick the fragments. None such: the closest.
+    seen = {s: float(np.median(d)) * s for s, d in usable.items()}
+    inside = [s for s in usable if 1.0 / tolerance <= seen[s] / trained <= tolerance]
+    scale = min(inside) if inside else min(usable, key=lambda s: abs(math.log(seen[s] /
+                                                                            trained)))
     first = usable[scale]
     d1 = float(np.median(first))
     if not 1.0 / max_ratio <= d1 / trained <= max_ratio:
