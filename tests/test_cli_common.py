@@ -22,12 +22,13 @@ from napari_unet.core.events import Message, Progress
 
 
 def test_sigterm_is_ctrl_c_inside_and_handlers_come_back():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with pytest.raises(KeyboardInterrupt), signals_as_interrupt():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler interrupts the sleep
-        raise AssertionError("SIGTERM did not interrupt")
-    assert {s: signal.getsignal(s) for s in before} == before
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # kill / a cluster's time limit; a closed terminal
+        with pytest.raises(KeyboardInterrupt), signals_as_interrupt():
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler interrupts the sleep
+            raise AssertionError(f"{sig!r} did not interrupt")
+        assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_graceful_stop_first_signal_asks_second_interrupts(capsys):

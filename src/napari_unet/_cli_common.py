@@ -7,8 +7,8 @@
   with the message naming ``--overwrite``.
 - Jobs: :func:`run_job` drives a job generator with a progress bar on stderr and always
   closes it, so the job's clean-up (worker processes, temporary files) runs on Ctrl-C too.
-- Signals: :func:`signals_as_interrupt` makes SIGTERM (a closed terminal, a cluster job's time
-  limit, ``kill``) behave like Ctrl-C; :class:`GracefulStop` lets a loop finish its current step
+- Signals: :func:`signals_as_interrupt` makes SIGTERM (a cluster job's time limit, ``kill``)
+  and SIGHUP (a closed terminal) behave like Ctrl-C; :class:`GracefulStop` lets a loop finish its current step
   on the first Ctrl-C/SIGTERM (the second one interrupts at once).
 """
 
@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 OVERWRITE_HINT = "--overwrite"
+# Signals that mean "stop" besides Ctrl-C's SIGINT (SIGHUP does not exist on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -139,14 +142,15 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 @contextmanager
 def signals_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``KeyboardInterrupt`` in the main thread like Ctrl-C;
-    the previous SIGINT/SIGTERM handlers are restored afterwards. Outside the main thread
+    """Within the block, SIGTERM and SIGHUP raise ``KeyboardInterrupt`` in the main thread like
+    Ctrl-C; the previous handlers are restored afterwards. Outside the main thread
     (where Python cannot install handlers) the block runs unchanged."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupt)
     try:
         yield
     finally:
@@ -156,7 +160,7 @@ def signals_as_interrupt() -> Iterator[None]:
 
 
 class GracefulStop:
-    """Ctrl-C/SIGTERM asks a loop to stop at its next step instead of interrupting mid-step.
+    """Ctrl-C/SIGTERM/SIGHUP asks a loop to stop at its next step instead of interrupting mid-step.
 
     The first signal sets :attr:`requested` (the loop checks it after each event, so the
     model stays consistent); a second one raises ``KeyboardInterrupt`` at once. Use as a
@@ -176,7 +180,7 @@ class GracefulStop:
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, *STOP_SIGNALS):
                 self._previous[sig] = signal.getsignal(sig)
                 signal.signal(sig, self._handle)
         return self

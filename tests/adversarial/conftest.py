@@ -145,8 +145,9 @@ def bomb_tiff(path: Path, height: int = 65536, width: int = 65536) -> Path:
 
 
 def spawn_cli(*argv: str, cwd: Path) -> subprocess.Popen:
-    """``python -m napari_unet.cli argv`` in its own process (for signals)."""
+    """``python -m napari_unet.cli argv`` in its own process and process group (for signals:
+    ``os.killpg(proc.pid, sig)`` reaches it and its workers, as a cluster's time limit does)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "napari_unet.cli", *map(str, argv)],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)

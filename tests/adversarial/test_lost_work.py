@@ -100,7 +100,7 @@ def test_sigterm_during_train_saves_a_loadable_model_and_ends_workers(work):
             break
     time.sleep(3)
     children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)  # the whole group, workers included, as a cluster's limit does
     try:
         out, err = proc.communicate(timeout=120)
     except Exception:
