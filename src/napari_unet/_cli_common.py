@@ -8,8 +8,8 @@
 - Jobs: :func:`run_job` drives a job generator with a progress bar on stderr and always
   closes it, so the job's clean-up (worker processes, temporary files) runs on Ctrl-C too.
 - Signals: :func:`signals_as_interrupt` makes SIGTERM (a cluster job's time limit, ``kill``)
-  and SIGHUP (a closed terminal) behave like Ctrl-C; :class:`GracefulStop` lets a loop finish its current step
-  on the first Ctrl-C/SIGTERM (the second one interrupts at once).
+  and SIGHUP (a closed terminal) behave like Ctrl-C; :class:`GracefulStop` lets a loop finish
+  its current step on the first Ctrl-C/SIGTERM (the second one interrupts at once).
 """
 
 from __future__ import annotations
