@@ -260,6 +260,13 @@ def atomic_path(path: PathLike) -> AbstractContextManager[str]:
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        try:
+            import psutil  # a dependency of distributed
+
+            return bool(psutil.pid_exists(pid))
+        except ImportError:
+            return True  # cannot tell: only the age rule removes it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
