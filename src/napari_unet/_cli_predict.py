@@ -91,6 +91,7 @@ def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes:
 def run(args: argparse.Namespace) -> int:
     from .core.batch import stack_layout, write_probabilities
     from .core.io import read_image, write_labels
+    from .core.outputs import check_free_space
     from .core.prediction import PredictConfig, PredictionResult, predict
     from .core.resources import check_memory
 
@@ -121,6 +122,15 @@ def run(args: argparse.Namespace) -> int:
     check_memory(implied_bytes(shape, config.channel_axis, model.num_classes,
                                bool(args.probabilities), bool(args.uncertainty)),
                  f"predicting {image_path.name} ({' x '.join(map(str, shape))}) with its outputs")
+    # Room on disk for the files, uncompressed (the worst case), before predicting anything.
+    pixels = implied_bytes(shape, config.channel_axis, 0, False, False) // 4
+    need = {out: 4 * pixels}
+    for path, per_pixel in ((args.uncertainty, 4), (args.probabilities, 4 * model.num_classes)):
+        if path:
+            need[Path(path)] = per_pixel * pixels
+    for folder in {p.resolve().parent for p in need}:
+        check_free_space(folder, sum(n for p, n in need.items() if p.resolve().parent == folder),
+                         f"the outputs of {image_path.name}")
     found = run_job(predict(model, data.array, config, meta), image_path.name)
     result = next(e for e in found if isinstance(e, PredictionResult))
     labels = result.instances if result.instances is not None else result.semantic

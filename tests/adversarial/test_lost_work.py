@@ -77,6 +77,23 @@ def test_full_disk_stops_train_before_the_first_step(work, capsys, monkeypatch, 
     assert not (work / "model.pt").exists()
 
 
+def test_full_disk_stops_predict_before_predicting(work, capsys, monkeypatch):
+    from napari_unet.core.model import UNet
+
+    class Usage:
+        free = 10_000  # room for a 64 x 64 label image, not for 2 float maps of it
+
+    def forward(*a, **k):
+        raise AssertionError("prediction started although the outputs do not fit on disk")
+
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda folder: Usage)
+    monkeypatch.setattr(UNet, "forward", forward)
+    status, _, err = run_in(work, capsys, "predict", "--model", "tiny.pt", "--image", "img.tif",
+                            "--out", "l.tif", "--probabilities", "p.tif", "--device", "cpu")
+    assert_one_line_error(status, err, "not enough disk space", "need 48.0 KiB")
+    assert not (work / "l.tif").exists() and not (work / "p.tif").exists()
+
+
 def _wait_for(predicate, timeout):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
