@@ -191,6 +191,9 @@ def bare_samples_per_s(data: dict, overrides: dict, seconds: float) -> float:
     x, y, w = (torch.from_numpy(a) for a in
                make_batch(samples.snapshot(), batch_spec(config, model, True), 0))
     net = copy.deepcopy(model).train()
+    if config.channels_last:  # the same memory format as the loop it is compared with
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     n, t0 = 0, time.monotonic()
     while time.monotonic() - t0 < seconds or n < 3:
