@@ -6,8 +6,8 @@ import pytest
 from napari_unet.core.constants import DEFAULT_NORMALIZATION
 from napari_unet.core.labels import labels_to_classes, labels_to_instances
 from napari_unet.core.normalize import normalize
-from napari_unet.core.trainingset import TrainingSet
 from napari_unet.core.synthetic import synthetic_nuclei
+from napari_unet.core.trainingset import TrainingSet
 
 RAW = {"method": "none"}  # keeps pixel values, so tests can read where a patch came from
 
