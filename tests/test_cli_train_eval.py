@@ -34,8 +34,8 @@ def test_train_then_eval(data, capsys):
     out = data / "trained.pt"
     assert main(train_args(data, "--out", str(out))) == 0
     model, meta = load_model(out)
-    assert meta["step"] == 3 and meta["mode"] == "instances"
-    assert meta["training"]["iterations"] == 3 and meta["training"]["tile_size"] == 32
+    assert meta.step == 3 and meta.mode == "instances"
+    assert meta.training["iterations"] == 3 and meta.training["tile_size"] == 32
     assert model.config["base_channels"] == 4
     for png in ("trained_curves.png", "trained_overlay.png"):
         assert skio.imread(data / png).ndim == 3
