@@ -53,7 +53,7 @@ from .train_data import arrange_image, labels_mode, training_data
 from .train_form import TrainForm
 from .train_inputs import TrainInputs, same_layer
 from .train_io import BackgroundIO
-from .train_job import Started, TrainJob
+from .train_job import Started, TrainJob, warm_up_in_background
 from .train_lifecycle import CloseWatcher
 from .train_preview import LivePreview, preview_region
 
@@ -164,6 +164,7 @@ class TrainWidget(QWidget):
         self._on_image_changed(self.inputs.image_layer())
         self._on_labels_changed(self.inputs.labels_layer())
         self._update_buttons()
+        warm_up_in_background()  # torch's lazy imports, while the user paints
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
