@@ -241,9 +241,9 @@ class _RecordingArray:
 
 def test_chunked_inputs_are_read_block_by_block_never_whole(shipped):
     net, meta = shipped
-    image = _image((256, 256))
+    image = _image((192, 192))
     source = _RecordingArray(image, chunks=(64, 64))
     res = predict_image(net, source, meta, device="cpu", block_size=96,
                         keep_probabilities=False)
-    assert res.instances.max() > 10
+    assert res.instances.max() > 5
     assert source.reads and max(source.reads) <= 64 * 64  # chunk by chunk, never the plane
