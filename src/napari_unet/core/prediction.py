@@ -74,9 +74,10 @@ MAX_RESCALE = 16.0
 #: Forward-pass memory of blockwise planes on CPU when ``memory_budget`` is not set: with a
 #: block's labelling (~0.4 GB) the whole job stays under 1 GB (benchmarks/bench_memory.py).
 BLOCKWISE_FORWARD_BUDGET = 384 * 2**20
-#: Volumes: blocks are this many slices deep and ``block_size / 4`` pixels a side, so that a
-#: window with its halo stays near the memory of a 2D block.
-VOLUME_BLOCK_SLICES = 32
+#: Volumes: blocks are this many slices deep and ``block_size / 8`` pixels a side (halo: two
+#: object diameters), so that a window with its halo stays near the memory of a 2D block
+#: (16 + 2 x 40 slices of 336 x 336 px for the default model at z spacing 1: ~11 M voxels).
+VOLUME_BLOCK_SLICES = 16
 
 
 # -- settings and results --------------------------------------------------------------------
@@ -156,7 +157,7 @@ class PredictConfig:
     block_size : int
         Planes with a side longer than this are predicted and labelled block by block with
         bounded memory (blocks of this side, plus a halo); the objects are those of the
-        whole-plane path. Volumes use blocks of ``block_size / 4`` px a side.
+        whole-plane path. Volumes use blocks of 16 slices x ``block_size / 8`` px.
     block_halo : int, optional
         Pixels around each block that are labelled with it; must exceed the largest object
         (a :class:`Message` warns when objects reach it). None: 3x the model's object
@@ -663,12 +664,16 @@ class PredictionJob:
         scale = getattr(self, "scale", 1.0)
         return int(math.ceil(ctx / scale)) + (2 if scale != 1.0 else 0)
 
-    def _halo(self) -> int:
+    def _halo(self, volume: bool = False) -> int:
         if self.config.block_halo is not None:
             return self.config.block_halo
         diameter = self.diameter
         if diameter is None and self.meta.object_diameter:
             diameter = float(self.meta.object_diameter) / self.scale
+        if volume and diameter is not None:
+            # in 3D the halo's volume dominates a block's memory: two diameters (the warning
+            # names block_halo if objects reach it)
+            return max(32, int(math.ceil(2 * diameter / 8)) * 8)
         return auto_halo(diameter)
 
     # -- outputs -----------------------------------------------------------------------------
@@ -828,8 +833,8 @@ class PredictionJob:
                                forward_progress=True, notes=self.notes)
             return
         zs = float(config.z_spacing or 1.0)
-        halo = self._halo()
-        side = max(config.block_size // 4, MIN_BLOCK // 2)
+        halo = self._halo(volume=True)
+        side = max(config.block_size // 8, MIN_BLOCK)
         block = (VOLUME_BLOCK_SLICES, side, side)
         halos = (int(math.ceil(halo / zs)), halo, halo)
         scratch = (allocate_output("unsplit", self.spatial, np.int32)
