@@ -45,11 +45,8 @@ from napari_unet.core.synthetic import (  # noqa: E402
     varied_nuclei,
 )
 from napari_unet.core.train import TrainConfig, Trainer  # noqa: E402
+from napari_unet.core.trainingset import TrainingSet  # noqa: E402
 
-try:  # the data module is being split; either home works
-    from napari_unet.core.trainingset import TrainingSet  # noqa: E402
-except ImportError:  # pragma: no cover
-    from napari_unet.core.data import TrainingSet  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 DEFAULT_OUT = ROOT / "src" / "napari_unet" / "models" / "default.pt"
