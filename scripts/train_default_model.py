@@ -47,7 +47,6 @@ from napari_unet.core.synthetic import (  # noqa: E402
 from napari_unet.core.train import TrainConfig, Trainer  # noqa: E402
 from napari_unet.core.trainingset import TrainingSet  # noqa: E402
 
-
 ROOT = Path(__file__).parents[1]
 DEFAULT_OUT = ROOT / "src" / "napari_unet" / "models" / "default.pt"
 # Nuclei radii (px) of the three plain synthetic scales: small nuclei at low magnification up to
