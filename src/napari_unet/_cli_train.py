@@ -16,6 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ._cli_common import (
+    GracefulStop, add_device_argument, add_out_argument, add_overwrite_argument, model_file,
+    plan, save_figure,
+)
+
 SUFFIXES = (".tif", ".tiff", ".png")
 MASK_SUFFIXES = ("_mask", "_masks")
 
@@ -127,16 +132,24 @@ def read_pair(image_path: Path, labels_path: Path,
 # -- the command ---------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="MODEL.pt", help="model file to write")
+    add_out_argument(parser, "model file to write", metavar="MODEL.pt")
+    add_overwrite_argument(parser, "model and curve/overlay PNGs")
     parser.add_argument("--model", default="default",
                         help="start from 'default' (the shipped model), a new 'original', "
                              "'modified' or 'small' net, or a model file (default: default)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the step count and optimizer state of --model (a file)")
-    parser.add_argument("--preset", choices=("fast", "paper"), default="fast",
-                        help="fast: Adam, batch 4, 256 px tiles; paper: SGD momentum 0.99, "
-                             "batch 1, 572 px tiles (default: fast)")
+    parser.add_argument("--preset", choices=("finetune", "fast", "paper"), default=None,
+                        help="finetune: Adam, batch 4, 128 px tiles on the annotations, encoder "
+                             "at 0.3 x the rate; fast: Adam, batch 4, 256 px tiles; paper: SGD "
+                             "momentum 0.99, batch 1, 572 px tiles (default: finetune from a "
+                             "trained model, fast for a new net)")
     parser.add_argument("--iterations", type=int, default=500, help="optimizer steps (500)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="time budget: stop after this many minutes or --iterations "
+                             "steps, whichever comes first (the model is saved either way)")
+    parser.add_argument("--workers", default="auto",
+                        help="processes preparing batches: a number (0 = a thread) or auto")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="tiles per step (preset's)")
     parser.add_argument("--tile", type=int, default=None, help="tile size in px (preset's)")
@@ -155,7 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of annotated pixels held out for validation (0.1)")
     parser.add_argument("--validate-every", type=int, default=50, help="steps (50)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true",
                         help="do not write the curve and overlay PNGs")
 
@@ -163,19 +176,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.checkpoint import PRESETS as MODEL_PRESETS
     from .core.checkpoint import load_checkpoint, resolve_model
-    from .core.data import TrainingSet
-    from .core.events import LossReport, Progress, ValidationReport
-    from .core.train import TrainConfig, Trainer
+    from .core.constants import ARCHITECTURES
+    from .core.events import LossReport, Message, Progress, ValidationReport
+    from .core.outputs import check_free_space
+    from .core.train import TrainConfig, Trainer, preset_for
+    from .core.trainingset import TrainingSet
 
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"output folder {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a folder; give a file name such as model.pt")
+    pairs = data_pairs(args)
+    # Outputs checked before any work: never an input, no existing file without --overwrite,
+    # a writable folder (training used to run every step, then fail to save).
+    plots = [] if args.no_plots else [out.with_name(out.stem + "_curves.png"),
+                                      out.with_name(out.stem + "_overlay.png")]
+    plan([out, *plots], [model_file(args.model), *(p for pair in pairs for p in pair)],
+         args.overwrite)
+    workers = args.workers if args.workers == "auto" else _int_option("--workers", args.workers)
     config = TrainConfig(
-        preset=args.preset, iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
+        preset=args.preset or preset_for(from_trained=args.model not in ARCHITECTURES),
+        iterations=args.iterations, minutes=args.minutes, workers=workers,
+        lr=args.lr, batch_size=args.batch_size,
         tile_size=args.tile, loss=args.loss, validate_every=args.validate_every, seed=args.seed,
         device=args.device, preview_every_s=0,
     )
@@ -184,7 +204,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--binary is for instance labels; drop it with --classes")
     convention = ("semantic-sparse" if args.sparse else "semantic") if semantic else \
         "sparse" if args.sparse else "binary" if args.binary else "dense"
-    pairs = data_pairs(args)
     images, labels, pixel_sizes, axis = [], [], set(), None
     for i, (image_path, labels_path) in enumerate(pairs):
         image, lab, channel_axis, pixel_size = read_pair(image_path, labels_path,
@@ -203,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint_state = None
     if args.resume:
-        if args.model in (*MODEL_PRESETS, "default"):
+        if args.model in (*ARCHITECTURES, "default"):
             raise ValueError("--resume needs --model to be a model file written by training")
         checkpoint_state = load_checkpoint(args.model)
         model = checkpoint_state.model
@@ -211,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         model, _ = resolve_model(args.model, in_channels=samples.in_channels,
                                  num_classes=samples.num_classes)
     trainer = Trainer(model, samples, config, checkpoint_state=checkpoint_state)
+    check_free_space(out.parent, model_bytes_on_disk(model) + (4 * 2**20 if plots else 0),
+                     f"the model {out.name}")
     if len(pixel_sizes) == 1:
         trainer.pixel_size = next(iter(pixel_sizes))
     print(f"training on {samples.n_samples} annotated plane(s) from {len(pairs)} file(s), "
@@ -220,16 +241,23 @@ def run(args: argparse.Namespace) -> int:
     losses: list[tuple[int, float]] = []
     validations: list[tuple[int, dict[str, float]]] = []
     interrupted = False
+    progress = None
     with tqdm(total=config.iterations, initial=trainer.step, unit="step", file=sys.stderr,
-              desc="train") as bar:
+              desc="train") as bar, GracefulStop() as stop:
         try:
             for event in trainer.events():
+                if stop.requested:  # Ctrl-C/SIGTERM: stop between steps, the model is whole
+                    raise KeyboardInterrupt
                 if isinstance(event, Progress):
+                    bar.total = event.total  # a time budget: the steps it allows
                     bar.n = event.step
-                    bar.refresh()
+                    progress = event
+                elif isinstance(event, Message):
+                    tqdm.write(event.text, file=sys.stderr)
                 elif isinstance(event, LossReport):
                     losses.append((event.step, event.loss))
-                    bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
+                    bar.set_postfix_str(progress_text(progress, event.loss), refresh=False)
+                    bar.refresh()
                 elif isinstance(event, ValidationReport):
                     validations.append((event.step, dict(event.metrics)))
                     text = ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items())
@@ -248,6 +276,29 @@ def run(args: argparse.Namespace) -> int:
         write_overlay(overlay, trainer)
         print(f"wrote {curves} and {overlay}")
     return 130 if interrupted else 0
+
+
+def progress_text(event: Any, loss: float) -> str:
+    """The bar's postfix: loss, steps/s and the ETA of the training's own estimate."""
+    parts = [f"loss {loss:.4f}"]
+    if event is not None and event.rate is not None:
+        parts.append(f"{event.rate:.2f} steps/s")
+    if event is not None and event.eta_s is not None:
+        minutes, seconds = divmod(int(round(event.eta_s)), 60)
+        parts.append(f"ETA {minutes}:{seconds:02d}")
+    return ", ".join(parts)
+
+
+def _int_option(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number or 'auto', got {value!r}") from None
+
+
+def model_bytes_on_disk(model: Any) -> int:
+    """A model file's size: the weights plus the optimizer state (at most two moments each)."""
+    return 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + 2**20
 
 
 # -- plots (matplotlib's Agg canvas directly: no pyplot, no global backend switch) ---------
@@ -286,7 +337,7 @@ def write_curves(path: Path, losses: list[tuple[int, float]],
                     transform=ax_val.transAxes)
     ax_val.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def write_overlay(path: Path, trainer: Any) -> None:
@@ -297,7 +348,7 @@ def write_overlay(path: Path, trainer: Any) -> None:
     from skimage.segmentation import find_boundaries
 
     from .core.postprocess import instances_from_probability
-    from .core.train import _forward_full
+    from .core.train import forward_full
 
     items = trainer.samples.validation_items()
     if items:
@@ -310,7 +361,7 @@ def write_overlay(path: Path, trainer: Any) -> None:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        probs = torch.softmax(_forward_full(model, image, trainer.device), 0).cpu().numpy()
+        probs = torch.softmax(forward_full(model, image, trainer.device), 0).cpu().numpy()
     model.train(was_training)
     if trainer.samples.mode == "instances":
         pred = instances_from_probability(probs[1])
@@ -328,4 +379,4 @@ def write_overlay(path: Path, trainer: Any) -> None:
     ax.set_title(f"step {trainer.step}: prediction (magenta), labels (green)", fontsize=9)
     ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
