@@ -221,7 +221,7 @@ def train(out: Path, recipe: Recipe, minutes: float, checkpoint_minutes: float,
                                                                   else [lab])])
     changes = dict(training_data=description, name="napari-unet default nuclei model",
                    object_diameter=everything.get("centre"))
-    meta = meta.replace(**changes) if hasattr(meta, "replace") else {**meta, **changes}
+    meta = meta.replace(**changes)
     save_model(out, model, meta)
     print(f"diameters (px): {diameters}; all: {everything}")
     print(f"saved {out} after {trainer.step} steps ({time.monotonic() - start:.0f} s)")

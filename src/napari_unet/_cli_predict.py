@@ -17,6 +17,7 @@ from ._cli_common import (
     plan,
     run_job,
 )
+from .core.constants import DEFAULT_TILING, TILING_MODES
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +27,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation: average 8 flips/rotations (8x slower)")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
                         help="input tile size (default: from the memory budget)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
-                        help="tiles per forward pass (default 4)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="tiles per forward pass (default: chosen with the tile size to "
+                             "compute the fewest pixels within the memory budget)")
+    parser.add_argument("--tiling", choices=TILING_MODES, default=DEFAULT_TILING,
+                        help="fast: tiles overlap by less than the receptive radius (seam "
+                             "error measured, docs/tiling.md); exact: stitched = un-tiled "
+                             f"(default {DEFAULT_TILING})")
     add_device_argument(parser)
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="foreground probability threshold (default 0.5)")
@@ -36,8 +42,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-split", action="store_true",
                         help="do not split touching objects by shape (watershed); for long or "
                              "irregular objects")
-    parser.add_argument("--diameter", type=float, default=None, metavar="PX",
-                        help="typical object diameter in the images (rescales to the model's)")
+    parser.add_argument("--diameter", type=_diameter, default=None, metavar="PX|auto",
+                        help="typical object diameter in px (rescales the images to the "
+                             "model's), or 'auto' to estimate it with the model")
     parser.add_argument("--channel-axis", type=int, default=None,
                         help="axis of the channels (default: from the file)")
     parser.add_argument("--axes", default=None, metavar="LETTERS",
@@ -51,8 +58,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="planes bigger than this are labelled block by block")
 
 
+def _diameter(text: str) -> float | str:
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of pixels or 'auto', got {text!r}") from None
+
+
 def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(tile_size=args.tile, batch_size=args.batch_size, tta=args.tta,
+                tiling=args.tiling,
                 device=args.device, threshold=args.threshold, min_size=args.min_size,
                 split_touching=not args.no_split, object_diameter=args.diameter,
                 channel_axis=args.channel_axis, axes=args.axes, volume=args.volume,

@@ -17,8 +17,13 @@ from typing import Any
 import numpy as np
 
 from ._cli_common import (
-    GracefulStop, add_device_argument, add_out_argument, add_overwrite_argument, model_file,
-    plan, save_figure,
+    GracefulStop,
+    add_device_argument,
+    add_out_argument,
+    add_overwrite_argument,
+    model_file,
+    plan,
+    save_figure,
 )
 
 SUFFIXES = (".tif", ".tiff", ".png")

@@ -254,10 +254,10 @@ def test_stop_save_load_round_trip(nuclei, tmp_path):
     model, meta = load_model(path)
     saved = trainer.model.state_dict()
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
-    assert meta["step"] == 3 and meta["mode"] == "instances"
-    assert meta["normalization"] == samples.normalization
-    assert meta["object_diameter"] == pytest.approx(samples.object_diameter)
-    assert TrainConfig.from_dict(meta["training"]) == trainer.config
+    assert meta.step == 3 and meta.mode == "instances"
+    assert meta.normalization == samples.normalization
+    assert meta.object_diameter == pytest.approx(samples.object_diameter)
+    assert TrainConfig.from_dict(meta.training) == trainer.config
     x = torch.from_numpy(normalize(image[None, None], samples.normalization, 1))
     trainer.model.eval()
     with torch.no_grad():

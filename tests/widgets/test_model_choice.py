@@ -23,8 +23,8 @@ def test_spec_builds_each_new_variant_with_its_upsampling():
             assert model.config["padding"] == padding
             assert model.config["upsampling"] == upsampling
             assert model.config["base_channels"] == 4 and model.config["depth"] == 2
-            assert model.in_channels == 3 and meta["mode"] == "instances"
-            assert meta["step"] == 0
+            assert model.in_channels == 3 and meta.mode == "instances"
+            assert meta.step == 0
             assert spec.is_new and spec.describe() == f"new {source} ({upsampling})"
 
 
@@ -32,7 +32,7 @@ def test_spec_loads_a_model_file_and_checks_channels(tmp_path):
     saved = UNet.small(in_channels=1, num_classes=2, **TINY)
     path = save_model(tmp_path / "m.pt", saved, {"step": 7})
     model, meta = ModelSpec("file", path=str(path)).build(in_channels=1)
-    assert meta["step"] == 7
+    assert meta.step == 7
     for (k, a), b in zip(saved.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="input channels"):

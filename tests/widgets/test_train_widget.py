@@ -246,6 +246,14 @@ def test_train_to_the_step_count_then_the_saved_model_predicts(make_napari_viewe
     assert convention == "sparse"
     np.testing.assert_array_equal(restored, labels_layer.data)
 
+    # Export to the BioImage Model Zoo: the package loads back as the same net.
+    package = tmp_path / "mine.zip"
+    widget.export_model(package)
+    qtbot.waitUntil(package.exists, timeout=120_000)
+    zoo_model, zoo_meta = load_model(package)
+    assert zoo_meta.step == step and zoo_model.config == model.config
+    np.testing.assert_allclose(foreground(zoo_model, image_layer.data), probs, atol=1e-6)
+
 
 @pytest.mark.gui
 def test_time_budget_ends_training_and_saves(make_napari_viewer, qtbot):

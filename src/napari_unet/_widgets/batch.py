@@ -176,7 +176,7 @@ class BatchWidget(QWidget):
 
     def run(self) -> Any:
         """Check the inputs and start the worker; returns it, or None (with a notification)."""
-        from ..core.batch import BatchConfig, find_inputs, plan_outputs
+        from ..core.batch import BatchConfig, find_inputs, output_paths
         from ..core.outputs import confirm_overwrite
         from ..core.prediction import PredictConfig
 
@@ -191,7 +191,7 @@ class BatchWidget(QWidget):
             predict_options = {k: v for k, v in options.items()
                                if k not in ("probabilities", "suffix", "overwrite")}
             BatchConfig(predict=PredictConfig(**predict_options), suffix=options["suffix"])
-            outputs = plan_outputs(files, dst, options["suffix"])
+            outputs = output_paths(files, dst, options["suffix"])
         except ValueError as err:
             notify_error(err)
             return None

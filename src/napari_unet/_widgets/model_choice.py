@@ -69,7 +69,9 @@ class ModelSpec:
         if self.source == "file":
             if not self.path:
                 raise ValueError("choose a model file (or another model source)")
-            if not Path(self.path).is_file():
+            path = Path(self.path)
+            # a model file, a BioImage Model Zoo .zip, or an unpacked package folder (rdf.yaml)
+            if not (path.is_file() or (path / "rdf.yaml").is_file()):
                 raise ValueError(f"model file {self.path!r} does not exist")
 
     @property

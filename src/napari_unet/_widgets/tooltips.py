@@ -152,6 +152,8 @@ _TRAIN: dict[str, str] = {
            "model is auto-saved next to the image (see napari's activity panel)",
     "stop": "stop after the current step; the model is auto-saved",
     "save": "save the trained model to a file of your choice",
+    "export": "write the trained model as a BioImage Model Zoo package (.zip) for deepImageJ, "
+              "ilastik, QuPath or bioimageio.core; it loads here too",
 }
 
 TOOLTIPS: dict[str, dict[str, str]] = {

@@ -210,6 +210,11 @@ class TrainWidget(QWidget):
         self.save_button.setToolTip(tooltip("train", "save"))
         self.save_button.clicked.connect(lambda *_: self._save_dialog())
         row.addWidget(self.save_button)
+        self.export_button = QPushButton("Export to Model Zoo...")
+        self.export_button.setObjectName("export")
+        self.export_button.setToolTip(tooltip("train", "export"))
+        self.export_button.clicked.connect(lambda *_: self._export_dialog())
+        row.addWidget(self.export_button)
         run.addLayout(row)
         self.loss_plot = LossPlot(dark=napari_is_dark(self.viewer))
         run.addWidget(self.loss_plot)
@@ -358,6 +363,7 @@ class TrainWidget(QWidget):
     def _update_buttons(self) -> None:
         running = self.worker is not None
         self.save_button.setEnabled(not running and self.trainer is not None)
+        self.export_button.setEnabled(not running and self.trainer is not None)
         self.restore_button.setEnabled(not running and train_session.has_saved(self.session))
 
     # -- start / stop ----------------------------------------------------------------------------
@@ -492,6 +498,39 @@ class TrainWidget(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Save U-Net model", start, "Models (*.pt)")
         if path:
             self.save_model(path)
+
+    def export_model(self, path: str | Path) -> None:
+        """Write the trained model as a BioImage Model Zoo package ``path`` (.zip), in the
+        background. The file dialog has already asked before replacing a file."""
+        if self.trainer is None:
+            notify_error("Cannot export: train a model first")
+            return
+        if self.worker is not None:
+            notify_error("Cannot export while training runs: press Stop first")
+            return
+        trainer, path = self.trainer, Path(path)
+
+        def work() -> Any:
+            import tempfile
+
+            from ..core.checkpoint import load_model
+            from ..core.export.bioimageio import ExportConfig, export_bioimageio
+
+            # The package holds what "Save model" would write (the best weights if kept).
+            with tempfile.TemporaryDirectory() as tmp:
+                model, meta = load_model(trainer.save(Path(tmp) / "model.pt"))
+            return export_bioimageio(model, meta, path, ExportConfig(overwrite=True))
+
+        self.io.submit(work, on_done=lambda result: notify_info(f"Model exported to {result}"),
+                       on_error=lambda err: notify_error(f"Exporting the model failed: {err}"),
+                       what="exporting the model")
+
+    def _export_dialog(self) -> None:
+        start = str(self.session.folder / "model.zip") if self.session else "model.zip"
+        path, _ = QFileDialog.getSaveFileName(self, "Export U-Net to the BioImage Model Zoo",
+                                              start, "bioimage.io packages (*.zip)")
+        if path:
+            self.export_model(path if path.endswith(".zip") else path + ".zip")
 
     def _save(self, trainer: Any, path: Path, autosave: bool, job: TrainJob | None = None
               ) -> None:

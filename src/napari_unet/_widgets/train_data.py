@@ -14,6 +14,7 @@ import numpy as np
 from ..core.labels import SEMANTIC_CONVENTIONS, SEMANTIC_IGNORE
 from ..core.trainingset import TrainingSet
 from . import CLASS_NAMES_KEY
+from .layer_info import layer_geometry
 
 
 def arrange_image(data: Any, rgb: bool, labels_shape: tuple[int, ...]) -> tuple[Any, int | None]:
@@ -105,8 +106,8 @@ def training_data(image_layer: Any, labels_layer: Any, convention: str) -> Train
     # Stored in the model's meta by Trainer.meta() (it reads these attributes if present).
     if mode == "semantic" and names and len(names) == num_classes:
         samples.class_names = list(names)
-    pixel_size = float(image_layer.scale[-1])
-    samples.pixel_size = None if pixel_size == 1.0 else pixel_size
+    # From the layer's scale, or from its source file when napari's reader left the scale at 1.
+    samples.pixel_size = layer_geometry(image_layer).pixel_size
     return TrainingData(samples, image, channel_axis)
 
 

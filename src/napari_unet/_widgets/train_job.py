@@ -119,41 +119,27 @@ def foreground_probability(model: Any, raw: np.ndarray, normalization: Any,
                            device: Any) -> np.ndarray:
     """``1 - P(background)`` of a raw ``(h, w)`` or ``(C, h, w)`` crop, ``(h, w)`` float32.
 
-    Normalised like the training data; valid (unpadded) nets see the crop mirror-padded by
-    their context. Every module's train/eval mode is put back afterwards (a trainer may keep
-    BatchNorm layers in eval mode on purpose).
+    Normalised like the training data and run by the core's whole-image forward (valid nets
+    see the crop mirror-padded by their context). Every module's train/eval mode is put back
+    afterwards (a trainer may keep BatchNorm layers in eval mode on purpose).
     """
     import torch
 
     from ..core.normalize import normalize
+    from ..core.train import forward_full
 
     arr = np.asarray(raw)
     arr = arr[None] if arr.ndim == 2 else arr
     image = np.asarray(normalize(arr, normalization, 0), np.float32)
-    h, w = image.shape[-2:]
-    if model.is_valid:
-        c = model.context
-        th, tw = model.valid_input_shape((h + 2 * c, w + 2 * c))
-        image = mirror_pad(image, ((0, 0), (c, th - h - c), (c, tw - w - c)))
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-            probs = torch.softmax(model(x)[0][:, :h, :w], 0)
+            probs = torch.softmax(forward_full(model, image, device), 0)
     finally:
         for module, training in modes:
             module.training = training
     return (1.0 - probs[0]).cpu().numpy().astype(np.float32)
-
-
-def mirror_pad(image: np.ndarray, pad: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """Symmetric mirror padding, repeated for pads larger than the image."""
-    while any(b > n or a > n for (a, b), n in zip(pad, image.shape, strict=True)):
-        step = tuple((min(a, n), min(b, n)) for (a, b), n in zip(pad, image.shape, strict=True))
-        image = np.pad(image, step, mode="symmetric")
-        pad = tuple((a - s0, b - s1) for (a, b), (s0, s1) in zip(pad, step, strict=True))
-    return np.pad(image, pad, mode="symmetric")
 
 
 class TrainJob:
@@ -247,5 +233,5 @@ class TrainJob:
 
 
 __all__ = ["Started", "TorchThreads", "TrainJob", "crop", "foreground_probability",
-           "gui_friendly_threads", "lower_this_thread_priority", "mirror_pad",
+           "gui_friendly_threads", "lower_this_thread_priority",
            "warm_up_in_background"]

@@ -134,7 +134,7 @@ def output_name(path: Path, suffix: str = "") -> str:
     return f"{name}{suffix}.tif"
 
 
-def plan_outputs(files: Sequence[Path], output_dir: Path, suffix: str) -> list[Path]:
+def output_paths(files: Sequence[Path], output_dir: Path, suffix: str) -> list[Path]:
     """Output path per input; ``ValueError`` if an output would replace an input or another's."""
     outputs = [output_dir / output_name(p, suffix) for p in files]
     inputs = {p.resolve() for p in files}
@@ -182,7 +182,6 @@ def stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...
     return label_axes, lead_shape
 
 
-_stack_layout = stack_layout  # old private name, kept until every importer uses the public one
 
 
 def _file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
@@ -319,7 +318,6 @@ def write_probabilities(path: Path, probs: Any, label_axes: str,
         imagej_writer(data, axes, sizes)(tmp)
 
 
-_write_probabilities = write_probabilities  # old private name (see _stack_layout)
 
 
 # -- the batch -----------------------------------------------------------------------------------
@@ -391,7 +389,7 @@ def batch_segment(
                         tile_margin(model, config.predict.tiling, config.predict.overlap))
     files = find_inputs(inputs)
     out_dir = _prepare_output_dir(output_dir)
-    outputs = plan_outputs(files, out_dir, config.suffix)
+    outputs = output_paths(files, out_dir, config.suffix)
     return _batch(model, meta, files, outputs, out_dir, config, client)
 
 
@@ -596,5 +594,5 @@ def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
 
 
 __all__ = ["FILE_ERRORS", "BatchConfig", "BatchSummary", "FileDone", "SliceProgress",
-           "batch_segment", "find_inputs", "output_name", "plan_outputs", "plane_pixels",
+           "batch_segment", "find_inputs", "output_name", "output_paths", "plane_pixels",
            "segment_file", "stack_layout", "write_probabilities"]

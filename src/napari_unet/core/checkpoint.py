@@ -30,7 +30,7 @@ from .constants import ARCHITECTURES, DEFAULT_MODEL
 from .device import resolve_device
 from .meta import ModelMeta
 from .model import UNet
-from .atomic import atomic_path
+from .outputs import atomic_path
 
 FORMAT = "napari-unet"
 FORMAT_VERSION = 1
@@ -220,16 +220,6 @@ def resolve_model(
                 f"model {str(spec)!r} has {have} {what} but {want} are needed here"
             )
     return model, meta
-
-
-# -- transitional names (removed at integration once no caller uses them) ------------------
-PRESETS = ARCHITECTURES
-
-
-def default_meta(model: UNet, **overrides: Any) -> ModelMeta:
-    """Deprecated: use ``ModelMeta.for_model``. Unknown keys are dropped."""
-    known = set(ModelMeta().keys())
-    return ModelMeta.for_model(model, **{k: v for k, v in overrides.items() if k in known})
 
 
 # -- helpers -------------------------------------------------------------------------------

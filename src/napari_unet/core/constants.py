@@ -23,6 +23,12 @@ ARCHITECTURES = ("original", "modified", "small")
 #: a separation gap between touching objects) or semantic classes.
 MODES = ("instances", "semantic")
 
+#: How prediction tiles overlap: "fast" keeps less than the receptive radius around each tile
+#: (seam error measured on the shipped model, docs/tiling.md); "exact" keeps all of it
+#: (stitched = un-tiled prediction to float rounding).
+TILING_MODES = ("fast", "exact")
+DEFAULT_TILING = "fast"
+
 #: The shipped model's name wherever a model is chosen (CLI ``--model default``, the docks).
 DEFAULT_MODEL = "default"
 
@@ -44,8 +50,10 @@ __all__ = [
     "ARCHITECTURES",
     "DEFAULT_MODEL",
     "DEFAULT_NORMALIZATION",
+    "DEFAULT_TILING",
     "MODES",
     "NORMALIZATION_METHODS",
+    "TILING_MODES",
     "default_class_names",
     "mode_for_classes",
 ]

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,25 +175,6 @@ class ModelMeta:
     def replace(self, **changes: Any) -> ModelMeta:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
-
-    # -- transitional dict access (removed once every caller uses attributes) ---------------
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
-    def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.keys())
 
 
 __all__ = ["ModelMeta", "check_normalization"]

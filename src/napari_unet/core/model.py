@@ -118,7 +118,8 @@ class UNet(nn.Module):
         if missing := required - config.keys():
             raise ValueError(f"architecture lacks {', '.join(sorted(missing))}")
         if unknown := config.keys() - known:
-            raise ValueError(f"architecture has unknown fields {', '.join(sorted(map(str, unknown)))}")
+            names = ", ".join(sorted(map(str, unknown)))
+            raise ValueError(f"architecture has unknown fields {names}")
         return cls(**config)
 
     # -- shapes ----------------------------------------------------------------------------

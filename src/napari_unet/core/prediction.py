@@ -53,7 +53,7 @@ from .blockwise import (
     normalize_region,
     predict_blocks,
 )
-from .constants import DEFAULT_NORMALIZATION, mode_for_classes
+from .constants import DEFAULT_NORMALIZATION, DEFAULT_TILING, mode_for_classes
 from .device import check_device_name, resolve_device
 from .events import Message, Progress
 from .meta import ModelMeta
@@ -179,7 +179,7 @@ class PredictConfig:
     half: bool | str = "auto"
     blend: str = "discard"
     overlap: int | None = None
-    tiling: str = "fast"
+    tiling: str = DEFAULT_TILING
     memory_budget: int | None = None
     keep_probabilities: bool = True
     axes: str | None = None

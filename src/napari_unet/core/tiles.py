@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .constants import TILING_MODES
 from .model import UNet
 
-TILING_MODES = ("fast", "exact")
 # Fast tiling keeps this fraction of the receptive radius as context around each tile's kept
 # part (at least one pooling block): 48 px at depth 4 instead of 100. Measured on the shipped
 # model with seams exactly at the margin (docs/tiling.md): max |dp| 0.008 (synthetic nuclei)
