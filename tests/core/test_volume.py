@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.core.blockwise import drain
+from napari_unet.core.predictor import drain
 from napari_unet.core.volume import check_axes, link_slices, merged_and_split, stack_is_volume
 
 

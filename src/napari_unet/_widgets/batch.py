@@ -20,7 +20,7 @@ from ..core.events import Message
 from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
 from ._jobs import notify_error, notify_info, notify_warning
 from .model_choice import ModelChoice, ModelSpec
-from .predict import predict_config_defaults
+from .predict import objects_fields, predict_config_defaults
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
 
@@ -78,15 +78,7 @@ def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path,
 def batch_fields() -> tuple[Field, ...]:
     """The table of the Batch dock's options (names are tooltip and settings keys)."""
     d = predict_config_defaults()
-    fields = [
-        Field("threshold", "threshold", "float", d["threshold"], 0.01, 0.99, 0.05),
-        Field("min_size", "minimum size (px)", "int", d["min_size"], 0, 1_000_000, 10,
-              none_text="auto"),
-        Field("diameter", "object diameter (px)", "float", None, 0.0, 10_000.0, 1.0,
-              decimals=1, none_text="model scale"),
-        Field("split_touching", "", "bool", d["split_touching"],
-              text="split touching objects by shape (watershed)"),
-    ]
+    fields = objects_fields(d)
     fields.append(Field("tiling", "tiling", "choice", d["tiling"],
                         choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
     fields += [

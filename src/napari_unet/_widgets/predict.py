@@ -185,10 +185,9 @@ def predict_config_defaults() -> dict[str, Any]:
             if f.default is not dataclasses.MISSING}
 
 
-def predict_fields() -> tuple[Field, ...]:
-    """The table of the Predict dock's settings (names are tooltip and settings keys)."""
-    d = predict_config_defaults()
-    fields = [
+def objects_fields(d: dict[str, Any]) -> list[Field]:
+    """Rows shared by the Predict and Batch docks: how probabilities become objects."""
+    return [
         Field("threshold", "threshold", "float", d["threshold"], 0.01, 0.99, 0.05),
         Field("min_size", "minimum size (px)", "int", d["min_size"], 0, 1_000_000, 10,
               none_text="auto"),
@@ -196,6 +195,14 @@ def predict_fields() -> tuple[Field, ...]:
               decimals=1, none_text="model scale"),
         Field("split_touching", "", "bool", d["split_touching"],
               text="split touching objects by shape (watershed)"),
+    ]
+
+
+def predict_fields() -> tuple[Field, ...]:
+    """The table of the Predict dock's settings (names are tooltip and settings keys)."""
+    d = predict_config_defaults()
+    fields = [
+        *objects_fields(d),
         Field("own_normalization", "", "bool", False, text="own normalisation percentiles"),
         Field("norm_low", "low percentile", "float", 1.0, 0.0, 50.0, 0.5),
         Field("norm_high", "high percentile", "float", 99.8, 50.0, 100.0, 0.1),

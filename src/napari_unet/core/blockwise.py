@@ -400,18 +400,9 @@ def _write_where(dst: Any, where: tuple[slice, slice], values: np.ndarray) -> No
     dst[where] = region
 
 
-def drain(gen: Generator[Any, None, Any]) -> Any:
-    """Run a generator to its end and return its value (events dropped)."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 __all__ = [
     "DEFAULT_BLOCK", "MAX_SAMPLES", "MIN_BLOCK", "MIN_HALO", "Block", "IntensityRange",
-    "NORMALIZED_LIMIT", "Window", "auto_halo", "block_grid", "block_windows", "drain",
+    "NORMALIZED_LIMIT", "Window", "auto_halo", "block_grid", "block_windows",
     "intensity_range", "label_blocks", "needs_blocks", "normalize_region", "predict_blocks",
     "sample_step",
 ]
