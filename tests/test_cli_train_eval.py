@@ -87,7 +87,7 @@ def test_dataset_folders_with_mask_suffix_and_png(tmp_path, capsys):
                  "--no-plots", "--out", str(out)])
     assert code == 0
     assert "1 image(s) without a mask skipped: lonely.png" in capsys.readouterr().err
-    assert load_model(out)[1]["step"] == 2
+    assert load_model(out)[1].step == 2
     assert not (tmp_path / "m_curves.png").exists()
     code = main(["eval", "--model", str(out), "--images", str(tmp_path / "images"),
                  "--masks", str(tmp_path / "masks"), "--device", "cpu"])
@@ -109,7 +109,7 @@ def test_ctrl_c_saves_the_model_so_far(data, monkeypatch, capsys):
     monkeypatch.setattr(Trainer, "_train_step", interrupted)
     out = data / "stopped.pt"
     assert main(train_args(data, "--out", str(out), "--iterations", "10")) == 130
-    assert load_model(out)[1]["step"] == 2
+    assert load_model(out)[1].step == 2
     assert "interrupted at step 2" in capsys.readouterr().out
 
 
@@ -121,7 +121,7 @@ def test_resume_continues_steps(data):
     args[args.index("--model") + 1] = str(first)
     args[args.index("--iterations") + 1] = "5"
     assert main(args) == 0
-    assert load_model(resumed)[1]["step"] == 5
+    assert load_model(resumed)[1].step == 5
 
 
 @pytest.mark.parametrize(("change", "message"), [
