@@ -56,6 +56,7 @@ from .blockwise import (
 from .constants import DEFAULT_NORMALIZATION, DEFAULT_TILING, mode_for_classes
 from .device import check_device_name, resolve_device
 from .events import Message, Progress
+from .layout import channels_at_minus3
 from .meta import ModelMeta
 from .model import UNet
 from .outputs import check_free_space, format_bytes
@@ -364,12 +365,11 @@ def as_stack(image: Any, in_channels: int, channel_axis: int | None) -> tuple[An
         if ndim not in (2, 3):
             raise ValueError(f"a 1-channel model takes (H, W) or (Z, H, W) images; got shape "
                              f"{shape} (pass channel_axis for a channel axis)")
-        view = image[..., None, :, :]
     else:
         if ndim - 1 not in (2, 3):
             raise ValueError(f"expected (C, H, W) or (Z, C, H, W) around the channel axis; got "
                              f"shape {shape}")
-        view = np.moveaxis(image, ax, -3)
+    view, _ = channels_at_minus3(image, ax)
     stacked = view.ndim == 4
     if not stacked:
         view = view[None]

@@ -22,6 +22,7 @@ from .labels import (
     labels_to_classes,
     labels_to_instances,
 )
+from .layout import channels_at_minus3
 from .meta import check_normalization
 from .normalize import check_axis, normalize
 from .sampling import Plane, Region, Snapshot, draw_patch, make_region
@@ -483,10 +484,8 @@ def _arrange_image(image: Any, channel_axis: int | None, index: int) -> tuple[An
     if 0 in shape:
         raise ValueError(f"image {index} is empty, shape {shape}")
     if channel_axis is None:
-        if image.ndim == 2:
-            return image[None], False, 1
-        if image.ndim == 3:
-            return image[:, None], True, 1
+        if image.ndim in (2, 3):
+            return channels_at_minus3(image, None)[0], image.ndim == 3, 1
         raise ValueError(
             f"image {index} has shape {shape}: a {image.ndim}D image needs channel_axis "
             f"(2D images are (H, W), stacks (Z, H, W))"
@@ -497,16 +496,7 @@ def _arrange_image(image: Any, channel_axis: int | None, index: int) -> tuple[An
             f"4D (Z, C, H, W)"
         )
     axis = check_axis(channel_axis, image.ndim, "channel_axis")
-    if image.ndim == 3:
-        return _moveaxis(image, axis, 0), False, shape[axis]
-    return _moveaxis(image, axis, 1), True, shape[axis]
-
-
-def _moveaxis(image: Any, source: int, destination: int) -> Any:
-    if isinstance(image, np.ndarray):
-        return np.moveaxis(image, source, destination)
-    axes = list(range(image.ndim))
-    axes.insert(destination, axes.pop(source))
-    return image.transpose(axes)  # dask and friends: lazy
+    view, channels = channels_at_minus3(image, axis)
+    return view, image.ndim == 4, channels
 
 

@@ -1,0 +1,32 @@
+"""Where an image's channels go: the one place that arranges images as ``(..., C, H, W)``.
+
+Training (``core.trainingset``) and prediction (``core.prediction``) check their inputs in their
+own words, then both call :func:`channels_at_minus3`, so both see the same arrangement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def channels_at_minus3(image: Any, channel_axis: int | None) -> tuple[Any, int]:
+    """``image`` with its channel axis moved to ``-3`` (a length-1 axis inserted there when
+    ``channel_axis`` is None) and the number of channels; never copies or reads.
+
+    ``(H, W)`` -> ``(1, H, W)``; ``(Z, H, W)`` -> ``(Z, 1, H, W)``; ``(H, W, C)`` with axis -1
+    -> ``(C, H, W)``; ``(Z, C, H, W)`` stays. Numpy arrays and memory maps give numpy views,
+    dask arrays stay lazy. ``channel_axis`` must be valid for ``image.ndim`` (callers check it).
+    """
+    if channel_axis is None:
+        return image[..., None, :, :], 1
+    source = channel_axis % image.ndim
+    if isinstance(image, np.ndarray):
+        return np.moveaxis(image, source, -3), int(image.shape[source])
+    axes = [a for a in range(image.ndim) if a != source]
+    axes.insert(image.ndim - 3, source)
+    return image.transpose(axes), int(image.shape[source])
+
+
+__all__ = ["channels_at_minus3"]
