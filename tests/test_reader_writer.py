@@ -98,6 +98,14 @@ def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tif
     labels_layer = viewer.layers["stack prediction"]
     assert labels_layer.data.shape == (3, 16, 20)
     assert labels_layer.metadata["napari_unet_axes"] == "ZYX"
+    # napari's reader left the scale at 1: the pixel size from the file still reaches the file
+    saved = tmp_path / "predicted.tif"
+    napari_write_labels(str(saved), labels_layer.data, {
+        "scale": tuple(labels_layer.scale), "metadata": dict(labels_layer.metadata)})
+    from napari_unet.core.io import read_image
+
+    back = read_image(saved)
+    assert back.axes == "ZYX" and back.pixel_size == pytest.approx((2.0, 0.25, 0.25))
 
     png = tmp_path / "plane.png"
     import imageio.v3 as iio

@@ -20,8 +20,9 @@ def labels_axes_and_pixel_size(
 ) -> tuple[str, tuple[float, ...] | None]:
     """Axes letters and pixel size (µm per Z/Y/X axis) for a labels layer of ``ndim`` dims.
 
-    Uses the axes our reader stored in the layer metadata when they fit, else Z/T by position;
-    the pixel size is the layer scale on spatial axes, or None when the scale is all ones.
+    Uses the axes the Predict dock stored in the layer metadata when they fit, else Z/T by
+    position; the pixel size is the layer scale on spatial axes, else the pixel size the Predict
+    dock stored from the image's file, else None.
     """
     stored = (meta.get("metadata") or {}).get("napari_unet_axes")
     if isinstance(stored, str) and len(stored) == ndim and "C" not in stored:
@@ -33,6 +34,10 @@ def labels_axes_and_pixel_size(
     scale = tuple(float(s) for s in (meta.get("scale") or (1.0,) * ndim))
     spatial = tuple(s for s, a in zip(scale, axes, strict=False) if a in "ZYX")
     pixel_size = None if all(s == 1.0 for s in spatial) else spatial
+    if pixel_size is None:  # napari's reader left the scale at 1: the Predict dock's record
+        stored = (meta.get("metadata") or {}).get("napari_unet_pixel_size")
+        if isinstance(stored, (tuple, list)) and len(stored) == len(spatial):
+            pixel_size = tuple(float(s) for s in stored)
     return axes, pixel_size
 
 

@@ -11,9 +11,13 @@ import torch. Layer metadata keys shared by the docks:
   layers written by the Predict dock. Predictions are never written into training layers.
 - ``napari_unet_axes``: axes of a labels layer's data (e.g. ``"ZYX"``), set by the Predict dock
   from the image's file; the labels writer uses it.
+- ``napari_unet_pixel_size``: micrometres per Z/Y/X axis of a labels layer's data, set by the
+  Predict dock when the pixel size comes from the image's file (napari's reader leaves the
+  layer's scale at 1); the labels writer uses it when the scale says nothing.
 """
 
 CONVENTION_KEY = "napari_unet_convention"
 CLASS_NAMES_KEY = "napari_unet_class_names"
 ROLE_KEY = "napari_unet_role"
 AXES_KEY = "napari_unet_axes"
+PIXEL_SIZE_KEY = "napari_unet_pixel_size"

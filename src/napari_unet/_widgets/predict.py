@@ -22,7 +22,7 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
 
 from ..core.events import Message
-from . import AXES_KEY, ROLE_KEY
+from . import AXES_KEY, PIXEL_SIZE_KEY, ROLE_KEY
 from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible
 from ._jobs import notify_error, notify_info, notify_warning
 from .annotate import is_training_layer, replace_with_history
@@ -522,7 +522,26 @@ class PredictWidget(QWidget):
         meta: dict[str, Any] = {ROLE_KEY: "prediction"}
         if self._out_axes:
             meta[AXES_KEY] = self._out_axes
+        sizes = self._file_pixel_sizes()
+        if sizes is not None:
+            meta[PIXEL_SIZE_KEY] = sizes
         return meta
+
+    def _file_pixel_sizes(self) -> tuple[float, ...] | None:
+        """µm per Z/Y/X axis of the labels when the pixel size comes from the image's file
+        (the layer's scale, when set, already reaches the writer)."""
+        geometry = layer_geometry(self._image) if self._image is not None else None
+        if geometry is None or geometry.origin != "file" or not geometry.pixel_size:
+            return None
+        sizes = []
+        for axis in (a for a in (self._out_axes or "YX") if a in "ZYX"):
+            if axis == "Z":
+                if geometry.z_spacing is None:
+                    return None
+                sizes.append(float(geometry.z_spacing * geometry.pixel_size))
+            else:
+                sizes.append(float(geometry.pixel_size))
+        return tuple(sizes)
 
     def _write(self, result: Any) -> None:
         request, image = self._request, self._image
