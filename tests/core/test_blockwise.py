@@ -8,13 +8,13 @@ import pytest
 from napari_unet.core.blockwise import (
     block_grid,
     block_windows,
-    drain,
     intensity_range,
     label_blocks,
 )
 from napari_unet.core.events import Message
 from napari_unet.core.normalize import normalize
 from napari_unet.core.postprocess import base_instances, instances_from_probability, split_touching
+from napari_unet.core.predictor import drain
 from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.weights import foreground_target
 
