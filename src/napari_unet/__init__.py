@@ -6,13 +6,13 @@ The public API is re-exported lazily so ``import napari_unet`` stays cheap (no t
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 from typing import Any
 
 try:
-    from importlib.metadata import version as _version
-
     __version__ = _version("napari-original-unet")
-except Exception:  # pragma: no cover - running from a source tree without metadata
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
     __version__ = "0.0.0"
 
 _EXPORTS = {
@@ -23,6 +23,9 @@ _EXPORTS = {
     "batch_segment": "napari_unet.core.batch",
     "save_model": "napari_unet.core.checkpoint",
     "load_model": "napari_unet.core.checkpoint",
+    "resolve_model": "napari_unet.core.checkpoint",
+    "ModelMeta": "napari_unet.core.meta",
+    "export_bioimageio": "napari_unet.core.export.bioimageio",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
