@@ -189,7 +189,9 @@ def train(out: Path, recipe: Recipe, minutes: float, checkpoint_minutes: float,
     start = last_save = time.monotonic()
 
     def checkpoint_now() -> None:
-        trainer.save(full)
+        # the current weights with their optimizer state (best=False), so the next part resumes
+        # exactly; the kept best-validation weights would restart the optimizer
+        trainer.save(full, best=False)
         if progress is not None:
             progress.parent.mkdir(parents=True, exist_ok=True)
             tmp = progress.with_name(f".{progress.name}.{os.getpid()}.tmp")
