@@ -164,7 +164,8 @@ def training_data(recipe: Recipe, smoke: bool = False):
 
 def train(out: Path, recipe: Recipe, minutes: float, checkpoint_minutes: float,
           smoke: bool = False, resume: Path | None = None,
-          progress: Path | None = None) -> Path:
+          progress: Path | None = None, workers: int = 0, prefetch: int = 2,
+          lr: float | None = None) -> Path:
     """Train (or, from ``resume``, continue training) and save to ``out``.
 
     The resume checkpoint is ``out`` with suffix ``.resume.pt``, rewritten every
@@ -177,7 +178,9 @@ def train(out: Path, recipe: Recipe, minutes: float, checkpoint_minutes: float,
     config = TrainConfig.fast(iterations=recipe.iterations, tile_size=recipe.tile_size,
                               batch_size=recipe.batch_size,
                               validate_every=0 if smoke else 500, seed=recipe.seed,
-                              device="auto", preview_every_s=0 if smoke else 1e9)
+                              device="auto", preview_every_s=0 if smoke else 1e9,
+                              workers=workers, prefetch=prefetch,
+                              **({} if lr is None else {"lr": lr}))
     if resume is not None:
         checkpoint = load_checkpoint(resume)
         trainer = Trainer(checkpoint.model, samples, config, checkpoint_state=checkpoint)
@@ -245,13 +248,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cells3d", action="store_true")
     parser.add_argument("--resume", type=Path, help="continue from this resume checkpoint")
     parser.add_argument("--smoke", action="store_true", help="a few steps on tiny data")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="batch-making processes (0: one thread); on a GPU machine most "
+                             "cores, the batches are then the bottleneck")
+    parser.add_argument("--prefetch", type=int, default=2, help="batches made ahead")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate of this part (default: the fast preset's 1e-3); "
+                             "the shipped model's last part anneals at 1e-4 (docs/models.md)")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, iterations=4 if args.smoke else args.iterations,
                     variant=args.variant, cells3d=not args.no_cells3d,
                     **(dict(batch_size=2, tile_size=128) if args.smoke else {}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     train(args.out, recipe, args.minutes, args.checkpoint_minutes, args.smoke, args.resume,
-          args.progress)
+          args.progress, args.workers, args.prefetch, args.lr)
     return 0
 
 

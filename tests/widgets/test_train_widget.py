@@ -15,6 +15,7 @@ import psutil
 import pytest
 import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
+from qtpy.QtGui import QColor
 
 from napari_unet._widgets import CONVENTION_KEY, train_form
 from napari_unet._widgets.loss_plot import LossPlot
@@ -137,38 +138,69 @@ def test_loss_plot_collects_and_smooths_points(qtbot):
         plot.add_loss(step, loss)
     np.testing.assert_array_equal(plot.steps, [1, 2, 4])  # NaN dropped
     np.testing.assert_array_equal(plot.losses, [4.0, 2.0, 1.0])
+    np.testing.assert_allclose(plot.smoothed, [4.0, 3.0, 2.0])  # EMA by hand
     plot.redraw()
-    np.testing.assert_allclose(plot._smooth_line.get_ydata(), [4.0, 3.0, 2.0])  # EMA by hand
     drawn = plot.draw_count
     plot.redraw()
     assert plot.draw_count == drawn  # nothing new, no redraw
     plot.add_validation(5, {"loss": 0.5, "iou": 0.2})
     plot.add_validation(6, {})
     assert plot.validation[0].tolist() == [5] and plot.validation[1].tolist() == [0.5]
+    plot.add_validation(7, {"iou": 0.4})
+    assert plot.validation_name == "validation iou"
     plot.clear()
     assert plot.steps.size == 0 and plot.validation[0].size == 0
     with pytest.raises(ValueError, match="max_fps"):
         LossPlot(max_fps=0)
 
 
-def test_loss_plot_blits_while_the_axes_stay_put(qtbot):
+def test_loss_plot_axes_move_in_coarse_steps(qtbot):
     plot = LossPlot()
     qtbot.addWidget(plot)
     plot.show()
     plot.set_total(500)
-    plot.add_loss(1, 1.0)
+    for step in range(1, 60):
+        plot.add_loss(step, 1.0 / step)  # 0.017..1: inside the initial 0.01..10
     plot.redraw()
-    qtbot.waitUntil(lambda: plot.full_draw_count >= 1)
-    full = plot.full_draw_count
-    assert plot.axes.get_xlim() == (0.0, 500.0)  # the whole run at once
-    for step in range(2, 60):
-        plot.add_loss(step, 1.0 / step)  # 0.017..0.5: inside the initial 0.01..10
-        plot.redraw()
-    assert plot.full_draw_count == full  # all blits
-    plot.add_loss(60, 25.0)  # above 10: the axis grows by a decade, one full draw
+    assert plot.limits == ((0.0, 500.0), (0.01, 10.0))  # the whole run at once
+    plot.add_loss(60, 25.0)  # above 10: the axis grows by a whole decade
     plot.redraw()
-    assert plot.axes.get_ylim() == pytest.approx((0.01, 100.0))
-    assert plot.full_draw_count == full + 1
+    assert plot.limits[1] == pytest.approx((0.01, 100.0))
+    plot.set_total(None)
+    plot.add_loss(130, 1.0)  # no total: x doubles from 100
+    plot.redraw()
+    assert plot.limits[0] == (0.0, 200.0)
+
+
+def test_loss_plot_paints_its_curves(qtbot):
+    """The curves reach the screen: the training colour appears where the loss is drawn."""
+    plot = LossPlot(dark=False)
+    qtbot.addWidget(plot)
+    plot.resize(320, 200)
+    plot.show()
+
+    def near(colour, target: str) -> bool:  # antialiased lines blend with the background
+        t = QColor(target)
+        return abs(colour.red() - t.red()) + abs(colour.green() - t.green()) \
+            + abs(colour.blue() - t.blue()) < 90
+
+    def found(image, target: str, rows) -> bool:
+        return any(near(image.pixelColor(x, y), target) for x in range(0, 320) for y in rows)
+
+    # no curve yet (the legend's sample line sits in the top rows)
+    assert not found(plot.grab().toImage(), "#4c9be8", range(40, 200))
+    plot.set_total(100)
+    for step in range(1, 101):
+        plot.add_loss(step, 1.0)
+    plot.add_validation(50, {"loss": 0.1})
+    plot.redraw()
+    qtbot.waitUntil(lambda: plot.paint_count > 0)
+    image = plot.grab().toImage()
+    # loss 1 on a 0.01..10 log axis lies 2/3 up the frame (MARGINS: top 8, bottom 30)
+    y = round(8 + (200 - 8 - 30) * (1 - 2 / 3))
+    assert found(image, "#4c9be8", (y - 1, y, y + 1))
+    assert not found(image, "#4c9be8", range(y + 20, 160))  # nothing below the curve
+    assert found(image, "#f39c12", range(0, 200))  # the validation point
 
 
 # -- session --------------------------------------------------------------------------------------

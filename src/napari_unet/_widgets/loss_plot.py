@@ -1,16 +1,17 @@
-"""Live training-loss plot for the Train dock: a small matplotlib canvas (qtagg backend).
+"""Live training-loss plot for the Train dock, painted with QPainter.
 
-Points arrive at every training step (hundreds per second for tiny nets), but drawing a
-matplotlib figure costs milliseconds to (on a busy machine) hundreds of milliseconds of the GUI
-thread, so:
+Points arrive at every training step; the plot lives in the GUI thread, which must never stall
+while training runs. A matplotlib canvas cost 100-300 ms of the GUI thread per full draw on a
+2-core laptop (text layout of the tick labels), and any repaint of the dock (a progress-bar
+update) asked for one: that was the largest source of viewer hitches while training
+(docs/benchmarks.md). Here a paint is a handful of polylines and at most a dozen short labels
+(about a millisecond), so:
 
-- points are only appended to lists; a timer redraws at most ``max_fps`` times a second, and
-  only when something changed;
+- points are only appended to lists; a timer asks Qt for a repaint at most ``max_fps`` times a
+  second, and only when something changed;
 - the axes limits move in coarse steps (x: the run's total iterations, or doubling; y: whole
-  decades of the log axis), so most redraws *blit*: restore the cached axes background, draw
-  the three lines, copy that rectangle to the screen. A full draw (ticks, labels) happens only
-  when a limit changes or the widget is resized;
-- tick labels are plain text (no mathtext).
+  decades of the log axis), so the axes stay readable while the curves grow;
+- at most :data:`MAX_DRAWN_POINTS` points per curve are drawn (older ones thinned out).
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import QPointF, QRectF, QTimer
+from qtpy.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 #: Plotting more points than this per curve only costs time; older ones are thinned out.
 MAX_DRAWN_POINTS = 1500
 #: Initial loss axis: wide enough for the usual cross-entropy/Dice values, so that a training
-#: run rarely needs a full redraw for the y axis.
+#: run rarely needs to widen the y axis.
 DEFAULT_YLIM = (0.01, 10.0)
-#: Runs up to this many iterations get their whole x range at once (no redraws for x).
+#: Runs up to this many iterations get their whole x range at once.
 FIXED_X_UP_TO = 5000
+#: Curve colours: training loss (raw drawn translucent, smoothed solid) and validation.
+TRAIN_COLOUR = "#4c9be8"
+VALIDATION_COLOUR = "#f39c12"
+# Plot margins in pixels (left for the loss labels, bottom for the iteration labels).
+MARGINS = (44, 8, 10, 30)  # left, top, right, bottom
 
 
 class LossPlot(QWidget):
@@ -39,7 +43,7 @@ class LossPlot(QWidget):
     Parameters
     ----------
     max_fps : float
-        Upper bound on redraws per second.
+        Upper bound on repaints per second.
     smoothing : float
         Weight of the past in the exponential moving average drawn over the raw loss.
     dark : bool, optional
@@ -58,6 +62,7 @@ class LossPlot(QWidget):
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
         self.smoothing = smoothing
         self.draw_count = 0
+        self.paint_count = 0
         self._steps: list[int] = []
         self._losses: list[float] = []
         self._smoothed: list[float] = []
@@ -65,48 +70,18 @@ class LossPlot(QWidget):
         self._val_values: list[float] = []
         self._val_name = "validation loss"
         self._dirty = False
+        self._total: int | None = None
+        self._xmax = 100.0
+        self._ylim = DEFAULT_YLIM
 
         if dark is None:
             dark = self.palette().window().color().lightness() < 128
-        fg, bg = ("#d0d0d0", "#262930") if dark else ("#202020", "#ffffff")
-        self.figure = Figure(figsize=(3.2, 2.0), dpi=100, facecolor=bg)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(160)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        # Fixed margins: a layout engine would re-measure all text at every redraw.
-        self.figure.subplots_adjust(left=0.17, right=0.97, top=0.92, bottom=0.2)
-        ax = self.figure.add_subplot(111)
-        ax.set_facecolor(bg)
-        for spine in ax.spines.values():
-            spine.set_color(fg)
-        ax.tick_params(colors=fg, labelsize=7)
-        ax.set_xlabel("iteration", color=fg, fontsize=8)
-        ax.set_ylabel("loss", color=fg, fontsize=8)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlim(0, 100)
-        ax.set_ylim(*DEFAULT_YLIM)
-        # Animated lines are left out of full draws and drawn on the cached background.
-        (self._raw_line,) = ax.plot([], [], color="#4c9be8", alpha=0.35, lw=0.8,
-                                    animated=True)
-        (self._smooth_line,) = ax.plot([], [], color="#4c9be8", lw=1.6, label="training",
-                                       animated=True)
-        (self._val_line,) = ax.plot([], [], "o-", color="#f39c12", ms=3, lw=1.2,
-                                    label=self._val_name, animated=True)
-        self._background = None
-        self._total: int | None = None
-        legend = ax.legend(fontsize=7, loc="upper right", frameon=False)
-        for text in legend.get_texts():
-            text.set_color(fg)
-        self.axes = ax
-
-        self.canvas.mpl_connect("draw_event", self._on_full_draw)
-        self.full_draw_count = 0
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
+        self._fg, self._bg = ((QColor("#d0d0d0"), QColor("#262930")) if dark
+                              else (QColor("#202020"), QColor("#ffffff")))
+        self._font = QFont(self.font())
+        self._font.setPointSizeF(7.5)
+        self.setMinimumHeight(160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
         self._timer = QTimer(self)
         self._timer.setInterval(int(round(1000.0 / max_fps)))
@@ -125,10 +100,25 @@ class LossPlot(QWidget):
         return np.asarray(self._losses, dtype=np.float64)
 
     @property
+    def smoothed(self) -> np.ndarray:
+        """The exponential moving average drawn over the raw losses, ``(n,)``."""
+        return np.asarray(self._smoothed, dtype=np.float64)
+
+    @property
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of the validation curve."""
         return (np.asarray(self._val_steps, dtype=np.int64),
                 np.asarray(self._val_values, dtype=np.float64))
+
+    @property
+    def validation_name(self) -> str:
+        """Legend text of the validation curve (``"validation loss"`` or the metric's name)."""
+        return self._val_name
+
+    @property
+    def limits(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """``((x0, x1), (y0, y1))`` of the axes as last drawn."""
+        return (0.0, self._xmax), self._ylim
 
     def add_loss(self, step: int, loss: float) -> None:
         """Append one training-loss point (cheap; drawing happens on the timer)."""
@@ -151,7 +141,6 @@ class LossPlot(QWidget):
             return  # log axis; metrics such as IoU = 0 cannot be drawn there
         if name != "loss":
             self._val_name = f"validation {name}"
-            self._val_line.set_label(self._val_name)
         self._val_steps.append(int(step))
         self._val_values.append(value)
         self._dirty = True
@@ -176,53 +165,124 @@ class LossPlot(QWidget):
 
     # -- drawing ---------------------------------------------------------------------------
     def redraw(self) -> None:
-        """Draw now if points arrived since the last draw (blitting when the axes are still)."""
+        """Ask for a repaint if points arrived since the last one (the timer calls this)."""
         if not self._dirty or not self.isVisible():
             return
         self._dirty = False
-        steps = np.asarray(self._steps)
-        stride = max(1, -(-len(steps) // MAX_DRAWN_POINTS))
-        self._raw_line.set_data(steps[::stride], np.asarray(self._losses)[::stride])
-        self._smooth_line.set_data(steps[::stride], np.asarray(self._smoothed)[::stride])
-        self._val_line.set_data(self._val_steps, self._val_values)
-        if self._update_limits() or self._background is None:
-            self.canvas.draw()  # _on_full_draw caches the background and draws the lines
-        else:
-            self.canvas.restore_region(self._background)
-            self._draw_lines()
-            self.canvas.blit(self.axes.bbox)
+        self._update_limits()
+        self.update()
         self.draw_count += 1
 
-    def _update_limits(self) -> bool:
-        """Move the limits in coarse steps; True when they changed (a full draw is needed)."""
-        ax = self.axes
+    def _update_limits(self) -> None:
+        """Move the limits in coarse steps: the whole run, or doubling; whole decades."""
         last = self._steps[-1] if self._steps else 0
         if self._total and self._total <= FIXED_X_UP_TO and last <= self._total:
             x1 = float(self._total)
         else:
             x1 = 100.0
             while x1 < last:
-                x1 *= 2  # doubling: a handful of full draws for a whole run
+                x1 *= 2  # doubling: the axis moves a handful of times in a whole run
         values = self._losses + self._val_values
         y0, y1 = DEFAULT_YLIM
         if values:  # widen by whole decades only when a value falls outside
             y0 = min(y0, 10.0 ** math.floor(math.log10(min(values))))
             y1 = max(y1, 10.0 ** math.ceil(math.log10(max(values))))
-        changed = (x1, y0, y1) != (ax.get_xlim()[1], *ax.get_ylim())
-        if changed:
-            ax.set_xlim(0, x1)
-            ax.set_ylim(y0, y1)
-        return changed
+        self._xmax, self._ylim = x1, (y0, y1)
 
-    def _draw_lines(self) -> None:
-        for line in (self._raw_line, self._smooth_line, self._val_line):
-            self.axes.draw_artist(line)
+    def _frame(self) -> QRectF:
+        left, top, right, bottom = MARGINS
+        return QRectF(left, top, max(1, self.width() - left - right),
+                      max(1, self.height() - top - bottom))
 
-    def _on_full_draw(self, _event: object) -> None:
-        self._background = self.canvas.copy_from_bbox(self.axes.bbox)
-        self._draw_lines()
-        self.full_draw_count += 1
+    def _polygon(self, frame: QRectF, xs: np.ndarray, ys: np.ndarray) -> QPolygonF:
+        """Data -> widget coordinates (linear x, log y), clipped to the frame by the painter."""
+        lo, hi = (math.log10(v) for v in self._ylim)
+        px = frame.left() + frame.width() * np.asarray(xs, np.float64) / self._xmax
+        py = frame.bottom() - frame.height() * (np.log10(ys) - lo) / (hi - lo)
+        return QPolygonF([QPointF(float(x), float(y)) for x, y in zip(px, py, strict=True)])
+
+    def paintEvent(self, _event: object) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        try:
+            self._paint(painter)
+        finally:
+            painter.end()
+        self.paint_count += 1
+
+    def _paint(self, p: QPainter) -> None:
+        p.fillRect(self.rect(), self._bg)
+        p.setFont(self._font)
+        frame = self._frame()
+        p.setPen(QPen(self._fg, 1))
+        p.drawRect(frame)
+        metrics = p.fontMetrics()
+        # y: one tick per decade
+        lo, hi = (round(math.log10(v)) for v in self._ylim)
+        for e in range(lo, hi + 1):
+            y = frame.bottom() - frame.height() * (e - lo) / max(hi - lo, 1)
+            p.drawLine(QPointF(frame.left() - 3, y), QPointF(frame.left(), y))
+            text = f"{10.0 ** e:g}"
+            p.drawText(QPointF(frame.left() - 5 - metrics.horizontalAdvance(text),
+                               y + metrics.ascent() / 2 - 1), text)
+        # x: 0, quarters, end
+        for i in range(5):
+            value = self._xmax * i / 4
+            x = frame.left() + frame.width() * i / 4
+            p.drawLine(QPointF(x, frame.bottom()), QPointF(x, frame.bottom() + 3))
+            text = f"{value:g}"
+            p.drawText(QPointF(x - metrics.horizontalAdvance(text) / 2,
+                               frame.bottom() + 4 + metrics.ascent()), text)
+        p.drawText(QPointF(frame.center().x() - metrics.horizontalAdvance("iteration") / 2,
+                           self.height() - 3), "iteration")
+        p.save()
+        p.translate(10, frame.center().y() + metrics.horizontalAdvance("loss") / 2)
+        p.rotate(-90)
+        p.drawText(QPointF(0, 0), "loss")
+        p.restore()
+
+        p.setClipRect(frame)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        steps = np.asarray(self._steps)
+        stride = max(1, -(-len(steps) // MAX_DRAWN_POINTS))
+        if len(steps):
+            raw = QColor(TRAIN_COLOUR)
+            raw.setAlphaF(0.35)
+            p.setPen(QPen(raw, 0.8))
+            p.drawPolyline(self._polygon(frame, steps[::stride],
+                                         np.asarray(self._losses)[::stride]))
+            p.setPen(QPen(QColor(TRAIN_COLOUR), 1.6))
+            p.drawPolyline(self._polygon(frame, steps[::stride],
+                                         np.asarray(self._smoothed)[::stride]))
+        if self._val_steps:
+            colour = QColor(VALIDATION_COLOUR)
+            p.setPen(QPen(colour, 1.2))
+            points = self._polygon(frame, np.asarray(self._val_steps),
+                                   np.asarray(self._val_values))
+            p.drawPolyline(points)
+            p.setBrush(colour)
+            for point in points:
+                p.drawEllipse(point, 2.0, 2.0)
+        p.setClipping(False)
+        self._paint_legend(p, frame)
+
+    def _paint_legend(self, p: QPainter, frame: QRectF) -> None:
+        metrics = p.fontMetrics()
+        entries = [("training", QColor(TRAIN_COLOUR))]
+        if self._val_steps:
+            entries.append((self._val_name, QColor(VALIDATION_COLOUR)))
+        y = frame.top() + metrics.height()
+        for text, colour in entries:
+            x = frame.right() - 6 - metrics.horizontalAdvance(text)
+            p.setPen(QPen(colour, 1.6))
+            p.drawLine(QPointF(x - 18, y - metrics.ascent() / 2 + 1),
+                       QPointF(x - 4, y - metrics.ascent() / 2 + 1))
+            p.setPen(QPen(self._fg, 1))
+            p.drawText(QPointF(x, y), text)
+            y += metrics.height()
 
     def stop(self) -> None:
         """Stop the redraw timer (the dock is closing)."""
         self._timer.stop()
+
+
+__all__ = ["DEFAULT_YLIM", "FIXED_X_UP_TO", "LossPlot", "MAX_DRAWN_POINTS"]

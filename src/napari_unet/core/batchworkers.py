@@ -39,6 +39,8 @@ import numpy as np
 from .sampling import BatchSpec, Snapshot, make_batch, restore_images, strip_images
 
 START_METHODS = ("spawn", "forkserver")
+#: Nice increment of the worker processes (background work, below the GUI and the training).
+WORKER_NICE = 10
 #: Seconds between a worker's checks that its parent is still alive.
 PARENT_POLL_S = 0.5
 
@@ -211,11 +213,21 @@ def _shutdown(procs: list, tasks: list, results: Any, timeout: float = 2.0) -> N
         q.close()
 
 
+def _lower_priority() -> None:
+    """Background work: let a viewer's GUI thread (and the training) win the CPU."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(WORKER_NICE)
+        except OSError:
+            pass  # not allowed here: run at normal priority
+
+
 def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
                  results: Any) -> None:
     """Worker loop: answer ("batch", step) requests until told to stop or orphaned."""
     # Ctrl-C reaches the whole process group: the parent handles it and closes us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _lower_priority()
     parent = mp.parent_process()
     cache: dict[tuple[int, int], np.ndarray] = {}
     snapshot = restore_images(snapshot, cache)
