@@ -14,6 +14,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from napari.utils import progress
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtGui import QColor
 
@@ -259,6 +260,10 @@ def test_train_to_the_step_count_then_the_saved_model_predicts(make_napari_viewe
         assert widget.start()
         assert not widget.start_button.isEnabled() and widget.stop_button.isEnabled()
         assert not widget.save_button.isEnabled()
+        # nothing animates while training (an animation repaints the window around the
+        # OpenGL canvas): no napari activity entry (its spinner), no "busy" bar
+        assert not [p for p in progress._all_instances if "training" in p.desc]
+        assert widget.run_block.progress.maximum() > 0
     assert widget.worker is None and widget.start_button.isEnabled()
     assert torch.get_num_threads() == threads_before  # the job put torch's setting back
     assert widget.trainer.step == 20

@@ -309,10 +309,12 @@ class RunBlock(QWidget):
         layout.addWidget(self.status)
 
     def runner(self, on_event: Callable[[Any], None], on_finished: Callable[[str], None],
-               controls: Iterable[Any], label: str) -> JobRunner:
-        """A JobRunner whose Stop button, progress bar and activity entry are this block's."""
+               controls: Iterable[Any], label: str, activity: bool = True) -> JobRunner:
+        """A JobRunner whose Stop button and progress bar are this block's (``activity``: also
+        an entry in napari's activity panel, see :class:`JobRunner`)."""
         runner = JobRunner(on_event, on_finished, [self.run_button, *controls],
-                           self.stop_button, label=label, progress_bar=self.progress)
+                           self.stop_button, label=label, progress_bar=self.progress,
+                           activity=activity)
         self.stop_button.clicked.connect(lambda *_: runner.stop())
         return runner
 

@@ -3,7 +3,7 @@
 Public API (used by the Predict, Batch and Train docks):
 
 ``JobRunner(on_event, on_finished=None, controls=(), stop_button=None, *, label="napari-unet",
-progress_bar=None)``
+progress_bar=None, activity=True)``
     ``start(factory)`` calls ``factory()`` *in a worker thread* (so building/loading a model
     there is fine) and iterates the generator it returns in a worker; every yielded event is
     handed to ``on_event(event)`` in the GUI thread. While the job runs the ``controls`` are
@@ -12,8 +12,14 @@ progress_bar=None)``
     job ends, ``on_finished(status)`` runs in the GUI thread with ``status`` one of ``"done"``,
     ``"stopped"`` or ``"failed"``: put clean-up (auto-save, freeing memory) there.
     Each job shows an entry called ``label`` in napari's activity panel (``napari.utils.progress``)
-    for as long as it runs; ``core.events.Progress`` events move that entry and
-    ``progress_bar`` (a dock's QProgressBar, optional) before reaching ``on_event``.
+    for as long as it runs, unless ``activity`` is False; ``core.events.Progress`` events move
+    that entry and ``progress_bar`` (a dock's QProgressBar, optional) before reaching
+    ``on_event``. Nothing animates while a job runs: the bar stays at 0 until the first
+    ``Progress`` (no "busy" bar), and long jobs with a bar of their own (training) leave the
+    activity panel out, whose spinner plays while any entry is open. Each animation frame
+    repaints the window around napari's OpenGL canvas: under software OpenGL (remote desktops,
+    virtual machines, Xvfb) that is ~15-20 ms of the GUI thread, 50 times a second
+    (benchmarks/bench_gui_latency.py; docs/benchmarks.md).
     A failing job is reported ONCE, by :func:`notify_error` (one clear line; the traceback goes
     to the log): the worker is built without napari's own error relay and re-raise.
     ``running`` tells whether a job is in flight; ``worker`` is the worker (tests wait on it).
@@ -93,6 +99,7 @@ class JobRunner:
         *,
         label: str = "napari-unet",
         progress_bar: Any = None,
+        activity: bool = True,
     ) -> None:
         self.on_event = on_event
         self.on_finished = on_finished
@@ -100,6 +107,7 @@ class JobRunner:
         self.stop_button = stop_button
         self.label = label
         self.progress_bar = progress_bar
+        self.show_activity = activity
         self.worker: Any = None
         self.activity: progress | None = None
         self._status = "done"
@@ -125,9 +133,11 @@ class JobRunner:
         worker.warned.connect(self._on_warned)
         worker.finished.connect(self._on_worker_finished)
         self.worker = worker
-        self.activity = progress(total=0, desc=self.label)  # busy until the first Progress
-        if self.progress_bar is not None:
-            self.progress_bar.setRange(0, 0)
+        if self.show_activity:
+            self.activity = progress(total=0, desc=self.label)
+        if self.progress_bar is not None:  # empty until the first Progress; never "busy"
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
         set_enabled(self.controls, False)
         if self.stop_button is not None:
             set_enabled([self.stop_button], True)

@@ -224,7 +224,9 @@ class TrainWidget(QWidget):
         self.jobs = self.run_block.runner(
             self._on_event, self._on_job_finished,
             controls=[*self.inputs.controls(), self.model_choice, *self.train_form.controls()],
-            label="U-Net training")
+            # the dock's own bar shows steps/s and the time left; napari's activity spinner
+            # would cost the GUI thread while training (see _jobs.JobRunner)
+            label="U-Net training", activity=False)
         self.start_button.clicked.connect(lambda *_: self.start())
         # A model chosen by the user brings its recipe (the CLI picks it the same way);
         # ``activated`` is the user's choice only, not a restore or the switch to an autosave.
