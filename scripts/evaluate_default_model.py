@@ -15,7 +15,7 @@ For each: the U-Net as users get it, with test-time augmentation, with the autom
 estimate, and the classical Otsu + distance-watershed baseline, all pooled over the images
 (napari_unet.core.evaluation). Every row goes into the model's ``evaluation`` (the card's
 table). ``--against MODEL`` prints a side-by-side comparison and whether the candidate beats it
-on both the real and the synthetic held-out sets (the rule for replacing the shipped model).
+(:func:`beats`, the rule for replacing the shipped model).
 ``--overlays DIR`` writes failure overlays (PNG) of the worst held-out images.
 """
 
@@ -109,13 +109,22 @@ def evaluate(model, meta, data, tta_on=(REAL,)) -> tuple[dict, dict]:
     return evaluation, plain_predictions
 
 
+#: How much worse than the reference one held-out set may be (AP@0.5, pixel IoU): about the
+#: noise of the small real set (310 instances of 14 nuclei).
+TOLERANCE = (0.02, 0.005)
+
+
 def beats(candidate: dict, reference: dict) -> bool:
-    """Better AP@0.5 and no worse pixel IoU (within 0.005) on the real and both synthetic
-    held-out sets that both were scored on."""
+    """The replace rule (docs/models.md): on the real and both synthetic held-out sets that
+    both were scored on, a better mean AP@0.5, and no set worse by more than TOLERANCE."""
     names = [n for n in (REAL, PLAIN, VARIED) if n in candidate and n in reference]
-    return bool(names) and all(
-        candidate[n]["ap50"] > reference[n]["ap50"]
-        and candidate[n]["iou"] >= reference[n]["iou"] - 0.005 for n in names)
+    if not names:
+        return False
+    mean = {side: np.mean([scores[n]["ap50"] for n in names])
+            for side, scores in (("c", candidate), ("r", reference))}
+    return bool(mean["c"] > mean["r"] and all(
+        candidate[n]["ap50"] >= reference[n]["ap50"] - TOLERANCE[0]
+        and candidate[n]["iou"] >= reference[n]["iou"] - TOLERANCE[1] for n in names))
 
 
 def write_overlays(folder: Path, data, preds) -> list[Path]:
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             c, r = evaluation.get(row, {}), reference[row]
             print(f"{row}: AP@0.5 {c.get('ap50', float('nan')):.3f} vs {r['ap50']:.3f}, "
                   f"IoU {c.get('iou', float('nan')):.3f} vs {r['iou']:.3f}")
-        print("candidate beats the reference on every held-out set:",
+        print("candidate beats the reference (mean AP@0.5, tolerance per set):",
               beats(evaluation, reference))
     if not args.no_write:
         meta = meta.replace(evaluation=evaluation, credits=CREDITS)
