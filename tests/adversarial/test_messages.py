@@ -133,7 +133,7 @@ def test_predict_image_with_a_non_model_is_a_type_error(model):
 def test_predict_image_with_a_model_name_works_or_says_why(work):
     image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
     try:
-        result = _prediction().predict_image(str(work / "tiny.pt"), image, tile_size=32,
+        result = _prediction().predict_image(str(work / "tiny.pt"), image, tile_size=48,
                                              device="cpu")
     except CONTRACT as err:
         assert "model" in str(err)

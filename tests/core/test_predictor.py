@@ -23,8 +23,8 @@ from napari_unet.core.tiles import receptive_radius, tile_margin
 RAW = {"normalization": {"method": "none"}}  # compare against the bare net
 CPU = torch.device("cpu")
 # the fast mode's worst seam error on the shipped model, measured with seams exactly at its
-# 48 px margin (docs/tiling.md): max |dp| 0.020, mean 1.7e-5 (cells3d nuclei)
-FAST_MAX, FAST_MEAN = 0.025, 2e-5
+# 80 px margin (docs/tiling.md): max |dp| 0.031, mean 1.2e-5 (cells3d nuclei)
+FAST_MAX, FAST_MEAN = 0.04, 2e-5
 
 
 def _net(padding: str, depth: int = 2, base: int = 4, in_channels: int = 1, seed: int = 0):
@@ -121,19 +121,20 @@ def test_fast_mode_seams_on_the_shipped_model_stay_below_the_measured_bound():
 
     model, meta = resolve_model("default")
     m = tile_margin(model, "fast")
-    assert m == 48
-    # 3 x 3 tiles of 160 px whose kept parts meet exactly m px from a tile border: the worst
+    assert m == 80
+    # 3 x 3 tiles of 256 px whose kept parts meet exactly m px from a tile border: the worst
     # case of the fast layout (automatic layouts split the overlaps half-way, often wider)
-    side = 160 + 2 * (160 - 2 * m)
+    side = 256 + 2 * (256 - 2 * m)
     image, _ = synthetic_nuclei((side, side), seed=3)
     ref = predict_image(model, image, meta=meta, tile_size=side, device="cpu")
-    fast = predict_image(model, image, meta=meta, tile_size=160, device="cpu")
-    assert fast.tile_size == (160, 160)
+    fast = predict_image(model, image, meta=meta, tile_size=256, device="cpu")
+    assert fast.tile_size == (256, 256)
     diff = np.abs(fast.probabilities[1] - ref.probabilities[1])
-    # below the measured bound (this image: max 0.0021, mean 5.9e-6, no pixel changes class)
+    # below the measured bound (bench_seams.py at 80 px: max 0.006 / 0.031, 1 and 3 pixels
+    # change class, synthetic / cells3d)
     assert diff.max() < FAST_MAX and diff.mean() < FAST_MEAN
     changed = np.count_nonzero((fast.probabilities[1] > 0.5) != (ref.probabilities[1] > 0.5))
-    assert changed <= 4  # the measured worst: 4 of 332k pixels
+    assert changed <= 4  # the measured worst: 3 of 200k pixels
 
 
 # -- the injected predictor and its wrappers ---------------------------------------------------

@@ -25,11 +25,11 @@ from .constants import TILING_MODES
 from .model import UNet
 
 # Fast tiling keeps this fraction of the receptive radius as context around each tile's kept
-# part (at least one pooling block): 48 px at depth 4 instead of 100. Measured on the shipped
-# model with seams exactly at the margin (docs/tiling.md): max |dp| 0.008 (synthetic nuclei)
-# and 0.020 (cells3d nuclei), 0 and 4 foreground pixels changed of 332k; 32 px left 0.16 and
-# 21 px, 16 px 0.63 and 174 px.
-FAST_MARGIN_FRACTION = 0.48
+# part (at least one pooling block): 80 px at depth 4 instead of 100. Measured on the shipped
+# model (v2) with seams exactly at the margin (docs/tiling.md): max |dp| 0.006 (synthetic
+# nuclei) and 0.031 (cells3d nuclei), 1 and 3 pixels changed; 64 px left 0.026 / 0.063 and 8-10
+# pixels, 48 px (v1's choice: v2 draws on more of its context) 0.20 / 0.41 and 38-78 pixels.
+FAST_MARGIN_FRACTION = 0.8
 # CUDA: tiles up to this side, then as many per batch as the memory holds ("fill the device").
 MAX_CUDA_TILE = 2048
 # Bytes per input pixel of one forward pass, per feature channel of the first level: above the
