@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from napari_unet.core.blockwise import drain
+    from napari_unet.core.predictor import drain
     from napari_unet.core.checkpoint import resolve_model
     from napari_unet.core.metrics import average_precision
     from napari_unet.core.prediction import predict_image
