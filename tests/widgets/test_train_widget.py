@@ -167,6 +167,10 @@ def test_loss_plot_axes_move_in_coarse_steps(qtbot):
     plot.add_loss(60, 25.0)  # above 10: the axis grows by a whole decade
     plot.redraw()
     assert plot.limits[1] == pytest.approx((0.01, 100.0))
+    plot.add_loss(61, 0.0)  # a loss of 0 cannot go on a log axis: drawn on its bottom edge
+    plot.redraw()
+    plot.grab()
+    assert plot.limits[1] == pytest.approx((0.01, 100.0))
     plot.set_total(None)
     plot.add_loss(130, 1.0)  # no total: x doubles from 100
     plot.redraw()

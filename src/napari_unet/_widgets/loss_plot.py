@@ -182,7 +182,7 @@ class LossPlot(QWidget):
             x1 = 100.0
             while x1 < last:
                 x1 *= 2  # doubling: the axis moves a handful of times in a whole run
-        values = self._losses + self._val_values
+        values = [v for v in self._losses + self._val_values if v > 0]  # log axis
         y0, y1 = DEFAULT_YLIM
         if values:  # widen by whole decades only when a value falls outside
             y0 = min(y0, 10.0 ** math.floor(math.log10(min(values))))
@@ -198,7 +198,9 @@ class LossPlot(QWidget):
         """Data -> widget coordinates (linear x, log y), clipped to the frame by the painter."""
         lo, hi = (math.log10(v) for v in self._ylim)
         px = frame.left() + frame.width() * np.asarray(xs, np.float64) / self._xmax
-        py = frame.bottom() - frame.height() * (np.log10(ys) - lo) / (hi - lo)
+        # a loss of exactly 0 sits on the bottom edge of the log axis (clipped there)
+        py = frame.bottom() - frame.height() * (
+            np.log10(np.maximum(ys, self._ylim[0])) - lo) / (hi - lo)
         return QPolygonF([QPointF(float(x), float(y)) for x, y in zip(px, py, strict=True)])
 
     def paintEvent(self, _event: object) -> None:  # noqa: N802 - Qt's name
