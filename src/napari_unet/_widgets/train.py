@@ -487,13 +487,19 @@ class TrainWidget(QWidget):
     # -- saving ----------------------------------------------------------------------------------
     def save_model(self, path: str | Path) -> None:
         """Write the trained model to ``path`` (atomic, in the background); emits ``saved``."""
-        if self.trainer is None:
-            notify_error("Cannot save: train a model first")
-            return
-        if self.worker is not None:
-            notify_error("Cannot save while training runs: press Stop first")
+        if not self._can_write("save"):
             return
         self._save(self.trainer, Path(path), autosave=False)
+
+    def _can_write(self, verb: str) -> bool:
+        """A trained model and no run in progress; else a message naming ``verb``."""
+        if self.trainer is None:
+            notify_error(f"Cannot {verb}: train a model first")
+            return False
+        if self.worker is not None:
+            notify_error(f"Cannot {verb} while training runs: press Stop first")
+            return False
+        return True
 
     def _save_dialog(self) -> None:
         start = str(self.session.folder / "model.pt") if self.session else "model.pt"
@@ -504,11 +510,7 @@ class TrainWidget(QWidget):
     def export_model(self, path: str | Path) -> None:
         """Write the trained model as a BioImage Model Zoo package ``path`` (.zip), in the
         background. The file dialog has already asked before replacing a file."""
-        if self.trainer is None:
-            notify_error("Cannot export: train a model first")
-            return
-        if self.worker is not None:
-            notify_error("Cannot export while training runs: press Stop first")
+        if not self._can_write("export"):
             return
         trainer, path = self.trainer, Path(path)
 
