@@ -69,6 +69,29 @@ def test_blockwise_plane_equals_whole_plane(shipped):
     assert_same_objects(blocks.instances, whole.instances)
 
 
+def test_blockwise_plane_runs_the_planes_own_tiles_one_at_a_time(shipped):
+    # 416 x 480 in 256 px tiles (80 px margins, steps of 96 px): 3 x 4 tiles; blocks of 128 px
+    # would repeat the net's context at every block border, the plane's own tiles do not
+    net, meta = shipped
+    image = _image((416, 480), seed=3)
+    settings = dict(device="cpu", tile_size=256)
+    calls: list[tuple[int, int]] = []
+    hook = net.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[-2:]))
+    try:
+        whole = predict_image(net, image, meta, **settings)
+        n_whole, computed = len(calls), sum(h * w for h, w in calls)
+        calls.clear()
+        events, blocks = _events(predict(net, image, PredictConfig(block_size=128, **settings),
+                                         meta))
+    finally:
+        hook.remove()
+    assert n_whole == 12
+    assert len(calls) == 12 and sum(h * w for h, w in calls) == computed
+    assert sum("block" in e.message for e in events if isinstance(e, Progress)) >= 12
+    np.testing.assert_array_equal(blocks.probabilities, whole.probabilities)
+    assert_same_objects(blocks.instances, whole.instances)
+
+
 def test_blockwise_stack_keeps_ids_unique(shipped):
     net, meta = shipped
     stack = np.stack([_image((96, 120), s) for s in range(2)])

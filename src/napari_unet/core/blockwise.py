@@ -226,7 +226,7 @@ class Window:
 
 
 def block_windows(shape: tuple[int, int], context: int, align: int = 1,
-                  block: int = DEFAULT_BLOCK) -> list[Window]:
+                  block: int | tuple[int, int] = DEFAULT_BLOCK) -> list[Window]:
     """The windows of pass 1 over an ``(H, W)`` plane, in raster order.
 
     Each window starts at a multiple of ``align`` (so its tiles see the whole plane's pooling
@@ -245,21 +245,36 @@ def block_windows(shape: tuple[int, int], context: int, align: int = 1,
     return out
 
 
+def tile_windows(ys: list[tuple[int, int, int, int]],
+                 xs: list[tuple[int, int, int, int]]) -> list[Window]:
+    """Windows that are the tiles of a plane's own tiling, in raster order.
+
+    ``ys`` and ``xs`` hold ``(start, stop, keep_start, keep_stop)`` per tile along each axis
+    (:func:`~napari_unet.core.tiles.padded_axis_tiles`); a window's core is its tile's kept
+    part. Predicting these windows one by one computes what tiling the whole plane computes,
+    with one tile in memory.
+    """
+    out = []
+    for y0, y1, ky0, ky1 in ys:
+        for x0, x1, kx0, kx1 in xs:
+            out.append(Window((slice(ky0, ky1), slice(kx0, kx1)), (slice(y0, y1), slice(x0, x1)),
+                              (slice(ky0 - y0, ky1 - y0), slice(kx0 - x0, kx1 - x0))))
+    return out
+
+
 def predict_blocks(
     plane: Any,
     rng: IntensityRange | None,
     predict: PredictFn,
     sink: Callable[[tuple[slice, slice], Any, tuple[slice, slice]], None],
-    context: int,
-    align: int = 1,
-    block: int = DEFAULT_BLOCK,
+    windows: list[Window],
 ) -> Iterator[Progress]:
-    """Run ``predict`` over a ``(C, H, W)`` plane block by block (:func:`block_windows`).
+    """Run ``predict`` over a ``(C, H, W)`` plane window by window (:func:`block_windows` or
+    :func:`tile_windows`).
 
-    ``sink(core, result, inner)`` receives the block's place in the plane, the predictor's
+    ``sink(core, result, inner)`` receives the window's core in the plane, the predictor's
     result for the window, and where the core lies in it.
     """
-    windows = block_windows(tuple(plane.shape[-2:]), context, align, block)
     for i, win in enumerate(windows, start=1):
         region = normalize_region(plane[(slice(None), *win.window)], rng)
         sink(win.core, predict(region), win.inner)
@@ -404,5 +419,6 @@ __all__ = [
     "DEFAULT_BLOCK", "MAX_SAMPLES", "MIN_BLOCK", "MIN_HALO", "Block", "IntensityRange",
     "NORMALIZED_LIMIT", "Window", "auto_halo", "block_grid", "block_windows",
     "intensity_range", "label_blocks", "needs_blocks", "normalize_region", "predict_blocks",
+    "tile_windows",
     "sample_step",
 ]

@@ -46,12 +46,15 @@ from .blockwise import (
     DEFAULT_BLOCK,
     MIN_BLOCK,
     IntensityRange,
+    Window,
     auto_halo,
+    block_windows,
     intensity_range,
     label_blocks,
     needs_blocks,
     normalize_region,
     predict_blocks,
+    tile_windows,
 )
 from .constants import DEFAULT_NORMALIZATION, DEFAULT_TILING, mode_for_classes
 from .device import check_device_name, resolve_device
@@ -62,7 +65,7 @@ from .model import UNet
 from .outputs import check_free_space, format_bytes
 from .predictor import OutOfMemory, drain, plane_predictor
 from .resources import check_memory
-from .tiles import TILING_MODES, check_tile_size, plan_tiles, tile_margin
+from .tiles import TILING_MODES, check_tile_size, padded_axis_tiles, plan_tiles, tile_margin
 from .volume import check_axes, link_slices, stack_is_volume
 
 BLEND_MODES = ("discard", "gaussian")
@@ -73,8 +76,10 @@ IN_RAM_BYTES = 256 * 2**20
 #: model's scale and the image's are too far apart for the net to help, and sizes explode.
 MAX_RESCALE = 16.0
 #: Forward-pass memory of blockwise planes on CPU when ``memory_budget`` is not set: with a
-#: block's labelling (~0.4 GB) the whole job stays under 1 GB (benchmarks/bench_memory.py).
-BLOCKWISE_FORWARD_BUDGET = 384 * 2**20
+#: block's labelling (~0.4 GB), which runs after it, the job stays under 1 GB (bench_memory.py).
+#: 768 MiB buys 1152 px tiles for the shipped model: 1.27x the plane's pixels computed at
+#: 4096^2 against 1.43x with 816 px tiles at 384 MiB.
+BLOCKWISE_FORWARD_BUDGET = 768 * 2**20
 #: Volumes: blocks are this many slices deep and ``block_size / 8`` pixels a side (halo: two
 #: object diameters), so that a window with its halo stays near the memory of a 2D block
 #: (16 + 2 x 40 slices of 336 x 336 px for the default model at z spacing 1: ~11 M voxels).
@@ -631,10 +636,8 @@ class PredictionJob:
         if self.layout_note:
             yield self._note(self.layout_note)
         hw_model = self._model_hw((self.h, self.w))
-        if self.blockwise:  # tiles are fitted to one block's window
-            side = config.block_size + 2 * self._context()
-            hw_model = self._model_hw((min(self.h, side), min(self.w, side)))
-        # tile, batch and overlap by total cost (the pixels the net computes)
+        # tile, batch and overlap by total cost (the pixels the net computes); a blockwise
+        # plane is then predicted one tile-sized window at a time (:meth:`_window_core`)
         budget = config.memory_budget
         if budget is None and self.blockwise and self.device.type != "cuda":
             # bounded memory is the point of blocks: the net's passes get a fixed share
@@ -652,6 +655,21 @@ class PredictionJob:
         if self.scale == 1.0:
             return hw
         return max(1, round(hw[0] * self.scale)), max(1, round(hw[1] * self.scale))
+
+    def _windows(self) -> list[Window]:
+        """The windows a blockwise plane is predicted in. A padded net at the image's scale with
+        "discard" stitching: the plane's own tiles, one at a time, so it computes what tiling
+        the whole plane computes (bigger windows would repeat the net's context at every window
+        border too) and holds one tile. Otherwise (valid nets, rescaling, Gaussian blending):
+        blocks of ``block_size`` with the net's context around them."""
+        model, config = self.model, self.config
+        if not model.is_valid and self.scale == 1.0 and config.blend == "discard":
+            # the predictor's tile: smaller than planned after running out of memory
+            tile, margin, d = self.predictor.tile, self.predictor.margin, model.divisor
+            return tile_windows(padded_axis_tiles(self.h, tile[0], margin, d),
+                                padded_axis_tiles(self.w, tile[1], margin, d))
+        align = model.divisor if self.scale == 1.0 else 1
+        return block_windows((self.h, self.w), self._context(), align, config.block_size)
 
     def _context(self) -> int:
         """Pixels (image scale) of input a block needs around it for exact probabilities."""
@@ -798,9 +816,7 @@ class PredictionJob:
             self._store(z, core, probs[(slice(None), *inner)],
                         None if var is None else var[inner])
 
-        align = self.model.divisor if self.scale == 1.0 else 1
-        for event in predict_blocks(self.view[z], rng, predict_window, sink, self._context(),
-                                    align, self.config.block_size):
+        for event in predict_blocks(self.view[z], rng, predict_window, sink, self._windows()):
             yield from messages
             messages.clear()
             if not self.stacked:
