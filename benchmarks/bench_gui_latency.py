@@ -44,6 +44,19 @@ def summary(name: str, stalls: np.ndarray) -> str:
             f"p99 {np.percentile(stalls, 99):6.1f} ms  max {stalls.max():6.1f} ms")
 
 
+def draw_summary(draws: list[tuple[float, float]], ticks: list[float], since: float) -> str:
+    """Canvas draws after ``since`` and how many of the probe's stalls > 30 ms overlap one."""
+    mine = [(a, b) for a, b in draws if a >= since]
+    t = np.asarray(ticks)
+    late = [(t[i], t[i + 1]) for i in range(len(t) - 1)
+            if t[i + 1] >= since and (t[i + 1] - t[i]) * 1000 - PROBE_MS > TARGET_P99_MS]
+    explained = sum(any(a < t1 and b > t0 for a, b in mine) for t0, t1 in late)
+    ms = [(b - a) * 1000 for a, b in mine]
+    return (f"canvas draws {len(mine)} (median {np.median(ms) if ms else 0:.1f} ms, max "
+            f"{max(ms) if ms else 0:.1f} ms); stalls > {TARGET_P99_MS:.0f} ms: {len(late)}, "
+            f"{explained} during a draw")
+
+
 def met(stalls: np.ndarray) -> bool:
     return bool(stalls.size and np.percentile(stalls, 99) < TARGET_P99_MS
                 and stalls.max() < TARGET_MAX_MS)
@@ -80,6 +93,14 @@ def main() -> int:
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels, name="training", metadata={"napari_unet_convention": "sparse"})
     app = QApplication.instance()
+
+    # every canvas draw (start, end): the stalls it explains
+    draws: list[tuple[float, float]] = []
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    draw_start: list[float] = []
+    scene.events.draw.connect(lambda e: draw_start.append(time.perf_counter()), position="first")
+    scene.events.draw.connect(lambda e: draws.append((draw_start.pop(), time.perf_counter()))
+                              if draw_start else None, position="last")
 
     ticks: list[float] = []
     probe = QTimer()
@@ -168,6 +189,7 @@ def main() -> int:
             steady = stalls_ms(run_ticks, max(t0 + WARMUP_S, first_step[0]))
             print(f"       first step {first_step[0] - t0:.1f} s after Start; from there: "
                   + summary("", steady).strip())
+        print("       " + draw_summary(draws, run_ticks, t0 + WARMUP_S))
         print("       slowest GUI handlers: " + ", ".join(
             f"{name} {max(v):.1f} ms (median {np.median(v):.2f}, n={len(v)})"
             for name, v in handler_ms.items() if v))

@@ -34,10 +34,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from napari_unet.core.predictor import drain
     from napari_unet.core.checkpoint import resolve_model
     from napari_unet.core.metrics import average_precision
     from napari_unet.core.prediction import predict_image
+    from napari_unet.core.predictor import drain
     from napari_unet.core.synthetic_volume import synthetic_nuclei_volume
     from napari_unet.core.volume import link_slices, merged_and_split
 

@@ -6,6 +6,7 @@ from napari_unet.core.postprocess import (
     DEFAULT_MIN_SIZE,
     instances_from_probability,
     semantic_from_probabilities,
+    split_touching,
 )
 from napari_unet.core.weights import foreground_target
 
@@ -184,3 +185,20 @@ def test_volumes_split_with_their_z_spacing():
     assert int(a.sum()) == 2047
     assert seed_distance(np.array([2047]), (2.0, 1.0, 1.0)) == 4
     assert seed_distance(np.array([314])) == 6  # 2D: two thirds of a 10-px radius
+
+
+def test_a_flat_ridge_is_one_object_but_a_real_neck_still_splits():
+    # A 12 x 60 bar: its distance transform is a flat ridge (6 px) along the middle, where
+    # peak_local_max finds a seed every min_distance px (the bar came out in 14 pieces at
+    # min_distance 3, 5 at the default). Seeds on one ridge share a marker now.
+    bar = np.zeros((40, 100), bool)
+    bar[14:26, 20:80] = True
+    assert split_touching(bar).max() == 1
+    assert split_touching(bar, min_distance=3).max() == 1
+    # notched 2 px deep from both sides: the ridge drops by 2 px at the neck, far more than
+    # SEED_PROMINENCE (0.5 px): a cut
+    notched = bar.copy()
+    notched[14:16, 48:52] = notched[24:26, 48:52] = False
+    cut = split_touching(notched, min_distance=3)
+    assert cut.max() == 2
+    assert len(np.unique(cut[:, :48])) == len(np.unique(cut[:, 52:])) == 2  # 0 and one part

@@ -11,8 +11,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
+from skimage.morphology import h_maxima
 from skimage.segmentation import expand_labels, find_boundaries, relabel_sequential, watershed
 
+#: A seed of :func:`split_touching` must rise this many (lateral) pixels of smoothed distance
+#: above the saddle to a higher seed of its object. Measured (benchmarks/bench_volume.py, 6
+#: synthetic volumes, shipped model): 3D AP@0.5 0.920 -> 0.935, merged + split 5.4 % -> 5.0 %
+#: (elongated nuclei no longer cut in two); 1 px: AP 0.947 but 5.5 % (more merged). In 2D
+#: (12 varied synthetic images, 6 plain, cells3d held-out planes) 0.5 px changed AP@0.5 by
+#: <= 0.001, 1 px cost 0.012 on the varied set.
+SEED_PROMINENCE = 0.5
 DEFAULT_MIN_SIZE = 16
 """Objects smaller than this many pixels (a 4x4 square) are dropped as specks: well below the
 area of a nucleus at typical resolutions (a 5-px-radius disk has ~80 px), well above the
@@ -198,16 +206,31 @@ def split_touching(labels: np.ndarray, min_distance: int | None = None,
         if box is None or len(inside) < 2:
             continue
         region = labels[box] == i
-        markers = np.zeros(region.shape, np.int32)
-        markers[tuple(inside[:, a] - box[a].start for a in range(labels.ndim))] = np.arange(
-            1, len(inside) + 1)
+        local = inside - np.asarray([b.start for b in box])
+        markers = _prominent_markers(local, smooth[box] * region)
+        n = int(markers.max())
+        if n < 2:
+            continue
         basins = watershed(-distance[box], markers, mask=region)
         part = out[box]
         part[region] = np.where(basins[region] > 1, next_id + basins[region] - 2, i)
-        next_id += len(inside) - 1
+        next_id += n - 1
     if only is not None:
         return out.astype(np.int32)
     return relabel_sequential(out)[0].astype(np.int32)
+
+
+def _prominent_markers(peaks: np.ndarray, landscape: np.ndarray) -> np.ndarray:
+    """Watershed markers of one object (``landscape``: its box, 0 outside it): the regional
+    maxima that rise at least :data:`SEED_PROMINENCE` above their saddle to a higher one and
+    hold one of ``peaks`` (box coordinates), numbered 1..n. Peaks on one plateau or ridge
+    share a marker."""
+    tops, _ = ndi.label(h_maxima(landscape, SEED_PROMINENCE))
+    kept = np.unique(tops[tuple(peaks.T)])
+    kept = kept[kept > 0]
+    lookup = np.zeros(int(tops.max()) + 1, np.int32)
+    lookup[kept] = np.arange(1, len(kept) + 1)
+    return lookup[tops]
 
 
 def fill_holes(labels: np.ndarray) -> np.ndarray:
