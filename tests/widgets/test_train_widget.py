@@ -131,6 +131,44 @@ def test_progress_text_shows_rate_and_time_left():
 
 
 # -- loss plot ------------------------------------------------------------------------------------
+def test_dock_repaints_bar_status_and_plot_together_every_2_s_and_with_previews(
+        make_napari_viewer, monkeypatch):
+    # Each dock repaint re-composes the window with the GL canvas (30-50 ms under software
+    # OpenGL), so the events of the steps in between only update the dock's state.
+    from napari_unet._widgets import train as train_module
+    from napari_unet.core.events import LossReport, Preview
+
+    widget = add_dock(make_napari_viewer())
+    now = [100.0]
+    monkeypatch.setattr(train_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(widget.preview, "show", lambda event: None)
+    bar, plot = widget.run_block.progress, widget.loss_plot
+    redraws = []
+    monkeypatch.setattr(plot, "redraw", lambda: redraws.append(len(plot.steps)))
+
+    def step(i: int, total: int = 50) -> None:
+        widget.jobs._on_yielded(LossReport(i, 1.0 / i, 1e-3))
+        widget.jobs._on_yielded(Progress(i, total, eta_s=10.0, rate=1.5))
+
+    step(1)  # the first step is shown at once
+    assert bar.value() == 1 and "step 1 / 50" in widget.status_label.text()
+    assert redraws == [1]
+    now[0] += 1.0
+    step(2)
+    now[0] += 0.9
+    step(3)
+    assert bar.value() == 1 and "step 1 / 50" in widget.status_label.text()
+    assert redraws == [1] and len(plot.steps) == 3
+    widget.jobs._on_yielded(Preview(3, np.zeros((8, 8), np.float32)))  # repaints the rest
+    assert bar.value() == 3 and "step 3 / 50" in widget.status_label.text()
+    assert redraws == [1, 3]
+    now[0] += 2.0
+    step(4)  # 2 s after the last repaint
+    assert bar.value() == 4 and redraws == [1, 3, 4]
+    step(50)  # the last step is shown at once
+    assert bar.value() == 50 and "step 50 / 50" in widget.status_label.text()
+
+
 def test_loss_plot_collects_and_smooths_points(qtbot):
     plot = LossPlot(smoothing=0.5)
     qtbot.addWidget(plot)

@@ -309,12 +309,13 @@ class RunBlock(QWidget):
         layout.addWidget(self.status)
 
     def runner(self, on_event: Callable[[Any], None], on_finished: Callable[[str], None],
-               controls: Iterable[Any], label: str, activity: bool = True) -> JobRunner:
+               controls: Iterable[Any], label: str, activity: bool = True,
+               deferred_bar: bool = False) -> JobRunner:
         """A JobRunner whose Stop button and progress bar are this block's (``activity``: also
-        an entry in napari's activity panel, see :class:`JobRunner`)."""
+        an entry in napari's activity panel; ``deferred_bar``: see :class:`JobRunner`)."""
         runner = JobRunner(on_event, on_finished, [self.run_button, *controls],
                            self.stop_button, label=label, progress_bar=self.progress,
-                           activity=activity)
+                           activity=activity, deferred_bar=deferred_bar)
         self.stop_button.clicked.connect(lambda *_: runner.stop())
         return runner
 

@@ -3,7 +3,7 @@
 Public API (used by the Predict, Batch and Train docks):
 
 ``JobRunner(on_event, on_finished=None, controls=(), stop_button=None, *, label="napari-unet",
-progress_bar=None, activity=True)``
+progress_bar=None, activity=True, deferred_bar=False)``
     ``start(factory)`` calls ``factory()`` *in a worker thread* (so building/loading a model
     there is fine) and iterates the generator it returns in a worker; every yielded event is
     handed to ``on_event(event)`` in the GUI thread. While the job runs the ``controls`` are
@@ -19,7 +19,11 @@ progress_bar=None, activity=True)``
     activity panel out, whose spinner plays while any entry is open. Each animation frame
     repaints the window around napari's OpenGL canvas: under software OpenGL (remote desktops,
     virtual machines, Xvfb) that is ~15-20 ms of the GUI thread, 50 times a second
-    (benchmarks/bench_gui_latency.py; docs/benchmarks.md).
+    (benchmarks/bench_gui_latency.py; docs/benchmarks.md). Any other repaint of a dock costs
+    the same window composition (30-50 ms there), so a dock that repaints several things
+    per event passes ``deferred_bar=True`` and calls ``flush_progress()`` when it repaints
+    the rest (the Train dock: every 2 s and with each preview); the bar still shows the
+    end state when the job finishes.
     A failing job is reported ONCE, by :func:`notify_error` (one clear line; the traceback goes
     to the log): the worker is built without napari's own error relay and re-raise.
     ``running`` tells whether a job is in flight; ``worker`` is the worker (tests wait on it).
@@ -100,6 +104,7 @@ class JobRunner:
         label: str = "napari-unet",
         progress_bar: Any = None,
         activity: bool = True,
+        deferred_bar: bool = False,
     ) -> None:
         self.on_event = on_event
         self.on_finished = on_finished
@@ -108,6 +113,8 @@ class JobRunner:
         self.label = label
         self.progress_bar = progress_bar
         self.show_activity = activity
+        self.deferred_bar = deferred_bar
+        self._pending: Progress | None = None
         self.worker: Any = None
         self.activity: progress | None = None
         self._status = "done"
@@ -163,9 +170,17 @@ class JobRunner:
                 self.activity.total = total
             self.activity.n = min(int(event.step), total)
             self.activity.update(0)  # emits the value event the activity panel listens to
-        if self.progress_bar is not None:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(min(int(event.step), total))
+        self._pending = event
+        if not self.deferred_bar:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Show the latest ``Progress`` on the bar (each event does this itself unless the bar
+        is deferred)."""
+        event, self._pending = self._pending, None
+        if event is not None and self.progress_bar is not None:
+            total = max(1, int(event.total))
+            set_bar(self.progress_bar, min(int(event.step), total), total)
 
     def _on_yielded(self, event: Any) -> None:
         if self._status == "stopped":
@@ -193,12 +208,12 @@ class JobRunner:
 
     def _on_worker_finished(self) -> None:
         self.worker = None
+        self._pending = None
         if self.activity is not None:
             self.activity.close()
             self.activity = None
         if self.progress_bar is not None:
-            self.progress_bar.setRange(0, 1)
-            self.progress_bar.setValue(1 if self._status == "done" else 0)
+            set_bar(self.progress_bar, 1 if self._status == "done" else 0, 1)
         set_enabled(self.controls, True)
         if self.stop_button is not None:
             set_enabled([self.stop_button], False)
@@ -209,5 +224,17 @@ class JobRunner:
                 notify_error(err)
 
 
-__all__ = ["JobRunner", "notify_error", "notify_info", "notify_warning", "set_enabled",
+def set_bar(bar: Any, value: int, total: int) -> None:
+    """Move a QProgressBar without painting it now: ``setValue`` repaints synchronously when the
+    shown percentage changes, one window composition of its own (see :class:`JobRunner`);
+    re-enabling updates schedules the paint, which Qt merges with the dock's other repaints."""
+    bar.setUpdatesEnabled(False)
+    try:
+        bar.setRange(0, total)
+        bar.setValue(value)
+    finally:
+        bar.setUpdatesEnabled(True)
+
+
+__all__ = ["JobRunner", "notify_error", "notify_info", "notify_warning", "set_bar", "set_enabled",
            "user_message"]

@@ -42,8 +42,9 @@ class LossPlot(QWidget):
 
     Parameters
     ----------
-    max_fps : float
-        Upper bound on repaints per second.
+    max_fps : float or None
+        Upper bound on repaints per second (a timer repaints when points arrived); None: no
+        timer, the owner calls :meth:`redraw` (the Train dock, in step with its other repaints).
     smoothing : float
         Weight of the past in the exponential moving average drawn over the raw loss.
     dark : bool, optional
@@ -53,10 +54,10 @@ class LossPlot(QWidget):
         Qt parent.
     """
 
-    def __init__(self, max_fps: float = 3.0, smoothing: float = 0.9,
+    def __init__(self, max_fps: float | None = 3.0, smoothing: float = 0.9,
                  dark: bool | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        if max_fps <= 0:
+        if max_fps is not None and max_fps <= 0:
             raise ValueError(f"max_fps must be > 0, got {max_fps!r}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
@@ -84,9 +85,10 @@ class LossPlot(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
         self._timer = QTimer(self)
-        self._timer.setInterval(int(round(1000.0 / max_fps)))
         self._timer.timeout.connect(self.redraw)
-        self._timer.start()
+        if max_fps is not None:
+            self._timer.setInterval(int(round(1000.0 / max_fps)))
+            self._timer.start()
 
     # -- data ------------------------------------------------------------------------------
     @property

@@ -60,7 +60,12 @@ from .train_preview import LivePreview, preview_region
 log = logging.getLogger(__name__)
 
 LABELS_DEBOUNCE_MS = 500
-STATUS_EVERY_S = 0.25  # the status line is text layout: no need to redo it at every step
+#: The progress bar, status line and loss plot are repainted together, at most this often and
+#: with each preview: under software OpenGL (remote desktops, virtual machines) every repaint of
+#: a dock re-composes the whole window with napari's GL canvas, 30-50 ms of the GUI thread on
+#: the 2-core test machine; one repaint per step (progress bar, plot, status, each on its own)
+#: stalled the viewer ~1.5 times a second (benchmarks/bench_gui_latency.py).
+REFRESH_EVERY_S = 2.0
 
 
 def format_duration(seconds: float) -> str:
@@ -148,7 +153,8 @@ class TrainWidget(QWidget):
         self._run_session: train_session.Session | None = None  # where the run autosaves
         self._followed: Any = None  # the labels layer whose edits we follow
         self._last_loss: float | None = None
-        self._last_status = 0.0
+        self._last_refresh = 0.0
+        self._progress: Progress | None = None
         self._closed = False
         self._offered_sessions: set[str] = set()
         self._auto_choice = False
@@ -216,7 +222,8 @@ class TrainWidget(QWidget):
         self.export_button.clicked.connect(lambda *_: self._export_dialog())
         row.addWidget(self.export_button)
         run.addLayout(row)
-        self.loss_plot = LossPlot(dark=napari_is_dark(self.viewer))
+        # no timer of its own: repainted with the rest of the dock (:meth:`_refresh`)
+        self.loss_plot = LossPlot(max_fps=None, dark=napari_is_dark(self.viewer))
         run.addWidget(self.loss_plot)
         layout.addWidget(run_box)
         layout.addStretch(1)
@@ -226,7 +233,7 @@ class TrainWidget(QWidget):
             controls=[*self.inputs.controls(), self.model_choice, *self.train_form.controls()],
             # the dock's own bar shows steps/s and the time left; napari's activity spinner
             # would cost the GUI thread while training (see _jobs.JobRunner)
-            label="U-Net training", activity=False)
+            label="U-Net training", activity=False, deferred_bar=True)
         self.start_button.clicked.connect(lambda *_: self.start())
         # A model chosen by the user brings its recipe (the CLI picks it the same way);
         # ``activated`` is the user's choice only, not a restore or the switch to an autosave.
@@ -388,6 +395,7 @@ class TrainWidget(QWidget):
         _say(self.saved_label, "")
         _say(self.note_label, "")
         self.loss_plot.clear()
+        self._progress, self._last_refresh = None, 0.0
         self.loss_plot.set_total(config.iterations)
         self.device_label.setText(f"device: {resolve_device(config.device).type}")
         budget = getattr(config, "minutes", None)
@@ -443,14 +451,15 @@ class TrainWidget(QWidget):
             shown = self.loss_plot.total
             if shown is None or abs(event.total - shown) > 0.25 * shown:
                 self.loss_plot.set_total(event.total)
-            now = time.monotonic()
-            if now - self._last_status >= STATUS_EVERY_S or event.step >= event.total:
-                self._last_status = now
-                self.status_label.setText(progress_text(event, self._last_loss))
+            self._progress = event
+            if (time.monotonic() - self._last_refresh >= REFRESH_EVERY_S
+                    or event.step >= event.total):
+                self._refresh()
         elif isinstance(event, ValidationReport):
             self.loss_plot.add_validation(event.step, event.metrics)
         elif isinstance(event, Preview):
             self.preview.show(event)
+            self._refresh()  # the same window composition as the preview's
         elif isinstance(event, Message):
             # Notes of the trainer (budget reached, which weights are kept): in the dock, not
             # a toast each; warnings are toasts.
@@ -463,6 +472,14 @@ class TrainWidget(QWidget):
             self.trainer = event.trainer
             self.device_label.setText(f"device: {event.trainer.device.type}")
 
+    def _refresh(self) -> None:
+        """Repaint the run's progress at once: bar, status line (steps/s, time left), plot."""
+        self._last_refresh = time.monotonic()
+        self.jobs.flush_progress()
+        if self._progress is not None:
+            self.status_label.setText(progress_text(self._progress, self._last_loss))
+        self.loss_plot.redraw()
+
     def _on_job_finished(self, status: str) -> None:
         self.preview.end()
         job, self._job = self._job, None
@@ -473,6 +490,7 @@ class TrainWidget(QWidget):
         session, self._run_session = self._run_session, None
         if self._closed:
             return
+        self.loss_plot.redraw()  # the last points (the bar shows the end state by itself)
         if trainer is not None and trainer.step > 0 and session is not None:
             self.status_label.setText(f"{status} at step {trainer.step}; auto-saving the model")
             session.ensure_folder()
