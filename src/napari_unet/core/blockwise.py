@@ -226,7 +226,7 @@ class Window:
 
 
 def block_windows(shape: tuple[int, int], context: int, align: int = 1,
-                  block: int | tuple[int, int] = DEFAULT_BLOCK) -> list[Window]:
+                  block: int = DEFAULT_BLOCK) -> list[Window]:
     """The windows of pass 1 over an ``(H, W)`` plane, in raster order.
 
     Each window starts at a multiple of ``align`` (so its tiles see the whole plane's pooling
@@ -419,6 +419,5 @@ __all__ = [
     "DEFAULT_BLOCK", "MAX_SAMPLES", "MIN_BLOCK", "MIN_HALO", "Block", "IntensityRange",
     "NORMALIZED_LIMIT", "Window", "auto_halo", "block_grid", "block_windows",
     "intensity_range", "label_blocks", "needs_blocks", "normalize_region", "predict_blocks",
-    "tile_windows",
-    "sample_step",
+    "sample_step", "tile_windows",
 ]

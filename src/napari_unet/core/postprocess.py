@@ -16,10 +16,10 @@ from skimage.segmentation import expand_labels, find_boundaries, relabel_sequent
 
 #: A seed of :func:`split_touching` must rise this many (lateral) pixels of smoothed distance
 #: above the saddle to a higher seed of its object. Measured (benchmarks/bench_volume.py, 6
-#: synthetic volumes, shipped model): 3D AP@0.5 0.920 -> 0.935, merged + split 5.4 % -> 5.0 %
-#: (elongated nuclei no longer cut in two); 1 px: AP 0.947 but 5.5 % (more merged). In 2D
-#: (12 varied synthetic images, 6 plain, cells3d held-out planes) 0.5 px changed AP@0.5 by
-#: <= 0.001, 1 px cost 0.012 on the varied set.
+#: synthetic volumes, shipped model): 3D AP@0.5 0.919 -> 0.937, merged + split 5.5 % -> 5.3 %
+#: (elongated nuclei no longer cut in two); 1 px gave AP 0.947 but 5.5 % (more stacked nuclei
+#: merged). In 2D (12 varied synthetic images, 6 plain, cells3d held-out planes) 0.5 px changed
+#: AP@0.5 by <= 0.001; 1 px cost 0.012 on the varied set (docs/big-images-and-volumes.md).
 SEED_PROMINENCE = 0.5
 DEFAULT_MIN_SIZE = 16
 """Objects smaller than this many pixels (a 4x4 square) are dropped as specks: well below the

@@ -637,7 +637,7 @@ class PredictionJob:
             yield self._note(self.layout_note)
         hw_model = self._model_hw((self.h, self.w))
         # tile, batch and overlap by total cost (the pixels the net computes); a blockwise
-        # plane is then predicted one tile-sized window at a time (:meth:`_window_core`)
+        # plane is then predicted one tile-sized window at a time (:meth:`_windows`)
         budget = config.memory_budget
         if budget is None and self.blockwise and self.device.type != "cuda":
             # bounded memory is the point of blocks: the net's passes get a fixed share
