@@ -9,7 +9,9 @@ plot on), on a 512 x 512 synthetic image with its left half painted (sparse conv
 from 2 s after Start (building the net, the first texture upload) for ``--seconds``. Each run
 is a fresh dock on the same viewer; an idle phase (no training) comes first, side by side.
 
-Target (issue 11): p99 < 30 ms and max < 100 ms in at least 2 of 3 runs. The script also times
+Target (issue 11): p99 < 30 ms and max < 100 ms in at least 2 of 3 runs. Before each run the
+dock sits open for 5 s (a user sets it up; the dock imports torch's compiler stack in the
+background then) and those stalls are printed too. The script also times
 the dock's GUI-thread handlers (events, preview, loss-plot redraw, labels push), to tell which
 one a stall came from, and prints the load average: on a shared machine it matters.
 """
@@ -26,6 +28,7 @@ import numpy as np
 
 PROBE_MS = 10
 WARMUP_S = 2.0
+OPEN_S = 5.0  # between opening the dock and pressing Start
 TARGET_P99_MS = 30.0
 TARGET_MAX_MS = 100.0
 
@@ -132,6 +135,11 @@ def main() -> int:
     for run in range(args.runs):
         dock = TrainWidget(viewer)
         viewer.window.add_dock_widget(dock, name=f"Train {run}")
+        # A user opens the dock and then sets it up; the dock warms up torch's lazy imports in
+        # the background meanwhile: its stalls are reported, not hidden.
+        _, t_open, open_ticks = measure(OPEN_S)
+        opened = stalls_ms(open_ticks, t_open)
+        print(f"run {run + 1}: " + summary("dock open", opened))
         config = dock.config()
         handler_ms: dict[str, list[float]] = {"event": [], "preview": [], "plot": [],
                                               "labels": []}

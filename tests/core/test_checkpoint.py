@@ -241,3 +241,24 @@ def test_meta_validation_names_the_field():
         ModelMeta(normalization={"method": "percentile", "low": 99, "high": 1})
     meta = ModelMeta.from_dict({"step": 3, "from_a_newer_version": 1})
     assert meta.step == 3 and ModelMeta.from_dict(meta.to_dict()) == meta
+
+
+def test_loading_a_model_imports_no_compiler_and_the_warm_up_does():
+    # Building the shape-only skeleton used to run random init on meta tensors, which imports
+    # torch._dynamo (~800 modules, seconds holding the GIL in a dock's worker thread). The
+    # first optimiser step imports it anyway: the Train dock warms it up when it opens.
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from napari_unet.core.checkpoint import resolve_model\n"
+        "from napari_unet.core.train import warm_up_imports\n"
+        "resolve_model('default')\n"
+        "after_load = 'torch._dynamo' in sys.modules\n"
+        "warm_up_imports()\n"
+        "print(json.dumps([after_load, 'torch._dynamo' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, True]

@@ -22,6 +22,7 @@ batch worker processes end) and the model auto-saved once the worker has finishe
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from qtpy.QtWidgets import (
 
 from ..core.device import resolve_device
 from ..core.events import LossReport, Message, Preview, Progress, ValidationReport
-from ..core.train import preset_for
+from ..core.train import preset_for, warm_up_imports
 from . import train_session
 from ._form import RunBlock
 from ._jobs import notify_error, notify_info, notify_warning
@@ -144,6 +145,7 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        threading.Thread(target=warm_up_imports, name="napari-unet imports", daemon=True).start()
         self.trainer: Any = None
         self.samples: Any = None
         self.session: train_session.Session | None = None

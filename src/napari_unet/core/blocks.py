@@ -115,6 +115,11 @@ def he_init_(module: nn.Module) -> None:
     fan-in (computed from the weight's second axis) would use the output channels instead.
     """
     for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.weight.is_meta:
+            # a shape-only skeleton (checkpoint loading): nothing to draw, and random ops on
+            # meta tensors import torch._dynamo (~3 s of imports holding the GIL, a freeze of
+            # the viewer when a dock loads a model in its worker thread)
+            continue
         if isinstance(m, nn.ConvTranspose2d):
             k, s = m.kernel_size[0] * m.kernel_size[1], m.stride[0] * m.stride[1]
             fan_in = m.in_channels * max(k // s, 1)

@@ -980,6 +980,15 @@ def train(
     yield from Trainer(model, samples, config).events(preview)
 
 
+def warm_up_imports() -> None:
+    """Import now what the first optimiser step imports: ``torch.optim`` loads
+    ``torch._dynamo`` (with sympy, ~800 modules, ~3 s here) on its first ``step()``. The Train
+    dock calls this in a background thread when it opens, so that the first training run does
+    not hold the GIL for those seconds while the viewer waits (benchmarks/bench_gui_latency.py
+    saw 0.4-1.9 s stalls in the first run only) and reaches its first step sooner."""
+    import torch._dynamo  # noqa: F401
+
+
 __all__ = [
     "CLASS_WEIGHTS",
     "LOSSES",
@@ -997,4 +1006,5 @@ __all__ = [
     "torch_threads",
     "train",
     "validation_is_meaningful",
+    "warm_up_imports",
 ]
