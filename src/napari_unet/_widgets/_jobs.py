@@ -143,8 +143,7 @@ class JobRunner:
         if self.show_activity:
             self.activity = progress(total=0, desc=self.label)
         if self.progress_bar is not None:  # empty until the first Progress; never "busy"
-            self.progress_bar.setRange(0, 1)
-            self.progress_bar.setValue(0)
+            set_bar(self.progress_bar, 0, 1)
         set_enabled(self.controls, False)
         if self.stop_button is not None:
             set_enabled([self.stop_button], True)

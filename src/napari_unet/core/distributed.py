@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .blockwise import block_windows, normalize_region
+from .blockwise import normalize_region
 from .events import Message, Progress
 from .meta import ModelMeta
 from .model import UNet
@@ -198,6 +198,9 @@ class _ClusterJob(PredictionJob):
         workers = len(client.scheduler_info().get("workers", {})) or 1
         self.in_flight = in_flight or 2 * workers + 1
 
+    def _tiles_are_windows(self) -> bool:
+        return False  # a worker gets a whole block with its context, not one tile
+
     def _plane_blockwise(self, z: int, rng: Any) -> Generator[Any, None, None]:
         from distributed import wait
 
@@ -208,8 +211,7 @@ class _ClusterJob(PredictionJob):
         settings = (self.tile, self.plan.batch_size, config.tta,
                     config.uncertainty and config.uncertainty_method == "variance",
                     config.blend, self.plan.margin, False)
-        align = model.divisor if self.scale == 1.0 else 1
-        windows = block_windows((self.h, self.w), self._context(), align, config.block_size)
+        windows = self._windows()
         pending: dict[Any, Any] = {}
         done = 0
         plane = self.view[z]

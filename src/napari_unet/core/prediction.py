@@ -636,8 +636,11 @@ class PredictionJob:
         if self.layout_note:
             yield self._note(self.layout_note)
         hw_model = self._model_hw((self.h, self.w))
-        # tile, batch and overlap by total cost (the pixels the net computes); a blockwise
-        # plane is then predicted one tile-sized window at a time (:meth:`_windows`)
+        if self.blockwise and not self._tiles_are_windows():
+            # tiles are fitted to one block's window (a plane's own tiles need the whole plane)
+            side = config.block_size + 2 * self._context()
+            hw_model = self._model_hw((min(self.h, side), min(self.w, side)))
+        # tile, batch and overlap by total cost (the pixels the net computes)
         budget = config.memory_budget
         if budget is None and self.blockwise and self.device.type != "cuda":
             # bounded memory is the point of blocks: the net's passes get a fixed share
@@ -663,13 +666,18 @@ class PredictionJob:
         border too) and holds one tile. Otherwise (valid nets, rescaling, Gaussian blending):
         blocks of ``block_size`` with the net's context around them."""
         model, config = self.model, self.config
-        if not model.is_valid and self.scale == 1.0 and config.blend == "discard":
+        if self._tiles_are_windows():
             # the predictor's tile: smaller than planned after running out of memory
             tile, margin, d = self.predictor.tile, self.predictor.margin, model.divisor
             return tile_windows(padded_axis_tiles(self.h, tile[0], margin, d),
                                 padded_axis_tiles(self.w, tile[1], margin, d))
         align = model.divisor if self.scale == 1.0 else 1
         return block_windows((self.h, self.w), self._context(), align, config.block_size)
+
+    def _tiles_are_windows(self) -> bool:
+        """Whether a blockwise plane is predicted in its own tiles (:meth:`_windows`)."""
+        return (not self.model.is_valid and self.scale == 1.0
+                and self.config.blend == "discard")
 
     def _context(self) -> int:
         """Pixels (image scale) of input a block needs around it for exact probabilities."""
