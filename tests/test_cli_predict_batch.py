@@ -57,6 +57,24 @@ def test_predict_writes_labels_uncertainty_and_probabilities(model_file, images,
     assert status == 2 and out.read_bytes() == before
 
 
+
+def test_predict_orthogonal_views_with_a_given_z_spacing(model_file, images, tmp_path):
+    out = tmp_path / "labels.tif"
+    status = main(["predict", "--model", str(model_file), "--image", str(images / "img1.tif"),
+                   "--out", str(out), "--tile", "64", "--device", "cpu",
+                   "--orthogonal-views", "--z-spacing", "2.5"])
+    assert status == 0
+    model, meta = load_model(model_file)
+    ref = predict_image(model, tifffile.imread(images / "img1.tif"), meta=meta, tile_size=64,
+                        device="cpu", axes="ZYX", z_spacing=2.5, orthogonal_views=True)
+    np.testing.assert_array_equal(tifffile.imread(out), ref.instances)
+    # the same file without the views: a different (XY-only) foreground
+    plain = predict_image(model, tifffile.imread(images / "img1.tif"), meta=meta,
+                          tile_size=64, device="cpu", axes="ZYX")
+    assert (ref.probabilities[1] <= plain.probabilities[1] + 1e-6).all()
+    assert not np.array_equal(ref.probabilities, plain.probabilities)
+
+
 def test_predict_bad_tile_is_a_clear_error(model_file, images, tmp_path, capsys):
     status = main(["predict", "--model", str(model_file), "--image", str(images / "img0.tif"),
                    "--out", str(tmp_path / "x.tif"), "--tile", "50", "--device", "cpu"])

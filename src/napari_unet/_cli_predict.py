@@ -54,6 +54,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                              "when the file says its stack is Z)")
     parser.add_argument("--stitch-threshold", type=float, default=None, metavar="IOU",
                         help="3D: link objects in neighbouring slices overlapping this much")
+    parser.add_argument("--z-spacing", type=float, default=None, metavar="PX",
+                        help="3D: distance between slices in lateral pixels (default: from the "
+                             "file's voxel size, else 1)")
+    parser.add_argument("--orthogonal-views", action="store_true",
+                        help="3D (2.5D): also predict the XZ and YZ slices and keep a voxel "
+                             "where all three views see an object; separates nuclei stacked "
+                             "along z, about 4x slower")
     parser.add_argument("--block-size", type=int, default=None, metavar="PX",
                         help="planes bigger than this are labelled block by block")
 
@@ -74,7 +81,9 @@ def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 device=args.device, threshold=args.threshold, min_size=args.min_size,
                 split_touching=not args.no_split, object_diameter=args.diameter,
                 channel_axis=args.channel_axis, axes=args.axes, volume=args.volume,
+                orthogonal_views=args.orthogonal_views,
                 **{k: v for k, v in (("stitch_threshold", args.stitch_threshold),
+                                     ("z_spacing", args.z_spacing),
                                      ("block_size", args.block_size)) if v is not None})
 
 
@@ -132,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if kwargs["axes"] is None:  # as batch does: the file's axes and z spacing
         kwargs["axes"] = data.axes
         sizes = data.pixel_size
-        if "Z" in data.axes and sizes and len(sizes) == 3 and sizes[0] and sizes[-1]:
+        if "Z" in data.axes and sizes and len(sizes) == 3 and sizes[0] and sizes[-1] \
+                and kwargs.get("z_spacing") is None:
             kwargs["z_spacing"] = float(sizes[0]) / float(sizes[-1])
     config = PredictConfig(uncertainty=bool(args.uncertainty),
                            keep_probabilities=bool(args.probabilities), **kwargs)

@@ -270,3 +270,61 @@ def test_chunked_inputs_are_read_block_by_block_never_whole(shipped):
                         keep_probabilities=False)
     assert res.instances.max() > 5
     assert source.reads and max(source.reads) <= 64 * 64  # chunk by chunk, never the plane
+
+
+def test_orthogonal_views_separate_nuclei_stacked_along_z(shipped):
+    # two synthetic nuclei one above the other (slices 10-21 and 22-26, 2x z spacing): no XY
+    # slice shows a gap between them, so slice-wise prediction makes one 3D object; in the XZ
+    # and YZ slices they sit side by side and the net draws the gap
+    from napari_unet.core.synthetic_volume import synthetic_nuclei_volume
+
+    net, meta = shipped
+    image, truth = synthetic_nuclei_volume((32, 256, 256), seed=5)
+    image, truth = image[:, 197:249, 155:205], truth[:, 197:249, 155:205]
+    upper, lower = truth == 103, truth == 128
+    assert np.ptp(np.nonzero(upper)[0]) > 8 and np.nonzero(lower)[0].min() == 22
+    settings = dict(device="cpu", axes="ZYX", z_spacing=2.0)
+
+    def owner(labels, mask):  # the prediction holding most of a true nucleus
+        ids, counts = np.unique(labels[mask], return_counts=True)
+        assert counts.max() * 2 >= mask.sum()
+        return ids[np.argmax(counts)]
+
+    xy = predict_image(net, image, meta, **settings)
+    assert owner(xy.instances, upper) == owner(xy.instances, lower) != 0
+    views = predict_image(net, image, meta, orthogonal_views=True, **settings)
+    a, b = owner(views.instances, upper), owner(views.instances, lower)
+    assert 0 not in (a, b) and a != b
+    # the outputs agree with the combined foreground
+    p = views.probabilities
+    np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-6)
+    assert (p[1] <= xy.probabilities[1] + 1e-6).all()  # the minimum never adds foreground
+    np.testing.assert_array_equal(views.semantic, (p[1] > p[0]).astype(views.semantic.dtype))
+
+
+def test_orthogonal_views_settings_and_notes(model):
+    image = np.zeros((3, 32, 32), np.uint16)
+    with pytest.raises(ValueError, match="does not work with stitch_threshold"):
+        PredictConfig(orthogonal_views=True, stitch_threshold=0.3)
+    with pytest.raises(ValueError, match="use 'entropy'"):
+        PredictConfig(orthogonal_views=True, tta=True, uncertainty=True,
+                      uncertainty_method="variance")
+    with pytest.raises(TypeError, match="orthogonal_views must be True or False"):
+        PredictConfig(orthogonal_views="yes")
+    # a stack not taken as Z, or a 2D image: a warning, and the slice-wise result
+    for kwargs in (dict(), dict(axes="TYX")):
+        events, res = _events(predict(model, image, PredictConfig(
+            device="cpu", orthogonal_views=True, **kwargs)))
+        assert not res.volume
+        assert any(isinstance(e, Message) and "orthogonal views ignored" in e.text
+                   for e in events)
+    events, res = _events(predict(model, image[0], PredictConfig(device="cpu",
+                                                                 orthogonal_views=True)))
+    assert any(isinstance(e, Message) and "not taken as a Z stack" in e.text for e in events)
+    # a Z stack: the XZ and YZ slices are predicted (progress through both orientations)
+    events, res = _events(predict(model, image, PredictConfig(
+        device="cpu", axes="ZYX", z_spacing=3.0, orthogonal_views=True, uncertainty=True)))
+    labels = [e.message for e in events if isinstance(e, Progress)]
+    assert any(m.startswith("XZ slices") for m in labels)
+    assert any(m.startswith("YZ slices 32/32") for m in labels)
+    assert res.volume and res.uncertainty.shape == (3, 32, 32)

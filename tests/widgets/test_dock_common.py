@@ -156,6 +156,9 @@ def test_predict_controls_reach_the_config(make_napari_viewer, tiny_model):
     assert widget._config(layer).volume is True
     widget.form.set_value("volume", "2d")
     assert widget._config(layer).volume is False
+    assert widget._config(layer).orthogonal_views is False  # PredictConfig's default
+    widget.form.set_value("orthogonal_views", True)
+    assert widget._config(layer).orthogonal_views is True
 
     assert widget.normalization() is None
     widget.form.set_values({"own_normalization": True, "norm_low": 3.0, "norm_high": 97.5})

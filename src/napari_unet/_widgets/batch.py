@@ -84,6 +84,8 @@ def batch_fields() -> tuple[Field, ...]:
     fields += [
         Field("tile_size", "tile size", "int", d["tile_size"], 0, 4096, 16, none_text="auto"),
         Field("tta", "", "bool", d["tta"], text="test-time augmentation (8x slower, smoother)"),
+        Field("orthogonal_views", "", "bool", d["orthogonal_views"],
+              text="Z stacks: also predict XZ/YZ slices (2.5D, ~4x slower)"),
         Field("probabilities", "", "bool", False, text="also write probability TIFFs"),
         Field("suffix", "name suffix", "text", ""),
         Field("overwrite", "", "bool", False, text="replace existing labels files"),
@@ -163,7 +165,7 @@ class BatchWidget(QWidget):
                        split_touching=values["split_touching"], tile_size=values["tile_size"],
                        tta=values["tta"], probabilities=values["probabilities"],
                        suffix=values["suffix"].strip(), overwrite=values["overwrite"],
-                       tiling=values["tiling"])
+                       tiling=values["tiling"], orthogonal_views=values["orthogonal_views"])
         return options
 
     def run(self) -> Any:

@@ -216,6 +216,8 @@ def predict_fields() -> tuple[Field, ...]:
     fields.append(Field("volume", "Z stacks", "choice", "auto",
                         choices=(("auto (3D when the file says Z)", "auto"),
                                  ("3D objects", "3d"), ("slice by slice", "2d"))))
+    fields.append(Field("orthogonal_views", "", "bool", d["orthogonal_views"],
+                        text="3D: also predict XZ/YZ slices (2.5D, ~4x slower)"))
     fields += [
         Field("scope", "predict", "choice", SCOPES[0], choices=SCOPES),
         Field("probabilities", "", "bool", False, text="probability layer"),
@@ -397,7 +399,8 @@ class PredictWidget(QWidget):
             kwargs["z_spacing"] = geometry.z_spacing
         if request is not None:
             kwargs.update(channel_axis=request.channel_axis, axes=request.axes)
-        kwargs.update(tiling=values["tiling"], volume=VOLUME_VALUES[values["volume"]])
+        kwargs.update(tiling=values["tiling"], volume=VOLUME_VALUES[values["volume"]],
+                      orthogonal_views=values["orthogonal_views"])
         return PredictConfig(**kwargs)
 
     def _slice_index(self, image: Image, channel_axis: int | None) -> tuple[int, ...]:

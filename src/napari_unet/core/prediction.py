@@ -27,7 +27,8 @@ Planes larger than ``block_size`` are predicted and labelled block by block
 whole-plane path, which gives the same objects. Z stacks (``axes`` with a Z, or
 ``volume=True``) become 3D objects: the net still sees single slices, then the foreground is
 labelled and split in 3D, block by block (or, with ``stitch_threshold``, 2D objects are linked
-across slices by overlap). Stacks whose axis is not known stay slice by slice, with a note.
+across slices by overlap); ``orthogonal_views`` also predicts the XZ and YZ slices first
+(:mod:`.views`). Stacks whose axis is not known stay slice by slice, with a note.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from .outputs import check_free_space, format_bytes
 from .predictor import OutOfMemory, drain, plane_predictor
 from .resources import check_memory
 from .tiles import TILING_MODES, check_tile_size, padded_axis_tiles, plan_tiles, tile_margin
+from .views import fold_orthogonal_views
 from .volume import check_axes, link_slices, stack_is_volume
 
 BLEND_MODES = ("discard", "gaussian")
@@ -160,6 +162,13 @@ class PredictConfig:
         Volumes: None labels and splits the foreground in 3D (measured best); a number in
         (0, 1] instead links the 2D objects of neighbouring slices whose IoU reaches it
         (cellpose's stitching).
+    orthogonal_views : bool
+        Volumes ("2.5D", :mod:`.views`): also predict every XZ and YZ slice (stretched along z
+        by ``z_spacing``) and keep a voxel as foreground only where all three views see it, so
+        nuclei stacked along z get the gap the net draws between neighbours; about 4x the
+        prediction time (measured, docs/big-images-and-volumes.md). Needs 3D labelling (no
+        ``stitch_threshold``); the uncertainty is then the entropy of the combined
+        probabilities.
     block_size : int
         Planes with a side longer than this are predicted and labelled block by block with
         bounded memory (blocks of this side, plus a halo); the objects are those of the
@@ -192,6 +201,7 @@ class PredictConfig:
     volume: bool | None = None
     z_spacing: float | None = None
     stitch_threshold: float | None = None
+    orthogonal_views: bool = False
     block_size: int = DEFAULT_BLOCK
     block_halo: int | None = None
 
@@ -250,6 +260,16 @@ class PredictConfig:
             if not 0.0 < self.stitch_threshold <= 1.0:
                 raise ValueError(f"stitch_threshold must be in (0, 1], got "
                                  f"{self.stitch_threshold!r}")
+        if not isinstance(self.orthogonal_views, bool):
+            raise TypeError(f"orthogonal_views must be True or False, got "
+                            f"{self.orthogonal_views!r}")
+        if self.orthogonal_views and self.stitch_threshold is not None:
+            raise ValueError("orthogonal_views combines the views' probabilities before the 3D "
+                             "labelling; it does not work with stitch_threshold (linking 2D "
+                             "objects): give one of them")
+        if self.orthogonal_views and self.uncertainty_method == "variance":
+            raise ValueError("uncertainty_method='variance' is over the XY slices' TTA views; "
+                             "with orthogonal_views use 'entropy'")
         if not _is_int(self.block_size) or self.block_size < MIN_BLOCK:
             raise ValueError(f"block_size must be an integer >= {MIN_BLOCK}, got "
                              f"{self.block_size!r}")
@@ -615,6 +635,13 @@ class PredictionJob:
                                                         (self.h, self.w))
         self.out = out
         self.notes: list[str] = []
+        self.views = (config.orthogonal_views and self.is_volume
+                      and self.mode == "instances")
+        self.views_note = None
+        if config.orthogonal_views and not self.views:
+            self.views_note = ("orthogonal views ignored: they need 3D objects of an "
+                               "instance model" + ("" if self.is_volume else
+                                                   " and this image is not taken as a Z stack"))
 
     # -- setup that may need the model (auto diameter) -------------------------------------
     def _setup(self) -> Iterator[Message]:
@@ -635,6 +662,8 @@ class PredictionJob:
             yield self._note(self.scale_note, "warning")
         if self.layout_note:
             yield self._note(self.layout_note)
+        if self.views_note:
+            yield self._note(self.views_note, "warning")
         hw_model = self._model_hw((self.h, self.w))
         if self.blockwise and not self._tiles_are_windows():
             # tiles are fitted to one block's window (a plane's own tiles need the whole plane)
@@ -748,6 +777,8 @@ class PredictionJob:
                     offset = yield from self._plane_instances(z, offset)
                 if self.stacked:
                     yield Progress(z + 1, self.n_z, f"slice {z + 1}/{self.n_z}")
+            if self.views:
+                yield from self._orthogonal_views(volume_range)
             if self.instances is not None and self.is_volume:
                 yield from self._volume_instances()
         yield PredictionResult(self.probabilities, self.semantic, self.instances,
@@ -811,12 +842,8 @@ class PredictionJob:
         messages: list[Message] = []
 
         def predict_window(region: np.ndarray) -> tuple[np.ndarray, Any]:
-            gen = self._predict(region, progress=False)
-            while True:  # the messages wait until the block is done
-                try:
-                    messages.append(next(gen))
-                except StopIteration as stop:
-                    return stop.value
+            # the messages wait until the block is done
+            return _collect(self._predict(region, progress=False), messages)
 
         def sink(core: tuple[slice, slice], result: tuple[np.ndarray, Any],
                  inner: tuple[slice, slice]) -> None:
@@ -830,6 +857,24 @@ class PredictionJob:
             if not self.stacked:
                 yield event
         self._last_probs = None
+
+    def _orthogonal_views(self, rng: IntensityRange | None) -> Iterator[Any]:
+        """Fold the XZ/YZ slices' foreground into the XY pass's (:mod:`.views`), then write the
+        combined probabilities back into every output."""
+        messages: list[Message] = []
+
+        def predict(plane: np.ndarray) -> np.ndarray:
+            return _collect(self._predict(plane, progress=False), messages)[0]
+
+        zs = float(self.config.z_spacing or 1.0)
+        for event in fold_orthogonal_views(self.view, self.foreground, rng, predict, zs):
+            yield from messages
+            messages.clear()
+            yield event
+        whole = (slice(None), slice(None))
+        for z in range(self.n_z):
+            fg = np.asarray(self.foreground[z], np.float32)
+            self._store(z, whole, np.stack([1.0 - fg, fg]), None)
 
     def _plane_instances(self, z: int, offset: int) -> Generator[Any, None, int]:
         config = self.config
@@ -868,6 +913,15 @@ class PredictionJob:
             self.foreground, self.instances, config.threshold, split=config.split_touching,
             block=block, halo=halos, scratch=scratch, spacing=(zs, 1.0, 1.0), **min_size),
             forward_progress=True, notes=self.notes)
+
+
+def _collect(gen: Generator[Message, None, Any], messages: list[Message]) -> Any:
+    """Run a sub-job to its value, keeping its messages for the caller to pass on later."""
+    while True:
+        try:
+            messages.append(next(gen))
+        except StopIteration as stop:
+            return stop.value
 
 
 def _events(gen: Generator[Any, None, Any], forward_progress: bool, notes: list[str]
