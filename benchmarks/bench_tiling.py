@@ -11,7 +11,13 @@ For each net and image size, side by side in one process (one run of each, in th
 3. ``MONAI 256/0.25 gaussian``: ``monai.inferers.sliding_window_inference`` at its common
    settings (roi 256, overlap 0.25, Gaussian blending, 4 windows per batch),
 4. ``MONAI equal``: MONAI with our tile size, our overlap fraction and our batch,
-5. ``MONAI 256/0.25, default layout``: row 3 with the net as loaded (contiguous tensors).
+5. ``MONAI 256/0.25, default layout``: row 3 with the net as loaded (contiguous tensors),
+6. ``ours fast, worker thread``: row 2 run in a thread, as the docks run it (glibc then maps and
+   page-faults every big block again: :mod:`napari_unet.core.heap`).
+
+Every row runs in the main thread with freed memory kept for reuse
+(``core.heap.reuse_freed_memory``, what ``predict_image`` does there), so all rows get the same
+allocator; the last row shows what the docks' worker threads get instead.
 
 On CPU ``predict_image`` runs a channels-last copy of the net (oneDNN's convolutions are much
 faster that way here), so rows 1, 3 and 4 run the same channels-last copy: the ratios compare
@@ -37,12 +43,15 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 
+from napari_unet.core.heap import reuse_freed_memory
 from napari_unet.core.model import UNet
 from napari_unet.core.prediction import predict_image
 from napari_unet.core.tiles import forward_bytes_per_pixel
@@ -93,12 +102,25 @@ class Counter:
         self.handle.remove()
 
 
-def timed(model: UNet, fn: Callable[[], np.ndarray]) -> tuple[float, int, np.ndarray]:
-    with Counter(model) as counter:
+def timed(model: UNet, fn: Callable[[], np.ndarray], keep_freed: bool = True
+          ) -> tuple[float, int, np.ndarray]:
+    with Counter(model) as counter, reuse_freed_memory() if keep_freed else nullcontext():
         t0 = time.perf_counter()
         probs = fn()
         seconds = time.perf_counter() - t0
     return seconds, counter.pixels, probs
+
+
+def in_thread(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """``fn`` run in a worker thread (as a dock's ``thread_worker`` runs it)."""
+    def run() -> np.ndarray:
+        out: list = []
+        worker = threading.Thread(target=lambda: out.append(fn()))
+        worker.start()
+        worker.join()
+        return out[0]
+
+    return run
 
 
 def whole(model: UNet, image: np.ndarray) -> tuple[float, int, np.ndarray | None, str]:
@@ -179,6 +201,10 @@ def run_one(size: int, net: str) -> list[tuple]:
            f"roi {tile}, overlap {overlap[0]:.3f}/{overlap[1]:.3f}, batch 1")
     t, px, probs = timed(model, lambda: monai(model, image, (256, 256), 0.25, 4, "gaussian"))
     report("MONAI 256/0.25, default layout", t, px, probs, ref, "batch 4, net as loaded")
+    t, px, res = timed(model, in_thread(lambda: predict_image(
+        model, image, meta=RAW, device="cpu", tiling="fast")), keep_freed=False)
+    report("ours fast, worker thread", t, px, res.probabilities, ref,
+           f"tile {res.tile_size[0]}x{res.tile_size[1]}")
     return rows
 
 

@@ -60,6 +60,7 @@ from .blockwise import (
 from .constants import DEFAULT_NORMALIZATION, DEFAULT_TILING, mode_for_classes
 from .device import check_device_name, resolve_device
 from .events import Message, Progress
+from .heap import reuse_freed_memory
 from .layout import channels_at_minus3
 from .meta import ModelMeta
 from .model import UNet
@@ -755,6 +756,10 @@ class PredictionJob:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> Iterator[Progress | Message | PredictionResult]:
+        with reuse_freed_memory():  # big tiles cost no more per pixel (CLI, scripts)
+            yield from self._run()
+
+    def _run(self) -> Iterator[Progress | Message | PredictionResult]:
         yield from self._setup()
         self._allocate()
         model, config = self.model, self.config
