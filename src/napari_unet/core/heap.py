@@ -8,7 +8,9 @@ large tiles ~30 % dearer per pixel than 256² ones (measured: 764-783 against 55
 pixel at 1152², 2 threads; docs/tiling.md). PyTorch's CPU performance guide recommends
 jemalloc or tcmalloc for the same reason; a plugin cannot preload an allocator, but it can ask
 glibc (``mallopt``) to serve big blocks from its heap and keep freed memory there while the
-job runs, then restore the settings and give the free memory back (``malloc_trim``).
+net's passes over one plane run, then restore the settings and give the free memory back
+(``malloc_trim``). The labelling that follows allocates as usual, so memory kept for the
+passes does not stay fragmented under it.
 
 Only the main thread gains: glibc serves other threads from their own arenas, which fall back
 to ``mmap`` for blocks above 64 MiB whatever ``mallopt`` says. So this applies to the command

@@ -37,6 +37,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -758,10 +759,6 @@ class PredictionJob:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> Iterator[Progress | Message | PredictionResult]:
-        with reuse_freed_memory():  # big tiles cost no more per pixel (CLI, scripts)
-            yield from self._run()
-
-    def _run(self) -> Iterator[Progress | Message | PredictionResult]:
         yield from self._setup()
         self._allocate()
         model, config = self.model, self.config
@@ -772,25 +769,44 @@ class PredictionJob:
             self.plan.margin, config.half)
         volume_range = (intensity_range(self.view, self.spec) if self.is_volume else None)
         offset = 0
+        # the net's passes over a plane reuse freed memory (core.heap: big tiles cost no more
+        # per pixel in the main thread) when a plane takes several passes; the labelling
+        # after them allocates as usual, so a heap kept for the passes does not add to its peak
+        passes = reuse_freed_memory if self._several_passes() else nullcontext
         with torch.inference_mode():
             for z in range(self.n_z):
                 rng = volume_range if self.is_volume else intensity_range(
                     self.view[z:z + 1], self.spec)
-                if self.blockwise:
-                    yield from self._plane_blockwise(z, rng)
-                else:
-                    yield from self._plane_whole(z, rng)
+                with passes():
+                    if self.blockwise:
+                        yield from self._plane_blockwise(z, rng)
+                    else:
+                        yield from self._plane_whole(z, rng)
                 if self.instances is not None and not self.label_3d:
                     offset = yield from self._plane_instances(z, offset)
                 if self.stacked:
                     yield Progress(z + 1, self.n_z, f"slice {z + 1}/{self.n_z}")
             if self.views:
-                yield from self._orthogonal_views(volume_range)
+                with reuse_freed_memory():
+                    yield from self._orthogonal_views(volume_range)
             if self.instances is not None and self.is_volume:
                 yield from self._volume_instances()
         yield PredictionResult(self.probabilities, self.semantic, self.instances,
                                self.uncertainty, tuple(self.predictor.tile), str(self.device),
                                tuple(self.notes), self.is_volume)
+
+    def _several_passes(self) -> bool:
+        """Whether one plane takes more than one forward pass (a first pass has nothing freed
+        to reuse, so keeping memory would only cost the trim afterwards)."""
+        if self.blockwise:
+            return True
+        h, w = self._model_hw((self.h, self.w))
+        if self.model.is_valid:
+            return True  # valid nets' tiles never cover a whole plane in one
+        tiles = (len(padded_axis_tiles(h, self.tile[0], self.plan.margin, self.model.divisor))
+                 * len(padded_axis_tiles(w, self.tile[1], self.plan.margin,
+                                         self.model.divisor)))
+        return tiles * (8 if self.config.tta else 1) > self.plan.batch_size
 
     def _at(self, z: int, where: tuple[slice, ...] = ()) -> tuple:
         return ((z,) if self.stacked else ()) + where
