@@ -60,7 +60,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orthogonal-views", action="store_true",
                         help="3D (2.5D): also predict the XZ and YZ slices and keep a voxel "
                              "where all three views see an object; separates nuclei stacked "
-                             "along z, about 4x slower")
+                             "along z, about 3.5x slower")
     parser.add_argument("--block-size", type=int, default=None, metavar="PX",
                         help="planes bigger than this are labelled block by block")
 

@@ -328,3 +328,27 @@ def test_orthogonal_views_settings_and_notes(model):
     assert any(m.startswith("XZ slices") for m in labels)
     assert any(m.startswith("YZ slices 32/32") for m in labels)
     assert res.volume and res.uncertainty.shape == (3, 32, 32)
+
+
+def test_freed_memory_is_kept_only_for_planes_of_several_passes(model, monkeypatch):
+    # one pass has nothing freed to reuse (keeping memory would only cost the trim); a plane
+    # of several tiles keeps it while its passes run, and gives it back before the labelling
+    from contextlib import contextmanager
+
+    from napari_unet.core import prediction
+
+    log = []
+
+    @contextmanager
+    def spy():
+        log.append("keep")
+        yield True
+        log.append("return")
+
+    monkeypatch.setattr(prediction, "reuse_freed_memory", spy)
+    image = _image((96, 96))
+    predict_image(model, image, device="cpu")  # one 96 px tile
+    assert log == []
+    stack = np.stack([image, image])
+    predict_image(model, stack, device="cpu", tile_size=64)  # 2 x 2 tiles per slice
+    assert log == ["keep", "return"] * 2

@@ -85,7 +85,7 @@ def batch_fields() -> tuple[Field, ...]:
         Field("tile_size", "tile size", "int", d["tile_size"], 0, 4096, 16, none_text="auto"),
         Field("tta", "", "bool", d["tta"], text="test-time augmentation (8x slower, smoother)"),
         Field("orthogonal_views", "", "bool", d["orthogonal_views"],
-              text="Z stacks: also predict XZ/YZ slices (2.5D, ~4x slower)"),
+              text="Z stacks: also predict XZ/YZ slices (2.5D, ~3.5x slower)"),
         Field("probabilities", "", "bool", False, text="also write probability TIFFs"),
         Field("suffix", "name suffix", "text", ""),
         Field("overwrite", "", "bool", False, text="replace existing labels files"),

@@ -217,7 +217,7 @@ def predict_fields() -> tuple[Field, ...]:
                         choices=(("auto (3D when the file says Z)", "auto"),
                                  ("3D objects", "3d"), ("slice by slice", "2d"))))
     fields.append(Field("orthogonal_views", "", "bool", d["orthogonal_views"],
-                        text="3D: also predict XZ/YZ slices (2.5D, ~4x slower)"))
+                        text="3D: also predict XZ/YZ slices (2.5D, ~3.5x slower)"))
     fields += [
         Field("scope", "predict", "choice", SCOPES[0], choices=SCOPES),
         Field("probabilities", "", "bool", False, text="probability layer"),

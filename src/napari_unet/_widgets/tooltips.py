@@ -78,7 +78,7 @@ _PREDICT = {
               "else segments slice by slice; or choose 3D objects / slice by slice",
     "orthogonal_views": "3D objects (2.5D): also predict every XZ and YZ slice and keep a voxel "
                         "where all three views see an object, which separates nuclei stacked "
-                        "along z; about 4x the prediction time. The z spacing comes from the "
+                        "along z; about 3.5x the prediction time. The z spacing comes from the "
                         "layer's scale",
     "scope": "predict the whole stack, or only the slice on screen (fast check)",
     "output": "write the labels into a new layer, or replace an existing (non-training) labels "
@@ -103,7 +103,7 @@ _BATCH = {
     "split_touching": _PREDICT["split_touching"],
     "orthogonal_views": "Z stacks with 3D objects (the file says Z): also predict every XZ and "
                         "YZ slice and keep a voxel where all three views see an object; about "
-                        "4x the prediction time. The z spacing comes from each file",
+                        "3.5x the prediction time. The z spacing comes from each file",
     "threshold": _PREDICT["threshold"],
     "min_size": _PREDICT["min_size"],
     "diameter": "typical object diameter in pixels in these images; they are rescaled so "

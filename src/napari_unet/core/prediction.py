@@ -167,7 +167,7 @@ class PredictConfig:
     orthogonal_views : bool
         Volumes ("2.5D", :mod:`.views`): also predict every XZ and YZ slice (stretched along z
         by ``z_spacing``) and keep a voxel as foreground only where all three views see it, so
-        nuclei stacked along z get the gap the net draws between neighbours; about 4x the
+        nuclei stacked along z get the gap the net draws between neighbours; about 3.5x the
         prediction time (measured, docs/big-images-and-volumes.md). Needs 3D labelling (no
         ``stitch_threshold``); the uncertainty is then the entropy of the combined
         probabilities.
