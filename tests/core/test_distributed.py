@@ -24,9 +24,15 @@ def test_weights_token_follows_the_content():
     assert weights_token(state) != weights_token(b.state_dict())
 
 
-def test_plane_on_a_local_cluster_equals_local_prediction():
+def test_plane_on_a_local_cluster_equals_local_prediction(monkeypatch):
+    from napari_unet.core import distributed as cluster_module
     from napari_unet.core.checkpoint import resolve_model
 
+    built = []
+    real = cluster_module.plane_predictor
+    monkeypatch.setattr(cluster_module, "plane_predictor",
+                        lambda *a: built.append(a[2]) or real(*a))
+    monkeypatch.setattr(cluster_module, "_PREDICTOR_CACHE", {})
     net, meta = resolve_model("default")
     image, _ = synthetic_nuclei((180, 200), seed=5)
     config = PredictConfig(device="cpu", tiling="exact")
@@ -44,6 +50,7 @@ def test_plane_on_a_local_cluster_equals_local_prediction():
                 break
     blocks = [e for e in events if isinstance(e, Progress) and "cluster" in e.message]
     assert len(blocks) == 4  # 2 x 2 windows
+    assert len(built) == 1  # one predictor (net, channels-last copy) for all of them
     np.testing.assert_allclose(result.probabilities, local.probabilities, atol=1e-5)
     assert local.instances.max() > 10
     a, b = result.instances, local.instances

@@ -78,9 +78,11 @@ def predict_tiles_dask(model: UNet, image: Any, config: PredictConfig | None = N
     arch = dict(model.config)
     token = weights_token(state)
 
+    settings = (tuple(tile), config.batch_size or 1, config.tta, False, config.blend,
+                None if model.is_valid else depth, False)
+
     def block(x: np.ndarray, weights: dict | None = None) -> np.ndarray:
-        net = _cached_model(arch, weights, token)
-        return _predict_block(net, x, depth, tile, config)
+        return _predict_block(_cached_predictor(arch, weights, token, settings), x, depth)
 
     # The weights are one graph key that every block depends on: a cluster sends them to each
     # worker once instead of with every task.
@@ -103,7 +105,7 @@ def _chunks(length: int, chunk: int, depth: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-_MODEL_CACHE: dict[str, UNet] = {}
+_PREDICTOR_CACHE: dict[tuple[str, tuple], PlanePredictor] = {}
 
 
 def weights_token(state: Mapping[str, torch.Tensor]) -> str:
@@ -119,24 +121,25 @@ def weights_token(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _cached_model(arch: dict, state: dict, token: str) -> UNet:
-    # one net per worker process per weights (the last one used)
-    net = _MODEL_CACHE.get(token)
-    if net is None:
+def _cached_predictor(arch: dict, state: dict, token: str, settings: tuple) -> PlanePredictor:
+    """One plane predictor per worker process for these weights and settings (the last one
+    used): the net and its CPU channels-last copy are made once, not for every block."""
+    key = (token, settings)
+    predictor = _PREDICTOR_CACHE.get(key)
+    if predictor is None:
         net = UNet.from_config(arch)
         net.load_state_dict(state)
         net.eval()
-        _MODEL_CACHE.clear()
-        _MODEL_CACHE[token] = net
-    return net
+        predictor = plane_predictor(net, torch.device("cpu"), *settings)
+        _PREDICTOR_CACHE.clear()
+        _PREDICTOR_CACHE[key] = predictor
+    return predictor
 
 
-def _predict_block(net: UNet, block: np.ndarray, depth: int, tile: tuple[int, int],
-                   config: PredictConfig) -> np.ndarray:
+def _predict_block(predictor: PlanePredictor, block: np.ndarray, depth: int) -> np.ndarray:
     """Probabilities of the centre of a block that carries ``depth`` pixels of context."""
+    net = predictor.model
     h, w = block.shape[1] - 2 * depth, block.shape[2] - 2 * depth
-    predictor = plane_predictor(net, torch.device("cpu"), tile, config.batch_size or 1, config.tta,
-                                False, config.blend, depth if not net.is_valid else None, False)
     with torch.inference_mode():
         if net.is_valid:
             d = net.divisor  # the low-side extra pooling block is not needed
@@ -178,8 +181,7 @@ def _valid_premargined(predictor: PlanePredictor, block: np.ndarray, h: int,
 def _predict_window(arch: dict, weights: dict, token: str, region: np.ndarray,
                     settings: tuple) -> tuple[np.ndarray, np.ndarray | None]:
     """Runs on a worker: the probabilities of one normalised window."""
-    net = _cached_model(arch, weights, token)
-    predictor = plane_predictor(net, torch.device("cpu"), *settings)
+    predictor = _cached_predictor(arch, weights, token, settings)
     with torch.inference_mode():
         return drain(predictor.run(np.ascontiguousarray(region)))
 
