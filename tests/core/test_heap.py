@@ -53,5 +53,10 @@ def test_other_threads_and_other_c_libraries_are_left_alone(monkeypatch):
     worker.join()
     assert seen == [False]
     monkeypatch.setattr(heap.platform, "libc_ver", lambda: ("", ""))
-    with reuse_freed_memory() as applies:
-        assert not applies
+    heap._glibc.cache_clear()  # the C library is looked up once per process
+    try:
+        with reuse_freed_memory() as applies:
+            assert not applies
+    finally:
+        monkeypatch.undo()
+        heap._glibc.cache_clear()

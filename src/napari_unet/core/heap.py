@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 import threading
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ _DEFAULT_MMAP_MAX = 65536
 _KEEP_FREED = 2**31 - 1  # bytes of free heap top before glibc trims it: never, in practice
 
 
+@functools.cache  # find_library runs ldconfig: ~2 ms, once per plane otherwise
 def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
