@@ -15,27 +15,24 @@ of the foreground (about :data:`BAND_BYTES`), never a second volume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from skimage.transform import resize
 
-from .blockwise import IntensityRange, normalize_region
+from .blockwise import IntensityRange, PredictFn, normalize_region
 from .events import Progress
 
 #: Bytes of input read per band of XZ/YZ slices (float32 after normalisation).
 BAND_BYTES = 64 * 2**20
-
-PlanePredictor = Callable[[np.ndarray], np.ndarray]
-"""Normalised ``(C, h, w)`` float32 -> class probabilities ``(K, h, w)``."""
 
 
 def fold_orthogonal_views(
     stack: Any,
     foreground: np.ndarray,
     rng: IntensityRange | None,
-    predict: PlanePredictor,
+    predict: PredictFn,
     z_spacing: float = 1.0,
     band_bytes: int = BAND_BYTES,
 ) -> Iterator[Progress]:
@@ -92,7 +89,7 @@ def fold_orthogonal_views(
             yield Progress(done, total, f"{name} slices {stop}/{length}")
 
 
-def _predict_slice(raw: np.ndarray, rng: IntensityRange | None, predict: PlanePredictor,
+def _predict_slice(raw: np.ndarray, rng: IntensityRange | None, predict: PredictFn,
                    stretched: int, n_z: int) -> np.ndarray:
     """Foreground of one ``(C, Z, L)`` slice, predicted with z stretched to ``stretched``."""
     plane = normalize_region(raw, rng)
