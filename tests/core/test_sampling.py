@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_unet.core.augment import AugmentConfig
-from napari_unet.core.batchworkers import BatchWorkers
+from napari_unet.core.batchworkers import GROUP_SIGNALS, BatchWorkers
 from napari_unet.core.sampling import BatchSpec, make_batch, restore_images, strip_images
 from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.trainingset import TrainingSet
@@ -140,6 +140,27 @@ def test_workers_match_in_process_batches_and_see_painted_labels():
     assert wait_gone(workers.pids) == []
 
 
+def test_workers_leave_the_group_stop_signals_to_their_parent():
+    """Ctrl-C, SIGTERM and SIGHUP reach the whole process group; a worker that died of them
+    would make the trainer's next get() fail before the trainer saw its own signal and saved."""
+    image, labels = synthetic_nuclei((48, 48), seed=1)
+    samples = TrainingSet([image], [labels], validation_fraction=0.0)
+    spec = BatchSpec(batch_size=1, out_hw=(16, 16), margin=0, instances_mode=True,
+                     num_classes=2)
+    with BatchWorkers(samples, spec, start=0, n_workers=1) as workers:
+        assert workers.wait_ready(120)
+        (pid,) = workers.pids
+        for sig in GROUP_SIGNALS:
+            os.kill(pid, sig)
+        time.sleep(1.0)
+        assert alive(pid)
+        for step in range(3):
+            expected = make_batch(samples.snapshot(), spec, step)
+            got = workers.get(step, timeout=60)
+            assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert wait_gone([pid]) == []  # close() still ends it (a kill after the polite request)
+
+
 def test_workers_end_on_close_and_a_worker_error_is_raised():
     image, labels = synthetic_nuclei((48, 48), seed=1)
     samples = TrainingSet([image], [labels], validation_fraction=0.0)
@@ -196,7 +217,7 @@ def test_no_orphans_when_the_training_process_is_killed(tmp_path):
     script = textwrap.dedent("""
         import os, signal
         import numpy as np
-        from napari_unet.core.batchworkers import BatchWorkers
+        from napari_unet.core.batchworkers import GROUP_SIGNALS, BatchWorkers
         from napari_unet.core.sampling import BatchSpec
         from napari_unet.core.trainingset import TrainingSet
 

@@ -18,7 +18,9 @@ instead:
   whose image it does not have yet carry their image), so labels painted during training reach
   the workers within ``prefetch`` steps;
 - ending: :meth:`close` (also on garbage collection and at interpreter exit, as daemon
-  processes) asks the workers to stop, then terminates stragglers. A worker also exits on its
+  processes) asks the workers to stop, then kills stragglers. Workers ignore the signals a
+  terminal or a cluster sends to the whole process group (Ctrl-C, SIGTERM, SIGHUP): the parent
+  stops between steps, saves, and closes them. A worker also exits on its
   own within a second when its parent process is gone (SIGTERM, a crash), so no orphan outlives
   the training.
 """
@@ -43,6 +45,9 @@ START_METHODS = ("spawn", "forkserver")
 WORKER_NICE = 10
 #: Seconds between a worker's checks that its parent is still alive.
 PARENT_POLL_S = 0.5
+#: Signals sent to a whole process group that the workers leave to their parent.
+GROUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
 
 
 def auto_workers() -> int:
@@ -171,7 +176,7 @@ class BatchWorkers:
                 self._done[s] = value
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the workers (idempotent): a polite request, then terminate after ``timeout``."""
+        """Stop the workers (idempotent): a polite request, then kill after ``timeout``."""
         if self._finalizer.alive:
             self._finalizer.detach()
             _shutdown(self._procs, self._tasks, self._results, timeout)
@@ -202,10 +207,7 @@ def _shutdown(procs: list, tasks: list, results: Any, timeout: float = 2.0) -> N
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
     for p in procs:
-        if p.is_alive():
-            p.terminate()
-            p.join(1.0)
-        if p.is_alive():
+        if p.is_alive():  # a worker ignores SIGTERM (see GROUP_SIGNALS) and holds nothing to save
             p.kill()
             p.join(1.0)
     for q in (*tasks, results):
@@ -225,8 +227,11 @@ def _lower_priority() -> None:
 def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
                  results: Any) -> None:
     """Worker loop: answer ("batch", step) requests until told to stop or orphaned."""
-    # Ctrl-C reaches the whole process group: the parent handles it and closes us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, a closed terminal or a cluster's limit reaches the whole process group: the
+    # parent handles it (stopping between steps and saving) and closes us. Dying here first
+    # would make the parent's next get() fail before it saw its own signal.
+    for sig in GROUP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     _lower_priority()
     parent = mp.parent_process()
     cache: dict[tuple[int, int], np.ndarray] = {}
@@ -256,4 +261,4 @@ def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
             return
 
 
-__all__ = ["PARENT_POLL_S", "START_METHODS", "BatchWorkers", "auto_workers"]
+__all__ = ["GROUP_SIGNALS", "PARENT_POLL_S", "START_METHODS", "BatchWorkers", "auto_workers"]
