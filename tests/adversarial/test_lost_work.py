@@ -87,7 +87,7 @@ def test_full_disk_stops_predict_before_predicting(work, capsys, monkeypatch):
         raise AssertionError("prediction started although the outputs do not fit on disk")
 
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda folder: Usage)
-    monkeypatch.setattr(UNet, "forward", forward)
+    monkeypatch.setattr(UNet, "lean_forward", forward)
     status, _, err = run_in(work, capsys, "predict", "--model", "tiny.pt", "--image", "img.tif",
                             "--out", "l.tif", "--probabilities", "p.tif", "--device", "cpu")
     assert_one_line_error(status, err, "not enough disk space", "need 48.0 KiB")
@@ -211,7 +211,7 @@ def test_sigterm_in_process_is_an_interrupt_with_one_line(work, capsys, monkeypa
         time.sleep(5)  # the handler interrupts the sleep
         raise AssertionError("SIGTERM did not interrupt")
 
-    monkeypatch.setattr(UNet, "forward", killed)  # every prediction runs the net
+    monkeypatch.setattr(UNet, "lean_forward", killed)  # every prediction runs the net
     before = snapshot(work)
     handler = signal.getsignal(signal.SIGTERM)
     argv = {

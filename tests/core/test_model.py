@@ -118,3 +118,40 @@ def test_from_config_round_trip():
 def test_bad_architecture_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UNet(1, 2, **kwargs)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lean_forward_gives_the_forward_logits(padding, upsampling, batch_norm, channels_last):
+    torch.manual_seed(0)
+    net = UNet(2, 3, base_channels=4, depth=3, padding=padding, upsampling=upsampling,
+               batch_norm=batch_norm)
+    if batch_norm:  # running statistics that are not the identity
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    side = net.valid_input_shape((40, 40))[0] if padding == "valid" else 37  # 37: padded inside
+    x = torch.rand(2, 2, side, side + net.divisor)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = net(x)
+        got = net.lean_forward(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lean_forward_is_forward_when_gradients_are_wanted():
+    net = UNet(1, 2, base_channels=4, depth=2)
+    x = torch.rand(1, 1, 32, 32)
+    out = net.lean_forward(x)
+    out.sum().backward()  # the graph is there: training takes this path unchanged
+    assert all(p.grad is not None for p in net.parameters())
+    with torch.no_grad(), pytest.raises(ValueError, match=r"expected input \(N, 1, H, W\)"):
+        net.lean_forward(torch.rand(1, 2, 32, 32))

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .blocks import DoubleConv, Down, OutConv, Up, center_crop, he_init_, pad_to_multiple
 
@@ -205,6 +206,60 @@ class UNet(nn.Module):
         for up in self.ups:
             x = up(x, skips.pop())
         return self.outc(x)
+
+    def lean_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of :meth:`forward` (to float rounding) with less memory, without autograd.
+
+        Prediction's forward passes: the expanding path never concatenates. The first 3x3
+        convolution of each up block is split over its input channels (skip part + upsampled
+        part, summed in place), and every feature map is freed as soon as it has been used, so
+        the widest level holds ~3 maps of ``base_channels`` instead of ~6 (UNet.small, 1024²,
+        no freed memory kept: ~390 instead of ~740 bytes per pixel; docs/tiling.md). With
+        autograd on it is :meth:`forward` (training keeps every map for the backward pass).
+        """
+        if torch.is_grad_enabled():
+            return self(x)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        hw = tuple(x.shape[-2:])
+        if self.is_valid:
+            self.output_shape(hw)  # clear error for illegal sizes
+        else:
+            x, hw = pad_to_multiple(x, self.divisor)
+        skips = [self.inc(x)]
+        del x
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        x = self.dropout(skips.pop())
+        for up in self.ups:
+            # names are dropped as soon as a map is used: each `del` frees one (a list or an
+            # argument would keep it alive until the level is done)
+            skip = skips.pop()
+            first = up.conv.block[0]
+            w_skip, w_up = _split_in_channels(first.weight, skip.shape[1])
+            skip = center_crop(skip, (2 * x.shape[-2], 2 * x.shape[-1]))
+            out = F.conv2d(skip, w_skip, first.bias, padding=first.padding)
+            del skip
+            upsampled = up.up(x)
+            del x
+            out += F.conv2d(upsampled, w_up, None, padding=first.padding)
+            del upsampled
+            for layer in up.conv.block[1:]:
+                out = layer(out)
+            x, out = out, None
+        logits = self.outc(x)
+        return logits if self.is_valid else logits[..., : hw[0], : hw[1]]
+
+
+def _split_in_channels(weight: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A convolution's weight cut after input channel ``first``, each part dense in the
+    weight's own memory format (oneDNN takes the channels-last copy of the CPU predictor)."""
+    fmt = (torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last)
+           and not weight.is_contiguous() else torch.contiguous_format)
+    return (weight[:, :first].contiguous(memory_format=fmt),
+            weight[:, first:].contiguous(memory_format=fmt))
 
 
 def count_parameters(model: nn.Module) -> int:

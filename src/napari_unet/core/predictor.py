@@ -58,7 +58,7 @@ def net_probabilities(model: UNet, channels_last: bool = False) -> Predictor:
     def predict(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return torch.softmax(model(x).float(), dim=1)
+        return torch.softmax(model.lean_forward(x).float(), dim=1)
 
     return predict
 

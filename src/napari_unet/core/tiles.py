@@ -32,11 +32,14 @@ from .model import UNet
 FAST_MARGIN_FRACTION = 0.8
 # CUDA: tiles up to this side, then as many per batch as the memory holds ("fill the device").
 MAX_CUDA_TILE = 2048
-# Bytes per input pixel of one forward pass, per feature channel of the first level: above the
-# measured peak for 1024 px tiles in inference mode (UNet.small 1.02 kB/px, 9 floats give
-# 1.17 kB/px; the shipped base-16 net 0.55 kB/px against 0.60 kB/px). Each pixel more costs
-# 0.91 and 0.47 kB; small tiles cost relatively more (weights, buffers) but little in all.
-_FLOATS_PER_BASE_CHANNEL = 9
+# Bytes per input pixel of one forward pass, per feature channel of the first level, for the
+# predictors' ``UNet.lean_forward`` (no concatenation, maps freed when used). Peak resident
+# memory measured in inference mode with freed memory kept (core.heap, as on the predictors'
+# main thread; 2026-12-01): UNet.small 466 B/px at 816², 603 at 1152², 606 at 1408² (5 floats
+# give 660); the shipped base-16 net 288 at 1536², 384 at 1792² (340), 513 at 1152² (a fixed
+# ~150 MiB of oneDNN state weighs more on small tiles). The plain forward took 880-1,240 and
+# 510-740 B/px (9 floats before).
+_FLOATS_PER_BASE_CHANNEL = 5
 
 
 def receptive_radius(model: UNet) -> int:
