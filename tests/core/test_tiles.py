@@ -106,12 +106,12 @@ def test_cost_based_plan_computes_fewer_pixels_than_the_old_choice(hw, old_tile,
 
 
 def test_plan_for_a_small_budget_on_a_tiny_net_by_hand():
-    tiny = _net("same", base=8)  # 4 * (1 + 4 + 5 * 8) = 180 bytes per pixel
-    assert forward_bytes_per_pixel(tiny) == 180
-    # 2.4 MB: at most 13,333 px per tile; the old batch-of-4 choice took 48 px tiles: 39 per
+    tiny = _net("same", base=8)  # 4 * (1 + 4 + 3 * 8) + 300 = 416 bytes per pixel
+    assert forward_bytes_per_pixel(tiny) == 416
+    # 5.4 MB: at most 12,980 px per tile; the old batch-of-4 choice took 48 px tiles: 39 per
     # axis, 3,504,384 px computed for a 200 x 200 image
     assert _computed(tiny, (200, 200), (48, 48), 22) == 3_504_384
-    plan = plan_tiles(tiny, (200, 200), "cpu", tiling="exact", memory_budget=2_400_000)
+    plan = plan_tiles(tiny, (200, 200), "cpu", tiling="exact", memory_budget=5_400_000)
     # by hand: rows of 96 px start at 0, 52, 104 (288 px), columns of 124 px at 0, 76
     # (248 px): 288 * 248 = 71,424 px; 96 * 124 = 11,904 px per tile fits the budget
     assert plan.tile == (96, 124) and plan.tiles == 6 and plan.computed == 71_424

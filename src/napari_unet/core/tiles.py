@@ -32,14 +32,16 @@ from .model import UNet
 FAST_MARGIN_FRACTION = 0.8
 # CUDA: tiles up to this side, then as many per batch as the memory holds ("fill the device").
 MAX_CUDA_TILE = 2048
-# Bytes per input pixel of one forward pass, per feature channel of the first level, for the
-# predictors' ``UNet.lean_forward`` (no concatenation, maps freed when used). Peak resident
-# memory measured in inference mode with freed memory kept (core.heap, as on the predictors'
-# main thread; 2026-12-01): UNet.small 466 B/px at 816², 603 at 1152², 606 at 1408² (5 floats
-# give 660); the shipped base-16 net 288 at 1536², 384 at 1792² (340), 513 at 1152² (a fixed
-# ~150 MiB of oneDNN state weighs more on small tiles). The plain forward took 880-1,240 and
-# 510-740 B/px (9 floats before).
-_FLOATS_PER_BASE_CHANNEL = 5
+# Bytes per input pixel of one forward pass of the predictors' ``UNet.lean_forward`` (no
+# concatenation, maps freed when used): 4 * (in + 2 * classes + 3 * base) + 300. Peak resident
+# memory above a warmed-up process, inference mode, freed memory kept as on the predictors'
+# main thread (core.heap), 2026-12-01: UNet.small 466-696 B/px at 816-1408 px tiles (704 by
+# the formula), the shipped base-16 net 288-513 B/px at 1152-1840 px (512). Most of the spread
+# is the kept heap's fragmentation (the same run repeated: 467, 601, 696 B/px), which is why
+# a part does not scale with the channels. Without kept memory: ~390 and ~245 B/px; the plain
+# forward with kept memory: 880-1,370 and 510-740 B/px (9 floats per base channel before).
+_FLOATS_PER_BASE_CHANNEL = 3
+_BYTES_PER_PIXEL_FIXED = 300
 
 
 def receptive_radius(model: UNet) -> int:
@@ -93,7 +95,8 @@ def tile_margin(model: UNet, tiling: str = "fast", overlap: int | None = None) -
 def forward_bytes_per_pixel(model: UNet) -> int:
     """Upper bound of the memory one input pixel costs in a forward pass (inference mode)."""
     base = model.config["base_channels"]
-    return 4 * (model.in_channels + 2 * model.num_classes + _FLOATS_PER_BASE_CHANNEL * base)
+    return (4 * (model.in_channels + 2 * model.num_classes + _FLOATS_PER_BASE_CHANNEL * base)
+            + _BYTES_PER_PIXEL_FIXED)
 
 
 def forward_memory_budget(device: torch.device, budget: int | None = None) -> int:
