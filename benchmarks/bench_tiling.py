@@ -1,6 +1,7 @@
 """Speed of overlap-tile prediction against one whole-image forward pass and MONAI.
 
-For each net and image size, side by side in one process (one run of each, in this order):
+For each net and image size, side by side in one process (one run of each, in this order;
+``--rounds N`` runs them N times, rounds interleaved, and reports the median):
 
 1. ``whole``: one forward pass of the whole image (softmax included), the cost tiling adds to.
    When that pass would not fit in memory, the time of the largest square crop that does,
@@ -37,6 +38,7 @@ Usage::
 
     python benchmarks/bench_tiling.py                       # 1536 and 4096, both nets
     python benchmarks/bench_tiling.py --runs 1536:shipped 1536:small 4096:shipped
+    python benchmarks/bench_tiling.py --runs 1536:shipped 1536:small --rounds 3
 """
 
 from __future__ import annotations
@@ -159,22 +161,28 @@ def monai(model: UNet, image: np.ndarray, roi: tuple[int, int], overlap, batch: 
     return out[0].numpy()
 
 
-def run_one(size: int, net: str) -> list[tuple]:
+def run_one(size: int, net: str, rounds: int = 1) -> list[tuple]:
+    """The rows for one image size and net; with ``rounds`` > 1 every row runs once per round,
+    rounds interleaved, and the median time is reported (the spread in brackets)."""
+    from napari_unet.core.tiles import tile_margin
+
     model = load_net(net)
     image = nuclei_image(size)
     n_px = size * size
     rows: list[tuple] = []
 
-    def report(name: str, seconds: float, pixels: int, probs, ref, note: str = "") -> None:
+    def report(name: str, times: list[float], pixels: int, probs, ref, note: str = "") -> None:
         if ref is not None and probs is not None:
             d = np.abs(probs[1] - ref[1])
             changed = int(np.count_nonzero(probs.argmax(0) != ref.argmax(0)))
             seam = f"{d.max():.2e} | {d.mean():.1e} | {changed}"
         else:
             seam = "- | - | -"
+        seconds = float(np.median(times))
         rows.append((name, seconds, pixels / n_px, seam, note))
         base = rows[0][1]
-        print(f"{net} {size}^2 | {name} | {seconds:.1f} s | x{seconds / base:.3f} | "
+        spread = f" ({min(times):.1f}-{max(times):.1f})" if len(times) > 1 else ""
+        print(f"{net} {size}^2 | {name} | {seconds:.1f} s{spread} | x{seconds / base:.3f} | "
               f"{pixels / n_px:.3f} px | {seam} | {note}", flush=True)
 
     # the layout predict_image runs on CPU, for the rows that compare tiling alone
@@ -184,34 +192,47 @@ def run_one(size: int, net: str) -> list[tuple]:
         fast.lean_forward(torch.zeros(4, 1, 256, 256))
     # and of predict_image at this size (its first pass at a new tile size pays ~0.5 s of
     # one-time set-up, as the "whole" row's pass does: neither is the cost of tiling)
-    predict_image(model, image, meta=RAW, device="cpu", tiling="fast")
+    tile = tuple(predict_image(model, image, meta=RAW, device="cpu", tiling="fast").tile_size)
+    overlap = tuple(min(0.99, 2 * tile_margin(model) / t) for t in tile)
     # MONAI imported before any timing (3-6 s here), not inside the first MONAI run
     importlib.import_module("monai.inferers")
-    t, px, ref, note = whole(fast, image)
-    report("whole", t, px, ref, None, note)
-    result = {}
-    for tiling in ("fast", "exact") if size <= 2048 else ("fast",):
-        t, px, res = timed(model, lambda tiling=tiling: predict_image(
-            model, image, meta=RAW, device="cpu", tiling=tiling))
-        result[tiling] = res
-        report(f"ours {tiling}", t, px, res.probabilities, ref,
-               f"tile {res.tile_size[0]}x{res.tile_size[1]}")
-    t, px, probs = timed(fast, lambda: monai(fast, image, (256, 256), 0.25, 4, "gaussian"))
-    report("MONAI 256/0.25 gaussian", t, px, probs, ref, "batch 4")
-    from napari_unet.core.tiles import tile_margin
 
-    tile = tuple(result["fast"].tile_size)  # what "ours fast" ran (inside blocks on big planes)
-    overlap = tuple(min(0.99, 2 * tile_margin(model) / t) for t in tile)
-    t, px, probs = timed(fast, lambda: monai(fast, image, tile, overlap, 1, "constant"))
-    report("MONAI equal tile/overlap", t, px, probs, ref,
-           f"roi {tile}, overlap {overlap[0]:.3f}/{overlap[1]:.3f}, batch 1")
-    t, px, probs = timed(model, lambda: monai(model, image, (256, 256), 0.25, 4, "gaussian",
-                                              lean=False))
-    report("MONAI 256/0.25, default layout", t, px, probs, ref, "batch 4, net as loaded")
-    t, px, res = timed(model, in_thread(lambda: predict_image(
-        model, image, meta=RAW, device="cpu", tiling="fast")), keep_freed=False)
-    report("ours fast, worker thread", t, px, res.probabilities, ref,
-           f"tile {res.tile_size[0]}x{res.tile_size[1]}")
+    def ours(tiling):
+        return lambda: predict_image(model, image, meta=RAW, device="cpu", tiling=tiling)
+
+    # name, what runs, the net to count pixels on, freed memory kept, note
+    plan: list[tuple] = [("whole", None, fast, True, "")]
+    for tiling in ("fast", "exact") if size <= 2048 else ("fast",):
+        plan.append((f"ours {tiling}", ours(tiling), model, True, "tile"))
+    plan += [
+        ("MONAI 256/0.25 gaussian", lambda: monai(fast, image, (256, 256), 0.25, 4, "gaussian"),
+         fast, True, "batch 4"),
+        ("MONAI equal tile/overlap", lambda: monai(fast, image, tile, overlap, 1, "constant"),
+         fast, True, f"roi {tile}, overlap {overlap[0]:.3f}/{overlap[1]:.3f}, batch 1"),
+        ("MONAI 256/0.25, default layout", lambda: monai(model, image, (256, 256), 0.25, 4,
+                                                         "gaussian", lean=False),
+         model, True, "batch 4, net as loaded"),
+        ("ours fast, worker thread", in_thread(ours("fast")), model, False, "tile"),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, *_ in plan}
+    last: dict[str, tuple] = {}
+    note_of: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, fn, counted, keep, note in plan:
+            if fn is None:
+                t, px, probs, note = whole(fast, image)
+            else:
+                t, px, probs = timed(counted, fn, keep_freed=keep)
+                if note == "tile":
+                    note = f"tile {probs.tile_size[0]}x{probs.tile_size[1]}"
+                    probs = probs.probabilities
+            times[name].append(t)
+            last[name], note_of[name] = (px, probs), note
+    ref = last["whole"][1]
+    for name, *_ in plan:
+        px, probs = last[name]
+        report(name, times[name], px, probs if name != "whole" else None,
+               ref if name != "whole" else None, note_of[name])
     return rows
 
 
@@ -222,6 +243,9 @@ def main() -> None:
                         help="SIZE:NET pairs (NET: small = UNet.small, shipped = the default "
                              "model)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every row this many times, rounds interleaved, and report "
+                             "the median (single-tile rows differ by ~10%% between runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, default memory budget; one run "
@@ -229,7 +253,7 @@ def main() -> None:
           "|dp| | pixels whose class changed (vs the whole-image pass)", flush=True)
     for run in args.runs:
         size, net = run.split(":")
-        run_one(int(size), net)
+        run_one(int(size), net, args.rounds)
 
 
 if __name__ == "__main__":

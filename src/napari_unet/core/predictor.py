@@ -48,7 +48,8 @@ def is_out_of_memory(err: BaseException) -> bool:
 def net_probabilities(model: UNet, channels_last: bool = False) -> Predictor:
     """The bare net as a predictor: softmax over the class axis, in float32.
 
-    ``channels_last`` runs a channels-last copy of the net (``model`` itself is left as it is);
+    The net runs :meth:`UNet.lean_forward` (the logits of ``forward`` with about half the
+    memory, which :func:`.tiles.forward_bytes_per_pixel` counts on). ``channels_last`` runs a channels-last copy of the net (``model`` itself is left as it is);
     its probabilities keep that layout (the stitching copies them anyway: a second copy into
     the contiguous layout cost ~1 % of a big plane's time).
     """
