@@ -16,12 +16,6 @@ import torch. Layer metadata keys shared by the docks:
   layer's scale at 1); the labels writer uses it when the scale says nothing.
 """
 
-from ..core.heap import prefer_huge_pages
-
-# The docks run predictions and training in worker threads, which core.heap's kept memory does
-# not reach; huge pages do (set before the docks import torch: it reads the switch once).
-prefer_huge_pages()
-
 CONVENTION_KEY = "napari_unet_convention"
 CLASS_NAMES_KEY = "napari_unet_class_names"
 ROLE_KEY = "napari_unet_role"

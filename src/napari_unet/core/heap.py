@@ -14,17 +14,8 @@ passes does not stay fragmented under it.
 
 Only the main thread gains: glibc serves other threads from their own arenas, which fall back
 to ``mmap`` for blocks above 64 MiB whatever ``mallopt`` says. So this applies to the command
-line and scripts. Other C libraries (macOS, Windows, musl): nothing is changed.
-
-For the docks' worker threads, :func:`prefer_huge_pages` asks torch (its
-``THP_MEM_ALLOC_ENABLE`` switch, PyTorch >= 2.2) to back its CPU buffers of 2 MiB and more with
-transparent huge pages: a fresh block then costs one page fault per 2 MiB instead of per 4 KiB
-(shipped net, 1536² pass in a thread: ~1.8 M -> ~0.15 M minor faults, 2.5-2.6 -> 1.9-2.1 s;
-docs/tiling.md). torch reads the switch once, at its first allocation, so the docks' package
-sets it on import, before torch is imported. Not for the command line: huge pages in a kept
-heap fragment it 2 MiB at a time (shipped net, 10240² plane: 1,212 instead of 574 MiB above
-the imports), so :func:`reuse_freed_memory` stands aside where the switch is on, and on the
-main thread the kept heap is faster (4096² plane: 13 s against 15.5-17.8 s with huge pages).
+line and scripts; the docks' worker threads run as before. Other C libraries (macOS, Windows,
+musl): nothing is changed.
 """
 
 from __future__ import annotations
@@ -32,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
 import platform
 import threading
 from collections.abc import Iterator
@@ -59,9 +49,6 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-#: torch's switch for transparent huge pages in its CPU allocator (read once per process)
-THP_SWITCH = "THP_MEM_ALLOC_ENABLE"
-
 _depth = 0  # nested jobs (e.g. the diameter estimate inside a prediction) restore once
 
 
@@ -69,12 +56,10 @@ _depth = 0  # nested jobs (e.g. the diameter estimate inside a prediction) resto
 def reuse_freed_memory() -> Iterator[bool]:
     """While the block runs in the main thread on glibc, big blocks come from the heap and
     freed memory stays there for the next forward pass; afterwards glibc's defaults are set
-    again and the free memory is returned to the system. Yields whether it applies (not where
-    torch's huge-page switch is on: :func:`prefer_huge_pages`)."""
+    again and the free memory is returned to the system. Yields whether it applies."""
     global _depth
     libc = _glibc()
-    if (libc is None or threading.current_thread() is not threading.main_thread()
-            or os.environ.get(THP_SWITCH, "0") not in ("", "0")):
+    if libc is None or threading.current_thread() is not threading.main_thread():
         yield False
         return
     if _depth == 0:
@@ -91,12 +76,4 @@ def reuse_freed_memory() -> Iterator[bool]:
             libc.malloc_trim(0)
 
 
-def prefer_huge_pages() -> None:
-    """Turn torch's huge-page switch on unless the user set it (``THP_MEM_ALLOC_ENABLE=0``
-    keeps it off). Linux only; without effect once torch has allocated in this process, or
-    where the kernel's transparent huge pages are ``never``."""
-    if platform.system() == "Linux":
-        os.environ.setdefault(THP_SWITCH, "1")
-
-
-__all__ = ["THP_SWITCH", "prefer_huge_pages", "reuse_freed_memory"]
+__all__ = ["reuse_freed_memory"]
