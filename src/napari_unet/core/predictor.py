@@ -49,9 +49,10 @@ def net_probabilities(model: UNet, channels_last: bool = False) -> Predictor:
     """The bare net as a predictor: softmax over the class axis, in float32.
 
     The net runs :meth:`UNet.lean_forward` (the logits of ``forward`` with about half the
-    memory, which :func:`.tiles.forward_bytes_per_pixel` counts on). ``channels_last`` runs a channels-last copy of the net (``model`` itself is left as it is);
-    its probabilities keep that layout (the stitching copies them anyway: a second copy into
-    the contiguous layout cost ~1 % of a big plane's time).
+    memory, which :func:`.tiles.forward_bytes_per_pixel` counts on). ``channels_last`` runs a
+    channels-last copy of the net (``model`` itself is left as it is); its probabilities keep
+    that layout (the stitching copies them anyway: a second copy into the contiguous layout
+    cost ~1 % of a big plane's time).
     """
     if channels_last:
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
