@@ -800,16 +800,8 @@ class PredictionJob:
         to reuse, so keeping memory would only cost the trim afterwards)."""
         if self.blockwise:
             return True
-        h, w = self._model_hw((self.h, self.w))
-        model = self.model
-        if model.is_valid:  # each tile yields its input less the context on every side
-            tiles = math.prod(math.ceil(n / max(t - 2 * model.context, 1))
-                              for n, t in zip((h, w), self.tile, strict=True))
-        else:
-            tiles = (len(padded_axis_tiles(h, self.tile[0], self.plan.margin, model.divisor))
-                     * len(padded_axis_tiles(w, self.tile[1], self.plan.margin,
-                                             model.divisor)))
-        return tiles * (8 if self.config.tta else 1) > self.plan.batch_size
+        # the plan was made for this plane and counts the tiles the predictor lays out
+        return self.plan.tiles * (8 if self.config.tta else 1) > self.plan.batch_size
 
     def _at(self, z: int, where: tuple[slice, ...] = ()) -> tuple:
         return ((z,) if self.stacked else ()) + where
