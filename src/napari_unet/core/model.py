@@ -188,15 +188,22 @@ class UNet(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._sized(x, self._forward)
+
+    def _sized(self, x: torch.Tensor, body: Any) -> torch.Tensor:
+        """``body`` (:meth:`_forward` or :meth:`_lean_forward`) on a checked input: a padded
+        net's input mirrored up to a multiple of the pooling and its output cropped back; a
+        valid net's size must be legal. (``Any``: the exported architecture file, a copy of
+        this module, may import only typing and torch.)"""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
         if self.is_valid:
             self.output_shape(tuple(x.shape[-2:]))  # clear error for illegal sizes
-            return self._forward(x)
+            return body(x)
         x, (h, w) = pad_to_multiple(x, self.divisor)
-        return self._forward(x)[..., :h, :w]
+        return body(x)[..., :h, :w]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.inc(x)]
@@ -219,17 +226,10 @@ class UNet(nn.Module):
         """
         if torch.is_grad_enabled():
             return self(x)
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
-        hw = tuple(x.shape[-2:])
-        if self.is_valid:
-            self.output_shape(hw)  # clear error for illegal sizes
-        else:
-            x, hw = pad_to_multiple(x, self.divisor)
-        skips = [self.inc(x)]
-        del x
+        return self._sized(x, self._lean_forward)
+
+    def _lean_forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]  # (the input stays alive with the caller: one map of C_in)
         for down in self.downs:
             skips.append(down(skips[-1]))
         x = self.dropout(skips.pop())
@@ -249,8 +249,7 @@ class UNet(nn.Module):
             for layer in up.conv.block[1:]:
                 out = layer(out)
             x, out = out, None
-        logits = self.outc(x)
-        return logits if self.is_valid else logits[..., : hw[0], : hw[1]]
+        return self.outc(x)
 
 
 def _split_in_channels(weight: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
