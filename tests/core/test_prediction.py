@@ -333,9 +333,10 @@ def test_orthogonal_views_settings_and_notes(model):
     assert res.volume and res.uncertainty.shape == (3, 32, 32)
 
 
-def test_freed_memory_is_kept_only_for_planes_of_several_passes(model, monkeypatch):
-    # one pass has nothing freed to reuse (keeping memory would only cost the trim); a plane
-    # of several tiles keeps it while its passes run, and gives it back before the labelling
+def test_freed_memory_is_kept_for_each_planes_passes_and_returned_before_labelling(
+        model, monkeypatch):
+    # even one pass reuses what it frees (its first layers' maps serve its later ones); the
+    # labelling of each plane runs after the kept memory is given back
     from contextlib import contextmanager
 
     from napari_unet.core import prediction
@@ -348,10 +349,17 @@ def test_freed_memory_is_kept_only_for_planes_of_several_passes(model, monkeypat
         yield True
         log.append("return")
 
+    def labels(probability, config):
+        log.append("label")
+        return instance_labels(probability, config)
+
+    instance_labels = prediction.instance_labels
     monkeypatch.setattr(prediction, "reuse_freed_memory", spy)
+    monkeypatch.setattr(prediction, "instance_labels", labels)
     image = _image((96, 96))
     predict_image(model, image, device="cpu")  # one 96 px tile
-    assert log == []
+    assert log == ["keep", "return", "label"]
+    log.clear()
     stack = np.stack([image, image])
     predict_image(model, stack, device="cpu", tile_size=64)  # 2 x 2 tiles per slice
-    assert log == ["keep", "return"] * 2
+    assert log == ["keep", "return", "label"] * 2

@@ -37,7 +37,6 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -769,15 +768,14 @@ class PredictionJob:
             self.plan.margin, config.half)
         volume_range = (intensity_range(self.view, self.spec) if self.is_volume else None)
         offset = 0
-        # the net's passes over a plane reuse freed memory (core.heap: big tiles cost no more
-        # per pixel in the main thread) when a plane takes several passes; the labelling
-        # after them allocates as usual, so a heap kept for the passes does not add to its peak
-        passes = reuse_freed_memory if self._several_passes() else nullcontext
+        # the net's passes over a plane reuse freed memory (core.heap: a pass frees big maps
+        # that its next layers and passes allocate again); the labelling after them allocates
+        # as usual, so a heap kept for the passes does not add to its peak
         with torch.inference_mode():
             for z in range(self.n_z):
                 rng = volume_range if self.is_volume else intensity_range(
                     self.view[z:z + 1], self.spec)
-                with passes():
+                with reuse_freed_memory():
                     if self.blockwise:
                         yield from self._plane_blockwise(z, rng)
                     else:
@@ -794,14 +792,6 @@ class PredictionJob:
         yield PredictionResult(self.probabilities, self.semantic, self.instances,
                                self.uncertainty, tuple(self.predictor.tile), str(self.device),
                                tuple(self.notes), self.is_volume)
-
-    def _several_passes(self) -> bool:
-        """Whether one plane takes more than one forward pass (a first pass has nothing freed
-        to reuse, so keeping memory would only cost the trim afterwards)."""
-        if self.blockwise:
-            return True
-        # the plan was made for this plane and counts the tiles the predictor lays out
-        return self.plan.tiles * (8 if self.config.tta else 1) > self.plan.batch_size
 
     def _at(self, z: int, where: tuple[slice, ...] = ()) -> tuple:
         return ((z,) if self.stacked else ()) + where
