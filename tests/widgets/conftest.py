@@ -9,3 +9,4 @@ def dock_settings_file(tmp_path, monkeypatch):
     path = tmp_path / "settings" / "docks.ini"
     monkeypatch.setenv(ENV_VAR, str(path))
     return path
+

@@ -154,3 +154,77 @@ def test_split_touching_checkbox_reaches_the_config(make_napari_viewer, tiny_mod
     assert widget._config(layer).split_touching is True
     widget.form.set_value("split_touching", False)
     assert widget._config(layer).split_touching is False
+
+
+# -- the docks' job process --------------------------------------------------------------------
+@pytest.mark.gui
+def test_prediction_runs_in_the_job_process_and_equals_the_thread(make_napari_viewer, qtbot,
+                                                                  tiny_model, job_process):
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(5).random((3, 40, 48)).astype(np.float32)
+    viewer.add_image(image, name="cells")
+    widget = _dock(viewer, tiny_model)
+    widget.run()  # the process is ready: the job goes there
+    assert job_process.process.busy
+    _wait(qtbot, widget)
+    assert not job_process.process.busy
+    in_process = np.asarray(viewer.layers["cells prediction"].data).copy()
+    viewer.layers.remove("cells prediction")
+    job_process.process.close()  # not running: the next job runs in the worker thread
+    widget.run()
+    assert not job_process.process.busy
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["cells prediction"].data, in_process)
+    assert in_process.shape == (3, 40, 48) and in_process.max() > 0
+
+
+@pytest.mark.gui
+def test_stop_in_the_job_process_writes_nothing_and_the_process_goes_on(
+        make_napari_viewer, qtbot, tiny_model, job_process):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(2).random((60, 64, 64)).astype(np.float32),
+                     name="stack")
+    widget = _dock(viewer, tiny_model)
+    pid = job_process.process.pid
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=30000)  # slices under way
+    widget.stop()
+    _wait(qtbot, widget)
+    assert "stopped" in widget.status.text()
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    qtbot.waitUntil(lambda: not job_process.process.busy, timeout=10000)
+    # the same process takes the next job, once the stopped one has ended there
+    viewer.layers["stack"].data = viewer.layers["stack"].data[:2]
+    widget.run()
+    _wait(qtbot, widget)
+    assert viewer.layers["stack prediction"].data.shape == (2, 64, 64)
+    assert job_process.process.pid == pid
+
+
+def test_inputs_too_big_to_copy_stay_in_the_thread(monkeypatch, job_process):
+    from napari_unet._widgets import _jobs
+
+    request = PredictInput(np.zeros((64, 64), np.float32), None, 1, (), (64, 64))
+    factory, on_stop = job_process.background(place, request)
+    assert on_stop is not None and job_process.process.busy  # small: the process
+    on_stop()  # (never iterated) gives the process back
+    assert not job_process.process.busy
+    monkeypatch.setattr(_jobs, "PROCESS_COPY_LIMIT", 1000)
+    factory, on_stop = job_process.background(place, request)
+    assert on_stop is None and not job_process.process.busy  # 16 kB: the worker thread
+
+
+@pytest.mark.gui
+def test_the_diameter_estimate_comes_back_from_the_job_process(make_napari_viewer, qtbot,
+                                                               job_process):
+    from napari_unet.core.synthetic import synthetic_nuclei
+
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((192, 192), seed=3)
+    viewer.add_image(image, name="nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Predict")
+    widget.model_choice.set_source("default")
+    widget.estimate_diameter()
+    assert job_process.process.busy
+    _wait(qtbot, widget)
+    assert "diameter" in widget.status.text() and "failed" not in widget.status.text()

@@ -4,9 +4,11 @@ Public API (used by the Predict, Batch and Train docks):
 
 ``JobRunner(on_event, on_finished=None, controls=(), stop_button=None, *, label="napari-unet",
 progress_bar=None, activity=True, deferred_bar=False)``
-    ``start(factory)`` calls ``factory()`` *in a worker thread* (so building/loading a model
-    there is fine) and iterates the generator it returns in a worker; every yielded event is
-    handed to ``on_event(event)`` in the GUI thread. While the job runs the ``controls`` are
+    ``start(factory, on_stop=None)`` calls ``factory()`` *in a worker thread* (so building/loading
+    a model there is fine) and iterates the generator it returns in a worker; every yielded
+    event is handed to ``on_event(event)`` in the GUI thread. ``on_stop`` is called (GUI
+    thread) when the job is asked to stop, for jobs that run elsewhere
+    (:meth:`DockProcess.background`). While the job runs the ``controls`` are
     disabled and ``stop_button`` is enabled. ``stop()`` asks the worker to quit at its next
     yield (the generator is not closed, so a job must be consistent at every yield). When the
     job ends, ``on_finished(status)`` runs in the GUI thread with ``status`` one of ``"done"``,
@@ -29,6 +31,15 @@ progress_bar=None, activity=True, deferred_bar=False)``
     ``running`` tells whether a job is in flight; ``worker`` is the worker (tests wait on it).
     ``stop_on_destroy(widget)`` stops the job when ``widget`` is destroyed (dock closed).
 
+``DockProcess`` / ``dock_process()``
+    The docks' job process (``core.jobprocess.JobProcess``, one for all docks, started when a
+    dock that uses it opens): prediction runs in its main thread, where glibc keeps freed
+    memory for the net's passes (``core.heap``; a thread of the napari process pays for fresh
+    pages on every pass) and the labelling does not hold the viewer's GIL.
+    ``background(fn, *args)`` returns ``(factory, on_stop)`` for :meth:`JobRunner.start`: the
+    process when it is ready and idle, else ``fn`` in the worker thread as before (the process
+    is starting: a dock never waits for it), and inputs too big to copy stay in the thread.
+
 ``notify_error(err_or_text)``, ``notify_warning(text)``, ``notify_info(text)``
     napari notifications; ``user_message(err)`` turns an exception into that one line.
 ``set_enabled(widgets, enabled)``
@@ -37,10 +48,12 @@ progress_bar=None, activity=True, deferred_bar=False)``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import notifications, progress
 from superqt.utils import GeneratorWorker
@@ -118,6 +131,7 @@ class JobRunner:
         self.worker: Any = None
         self.activity: progress | None = None
         self._status = "done"
+        self._on_stop: Callable[[], None] | None = None
         if stop_button is not None:
             set_enabled([stop_button], False)
 
@@ -125,11 +139,14 @@ class JobRunner:
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, factory: Callable[[], Iterator[Any]]) -> Any:
-        """Run ``factory()``'s generator in a worker; returns the (started) worker."""
+    def start(self, factory: Callable[[], Iterator[Any]],
+              on_stop: Callable[[], None] | None = None) -> Any:
+        """Run ``factory()``'s generator in a worker; returns the (started) worker.
+        ``on_stop`` is called when the job is asked to stop (a job running elsewhere)."""
         if self.running:
             raise ValueError("a job is already running; stop it first")
         self._status = "done"
+        self._on_stop = on_stop
         # superqt's plain GeneratorWorker: napari's subclass would also relay every error to a
         # notification of its own, and create_worker re-raises unless "errored" is connected,
         # so one failure would toast two or three times.
@@ -155,6 +172,8 @@ class JobRunner:
         if self.worker is not None:
             self._status = "stopped"
             self.worker.quit()
+            if self._on_stop is not None:
+                self._on_stop()
 
     def stop_on_destroy(self, widget: Any) -> None:
         """Stop the job when ``widget`` (a QWidget, e.g. the dock) is destroyed."""
@@ -207,6 +226,7 @@ class JobRunner:
 
     def _on_worker_finished(self) -> None:
         self.worker = None
+        self._on_stop = None
         self._pending = None
         if self.activity is not None:
             self.activity.close()
@@ -223,6 +243,74 @@ class JobRunner:
                 notify_error(err)
 
 
+#: Inputs (numpy arrays) above this many bytes are predicted in the worker thread: the job
+#: process would get a copy (dask arrays travel as their recipe and are read there).
+PROCESS_COPY_LIMIT = 512 * 2**20
+#: What the job process imports before it takes jobs (torch, the prediction code).
+PROCESS_PRELOAD = ("napari_unet._widgets.predict_job", "napari_unet.core.prediction",
+                   "napari_unet.core.diameter")
+
+
+class DockProcess:
+    """The docks' job process and the choice between it and the worker thread."""
+
+    def __init__(self, preload: Iterable[str] = PROCESS_PRELOAD) -> None:
+        from ..core.jobprocess import JobProcess
+
+        self.process = JobProcess(preload)
+        self._users = 0
+
+    def attach(self, widget: Any) -> None:
+        """Start the process (in the background) for a dock; it ends when the last dock that
+        attached is destroyed (and with napari)."""
+        self._users += 1
+        qwidget = getattr(widget, "native", widget)
+        qwidget.destroyed.connect(self._detach)
+        self.process.start()
+
+    def _detach(self, *_: Any) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            self.process.close()
+
+    def background(self, fn: Callable[..., Iterator[Any]], *args: Any
+                   ) -> tuple[Callable[[], Iterator[Any]], Callable[[], None] | None]:
+        """``(factory, on_stop)`` running ``fn(*args)`` in the process when it is ready and
+        idle, else in the worker thread (and the process is started for the next job)."""
+        if any(isinstance(a, np.ndarray) and a.nbytes > PROCESS_COPY_LIMIT
+               for a in _arrays(args)):
+            return (lambda: fn(*args)), None
+        process = self.process
+        if process.ready and not process.busy:
+            events = process.run(fn, *args)  # takes the process now; sent from the worker
+            return (lambda: events), process.stop
+        process.start()
+        return (lambda: fn(*args)), None
+
+    def close(self) -> None:
+        self.process.close()
+
+
+def _arrays(args: Iterable[Any]) -> Iterator[Any]:
+    """The arrays among ``args`` and in the fields of dataclass arguments."""
+    for arg in args:
+        if dataclasses.is_dataclass(arg) and not isinstance(arg, type):
+            yield from (getattr(arg, f.name) for f in dataclasses.fields(arg))
+        else:
+            yield arg
+
+
+_DOCK_PROCESS: DockProcess | None = None
+
+
+def dock_process() -> DockProcess:
+    """The one job process of all docks (made on first use; it ends with napari)."""
+    global _DOCK_PROCESS
+    if _DOCK_PROCESS is None:
+        _DOCK_PROCESS = DockProcess()
+    return _DOCK_PROCESS
+
+
 def set_bar(bar: Any, value: int, total: int) -> None:
     """Move a QProgressBar without painting it now: ``setValue`` repaints synchronously when the
     shown percentage changes, one window composition of its own (see :class:`JobRunner`);
@@ -235,5 +323,6 @@ def set_bar(bar: Any, value: int, total: int) -> None:
         bar.setUpdatesEnabled(True)
 
 
-__all__ = ["JobRunner", "notify_error", "notify_info", "notify_warning", "set_bar", "set_enabled",
+__all__ = ["DockProcess", "JobRunner", "PROCESS_COPY_LIMIT", "dock_process", "notify_error",
+           "notify_info", "notify_warning", "set_bar", "set_enabled",
            "user_message"]

@@ -1,14 +1,13 @@
 """A small reusable model picker: the shipped default, a new net of a named variant, or a file.
 
-The widget only describes the choice (:class:`ModelSpec`, a frozen value object); building or
-loading the net happens later, in a worker thread, through :meth:`ModelSpec.build`, which
-delegates to ``core.checkpoint`` and ``core.model``.
+The widget only describes the choice (:class:`.model_spec.ModelSpec`, a frozen value object
+without Qt); building or loading the net happens later, in a worker thread or the docks' job
+process, through :meth:`ModelSpec.build`, which delegates to ``core.checkpoint`` and
+``core.model``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Signal
@@ -23,12 +22,8 @@ from qtpy.QtWidgets import (
 )
 
 from ._form import set_row_visible
+from .model_spec import NEW_VARIANTS, SOURCES, UPSAMPLINGS, ModelSpec, default_model_problem
 from .tooltips import tooltip
-
-#: Where a model comes from: the shipped model, a new (untrained) net, or a saved file.
-SOURCES = ("default", "original", "modified", "small", "file")
-NEW_VARIANTS = ("original", "modified", "small")
-UPSAMPLINGS = ("transpose", "bilinear")
 
 _SOURCE_TEXT = {
     "default": "Shipped default model",
@@ -37,96 +32,6 @@ _SOURCE_TEXT = {
     "small": "New: small (padded, half channels)",
     "file": "Model file...",
 }
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the user picked; :meth:`build` turns it into ``(UNet, meta)``.
-
-    Parameters
-    ----------
-    source : {"default", "original", "modified", "small", "file"}
-        The shipped model, a new net of that variant, or a saved model file.
-    upsampling : {"transpose", "bilinear"}
-        Upsampling of a new net (ignored for loaded models, whose architecture is stored).
-    path : str
-        The model file when ``source == "file"``.
-    overrides : dict
-        Extra architecture arguments of a new net (``base_channels``, ``depth``, ...); used by
-        tests and benchmarks to get tiny nets, not shown in the GUI.
-    """
-
-    source: str = "small"
-    upsampling: str = "transpose"
-    path: str = ""
-    overrides: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"model source must be one of {SOURCES}, got {self.source!r}")
-        if self.upsampling not in UPSAMPLINGS:
-            raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {self.upsampling!r}")
-        if self.source == "file":
-            if not self.path:
-                raise ValueError("choose a model file (or another model source)")
-            path = Path(self.path)
-            # a model file, a BioImage Model Zoo .zip, or an unpacked package folder (rdf.yaml)
-            if not (path.is_file() or (path / "rdf.yaml").is_file()):
-                raise ValueError(f"model file {self.path!r} does not exist")
-
-    @property
-    def is_new(self) -> bool:
-        """True when the net is created untrained (so it must be trained before predicting)."""
-        return self.source in NEW_VARIANTS
-
-    def describe(self) -> str:
-        """Short human-readable text, e.g. ``"new small (bilinear)"`` or the file name."""
-        if self.is_new:
-            return f"new {self.source} ({self.upsampling})"
-        if self.source == "file":
-            return Path(self.path).name
-        return "shipped default"
-
-    def build(
-        self, in_channels: int, num_classes: int = 2, device: Any = "cpu"
-    ) -> tuple[Any, Any]:
-        """Create or load the net; slow for big nets, so call it from a worker.
-
-        Parameters
-        ----------
-        in_channels, num_classes : int
-            Channels of the image and classes wanted; a loaded net must match them.
-        device : str or torch.device
-            Where to put the net.
-
-        Returns
-        -------
-        (UNet, ModelMeta)
-            The net and its metadata (see ``core.checkpoint.resolve_model``).
-        """
-        from ..core.checkpoint import resolve_model
-        from ..core.meta import ModelMeta
-        from ..core.model import UNet
-
-        if self.is_new:
-            constructor = getattr(UNet, self.source)
-            model = constructor(in_channels=in_channels, num_classes=num_classes,
-                                upsampling=self.upsampling, **self.overrides)
-            return model.to(device), ModelMeta.for_model(model)
-        spec = "default" if self.source == "default" else self.path
-        return resolve_model(spec, in_channels=in_channels, num_classes=num_classes,
-                             device=device)
-
-
-def default_model_problem() -> str | None:
-    """Why the shipped default model cannot be used, or None when it is installed."""
-    from ..core.checkpoint import default_model_path
-
-    try:
-        default_model_path()
-    except ValueError as err:
-        return str(err)
-    return None
 
 
 class ModelChoice(QWidget):

@@ -1,7 +1,8 @@
 """Predict dock: segment an image layer with a model, in a worker, into a new Labels layer.
 
 The dock checks the inputs in the GUI thread (so bad input starts nothing), then loads the model
-and runs ``core.prediction.predict`` in a worker (see ``_jobs.JobRunner``; progress also shows in
+and runs ``core.prediction.predict`` in the docks' job process, or in a worker thread while that
+process starts (see ``_jobs.JobRunner`` and ``_jobs.DockProcess``; progress also shows in
 napari's activity panel). Instances (or classes, for semantic models) go into a new Labels layer
 named after the image, or into an existing non-training Labels layer after confirmation;
 probability and uncertainty layers are optional. A stack can be predicted whole or only on the
@@ -12,8 +13,7 @@ its scale, or the file napari opened it from). Settings are remembered between s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,156 +24,17 @@ from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
 from ..core.events import Message
 from . import AXES_KEY, PIXEL_SIZE_KEY, ROLE_KEY
 from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible
-from ._jobs import notify_error, notify_info, notify_warning
+from ._jobs import dock_process, notify_error, notify_info, notify_warning
 from .annotate import is_training_layer, replace_with_history
 from .layer_info import layer_geometry
-from .model_choice import ModelChoice, ModelSpec
+from .model_choice import ModelChoice
+from .predict_job import PredictInput, diameter_job, place, prediction_input, prediction_job
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
 
 NEW_LAYER = "new layer"
 SCOPES = ("whole stack", "current slice")
 DOCK = "predict"
-
-
-# -- pure helpers ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PredictInput:
-    """What one prediction run reads: the array handed to the core and where results go.
-
-    Attributes
-    ----------
-    array : array-like
-        ``(H, W)``, ``(Z, H, W)`` or with a channel axis (``channel_axis``).
-    channel_axis : int or None
-        Channel axis of ``array``.
-    in_channels : int
-        Channels the model must take.
-    index : tuple of int
-        Leading indices of the slice when only the slice on screen is predicted (else ``()``).
-    out_shape : tuple of int
-        Shape of the full labels layer (the image without channels).
-    """
-
-    array: Any
-    channel_axis: int | None
-    in_channels: int
-    index: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    axes: str | None = None
-
-
-def prediction_input(
-    data: Any, channel_axis: int | None, rgb: bool, slice_index: tuple[int, ...] | None,
-    channel: int | None = None, axes: str | None = None,
-) -> PredictInput:
-    """Select what to predict from an image layer's data.
-
-    Parameters
-    ----------
-    data : array-like
-        The layer data (full resolution), RGB images with colour last.
-    channel_axis : int or None
-        Axis of ``data`` holding channels (not for RGB).
-    rgb : bool
-        The last axis holds colour samples.
-    slice_index : tuple of int or None
-        Indices along the leading non-channel axes of the slice to predict (None: everything).
-    channel : int or None
-        Predict only this channel (for single-channel models); None: all channels.
-    axes : str or None
-        One letter per axis of ``data`` ("TZCYX"), when known; passed on without the axes
-        that the selection removes.
-
-    Returns
-    -------
-    PredictInput
-    """
-    shape = tuple(data.shape)
-    if axes is not None and len(axes) != len(shape):
-        axes = None  # the layer is not laid out as its file (e.g. one layer per channel)
-    if rgb:
-        channel_axis = len(shape) - 1
-    if channel_axis is not None:
-        channel_axis %= len(shape)
-    if channel is not None:
-        if channel_axis is None:
-            raise ValueError("choose the channel axis before choosing one channel")
-        if not 0 <= channel < shape[channel_axis]:
-            raise ValueError(f"channel {channel} does not exist: the image has "
-                             f"{shape[channel_axis]} along axis {channel_axis}")
-        data = data[(slice(None),) * channel_axis + (int(channel),)]
-        if axes is not None:
-            axes = axes[:channel_axis] + axes[channel_axis + 1:]
-        shape = tuple(data.shape)
-        channel_axis = None
-    spatial = [i for i in range(len(shape)) if i != channel_axis]
-    out_shape = tuple(shape[i] for i in spatial)
-    if len(out_shape) < 2:
-        raise ValueError(f"the image (shape {shape}) has no 2D plane to segment")
-    if len(out_shape) > 3 and not slice_index:
-        raise ValueError(f"the image has {len(out_shape)} non-channel axes {out_shape}; "
-                         "predict the current slice, or a 2D/3D image")
-    in_channels = shape[channel_axis] if channel_axis is not None else 1
-    lead = spatial[:-2]
-    if not slice_index or not lead:
-        return PredictInput(data, channel_axis, in_channels, (), out_shape, axes)
-    if len(slice_index) != len(lead):
-        raise ValueError(f"slice index {slice_index} does not fit axes {lead}")
-    full: list[Any] = [slice(None)] * len(shape)
-    for axis, i in zip(lead, slice_index, strict=True):
-        full[axis] = int(i)
-    array = data[tuple(full)]
-    new_channel = None
-    if channel_axis is not None:
-        new_channel = channel_axis - sum(1 for a in lead if a < channel_axis)
-    if axes is not None:
-        axes = "".join(a for i, a in enumerate(axes) if i not in lead)
-    return PredictInput(array, new_channel, in_channels, tuple(int(i) for i in slice_index),
-                        out_shape, axes)
-
-
-def prediction_job(spec: ModelSpec, request: PredictInput, config: Any,
-                   normalization: dict[str, Any] | None = None) -> Iterator[Any]:
-    """The worker's generator: load the model, then yield the core's prediction events.
-
-    ``normalization`` (a checked spec) replaces the model's own for this run. An image pixel
-    size is only used when the model records one too: most models do not, and that is normal,
-    so it is dropped quietly instead of warning.
-    """
-    from ..core.prediction import predict
-
-    model, meta = spec.build(request.in_channels, num_classes=None, device="cpu")
-    yield Message(f"model: {spec.describe()}")
-    if normalization is not None:
-        meta = meta.replace(normalization=normalization)
-    if config.pixel_size is not None and not meta.pixel_size:
-        config = dataclasses.replace(config, pixel_size=None)
-    yield from predict(model, request.array, config, meta)
-
-
-def diameter_job(spec: ModelSpec, request: PredictInput,
-                 normalization: dict[str, Any] | None, options: dict[str, Any]) -> Iterator[Any]:
-    """The worker's generator for the Estimate button: load the model, measure, yield the
-    ``core.diameter.DiameterEstimate`` last."""
-    from ..core.diameter import estimate_diameter
-
-    model, meta = spec.build(request.in_channels, num_classes=None, device="cpu")
-    if normalization is not None:
-        meta = meta.replace(normalization=normalization)
-    yield Message(f"measuring objects with {spec.describe()}...")
-    yield estimate_diameter(model, request.array, meta, channel_axis=request.channel_axis,
-                            device="cpu", **options)
-
-
-def place(result: Any, request: PredictInput, dtype: Any = np.int32) -> np.ndarray:
-    """Result of a slice prediction placed into a zero array of the full layer shape."""
-    result = np.asarray(result)
-    if not request.index:
-        return result.astype(dtype, copy=False)
-    out = np.zeros(request.out_shape, dtype)
-    out[request.index] = result
-    return out
 
 
 # -- the dock --------------------------------------------------------------------------------
@@ -297,6 +158,7 @@ class PredictWidget(QWidget):
         self.runner = self.block.runner(self._on_event, self._on_finished, controls,
                                         label="napari-unet: predict")
         self.runner.stop_on_destroy(self)
+        dock_process().attach(self)  # prediction runs there once it is up (see _jobs)
         self._request: PredictInput | None = None
         self._target: Labels | None = None
         self._image: Image | None = None
@@ -456,7 +318,8 @@ class PredictWidget(QWidget):
         self._out_axes = axes if len(axes) == len(request.out_shape) else None
         self._job = "predict"
         self.block.say(f"predicting {image.name!r} with {spec.describe()}...")
-        return self.runner.start(lambda: prediction_job(spec, request, config, normalization))
+        return self.runner.start(*dock_process().background(
+            prediction_job, spec, request, config, normalization))
 
     def stop(self) -> None:
         """Stop the running prediction at its next tile batch/slice; nothing is written."""
@@ -479,7 +342,8 @@ class PredictWidget(QWidget):
             return None
         self._job = "estimate"
         self.block.say("estimating the object diameter with the model...")
-        return self.runner.start(lambda: diameter_job(spec, request, normalization, options))
+        return self.runner.start(*dock_process().background(
+            diameter_job, spec, request, normalization, options))
 
     def _on_event(self, event: Any) -> None:
         from ..core.prediction import PredictionResult
