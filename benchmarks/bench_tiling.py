@@ -13,8 +13,12 @@ For each net and image size, side by side in one process (one run of each, in th
    settings (roi 256, overlap 0.25, Gaussian blending, 4 windows per batch),
 4. ``MONAI equal``: MONAI with our tile size, our overlap fraction and our batch,
 5. ``MONAI 256/0.25, default layout``: row 3 with the net as loaded (contiguous tensors),
-6. ``ours fast, worker thread``: row 2 run in a thread, as the docks run it (glibc then maps and
-   page-faults every big block again: :mod:`napari_unet.core.heap`).
+6. ``ours fast, worker thread``: row 2 run in a thread, as the docks ran it until 2026-12-02
+   (glibc then maps and page-faults every big block again: :mod:`napari_unet.core.heap`),
+7. ``ours fast, job process``: row 2 as the Predict dock runs it now, in the docks' job process
+   (:class:`napari_unet.core.jobprocess.JobProcess`, started and warm before the timing): the
+   time from handing over the job to having its result here, so it includes sending the image
+   and the net's weights there, building the net, and the result coming back.
 
 Every row runs in the main thread with freed memory kept for reuse
 (``core.heap.reuse_freed_memory``, what ``predict_image`` does there), so all rows get the same
@@ -106,13 +110,14 @@ class Counter:
         self.handle.remove()
 
 
-def timed(model: UNet, fn: Callable[[], np.ndarray], keep_freed: bool = True
-          ) -> tuple[float, int, np.ndarray]:
-    with Counter(model) as counter, reuse_freed_memory() if keep_freed else nullcontext():
+def timed(model: UNet | None, fn: Callable[[], np.ndarray], keep_freed: bool = True
+          ) -> tuple[float, int | None, np.ndarray]:
+    counting = Counter(model) if model is not None else nullcontext()
+    with counting as counter, reuse_freed_memory() if keep_freed else nullcontext():
         t0 = time.perf_counter()
         probs = fn()
         seconds = time.perf_counter() - t0
-    return seconds, counter.pixels, probs
+    return seconds, counter.pixels if counter is not None else None, probs
 
 
 def in_thread(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
@@ -123,6 +128,24 @@ def in_thread(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
         worker.start()
         worker.join()
         return out[0]
+
+    return run
+
+
+def process_job(arch: dict, state: dict, image: np.ndarray, tiling: str):
+    """The job the process runs (module level, so the process can unpickle it)."""
+    net = UNet.from_config(arch)
+    net.load_state_dict(state)
+    yield predict_image(net.eval(), image, meta=RAW, device="cpu", tiling=tiling)
+
+
+def in_process(jobs, model: UNet, image: np.ndarray, tiling: str) -> Callable[[], object]:
+    """``predict_image`` in the job process ``jobs``, as the Predict dock runs it."""
+    arch = dict(model.config)
+
+    def run():
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return list(jobs.run(process_job, arch, state, image, tiling))[-1]
 
     return run
 
@@ -161,7 +184,7 @@ def monai(model: UNet, image: np.ndarray, roi: tuple[int, int], overlap, batch: 
     return out[0].numpy()
 
 
-def run_one(size: int, net: str, rounds: int = 1) -> list[tuple]:
+def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
     """The rows for one image size and net; with ``rounds`` > 1 every row runs once per round,
     rounds interleaved, and the median time is reported (the spread in brackets)."""
     from napari_unet.core.tiles import tile_margin
@@ -179,11 +202,13 @@ def run_one(size: int, net: str, rounds: int = 1) -> list[tuple]:
         else:
             seam = "- | - | -"
         seconds = float(np.median(times))
-        rows.append((name, seconds, pixels / n_px, seam, note))
+        share = pixels / n_px if pixels is not None else None
+        rows.append((name, seconds, share, seam, note))
         base = rows[0][1]
         spread = f" ({min(times):.1f}-{max(times):.1f})" if len(times) > 1 else ""
+        computed = f"{share:.3f} px" if share is not None else "- px"
         print(f"{net} {size}^2 | {name} | {seconds:.1f} s{spread} | x{seconds / base:.3f} | "
-              f"{pixels / n_px:.3f} px | {seam} | {note}", flush=True)
+              f"{computed} | {seam} | {note}", flush=True)
 
     # the layout predict_image runs on CPU, for the rows that compare tiling alone
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -214,6 +239,11 @@ def run_one(size: int, net: str, rounds: int = 1) -> list[tuple]:
          model, True, "batch 4, net as loaded"),
         ("ours fast, worker thread", in_thread(ours("fast")), model, False, "tile"),
     ]
+    if jobs is not None:  # the process's net has no pixel counter: "-" in that column
+        plan.append(("ours fast, job process (docks)", in_process(jobs, model, image, "fast"),
+                     None, False, "tile"))
+        list(jobs.run(process_job, dict(model.config), model.state_dict(), image[:256, :256],
+                      "fast"))  # warm-up there
     times: dict[str, list[float]] = {name: [] for name, *_ in plan}
     last: dict[str, tuple] = {}
     note_of: dict[str, str] = {}
@@ -246,14 +276,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every row this many times, rounds interleaved, and report "
                              "the median (single-tile rows differ by ~10%% between runs)")
+    parser.add_argument("--no-process", action="store_true",
+                        help="leave out the job-process row (it starts a process: seconds)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    jobs = None
+    if not args.no_process:
+        from napari_unet.core.jobprocess import JobProcess
+
+        jobs = JobProcess(preload=("napari_unet.core.prediction",))
+        jobs.start()
+        while not jobs.ready:  # started and imported before any timing
+            time.sleep(0.1)
     print(f"torch {torch.__version__}, {args.threads} threads, default memory budget; one run "
           "of each; columns: time, time / whole, computed px / image px, max |dp| | mean "
           "|dp| | pixels whose class changed (vs the whole-image pass)", flush=True)
     for run in args.runs:
         size, net = run.split(":")
-        run_one(int(size), net, args.rounds)
+        run_one(int(size), net, args.rounds, jobs)
 
 
 if __name__ == "__main__":

@@ -145,5 +145,7 @@ def test_close_ends_the_process_even_in_a_job_and_fork_is_refused():
     t0 = time.monotonic()
     jobs.close()
     assert not proc.is_alive() and time.monotonic() - t0 < 10
+    assert list(gen) == []  # closed on purpose: the job ends quietly, no error
+    assert not jobs.busy
     with pytest.raises(ValueError, match="fork is unsafe"):
         JobProcess(start_method="fork")

@@ -115,3 +115,22 @@ def test_batch_bad_input_starts_nothing(make_napari_viewer, folders, tmp_path, m
     assert widget.run() is None and "does not exist" in errors[-1]
     assert not widget.runner.running
     assert sorted(p.name for p in out.iterdir()) == ["c.tif"]
+
+
+@pytest.mark.gui
+def test_the_batch_runs_in_the_job_process(make_napari_viewer, qtbot, folders, monkeypatch,
+                                           job_process):
+    from napari_unet._widgets import _jobs
+
+    shown = []
+    monkeypatch.setattr(_jobs.notifications, "show_warning", shown.append)
+    model_path, src, out = folders
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, model_path, src, out)
+    assert widget.run() is not None and job_process.process.busy
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert not job_process.process.busy
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "c.tif"]
+    assert tifffile.imread(out / "a.tif").shape == (32, 40)
+    # the summary came back through the process: 2 done, the earlier output skipped, 1 broken
+    assert shown and "2 done, 1 skipped, 1 failed" in shown[0]

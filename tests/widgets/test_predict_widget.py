@@ -228,3 +228,25 @@ def test_the_diameter_estimate_comes_back_from_the_job_process(make_napari_viewe
     assert job_process.process.busy
     _wait(qtbot, widget)
     assert "diameter" in widget.status.text() and "failed" not in widget.status.text()
+
+
+@pytest.mark.gui
+def test_closing_the_dock_mid_prediction_ends_the_process_without_an_error(
+        make_napari_viewer, qtbot, tiny_model, job_process, monkeypatch):
+    from napari_unet._widgets import _jobs
+
+    errors = []
+    monkeypatch.setattr(_jobs.notifications, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(2).random((60, 64, 64)).astype(np.float32),
+                     name="stack")
+    widget = _dock(viewer, tiny_model)
+    proc = job_process.process._proc
+    runner = widget.runner
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=30000)
+    viewer.window.remove_dock_widget(widget.parent())  # the dock's close button
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: not proc.is_alive(), timeout=10000)  # the last dock that used it
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert errors == [] and [layer.name for layer in viewer.layers] == ["stack"]

@@ -180,6 +180,10 @@ class JobRunner:
         qwidget = getattr(widget, "native", widget)
         qwidget.destroyed.connect(lambda *_: self.stop())
 
+    def _dock_gone(self) -> bool:
+        """Whether the dock's widgets are deleted (the dock was closed while its job ran)."""
+        return self.progress_bar is not None and is_deleted(self.progress_bar)
+
     # -- worker signals (GUI thread) --------------------------------------------------------
     def _show_progress(self, event: Progress) -> None:
         total = max(1, int(event.total))
@@ -203,13 +207,18 @@ class JobRunner:
     def _on_yielded(self, event: Any) -> None:
         if self._status == "stopped":
             return  # events already in the queue when Stop was pressed
+        if self._dock_gone():  # closed while the job ran: stop it, quietly
+            self.stop()
+            return
         try:
             if isinstance(event, Progress):
                 self._show_progress(event)
             self.on_event(event)
         except Exception as err:  # a rendering bug must not leave the dock disabled
-            notify_error(err)
             self.stop()
+            if self._dock_gone():  # deleted during the handler (napari processes events)
+                return
+            notify_error(err)
             self._status = "failed"
 
     def _on_errored(self, err: BaseException) -> None:
@@ -231,6 +240,8 @@ class JobRunner:
         if self.activity is not None:
             self.activity.close()
             self.activity = None
+        if self._dock_gone():  # nothing left to show the end on
+            return
         if self.progress_bar is not None:
             set_bar(self.progress_bar, 1 if self._status == "done" else 0, 1)
         set_enabled(self.controls, True)
@@ -247,7 +258,7 @@ class JobRunner:
 #: process would get a copy (dask arrays travel as their recipe and are read there).
 PROCESS_COPY_LIMIT = 512 * 2**20
 #: What the job process imports before it takes jobs (torch, the prediction code).
-PROCESS_PRELOAD = ("napari_unet._widgets.predict_job", "napari_unet.core.prediction",
+PROCESS_PRELOAD = ("napari_unet._widgets.dock_jobs", "napari_unet.core.prediction",
                    "napari_unet.core.diameter")
 
 
@@ -311,10 +322,21 @@ def dock_process() -> DockProcess:
     return _DOCK_PROCESS
 
 
+def is_deleted(widget: Any) -> bool:
+    """Whether Qt has deleted ``widget`` (its Python wrapper outlives it)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return True
+    return False
+
+
 def set_bar(bar: Any, value: int, total: int) -> None:
     """Move a QProgressBar without painting it now: ``setValue`` repaints synchronously when the
     shown percentage changes, one window composition of its own (see :class:`JobRunner`);
     re-enabling updates schedules the paint, which Qt merges with the dock's other repaints."""
+    if is_deleted(bar):  # the dock closed while its job ran (napari may process the
+        return  # deletion inside an activity-panel update, between two calls here)
     bar.setUpdatesEnabled(False)
     try:
         bar.setRange(0, total)
@@ -323,6 +345,6 @@ def set_bar(bar: Any, value: int, total: int) -> None:
         bar.setUpdatesEnabled(True)
 
 
-__all__ = ["DockProcess", "JobRunner", "PROCESS_COPY_LIMIT", "dock_process", "notify_error",
-           "notify_info", "notify_warning", "set_bar", "set_enabled",
+__all__ = ["DockProcess", "JobRunner", "PROCESS_COPY_LIMIT", "dock_process", "is_deleted",
+           "notify_error", "notify_info", "notify_warning", "set_bar", "set_enabled",
            "user_message"]

@@ -3,14 +3,15 @@
 A thin view over ``core.batch.batch_segment`` with the CLI's options (threshold, minimum size,
 object diameter, tiling, TTA, probabilities, suffix, overwrite): it checks the folders and the
 model choice in the GUI thread (bad input starts nothing; replacing existing labels is confirmed
-first), runs the batch generator in a worker with a progress bar, Stop and an entry in napari's
-activity panel, and ends with one notification of how many images were done, skipped and
-failed. Settings (but never "overwrite") are remembered between sessions.
+first), runs the batch generator in the docks' job process (or a worker thread while that
+starts) with a progress bar, Stop and an entry in napari's activity panel, and ends with one
+notification of how many images were done, skipped and failed. Settings (but never
+"overwrite") are remembered between sessions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from qtpy.QtWidgets import QFileDialog, QFormLayout, QLineEdit, QVBoxLayout, QWi
 
 from ..core.events import Message
 from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
-from ._jobs import notify_error, notify_info, notify_warning
-from .model_choice import ModelChoice, ModelSpec
+from ._jobs import dock_process, notify_error, notify_info, notify_warning
+from .dock_jobs import batch_job
+from .model_choice import ModelChoice
 from .predict import objects_fields, predict_config_defaults
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
@@ -60,19 +62,6 @@ def _describe(item: Any) -> str:
     if isinstance(item, tuple) and len(item) == 2:
         return f"{Path(str(item[0])).name}: {item[1]}"
     return str(item)
-
-
-def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path,
-              options: dict[str, Any]) -> Iterator[Any]:
-    """The worker's generator: load the model, then yield the core batch engine's events.
-
-    ``options`` are ``batch_segment`` overrides (BatchConfig and PredictConfig fields).
-    """
-    from ..core.batch import batch_segment
-
-    model, meta = spec.build(None, num_classes=None, device="cpu")
-    yield Message(f"model: {spec.describe()}")
-    yield from batch_segment(model, input_dir, output_dir, meta=meta, **options)
 
 
 def batch_fields() -> tuple[Field, ...]:
@@ -144,6 +133,7 @@ class BatchWidget(QWidget):
         self.runner = self.block.runner(self._on_event, self._on_finished, controls,
                                         label="napari-unet: batch")
         self.runner.stop_on_destroy(self)
+        dock_process().attach(self)  # the batch runs there once it is up (see _jobs)
         self.summary: Any = None
         self.run_button.clicked.connect(self.run)
         self.settings.restore()
@@ -193,7 +183,7 @@ class BatchWidget(QWidget):
             return None
         self.summary = None
         self.block.say(f"segmenting {len(files)} image(s) from {src} ...")
-        return self.runner.start(lambda: batch_job(spec, src, dst, options))
+        return self.runner.start(*dock_process().background(batch_job, spec, src, dst, options))
 
     def stop(self) -> None:
         """Stop after the image being written (files already written stay)."""

@@ -14,7 +14,9 @@ passes does not stay fragmented under it.
 
 Only the main thread gains: glibc serves other threads from their own arenas, which fall back
 to ``mmap`` for blocks above 64 MiB whatever ``mallopt`` says. So this applies to the command
-line and scripts; the docks' worker threads run as before. Other C libraries (macOS, Windows,
+line, scripts, and the Predict dock, whose jobs run in the main thread of the docks' job
+process (:mod:`.jobprocess`); a job in a worker thread runs as before. Even a plane of one pass
+gains: the pass frees maps that its later layers allocate again. Other C libraries (macOS, Windows,
 musl): nothing is changed.
 """
 

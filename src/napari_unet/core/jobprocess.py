@@ -107,7 +107,8 @@ class JobProcess:
         return self._proc is not None and self._running != _NO_JOB
 
     def close(self) -> None:
-        """End the process (a running job is abandoned); a later job starts a new one."""
+        """End the process; a running job ends without an error (its generator here returns)
+        and a later job starts a new process."""
         with self._lock:
             self._discard()
 
@@ -134,19 +135,23 @@ class JobProcess:
         self.start()
         job = next(self._ids)
         self._running = job
-        return self._events(job, fn, args, kwargs)
+        return self._events(job, (self._proc, self._tasks, self._results), fn, args, kwargs)
 
-    def _events(self, job: int, fn: Callable[..., Iterable[Any]], args: tuple,
-                kwargs: dict) -> Generator[Any, None, None]:
+    def _events(self, job: int, process: tuple, fn: Callable[..., Iterable[Any]],
+                args: tuple, kwargs: dict) -> Generator[Any, None, None]:
+        proc, tasks, results = process  # this job's, even if close() starts another later
         ended = False
         try:
             try:
                 payload = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
             except (pickle.PicklingError, TypeError, AttributeError) as err:
                 raise ValueError(f"this job cannot run in a separate process: {err}") from err
-            self._tasks.put((job, payload))
+            tasks.put((job, payload))
             while True:
-                kind, got, value = self._next_message()
+                kind, got, value = self._next_message(proc, results)
+                if kind == "closed":  # close() ended the process: the job ends here too
+                    ended = True
+                    return
                 if got != job:
                     continue  # what a stopped job sent after it was left
                 if kind == "event":
@@ -171,18 +176,20 @@ class JobProcess:
             self._stop_id.value = job
             self._running = _NO_JOB
 
-    def _next_message(self) -> tuple[str, int, Any]:
-        proc = self._proc
+    def _next_message(self, proc: Any, results: Any) -> tuple[str, int, Any]:
         while True:
             try:
-                return self._results.get(timeout=PARENT_POLL_S)
+                return results.get(timeout=PARENT_POLL_S)
             except queue.Empty:
-                if not proc.is_alive():
-                    code = proc.exitcode
-                    self.close()
-                    raise RuntimeError(
-                        f"the job process ended unexpectedly (exit code {code}; out of "
-                        "memory?); the next job starts a new one") from None
+                if proc.is_alive():
+                    continue
+                if self._proc is not proc:  # ended by close(), not by itself
+                    return ("closed", _NO_JOB, None)
+                code = proc.exitcode
+                self.close()
+                raise RuntimeError(
+                    f"the job process ended unexpectedly (exit code {code}; out of memory?); "
+                    "the next job starts a new one") from None
 
 
 def _child_main(preload: tuple[str, ...], tasks: Any, results: Any, ready: Any,

@@ -1,8 +1,9 @@
-"""What the Predict dock runs, free of Qt: the input it selects and the jobs it starts.
+"""What the Predict and Batch docks run, free of Qt: the input they select and their jobs.
 
-:func:`prediction_job` and :func:`diameter_job` are the generators the dock runs, in the docks'
-job process (:class:`napari_unet.core.jobprocess.JobProcess`, which imports this module without
-Qt or napari) or in a worker thread.
+:func:`prediction_job`, :func:`diameter_job` and :func:`batch_job` are the generators the docks
+run, in the docks' job process (:class:`napari_unet.core.jobprocess.JobProcess`, which imports
+this module without Qt or napari) or in a worker thread. A job there must not start processes
+of its own (the job process is a daemon).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,4 +160,18 @@ def place(result: Any, request: PredictInput, dtype: Any = np.int32) -> np.ndarr
     return out
 
 
-__all__ = ["PredictInput", "diameter_job", "place", "prediction_input", "prediction_job"]
+def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path,
+              options: dict[str, Any]) -> Iterator[Any]:
+    """The worker's generator: load the model, then yield the core batch engine's events.
+
+    ``options`` are ``batch_segment`` overrides (BatchConfig and PredictConfig fields).
+    """
+    from ..core.batch import batch_segment
+
+    model, meta = spec.build(None, num_classes=None, device="cpu")
+    yield Message(f"model: {spec.describe()}")
+    yield from batch_segment(model, input_dir, output_dir, meta=meta, **options)
+
+
+__all__ = ["PredictInput", "batch_job", "diameter_job", "place", "prediction_input",
+           "prediction_job"]
