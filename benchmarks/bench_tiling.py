@@ -13,12 +13,13 @@ For each net and image size, side by side in one process (one run of each, in th
    settings (roi 256, overlap 0.25, Gaussian blending, 4 windows per batch),
 4. ``MONAI equal``: MONAI with our tile size, our overlap fraction and our batch,
 5. ``MONAI 256/0.25, default layout``: row 3 with the net as loaded (contiguous tensors),
-6. ``ours fast, worker thread``: row 2 run in a thread, as the docks ran it until 2026-12-02
+6. ``ours fast, worker thread``: row 2 as the docks ran it until 2026-12-02: in a thread
    (glibc then maps and page-faults every big block again: :mod:`napari_unet.core.heap`),
-7. ``ours fast, job process``: row 2 as the Predict dock runs it now, in the docks' job process
-   (:class:`napari_unet.core.jobprocess.JobProcess`, started and warm before the timing): the
-   time from handing over the job to having its result here, so it includes sending the image
-   and the net's weights there, building the net, and the result coming back.
+   loading the net from its file first as the dock's job does,
+7. ``ours fast, job process``: the same job as the Predict dock runs it now, in the docks' job
+   process (:class:`napari_unet.core.jobprocess.JobProcess`, started and warm before the
+   timing): the time from handing over the job to having its result here, so it includes
+   sending the image there and the result back.
 
 Every row runs in the main thread with freed memory kept for reuse
 (``core.heap.reuse_freed_memory``, what ``predict_image`` does there), so all rows get the same
@@ -50,10 +51,13 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,22 +136,13 @@ def in_thread(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
     return run
 
 
-def process_job(arch: dict, state: dict, image: np.ndarray, tiling: str):
-    """The job the process runs (module level, so the process can unpickle it)."""
-    net = UNet.from_config(arch)
-    net.load_state_dict(state)
+def dock_job(path: str, image: np.ndarray, tiling: str):
+    """What the Predict dock's job does, timed in rows 6 and 7: load the net from its file, then
+    ``predict_image`` (module level, so the job process can unpickle it)."""
+    from napari_unet.core.checkpoint import resolve_model
+
+    net, _ = resolve_model(path)
     yield predict_image(net.eval(), image, meta=RAW, device="cpu", tiling=tiling)
-
-
-def in_process(jobs, model: UNet, image: np.ndarray, tiling: str) -> Callable[[], object]:
-    """``predict_image`` in the job process ``jobs``, as the Predict dock runs it."""
-    arch = dict(model.config)
-
-    def run():
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return list(jobs.run(process_job, arch, state, image, tiling))[-1]
-
-    return run
 
 
 def whole(model: UNet, image: np.ndarray) -> tuple[float, int, np.ndarray | None, str]:
@@ -191,6 +186,11 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
 
     model = load_net(net)
     image = nuclei_image(size)
+    # the docks' rows load the net from a file, as the Predict dock's job does
+    from napari_unet.core.checkpoint import save_model
+
+    path = str(Path(tempfile.mkdtemp(prefix="bench_tiling_")) / f"{net}.pt")
+    save_model(path, model)
     n_px = size * size
     rows: list[tuple] = []
 
@@ -237,13 +237,14 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
         ("MONAI 256/0.25, default layout", lambda: monai(model, image, (256, 256), 0.25, 4,
                                                          "gaussian", lean=False),
          model, True, "batch 4, net as loaded"),
-        ("ours fast, worker thread", in_thread(ours("fast")), model, False, "tile"),
+        ("ours fast, worker thread", in_thread(lambda: list(dock_job(path, image, "fast"))[-1]),
+         None, False, "tile"),
     ]
-    if jobs is not None:  # the process's net has no pixel counter: "-" in that column
-        plan.append(("ours fast, job process (docks)", in_process(jobs, model, image, "fast"),
-                     None, False, "tile"))
-        list(jobs.run(process_job, dict(model.config), model.state_dict(), image[:256, :256],
-                      "fast"))  # warm-up there
+    if jobs is not None:
+        plan.append(("ours fast, job process (docks)",
+                     lambda: list(jobs.run(dock_job, path, image, "fast"))[-1], None, False,
+                     "tile"))
+        list(jobs.run(dock_job, path, image, "fast"))  # warm-up there at this size
     times: dict[str, list[float]] = {name: [] for name, *_ in plan}
     last: dict[str, tuple] = {}
     note_of: dict[str, str] = {}
@@ -263,6 +264,7 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
         px, probs = last[name]
         report(name, times[name], px, probs if name != "whole" else None,
                ref if name != "whole" else None, note_of[name])
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
     return rows
 
 

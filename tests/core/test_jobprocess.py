@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,48 @@ def test_close_ends_the_process_even_in_a_job_and_fork_is_refused():
     assert not jobs.busy
     with pytest.raises(ValueError, match="fork is unsafe"):
         JobProcess(start_method="fork")
+
+
+def test_an_orphaned_process_stops_its_job_and_exits(tmp_path):
+    # the parent is killed mid-job (SIGKILL: no clean-up there): the job process closes the
+    # job at its next event (its finally runs) and exits instead of working for nobody
+    import subprocess
+    import sys
+
+    marker = tmp_path / "closed.txt"
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from napari_unet.core.jobprocess import JobProcess\n"
+        "from test_jobprocess import endless\n"
+        "if __name__ == '__main__':\n"
+        "    jobs = JobProcess()\n"
+        f"    gen = jobs.run(endless, {str(marker)!r})\n"
+        "    next(gen)\n"
+        "    print(jobs.pid, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    (tmp_path / "parent.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+        assert marker.read_text() == "closed"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[-1][0] != "Z"

@@ -18,9 +18,10 @@ hands its events back one at a time, as if the generator ran here:
 - a job's exception is raised here again: the same exception when it can be pickled (with the
   process's traceback as a note), else a ``RuntimeError`` with its type and text; a process
   that dies (killed, out of memory) raises ``RuntimeError`` and the next job starts a new one;
-- the process ignores the signals a terminal sends to the whole process group (Ctrl-C), exits
-  within :data:`PARENT_POLL_S` when its parent is gone, and :meth:`close` (also on garbage
-  collection and at interpreter exit: a daemon process) ends it.
+- the process ignores the signals a terminal sends to the whole process group (Ctrl-C); when
+  its parent is gone it stops its job at the next event, or exits within
+  :data:`PARENT_POLL_S` when idle; :meth:`close` (also on garbage collection and at
+  interpreter exit: a daemon process) ends it.
 
 Events and results travel pickled through a pipe: a job's arguments and results are copied
 (an image, the labels), which costs far less than the prediction itself.
@@ -81,6 +82,7 @@ class JobProcess:
                 return
             self._discard()
             self._tasks = self._ctx.Queue()
+            self._tasks.cancel_join_thread()  # exiting never waits on a process that is gone
             self._results = self._ctx.Queue()
             self._ready = self._ctx.Event()
             self._stop_id = self._ctx.Value("q", _NO_JOB)
@@ -197,6 +199,7 @@ def _child_main(preload: tuple[str, ...], tasks: Any, results: Any, ready: Any,
     for sig in GROUP_SIGNALS:  # the parent decides when we stop
         signal.signal(sig, signal.SIG_IGN)
     parent = os.getppid()
+    results.cancel_join_thread()  # exiting never waits on a parent that stopped reading
     for name in preload:
         importlib.import_module(name)
     ready.set()
@@ -215,7 +218,7 @@ def _child_main(preload: tuple[str, ...], tasks: Any, results: Any, ready: Any,
             events = fn(*args, **kwargs)
             kind = "done"
             for event in events:
-                if stop_id.value == job:
+                if stop_id.value == job or os.getppid() != parent:  # stopped, or orphaned
                     events.close()
                     kind = "stopped"
                     break
