@@ -58,6 +58,30 @@ def test_predict_writes_labels_uncertainty_and_probabilities(model_file, images,
 
 
 
+def test_predict_takes_the_files_z_spacing_also_when_axes_are_given(model_file, tmp_path):
+    # one rule for batch and predict (core.batch.file_settings): the voxel size recorded in the
+    # file gives the z spacing unless --z-spacing does, whether or not --axes is given
+    stack = np.stack([synthetic_nuclei((36, 40), seed=z)[0] for z in range(4)])
+    path = tmp_path / "voxels.tif"
+    tifffile.imwrite(path, (stack * 1000).astype(np.uint16), imagej=True,
+                     resolution=(2.0, 2.0), metadata={"axes": "ZYX", "spacing": 2.0,
+                                                      "unit": "um"})  # 0.5 um px, 2 um steps
+    out, probs = tmp_path / "labels.tif", tmp_path / "p.tif"
+    status = main(["predict", "--model", str(model_file), "--image", str(path), "--out",
+                   str(out), "--probabilities", str(probs), "--axes", "ZYX",
+                   "--orthogonal-views", "--tile", "64", "--device", "cpu"])
+    assert status == 0
+    model, meta = load_model(model_file)
+    image = tifffile.imread(path)
+    spaced = predict_image(model, image, meta=meta, tile_size=64, device="cpu", axes="ZYX",
+                           z_spacing=4.0, orthogonal_views=True)
+    unspaced = predict_image(model, image, meta=meta, tile_size=64, device="cpu", axes="ZYX",
+                             orthogonal_views=True)
+    written = tifffile.imread(probs)
+    np.testing.assert_allclose(written, np.moveaxis(spaced.probabilities, 0, 1), atol=1e-6)
+    assert not np.allclose(written, np.moveaxis(unspaced.probabilities, 0, 1), atol=1e-4)
+
+
 def test_predict_orthogonal_views_with_a_given_z_spacing(model_file, images, tmp_path):
     out = tmp_path / "labels.tif"
     status = main(["predict", "--model", str(model_file), "--image", str(images / "img1.tif"),

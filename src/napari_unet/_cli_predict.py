@@ -116,7 +116,7 @@ def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.batch import stack_layout, write_probabilities
+    from .core.batch import file_settings, stack_layout, write_probabilities
     from .core.io import read_image, write_labels
     from .core.outputs import check_free_space
     from .core.prediction import PredictConfig, PredictionResult, predict
@@ -135,17 +135,10 @@ def run(args: argparse.Namespace) -> int:
     if lead is not None:
         raise ValueError(f"{image_path.name} has axes {data.axes}; one of Z/T at most is "
                          "supported here (use 'napari-unet batch' for hyperstacks)")
-    kwargs = predict_config_kwargs(args)
-    if kwargs["channel_axis"] is None:
-        kwargs["channel_axis"] = data.channel_axis
-    if kwargs["axes"] is None:  # as batch does: the file's axes and z spacing
-        kwargs["axes"] = data.axes
-        sizes = data.pixel_size
-        if "Z" in data.axes and sizes and len(sizes) == 3 and sizes[0] and sizes[-1] \
-                and kwargs.get("z_spacing") is None:
-            kwargs["z_spacing"] = float(sizes[0]) / float(sizes[-1])
-    config = PredictConfig(uncertainty=bool(args.uncertainty),
-                           keep_probabilities=bool(args.probabilities), **kwargs)
+    # as batch does: the file's channel axis, axes and z spacing where the options give none
+    config = file_settings(PredictConfig(uncertainty=bool(args.uncertainty),
+                                         keep_probabilities=bool(args.probabilities),
+                                         **predict_config_kwargs(args)), data)
     shape = tuple(int(n) for n in data.array.shape)
     check_memory(implied_bytes(shape, config.channel_axis, model.num_classes,
                                bool(args.probabilities), bool(args.uncertainty)),

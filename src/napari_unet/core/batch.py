@@ -184,8 +184,11 @@ def stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...
 
 
 
-def _file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
-    """The file's own axes and z spacing, unless the settings give them."""
+def file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
+    """The file's own channel axis, axes and z spacing, each unless the settings give it
+    (``data``: a ``core.io.read_image`` result). The z spacing comes from the file's voxel size
+    whenever the file has a Z axis and the settings give no spacing, also when they give the
+    axes (shared by ``batch`` and ``predict`` on the command line and the Batch dock)."""
     changes: dict[str, Any] = {}
     if pconfig.channel_axis is None and data.channel_axis is not None:
         changes["channel_axis"] = data.channel_axis
@@ -216,7 +219,7 @@ def segment_file(
 
     try:
         data = read_image(path)
-        pconfig = _file_settings(config.predict, data)
+        pconfig = file_settings(config.predict, data)
         array = data.array
         label_axes, lead_shape = stack_layout(data.axes, tuple(array.shape))
         volumes = 1
@@ -528,7 +531,7 @@ def segment_huge_plane(client: Any, model: UNet, meta: ModelMeta, path: Path, ou
 
     try:
         data = read_image(path)
-        pconfig = _file_settings(config.predict, data)
+        pconfig = file_settings(config.predict, data)
         chunk = min(2048, int(config.split_pixels ** 0.5))
         result = yield from segment_plane_distributed(
             client, model, data.array, replace(pconfig, keep_probabilities=config.probabilities),
@@ -594,5 +597,6 @@ def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
 
 
 __all__ = ["FILE_ERRORS", "BatchConfig", "BatchSummary", "FileDone", "SliceProgress",
-           "batch_segment", "find_inputs", "output_name", "output_paths", "plane_pixels",
+           "batch_segment", "file_settings", "find_inputs", "output_name", "output_paths",
+           "plane_pixels",
            "segment_file", "stack_layout", "write_probabilities"]
