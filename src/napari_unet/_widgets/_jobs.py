@@ -298,9 +298,6 @@ class DockProcess:
         process.start()
         return (lambda: fn(*args)), None
 
-    def close(self) -> None:
-        self.process.close()
-
 
 def _arrays(args: Iterable[Any]) -> Iterator[Any]:
     """The arrays among ``args`` and in the fields of dataclass arguments."""
