@@ -145,6 +145,14 @@ def dock_job(path: str, image: np.ndarray, tiling: str):
     yield predict_image(net.eval(), image, meta=RAW, device="cpu", tiling=tiling)
 
 
+def importable(fn: Callable) -> Callable:
+    """``fn`` named by this module's import name: the job process does not run the main script
+    (``core.jobprocess.main_script_left_out``), so it finds functions by module."""
+    if fn.__module__ == "__main__":
+        return getattr(importlib.import_module("bench_tiling"), fn.__name__)
+    return fn
+
+
 def whole(model: UNet, image: np.ndarray) -> tuple[float, int, np.ndarray | None, str]:
     side = image.shape[0]
     if side * side * forward_bytes_per_pixel(model) <= WHOLE_LIMIT:
@@ -242,9 +250,10 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
     ]
     if jobs is not None:
         plan.append(("ours fast, job process (docks)",
-                     lambda: list(jobs.run(dock_job, path, image, "fast"))[-1], None, False,
+                     lambda: list(jobs.run(importable(dock_job), path, image, "fast"))[-1],
+                     None, False,
                      "tile"))
-        list(jobs.run(dock_job, path, image, "fast"))  # warm-up there at this size
+        list(jobs.run(importable(dock_job), path, image, "fast"))  # warm-up at this size
     times: dict[str, list[float]] = {name: [] for name, *_ in plan}
     last: dict[str, tuple] = {}
     note_of: dict[str, str] = {}

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .jobprocess import main_script_left_out
 from .sampling import BatchSpec, Snapshot, make_batch, restore_images, strip_images
 
 START_METHODS = ("spawn", "forkserver")
@@ -102,7 +103,8 @@ class BatchWorkers:
             proc = ctx.Process(target=_worker_main, name=f"napari-unet-batch-{k}",
                                args=(k, spec, shipped, self._tasks[k], self._results),
                                daemon=True)
-            proc.start()
+            with main_script_left_out():  # a user's unguarded napari script is not re-run
+                proc.start()
             self._procs.append(proc)
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._tasks,
                                            self._results)

@@ -36,10 +36,12 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 START_METHODS = ("spawn", "forkserver")
@@ -90,7 +92,8 @@ class JobProcess:
             self._proc = self._ctx.Process(
                 target=_child_main, name="napari-unet-jobs", daemon=True,
                 args=(self._preload, self._tasks, self._results, self._ready, self._stop_id))
-            self._proc.start()
+            with main_script_left_out():
+                self._proc.start()
             self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._tasks)
 
     @property
@@ -194,6 +197,32 @@ class JobProcess:
                     "the next job starts a new one") from None
 
 
+@contextmanager
+def main_script_left_out() -> Iterator[None]:
+    """Processes started in this block (``spawn``/``forkserver``) do not run the parent's main
+    script again.
+
+    Python's ``spawn`` re-imports the main module in the child so that functions defined there
+    can be unpickled; a napari script without an ``if __name__ == "__main__":`` guard (most
+    are) would then open a second viewer in every worker. Our workers only run functions of
+    importable modules, so the main module's file and spec are hidden while the child's
+    start-up data is collected (``Process.start`` does that before it returns).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+             if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _child_main(preload: tuple[str, ...], tasks: Any, results: Any, ready: Any,
                 stop_id: Any) -> None:
     for sig in GROUP_SIGNALS:  # the parent decides when we stop
@@ -255,4 +284,4 @@ def _shutdown(proc: Any, tasks: Any) -> None:
         proc.join(timeout=5)
 
 
-__all__ = ["GROUP_SIGNALS", "JobProcess", "PARENT_POLL_S", "START_METHODS"]
+__all__ = ["GROUP_SIGNALS", "JobProcess", "PARENT_POLL_S", "START_METHODS", "main_script_left_out"]
