@@ -243,3 +243,34 @@ def test_no_orphans_when_the_training_process_is_killed(tmp_path):
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 2
     assert wait_gone(pids) == []
+
+
+def test_workers_started_from_a_script_without_a_main_guard_do_not_run_it_again(tmp_path):
+    # a napari script without `if __name__ == "__main__":` (most are) must not be run again
+    # in each batch worker (it would open a viewer there; the worker would die starting)
+    runs = tmp_path / "runs.txt"
+    script = (
+        "import os\n"
+        f"with open({str(runs)!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "import numpy as np\n"
+        "from napari_unet.core.augment import AugmentConfig\n"
+        "from napari_unet.core.batchworkers import BatchWorkers\n"
+        "from napari_unet.core.sampling import BatchSpec\n"
+        "from napari_unet.core.trainingset import TrainingSet\n"
+        "lab = np.ones((32, 64), np.int32); lab[:, :32] = 2\n"
+        "samples = TrainingSet([np.random.rand(32, 64).astype(np.float32)], [lab],\n"
+        "                      convention='sparse', normalization={'method': 'none'},\n"
+        "                      validation_fraction=0.0)\n"
+        "spec = BatchSpec(batch_size=2, out_hw=(16, 16), margin=0, instances_mode=True,\n"
+        "                 num_classes=2, augment=AugmentConfig.none(), class_weights=None,\n"
+        "                 separate_touching=False)\n"
+        "with BatchWorkers(samples, spec, start=0, n_workers=1) as workers:\n"
+        "    print(workers.wait_ready(60), workers.get(0, timeout=60)[0].shape, flush=True)\n"
+    )
+    (tmp_path / "unguarded.py").write_text(script)
+    out = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "True"  # the worker started and took requests
+    assert len(runs.read_text().split()) == 1  # the script's top level ran once, here
