@@ -48,3 +48,26 @@ def job_process(monkeypatch):
         time.sleep(0.1)
     yield dock
     dock.process.close()
+
+
+@pytest.fixture
+def unguarded_script(tmp_path):
+    """Runs ``body`` as a script without an ``if __name__ == "__main__":`` guard (as most napari
+    scripts are), asserts it succeeded and that its top level ran once (in its own process,
+    not again in the workers it spawned), and returns its standard output."""
+    import subprocess
+    import sys
+
+    def run(body: str, path: list[str] = ()) -> str:
+        runs = tmp_path / "runs.txt"
+        script = (f"import os, sys\nsys.path[:0] = {list(path)!r}\n"
+                  f"with open({str(runs)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+                  + body)
+        (tmp_path / "unguarded.py").write_text(script)
+        out = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")],
+                             capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        assert len(runs.read_text().split()) == 1  # the top level ran once, here
+        return out.stdout
+
+    return run

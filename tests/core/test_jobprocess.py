@@ -197,27 +197,13 @@ def _alive(pid: int) -> bool:
         return f.read().split(") ")[-1][0] != "Z"
 
 
-def test_a_main_script_without_a_guard_is_not_run_again_in_the_process(tmp_path):
+def test_a_main_script_without_a_guard_is_not_run_again_in_the_process(unguarded_script):
     # most napari scripts have no `if __name__ == "__main__":`; spawn would run them again in
     # the job process (a second viewer); the process runs only importable functions instead
-    import subprocess
-    import sys
-
-    runs = tmp_path / "runs.txt"
-    script = (
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        f"with open({str(runs)!r}, 'a') as f:\n"
-        "    f.write(f'{os.getpid()}\\n')\n"
+    out = unguarded_script(
         "from napari_unet.core.jobprocess import JobProcess\n"
         "from test_jobprocess import counting\n"
         "jobs = JobProcess()\n"
         "print([e[0] for e in jobs.run(counting, 3)], flush=True)\n"
-        "jobs.close()\n"
-    )
-    (tmp_path / "unguarded.py").write_text(script)
-    out = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[0, 1, 2]"
-    assert len(runs.read_text().split()) == 1  # the script's top level ran once, here
+        "jobs.close()\n", path=[str(Path(__file__).parent)])
+    assert out.strip() == "[0, 1, 2]"

@@ -245,14 +245,11 @@ def test_no_orphans_when_the_training_process_is_killed(tmp_path):
     assert wait_gone(pids) == []
 
 
-def test_workers_started_from_a_script_without_a_main_guard_do_not_run_it_again(tmp_path):
+def test_workers_started_from_a_script_without_a_main_guard_do_not_run_it_again(
+        unguarded_script):
     # a napari script without `if __name__ == "__main__":` (most are) must not be run again
     # in each batch worker (it would open a viewer there; the worker would die starting)
-    runs = tmp_path / "runs.txt"
-    script = (
-        "import os\n"
-        f"with open({str(runs)!r}, 'a') as f:\n"
-        "    f.write(f'{os.getpid()}\\n')\n"
+    out = unguarded_script(
         "import numpy as np\n"
         "from napari_unet.core.augment import AugmentConfig\n"
         "from napari_unet.core.batchworkers import BatchWorkers\n"
@@ -266,11 +263,5 @@ def test_workers_started_from_a_script_without_a_main_guard_do_not_run_it_again(
         "                 num_classes=2, augment=AugmentConfig.none(), class_weights=None,\n"
         "                 separate_touching=False)\n"
         "with BatchWorkers(samples, spec, start=0, n_workers=1) as workers:\n"
-        "    print(workers.wait_ready(60), workers.get(0, timeout=60)[0].shape, flush=True)\n"
-    )
-    (tmp_path / "unguarded.py").write_text(script)
-    out = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True,
-                         text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "True"  # the worker started and took requests
-    assert len(runs.read_text().split()) == 1  # the script's top level ran once, here
+        "    print(workers.wait_ready(60), workers.get(0, timeout=60)[0].shape, flush=True)\n")
+    assert out.split()[0] == "True"  # the worker started and took requests
