@@ -147,7 +147,7 @@ def dock_job(path: str, image: np.ndarray, tiling: str):
 
 def importable(fn: Callable) -> Callable:
     """``fn`` named by this module's import name: the job process does not run the main script
-    (``core.jobprocess.main_script_left_out``), so it finds functions by module."""
+    (``core.spawning.main_script_left_out``), so it finds functions by module."""
     if fn.__module__ == "__main__":
         return getattr(importlib.import_module("bench_tiling"), fn.__name__)
     return fn

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from napari_unet.core.augment import AugmentConfig
-from napari_unet.core.batchworkers import GROUP_SIGNALS, BatchWorkers
+from napari_unet.core.batchworkers import BatchWorkers
 from napari_unet.core.sampling import BatchSpec, make_batch, restore_images, strip_images
+from napari_unet.core.spawning import GROUP_SIGNALS
 from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.trainingset import TrainingSet
 
@@ -217,7 +218,8 @@ def test_no_orphans_when_the_training_process_is_killed(tmp_path):
     script = textwrap.dedent("""
         import os, signal
         import numpy as np
-        from napari_unet.core.batchworkers import GROUP_SIGNALS, BatchWorkers
+        from napari_unet.core.batchworkers import BatchWorkers
+        from napari_unet.core.spawning import GROUP_SIGNALS
         from napari_unet.core.sampling import BatchSpec
         from napari_unet.core.trainingset import TrainingSet
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import signal
 import time
 import traceback
 import weakref
@@ -38,17 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from .jobprocess import main_script_left_out
 from .sampling import BatchSpec, Snapshot, make_batch, restore_images, strip_images
+from .spawning import (
+    PARENT_POLL_S,
+    leave_group_signals_to_parent,
+    main_script_left_out,
+    spawn_context,
+)
 
-START_METHODS = ("spawn", "forkserver")
 #: Nice increment of the worker processes (background work, below the GUI and the training).
 WORKER_NICE = 10
-#: Seconds between a worker's checks that its parent is still alive.
-PARENT_POLL_S = 0.5
-#: Signals sent to a whole process group that the workers leave to their parent.
-GROUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                      if hasattr(signal, name))
 
 
 def auto_workers() -> int:
@@ -77,9 +75,6 @@ class BatchWorkers:
 
     def __init__(self, samples: Any, spec: BatchSpec, start: int, n_workers: int,
                  prefetch: int = 2, start_method: str = "spawn") -> None:
-        if start_method not in START_METHODS:
-            raise ValueError(f"start_method must be one of {START_METHODS}, got "
-                             f"{start_method!r} (fork is unsafe in a process running Qt)")
         if int(n_workers) != n_workers or n_workers < 1:
             raise ValueError(f"n_workers must be an integer >= 1, got {n_workers!r}")
         self._samples = samples
@@ -92,7 +87,7 @@ class BatchWorkers:
         self._up: list[int] = []  # workers that reported ready
         self._turn = 0
         self._known: list[set] = [set() for _ in range(self._n)]
-        ctx = mp.get_context(start_method)
+        ctx = spawn_context(start_method)
         self._results = ctx.Queue()
         self._tasks = [ctx.Queue() for _ in range(self._n)]
         snapshot = samples.snapshot()
@@ -209,7 +204,7 @@ def _shutdown(procs: list, tasks: list, results: Any, timeout: float = 2.0) -> N
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
     for p in procs:
-        if p.is_alive():  # a worker ignores SIGTERM (see GROUP_SIGNALS) and holds nothing to save
+        if p.is_alive():  # a worker ignores SIGTERM (spawning.GROUP_SIGNALS), holds nothing to save
             p.kill()
             p.join(1.0)
     for q in (*tasks, results):
@@ -232,8 +227,7 @@ def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
     # Ctrl-C, a closed terminal or a cluster's limit reaches the whole process group: the
     # parent handles it (stopping between steps and saving) and closes us. Dying here first
     # would make the parent's next get() fail before it saw its own signal.
-    for sig in GROUP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    leave_group_signals_to_parent()
     _lower_priority()
     parent = mp.parent_process()
     cache: dict[tuple[int, int], np.ndarray] = {}
@@ -263,4 +257,4 @@ def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
             return
 
 
-__all__ = ["GROUP_SIGNALS", "PARENT_POLL_S", "START_METHODS", "BatchWorkers", "auto_workers"]
+__all__ = ["BatchWorkers", "auto_workers"]

@@ -20,7 +20,7 @@ hands its events back one at a time, as if the generator ran here:
   that dies (killed, out of memory) raises ``RuntimeError`` and the next job starts a new one;
 - the process ignores the signals a terminal sends to the whole process group (Ctrl-C); when
   its parent is gone it stops its job at the next event, or exits within
-  :data:`PARENT_POLL_S` when idle; :meth:`close` (also on garbage collection and at
+  :data:`.spawning.PARENT_POLL_S` when idle; :meth:`close` (also on garbage collection and at
   interpreter exit: a daemon process) ends it.
 
 Events and results travel pickled through a pipe: a job's arguments and results are copied
@@ -31,25 +31,22 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import multiprocessing as mp
 import os
 import pickle
 import queue
-import signal
-import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-START_METHODS = ("spawn", "forkserver")
-#: Seconds between the checks that the other side is still alive.
-PARENT_POLL_S = 0.5
-#: Signals sent to a whole process group that the job process leaves to its parent.
-GROUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                      if hasattr(signal, name))
+from .spawning import (
+    PARENT_POLL_S,
+    leave_group_signals_to_parent,
+    main_script_left_out,
+    spawn_context,
+)
+
 _NO_JOB = -1
 
 
@@ -64,10 +61,7 @@ class JobProcess:
     """
 
     def __init__(self, preload: Iterable[str] = (), start_method: str = "spawn") -> None:
-        if start_method not in START_METHODS:
-            raise ValueError(f"start_method must be one of {START_METHODS}, got "
-                             f"{start_method!r} (fork is unsafe in a process running Qt)")
-        self._ctx = mp.get_context(start_method)
+        self._ctx = spawn_context(start_method)
         self._preload = tuple(preload)
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -197,36 +191,9 @@ class JobProcess:
                     "the next job starts a new one") from None
 
 
-@contextmanager
-def main_script_left_out() -> Iterator[None]:
-    """Processes started in this block (``spawn``/``forkserver``) do not run the parent's main
-    script again.
-
-    Python's ``spawn`` re-imports the main module in the child so that functions defined there
-    can be unpickled; a napari script without an ``if __name__ == "__main__":`` guard (most
-    are) would then open a second viewer in every worker. Our workers only run functions of
-    importable modules, so the main module's file and spec are hidden while the child's
-    start-up data is collected (``Process.start`` does that before it returns).
-    """
-    main = sys.modules.get("__main__")
-    if main is None:
-        yield
-        return
-    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
-             if name in main.__dict__}
-    main.__dict__.pop("__file__", None)
-    main.__dict__["__spec__"] = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
-
-
 def _child_main(preload: tuple[str, ...], tasks: Any, results: Any, ready: Any,
                 stop_id: Any) -> None:
-    for sig in GROUP_SIGNALS:  # the parent decides when we stop
-        signal.signal(sig, signal.SIG_IGN)
+    leave_group_signals_to_parent()  # the parent decides when we stop
     parent = os.getppid()
     results.cancel_join_thread()  # exiting never waits on a parent that stopped reading
     for name in preload:
@@ -267,7 +234,7 @@ def _portable(err: BaseException) -> BaseException:
         err.add_note(f"in the job process:\n{trace}")
         pickle.loads(pickle.dumps(err))
         return err
-    except Exception:
+    except Exception:  # whatever pickling or the exception's own __init__ raises: not portable
         portable = RuntimeError(f"{type(err).__name__}: {err}")
         portable.add_note(f"in the job process:\n{trace}")
         return portable
@@ -284,4 +251,4 @@ def _shutdown(proc: Any, tasks: Any) -> None:
         proc.join(timeout=5)
 
 
-__all__ = ["GROUP_SIGNALS", "JobProcess", "PARENT_POLL_S", "START_METHODS", "main_script_left_out"]
+__all__ = ["JobProcess"]

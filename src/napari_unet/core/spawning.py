@@ -1,0 +1,68 @@
+"""What every spawned worker process of napari-unet shares: the start methods, the parent
+check, the signals left to the parent, and starting without re-running the main script.
+
+Used by :mod:`.batchworkers` (the training's batch workers) and :mod:`.jobprocess` (the docks'
+job process).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+START_METHODS = ("spawn", "forkserver")
+#: Seconds between a worker's checks that its parent is still alive (and the parent's that the
+#: worker is).
+PARENT_POLL_S = 0.5
+#: Signals sent to a whole process group that workers leave to their parent.
+GROUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
+
+
+def spawn_context(start_method: str) -> Any:
+    """The multiprocessing context for ``start_method``; ``fork`` is refused."""
+    if start_method not in START_METHODS:
+        raise ValueError(f"start_method must be one of {START_METHODS}, got "
+                         f"{start_method!r} (fork is unsafe in a process running Qt)")
+    return mp.get_context(start_method)
+
+
+def leave_group_signals_to_parent() -> None:
+    """In a worker: ignore Ctrl-C, a closed terminal and a cluster's limit sent to the whole
+    process group; the parent handles them and ends its workers."""
+    for sig in GROUP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextmanager
+def main_script_left_out() -> Iterator[None]:
+    """Processes started in this block (``spawn``/``forkserver``) do not run the parent's main
+    script again.
+
+    Python's ``spawn`` re-imports the main module in the child so that functions defined there
+    can be unpickled; a napari script without an ``if __name__ == "__main__":`` guard (most
+    are) would then open a second viewer in every worker. Our workers only run functions of
+    importable modules, so the main module's file and spec are hidden while the child's
+    start-up data is collected (``Process.start`` does that before it returns).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+             if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+__all__ = ["GROUP_SIGNALS", "PARENT_POLL_S", "START_METHODS", "leave_group_signals_to_parent",
+           "main_script_left_out", "spawn_context"]
