@@ -1,6 +1,8 @@
 """Accuracy on images rescaled 0.5x-2x: at the image's own scale, with the true diameter given,
-and with the automatic diameter estimate (core.diameter). Also compares recorded training
-diameters (``--trained D ...``): the model's scale is only as good as that number.
+and with the automatic diameter estimate (core.diameter); a given diameter rescales into the
+model's band (core.diameter.model_scale), the rule before rescaled to the training diameter.
+Also compares recorded training diameters (``--trained D ...``): the model's scale is only as
+good as that number.
 
     python scripts/scale_experiment.py [--model PATH] [--factors 0.5 0.71 1 1.41 2]
 
@@ -82,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                 im, lab = zoom(image, labels, f)
                 true_d = whole_object_diameter(lab)
                 rows["own scale"].append((lab, predict_image(model, im, meta).instances))
+                # the rule before 2026-12-02: objects rescaled to the training diameter itself
+                # (as a pixel-size ratio, which the band does not touch)
+                centre = meta.replace(pixel_size=1.0)
+                rows.setdefault("true diameter, to the centre (before)", []).append(
+                    (lab, predict_image(model, im, centre,
+                                        pixel_size=trained[-1] / true_d).instances))
                 for t in trained:
                     m = meta.replace(object_diameter=t)
                     rows.setdefault(f"true diameter, trained {t:.1f}", []).append(

@@ -43,8 +43,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not split touching objects by shape (watershed); for long or "
                              "irregular objects")
     parser.add_argument("--diameter", type=_diameter, default=None, metavar="PX|auto",
-                        help="typical object diameter in px (rescales the images to the "
-                             "model's), or 'auto' to estimate it with the model")
+                        help="typical object diameter in px: images whose objects lie "
+                             "outside the model's size band are rescaled into it; or 'auto' "
+                             "to estimate it with the model")
     parser.add_argument("--channel-axis", type=int, default=None,
                         help="axis of the channels (default: from the file)")
     parser.add_argument("--axes", default=None, metavar="LETTERS",

@@ -5,7 +5,13 @@ import pytest
 from skimage.transform import rescale
 
 from napari_unet.core.checkpoint import load_model
-from napari_unet.core.diameter import DiameterEstimate, confident_diameters, estimate_diameter
+from napari_unet.core.diameter import (
+    DiameterEstimate,
+    band_text,
+    confident_diameters,
+    estimate_diameter,
+    model_scale,
+)
 from napari_unet.core.evaluation import evaluate_dataset
 from napari_unet.core.prediction import predict_image
 from napari_unet.core.synthetic import equivalent_diameters, synthetic_nuclei
@@ -21,7 +27,7 @@ def test_estimate_recovers_the_known_scale_within_15_percent(default_model, radi
     model, meta = default_model
     image, labels = synthetic_nuclei((192, 192), radius=radius, touching=0.3, seed=11)
     truth = float(np.median(equivalent_diameters(labels)))
-    estimate = estimate_diameter(model, image, meta, tolerance=1.0)  # always two passes
+    estimate = estimate_diameter(model, image, meta, band=(1.0, 1.0))  # always two passes
     assert isinstance(estimate, DiameterEstimate) and estimate.rescale
     assert estimate.n_objects >= 5
     assert abs(estimate.diameter - truth) <= 0.15 * truth, (estimate, truth)
@@ -43,12 +49,13 @@ def test_rescaled_image_scores_close_to_the_original_with_the_estimate(default_m
     assert scored["ap50"] >= original["ap50"] - 0.1, (scored, original)
 
 
-def test_within_the_tolerance_the_image_is_left_alone(default_model):
+def test_within_the_models_band_the_image_is_left_alone(default_model):
     model, meta = default_model
     image, labels = synthetic_nuclei((128, 128), radius=(7.0, 10.0), seed=6)
     truth = float(np.median(equivalent_diameters(labels)))
     estimate = estimate_diameter(model, image, meta.replace(object_diameter=1.5 * truth))
     assert not estimate.rescale and "no rescale" in estimate.note
+    assert "within the model's" in estimate.note
     assert abs(estimate.diameter - truth) <= 0.15 * truth
 
 
@@ -82,7 +89,8 @@ def test_confident_diameters_skip_unsure_and_border_objects():
 
 
 @pytest.mark.parametrize("bad", [dict(confidence=1.5), dict(min_objects=0),
-                                 dict(max_ratio=1.5), dict(tolerance=0.5)])
+                                 dict(max_ratio=1.5), dict(band=(1.5, 2.0)),
+                                 dict(band=(0.5, 0.9)), dict(band=(0.0, 2.0))])
 def test_bad_settings_are_refused(default_model, bad):
     model, meta = default_model
     with pytest.raises(ValueError):
@@ -98,3 +106,20 @@ def test_objects_three_times_the_recorded_size_are_measured_and_rescaled(default
     estimate = estimate_diameter(model, image, meta.replace(object_diameter=16.0))
     assert estimate.rescale
     assert abs(estimate.diameter - truth) <= 0.15 * truth, (estimate, truth)
+
+
+def test_model_scale_brings_objects_to_the_bands_nearer_edge():
+    # trained at 20 px, band 0.5-1.75: 10-35 px left alone
+    assert model_scale(10.0, 20.0) == model_scale(24.0, 20.0) == model_scale(35.0, 20.0) == 1.0
+    assert model_scale(5.0, 20.0) == pytest.approx(2.0)     # 5 -> 10 px
+    assert model_scale(70.0, 20.0) == pytest.approx(0.5)    # 70 -> 35 px
+    assert model_scale(90.0, 20.0, band=(1.0, 1.0)) == pytest.approx(20 / 90)
+    assert band_text(20.0) == "10.0-35.0 px (trained at 20.0 px)"
+
+
+def test_a_rescaling_estimate_names_the_band_and_the_factor(default_model):
+    model, meta = default_model
+    image, labels = synthetic_nuclei((384, 384), radius=(22.0, 28.0), touching=0.2, seed=3)
+    estimate = estimate_diameter(model, image, meta.replace(object_diameter=16.0))
+    assert estimate.rescale and "outside the model's 8.0-28.0 px" in estimate.note
+    assert f"rescaled by {28.0 / estimate.diameter:.2f}" in estimate.note

@@ -182,7 +182,8 @@ def test_huge_finite_values_are_not_called_infinite(model):
 
 def test_rescale_factor_is_bounded(model):
     meta = ModelMeta.for_model(model, object_diameter=16.0)
-    with pytest.raises(ValueError, match=r"320x.*64 x 64 -> 20480 x 20480"):
+    # 0.05 px objects brought to the band's lower edge, 8 px: 160x
+    with pytest.raises(ValueError, match=r"160x.*64 x 64 -> 10240 x 10240"):
         predict(model, _image((64, 64)), PredictConfig(object_diameter=0.05), meta)
     with pytest.raises(ValueError, match="object_diameter must be a positive number or 'auto'"):
         PredictConfig(object_diameter="big")

@@ -141,7 +141,8 @@ def test_object_diameter_resamples_in_and_out():
     model = _net("same")
     image = _image((40, 50), seed=7)
     meta = {**RAW, "object_diameter": 20.0}
-    result = predict_image(model, image, meta=meta, object_diameter=10.0, tile_size=128,
+    # 5 px objects, below the model's band (10-35 px): brought to its edge, 10 px, so 2x
+    result = predict_image(model, image, meta=meta, object_diameter=5.0, tile_size=128,
                            device="cpu")
     assert result.probabilities.shape == (2, 40, 50)
     big = resize(image, (80, 100), order=1, mode="symmetric", preserve_range=True)
@@ -150,6 +151,21 @@ def test_object_diameter_resamples_in_and_out():
                       anti_aliasing=True)
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(result.probabilities.sum(0), 1, atol=1e-5)
+
+
+def test_object_diameter_inside_the_models_band_predicts_at_the_images_own_scale():
+    model = _net("same")
+    image = _image((40, 50), seed=8)
+    meta = {**RAW, "object_diameter": 20.0}
+    own = predict_image(model, image, meta=meta, device="cpu")
+    for inside in (10.0, 24.0, 35.0):  # the band's edges included
+        events = list(predict(model, image, PredictConfig(object_diameter=inside,
+                                                          device="cpu"), meta))
+        assert any(isinstance(e, Message) and "within the model's 10.0-35.0 px" in e.text
+                   for e in events)
+        np.testing.assert_array_equal(events[-1].probabilities, own.probabilities)
+    above = predict_image(model, image, meta=meta, object_diameter=70.0, device="cpu")
+    assert not np.array_equal(above.probabilities, own.probabilities)  # 0.5x: rescaled
 
 
 def test_object_diameter_without_model_diameter_is_a_message():

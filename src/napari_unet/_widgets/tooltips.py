@@ -66,9 +66,10 @@ _PREDICT = {
                  "gives bigger and more objects",
     "min_size": "objects smaller than this many pixels are dropped; auto uses the model's "
                 "default",
-    "diameter": "typical object diameter in pixels in this image; the image is rescaled so "
-                "objects have the size the model was trained on. 'model scale' uses the image "
-                "as it is (or its pixel size, when both image and model record one)",
+    "diameter": "typical object diameter in pixels in this image; if it lies outside the "
+                "sizes the model was trained on, the image is rescaled so objects come out at "
+                "the nearest of them. 'model scale' uses the image as it is (or its pixel "
+                "size, when both image and model record one)",
     "estimate_diameter": "estimate the typical object diameter from the image",
     "own_normalization": "normalise the image with the percentiles below instead of the ones "
                          "the model was trained with",
@@ -106,9 +107,9 @@ _BATCH = {
                         "3.5x the prediction time. The z spacing comes from each file",
     "threshold": _PREDICT["threshold"],
     "min_size": _PREDICT["min_size"],
-    "diameter": "typical object diameter in pixels in these images; they are rescaled so "
-                "objects have the size the model was trained on. 'model scale' uses each "
-                "image as it is",
+    "diameter": "typical object diameter in pixels in these images; if it lies outside the "
+                "sizes the model was trained on, they are rescaled so objects come out at the "
+                "nearest of them. 'model scale' uses each image as it is",
     "probabilities": "also write <name>_probabilities.tif (float32, one channel per class)",
     "suffix": "appended to each image's name for its labels file (empty: the same name)",
     "overwrite": "replace labels files that already exist; otherwise they are skipped, so an "

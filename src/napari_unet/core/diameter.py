@@ -7,20 +7,22 @@ module measures it with the model itself, iterated once:
 1. predict at the image's own scale and at 1/2 and 1/4 of it, keep the *confident* objects
    (mean foreground probability at least ``confidence``, not cut by the image border) and take
    the median of their equivalent diameters ``2 sqrt(area / pi)``. Of these first estimates,
-   keep the coarsest whose objects the model saw within ``tolerance`` of its own size (else
+   keep the coarsest whose objects the model saw within :data:`SEEN_WHOLE` of its own size (else
    the closest): a net shown nuclei three times larger than it knows breaks them into
    fragments of about its own size, so the full-scale pass alone can report fragments; at a
    coarser scale the same nuclei come out whole. (Only when the objects look small at full
    scale is a 2x pass added, for tiny objects.)
-2. predict again with the image rescaled by that first estimate (objects now near the model's
-   size, where its outlines are best) and measure again, back in image pixels.
+2. predict again with the image rescaled by that first estimate (objects now inside the
+   model's band, where its outlines are best) and measure again, back in image pixels.
 
-The estimate is used only when it lies outside ``tolerance`` x the training diameter: a model
-trained on a range of sizes (the default model saw nuclei of 10-60 px) does best at the
-image's own scale inside that range, and rescaling there only costs detail (measured,
-docs/models.md). No objects, or an estimate far outside what the model was trained at
-(``max_ratio``), gives a clear note and no rescale either (:attr:`DiameterEstimate.rescale` is
-False); prediction then runs at the image's own scale.
+How a diameter becomes a rescale (one rule for a given ``object_diameter`` and for this
+estimate, :func:`model_scale`): a model trained on a range of sizes (the default model saw
+nuclei of 10-50 px) does best at the image's own scale for objects inside its band
+(:data:`SCALE_BAND` x the training diameter); objects outside are rescaled to the band's
+nearest edge, not to its centre (measured on held-out and separate tuning images:
+docs/models.md, "The scale band"). No objects, or an estimate far outside what the model was
+trained at (``max_ratio``), gives a clear note and no rescale (:attr:`DiameterEstimate.rescale`
+is False); prediction then runs at the image's own scale.
 """
 
 from __future__ import annotations
@@ -37,6 +39,33 @@ from .meta import ModelMeta
 
 #: The value of ``object_diameter`` / ``--diameter`` that asks for this estimate.
 AUTO = "auto"
+
+#: Objects whose diameter lies within these factors of the model's training diameter are
+#: predicted at the image's own scale; others are rescaled to the nearer edge. Upscaling small
+#: objects far (interpolated edges) and shrinking big ones to the training centre both lost
+#: accuracy against stopping at the edge (docs/models.md, "The scale band").
+SCALE_BAND = (0.5, 1.75)
+
+#: The first passes' choice (step 1 above): objects the net saw within this factor of its own
+#: size count as seen whole.
+SEEN_WHOLE = 2.0
+
+
+def model_scale(diameter: float, trained: float,
+                band: tuple[float, float] = SCALE_BAND) -> float:
+    """Factor from image to model pixels for objects of ``diameter`` px, for a model trained at
+    ``trained`` px: 1 inside ``band`` x ``trained``, else what brings them to its nearer edge."""
+    low, high = band[0] * trained, band[1] * trained
+    if diameter < low:
+        return low / diameter
+    if diameter > high:
+        return high / diameter
+    return 1.0
+
+
+def band_text(trained: float, band: tuple[float, float] = SCALE_BAND) -> str:
+    """``"10.8-38.0 px (trained at 21.7 px)"``: the model's band, for notes."""
+    return f"{band[0] * trained:.1f}-{band[1] * trained:.1f} px (trained at {trained:.1f} px)"
 
 
 @dataclass(frozen=True)
@@ -71,7 +100,7 @@ def estimate_diameter(
     device: str = "cpu",
     confidence: float = 0.8,
     min_objects: int = 3,
-    tolerance: float = 2.0,
+    band: tuple[float, float] = SCALE_BAND,
     max_ratio: float = 6.0,
     max_side: int = 1024,
     **predict_kwargs: Any,
@@ -95,10 +124,11 @@ def estimate_diameter(
         Minimum mean foreground probability of an object that is measured.
     min_objects : int
         Fewer confident objects than this: no estimate.
-    tolerance : float >= 1
-        Estimates within this factor of the training diameter are left alone (no rescale);
-        1 rescales whenever the estimate differs.
-    max_ratio : float > tolerance
+    band : (low, high) with 0 < low <= 1 <= high
+        Estimates within these factors of the training diameter are left alone (no rescale),
+        others are rescaled to the nearer edge (:func:`model_scale`); ``(1, 1)`` rescales
+        whenever the estimate differs.
+    max_ratio : float > 1/low and high
         Estimates more than this factor above or below the training diameter are not used
         (the model has never seen such sizes; its own first pass is then unreliable too).
     max_side : int
@@ -118,11 +148,15 @@ def estimate_diameter(
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if int(min_objects) != min_objects or min_objects < 1:
         raise ValueError(f"min_objects must be an integer >= 1, got {min_objects!r}")
-    if not (math.isfinite(tolerance) and tolerance >= 1.0):
-        raise ValueError(f"tolerance must be a finite number >= 1, got {tolerance!r}")
-    if not (math.isfinite(max_ratio) and max_ratio > tolerance):
-        raise ValueError(f"max_ratio must be a finite number > tolerance ({tolerance:g}), got "
-                         f"{max_ratio!r}")
+    low, high = (float(b) for b in band)
+    if not (math.isfinite(high) and 0.0 < low <= 1.0 <= high):
+        raise ValueError(f"band must be two finite factors (low, high) with 0 < low <= 1 <= "
+                         f"high, got {band!r}")
+    widest = max(1.0 / low, high)
+    if not (math.isfinite(max_ratio) and max_ratio > widest):
+        raise ValueError(f"max_ratio must be a finite number > the band's widest factor "
+                         f"({widest:g}), got {max_ratio!r}")
+    band = (low, high)
     if not isinstance(meta, ModelMeta):
         meta = ModelMeta.from_dict(dict(meta or {}), model)
     if meta.mode != "instances":
@@ -161,20 +195,20 @@ def estimate_diameter(
     usable = {s: d for s, d in candidates.items() if len(d) >= min_objects}
     if not usable:
         return _too_few(max(candidates.values(), key=len), min_objects)
-    # The coarsest pass whose objects the net saw within ``tolerance`` of its own size: a net
+    # The coarsest pass whose objects the net saw within SEEN_WHOLE of its own size: a net
     # shown nuclei far larger than it knows returns fragments of about its own size at full
     # scale, so "closest to its size" alone can pick the fragments. None such: the closest.
     seen = {s: float(np.median(d)) * s for s, d in usable.items()}
-    inside = [s for s in usable if 1.0 / tolerance <= seen[s] / trained <= tolerance]
+    inside = [s for s in usable if 1.0 / SEEN_WHOLE <= seen[s] / trained <= SEEN_WHOLE]
     scale = min(inside) if inside else min(usable, key=lambda s: abs(math.log(seen[s] /
                                                                             trained)))
     first = usable[scale]
     d1 = float(np.median(first))
     if not 1.0 / max_ratio <= d1 / trained <= max_ratio:
         return DiameterEstimate(d1, len(first), _far(d1, trained, max_ratio))
-    if 1.0 / tolerance <= d1 / trained <= tolerance:
-        return _within(d1, len(first), trained, tolerance)
-    # Second pass with the objects near the model's size; its outlines are best there.
+    if model_scale(d1, trained, band) == 1.0:
+        return _within(d1, len(first), trained, band)
+    # Second pass with the objects brought into the model's band; its outlines are best there.
     second = _measure(predict_image(model, plane, meta, object_diameter=d1, **kwargs),
                       confidence)
     if len(second) >= min_objects:
@@ -183,11 +217,12 @@ def estimate_diameter(
         d, n = d1, len(first)
     if not 1.0 / max_ratio <= d / trained <= max_ratio:
         return DiameterEstimate(d, n, _far(d, trained, max_ratio))
-    if 1.0 / tolerance <= d / trained <= tolerance:
-        return _within(d, n, trained, tolerance)
+    factor = model_scale(d, trained, band)
+    if factor == 1.0:
+        return _within(d, n, trained, band)
     return DiameterEstimate(
-        d, n, f"estimated object diameter {d:.1f} px from {n} objects; the model was trained "
-        f"at {trained:.1f} px: image rescaled by {trained / d:.2f}", rescale=True)
+        d, n, f"estimated object diameter {d:.1f} px from {n} objects, outside the model's "
+        f"{band_text(trained, band)}: image rescaled by {factor:.2f}", rescale=True)
 
 
 def confident_diameters(instances: np.ndarray, foreground: np.ndarray,
@@ -212,9 +247,9 @@ def _measure(result: Any, confidence: float) -> np.ndarray:
                                confidence)
 
 
-def _within(d: float, n: int, trained: float, tolerance: float) -> DiameterEstimate:
+def _within(d: float, n: int, trained: float, band: tuple[float, float]) -> DiameterEstimate:
     return DiameterEstimate(d, n, f"estimated object diameter {d:.1f} px from {n} objects, "
-                            f"within {tolerance:g}x of the model's {trained:.1f} px: no rescale")
+                            f"within the model's {band_text(trained, band)}: no rescale")
 
 
 def _too_few(found: np.ndarray, min_objects: int) -> DiameterEstimate:
@@ -236,4 +271,5 @@ def _central_crop(plane: np.ndarray, side: int) -> np.ndarray:
     return plane[..., y0:y0 + min(h, side), x0:x0 + min(w, side)]
 
 
-__all__ = ["AUTO", "DiameterEstimate", "confident_diameters", "estimate_diameter"]
+__all__ = ["AUTO", "SCALE_BAND", "SEEN_WHOLE", "DiameterEstimate", "band_text",
+           "confident_diameters", "estimate_diameter", "model_scale"]

@@ -59,6 +59,7 @@ from .blockwise import (
 )
 from .constants import DEFAULT_NORMALIZATION, DEFAULT_TILING, mode_for_classes
 from .device import check_device_name, resolve_device
+from .diameter import band_text, estimate_diameter, model_scale
 from .events import Message, Progress
 from .heap import reuse_freed_memory
 from .layout import channels_at_minus3
@@ -457,9 +458,12 @@ def _scale_factor(config: PredictConfig, meta: ModelMeta, diameter: float | None
         if not meta.object_diameter:
             return 1.0, ("the model does not record the object diameter it was trained at; "
                          "object_diameter is ignored")
-        factor = float(meta.object_diameter) / diameter
-        source = (f"object_diameter {diameter:g} px against the model's "
-                  f"{meta.object_diameter:g} px")
+        trained = float(meta.object_diameter)
+        factor = model_scale(diameter, trained)
+        source = f"object_diameter {diameter:g} px against the model's {band_text(trained)}"
+        if factor == 1.0:
+            return 1.0, (f"object_diameter {diameter:g} px lies within the model's "
+                         f"{band_text(trained)}: predicted at the image's own scale")
     elif config.pixel_size is not None:
         if not meta.pixel_size:
             return 1.0, ("the model does not record the pixel size it was trained at; "
@@ -650,8 +654,6 @@ class PredictionJob:
     def _setup(self) -> Iterator[Message]:
         config, model = self.config, self.model
         if config.object_diameter == "auto":
-            from .diameter import estimate_diameter
-
             estimate = estimate_diameter(
                 model, self.image, self.meta, channel_axis=self.channel_axis,
                 device=config.device, tile_size=config.tile_size,

@@ -42,6 +42,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..diameter import SCALE_BAND
 from ..meta import ModelMeta
 from ..model import UNet
 from ..outputs import atomic_write, plan_outputs
@@ -470,9 +471,11 @@ def _documentation(model: UNet, meta: ModelMeta) -> str:
            if meta.mode == "instances" else "a class map (argmax)."),
     ]
     if meta.object_diameter:
+        low, high = SCALE_BAND
         usage.append(f"- Objects were about {meta.object_diameter:.1f} px across in the "
-                     "training images; rescale images whose objects differ much (napari-unet "
-                     "does that when given an object diameter).")
+                     f"training images; rescale images whose objects are under {low:g}x or "
+                     f"over {high:g}x that size to the nearer of those (napari-unet does that "
+                     "when given an object diameter).")
     usage += [
         "",
         "## Validation",
