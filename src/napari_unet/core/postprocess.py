@@ -14,13 +14,17 @@ from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima
 from skimage.segmentation import expand_labels, find_boundaries, relabel_sequential, watershed
 
-#: A seed of :func:`split_touching` must rise this many (lateral) pixels of smoothed distance
-#: above the saddle to a higher seed of its object. Measured (benchmarks/bench_volume.py, 6
-#: synthetic volumes, shipped model): 3D AP@0.5 0.919 -> 0.937, merged + split 5.5 % -> 5.3 %
+#: In 3D, a seed of :func:`split_touching` must rise this many (lateral) pixels of smoothed
+#: distance above the saddle to a higher seed of its object. Measured (benchmarks/bench_volume.py,
+#: 6 synthetic volumes, shipped model): 3D AP@0.5 0.919 -> 0.937, merged + split 5.5 % -> 5.3 %
 #: (elongated nuclei no longer cut in two); 1 px gave AP 0.947 but 5.5 % (more stacked nuclei
-#: merged). In 2D (12 varied synthetic images, 6 plain, cells3d held-out planes) 0.5 px changed
-#: AP@0.5 by <= 0.001; 1 px cost 0.012 on the varied set (docs/big-images-and-volumes.md).
+#: merged).
 SEED_PROMINENCE = 0.5
+#: In 2D only seeds on one plateau or ridge share a marker: the saddles between small touching
+#: nuclei are shallow, and 0.5 px cost the default model AP@0.5 0.650 -> 0.623 on the 24 varied
+#: held-out images (Otsu + watershed 0.303 -> 0.253; plain and cells3d within 0.003;
+#: docs/models.md, "The split's prominence in 2D").
+PLATEAU_PROMINENCE = 1e-3
 DEFAULT_MIN_SIZE = 16
 """Objects smaller than this many pixels (a 4x4 square) are dropped as specks: well below the
 area of a nucleus at typical resolutions (a 5-px-radius disk has ~80 px), well above the
@@ -193,6 +197,7 @@ def split_touching(labels: np.ndarray, min_distance: int | None = None,
                         bool)
     # threshold_abs=0: peak_local_max would otherwise use the minimum of the whole (block)
     # image, which is 0 wherever background exists but not in a block full of objects
+    prominence = SEED_PROMINENCE if labels.ndim == 3 else PLATEAU_PROMINENCE
     peaks = peak_local_max(smooth, min_distance=min_distance, labels=seeds_of,
                            exclude_border=False, threshold_abs=0.0, footprint=footprint)
     owner = labels[tuple(peaks.T)]
@@ -207,7 +212,7 @@ def split_touching(labels: np.ndarray, min_distance: int | None = None,
             continue
         region = labels[box] == i
         local = inside - np.asarray([b.start for b in box])
-        markers = _prominent_markers(local, smooth[box] * region)
+        markers = _prominent_markers(local, smooth[box] * region, prominence)
         n = int(markers.max())
         if n < 2:
             continue
@@ -220,12 +225,13 @@ def split_touching(labels: np.ndarray, min_distance: int | None = None,
     return relabel_sequential(out)[0].astype(np.int32)
 
 
-def _prominent_markers(peaks: np.ndarray, landscape: np.ndarray) -> np.ndarray:
+def _prominent_markers(peaks: np.ndarray, landscape: np.ndarray,
+                       prominence: float) -> np.ndarray:
     """Watershed markers of one object (``landscape``: its box, 0 outside it): the regional
-    maxima that rise at least :data:`SEED_PROMINENCE` above their saddle to a higher one and
-    hold one of ``peaks`` (box coordinates), numbered 1..n. Peaks on one plateau or ridge
-    share a marker."""
-    tops, _ = ndi.label(h_maxima(landscape, SEED_PROMINENCE))
+    maxima that rise at least ``prominence`` above their saddle to a higher one and hold one
+    of ``peaks`` (box coordinates), numbered 1..n. Peaks on one plateau or ridge share a
+    marker."""
+    tops, _ = ndi.label(h_maxima(landscape, prominence))
     kept = np.unique(tops[tuple(peaks.T)])
     kept = kept[kept > 0]
     lookup = np.zeros(int(tops.max()) + 1, np.int32)
