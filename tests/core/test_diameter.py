@@ -109,17 +109,17 @@ def test_objects_three_times_the_recorded_size_are_measured_and_rescaled(default
 
 
 def test_model_scale_brings_objects_to_the_bands_nearer_edge():
-    # trained at 20 px, band 0.5-1.75: 10-35 px left alone
-    assert model_scale(10.0, 20.0) == model_scale(24.0, 20.0) == model_scale(35.0, 20.0) == 1.0
+    # trained at 20 px, band 0.5-1.5: 10-30 px left alone
+    assert model_scale(10.0, 20.0) == model_scale(24.0, 20.0) == model_scale(30.0, 20.0) == 1.0
     assert model_scale(5.0, 20.0) == pytest.approx(2.0)     # 5 -> 10 px
-    assert model_scale(70.0, 20.0) == pytest.approx(0.5)    # 70 -> 35 px
+    assert model_scale(60.0, 20.0) == pytest.approx(0.5)    # 60 -> 30 px
     assert model_scale(90.0, 20.0, band=(1.0, 1.0)) == pytest.approx(20 / 90)
-    assert band_text(20.0) == "10.0-35.0 px (trained at 20.0 px)"
+    assert band_text(20.0) == "10.0-30.0 px (trained at 20.0 px)"
 
 
 def test_a_rescaling_estimate_names_the_band_and_the_factor(default_model):
     model, meta = default_model
     image, labels = synthetic_nuclei((384, 384), radius=(22.0, 28.0), touching=0.2, seed=3)
     estimate = estimate_diameter(model, image, meta.replace(object_diameter=16.0))
-    assert estimate.rescale and "outside the model's 8.0-28.0 px" in estimate.note
-    assert f"rescaled by {28.0 / estimate.diameter:.2f}" in estimate.note
+    assert estimate.rescale and "outside the model's 8.0-24.0 px" in estimate.note
+    assert f"rescaled by {24.0 / estimate.diameter:.2f}" in estimate.note

@@ -141,7 +141,7 @@ def test_object_diameter_resamples_in_and_out():
     model = _net("same")
     image = _image((40, 50), seed=7)
     meta = {**RAW, "object_diameter": 20.0}
-    # 5 px objects, below the model's band (10-35 px): brought to its edge, 10 px, so 2x
+    # 5 px objects, below the model's band (10-30 px): brought to its edge, 10 px, so 2x
     result = predict_image(model, image, meta=meta, object_diameter=5.0, tile_size=128,
                            device="cpu")
     assert result.probabilities.shape == (2, 40, 50)
@@ -158,10 +158,10 @@ def test_object_diameter_inside_the_models_band_predicts_at_the_images_own_scale
     image = _image((40, 50), seed=8)
     meta = {**RAW, "object_diameter": 20.0}
     own = predict_image(model, image, meta=meta, device="cpu")
-    for inside in (10.0, 24.0, 35.0):  # the band's edges included
+    for inside in (10.0, 24.0, 30.0):  # the band's edges included
         events = list(predict(model, image, PredictConfig(object_diameter=inside,
                                                           device="cpu"), meta))
-        assert any(isinstance(e, Message) and "within the model's 10.0-35.0 px" in e.text
+        assert any(isinstance(e, Message) and "within the model's 10.0-30.0 px" in e.text
                    for e in events)
         np.testing.assert_array_equal(events[-1].probabilities, own.probabilities)
     above = predict_image(model, image, meta=meta, object_diameter=70.0, device="cpu")
