@@ -149,7 +149,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "at 0.3 x the rate; fast: Adam, batch 4, 256 px tiles; paper: SGD "
                              "momentum 0.99, batch 1, 572 px tiles (default: finetune from a "
                              "trained model, fast for a new net)")
-    parser.add_argument("--iterations", type=int, default=500, help="optimizer steps (500)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="optimizer steps (default: 500, or no limit with --minutes)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="time budget: stop after this many minutes or --iterations "
                              "steps, whichever comes first (the model is saved either way)")

@@ -385,6 +385,28 @@ def test_minutes_budget_stops_on_time_with_eta_and_rate_and_saves(nuclei, tmp_pa
     assert [e.eta_s for e in events if isinstance(e, Progress)][-1] == pytest.approx(0.0)
 
 
+def test_a_time_budget_alone_has_no_step_limit(nuclei, monkeypatch):
+    import sys
+
+    from napari_unet.core import train
+
+    assert TrainConfig().iterations == train.DEFAULT_ITERATIONS == 500
+    assert TrainConfig(minutes=3).iterations is None
+    assert TrainConfig(minutes=3).step_limit == sys.maxsize
+    assert TrainConfig(minutes=3, iterations=200).step_limit == 200
+    monkeypatch.setattr(train, "DEFAULT_ITERATIONS", 3)  # so that passing it is cheap
+    image, instances = nuclei
+    samples = TrainingSet([image], [instances], validation_fraction=0.0)
+    trainer = Trainer(tiny(), samples, config(iterations=None))
+    assert trainer.config.iterations == 3 and len(list(trainer.events())) and trainer.step == 3
+    trainer = Trainer(tiny(), samples, config(iterations=None, minutes=1.0))
+    trainer.clock = FakeClock(trainer, per_step=10.0)
+    events = list(trainer.events())
+    assert trainer.step == 6  # the 60 s budget, past the 3 a step count would have allowed
+    totals = [e.total for e in events if isinstance(e, Progress)]
+    assert totals[0] <= 10 and totals[2:] == [6] * (len(totals) - 2)  # guesses, not maxsize
+
+
 @pytest.mark.parametrize("minutes", [0, -1.0, 24 * 60 + 1, float("nan"), float("inf"), True])
 def test_bad_time_budget(minutes):
     with pytest.raises(ValueError, match="minutes must be a time budget"):
@@ -532,6 +554,10 @@ def test_cli_minutes_stops_within_the_budget_and_saves(cli_data, capsys):
     err = capsys.readouterr().err
     assert "time budget of 1e-06 min reached" in err and "finetune preset" in err
     assert load_checkpoint(out).meta.step < 1000
+    # --minutes alone: the minutes are the budget, no step limit
+    alone = cli_data / "alone.pt"
+    assert main(cli_args(cli_data, "--out", str(alone), "--minutes", "1e-6")) == 0
+    assert load_checkpoint(alone).meta.training["iterations"] is None
 
 
 @pytest.mark.parametrize(("extra", "message"), [

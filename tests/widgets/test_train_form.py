@@ -48,7 +48,9 @@ def test_fields_come_from_the_dataclass():
     fields = {f.name: f for f in config_fields("fast")}
     assert tuple(fields) == shown_fields() and "minutes" in fields
     fast = TrainConfig.fast()
-    assert fields["iterations"].kind == "int" and fields["iterations"].default == fast.iterations
+    assert fields["iterations"].kind == "int" and fast.iterations == 500
+    # the dock's budget is its minutes: no step limit by default
+    assert fields["iterations"].default is None and fields["iterations"].none_text
     assert fields["lr"].kind == "float" and fields["lr"].default == fast.lr
     assert fields["tile_size"].default == fast.tile_size
     assert fields["loss"].kind == "choice" and tuple(fields["loss"].choices) == tuple(LOSSES)

@@ -401,8 +401,8 @@ class TrainWidget(QWidget):
         self.loss_plot.set_total(config.iterations)
         self.device_label.setText(f"device: {resolve_device(config.device).type}")
         budget = getattr(config, "minutes", None)
-        limit = (f"{budget:g} min or {config.iterations} steps" if budget
-                 else f"{config.iterations} steps")
+        steps = f"{config.iterations} steps" if config.iterations is not None else None
+        limit = " or ".join(t for t in (f"{budget:g} min" if budget else None, steps) if t)
         self.status_label.setText(f"starting: {spec.describe()}, {limit}, "
                                   f"{data.samples.n_annotated_pixels} annotated pixels")
         self._autosave_labels(labels_layer)

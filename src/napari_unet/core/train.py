@@ -10,7 +10,8 @@ Every yield comes after ``optimizer.step()``, so the caller may stop iterating a
 
 **Budget.** Training stops after ``config.iterations`` steps or ``config.minutes`` of wall-clock
 time (measured from the start of :meth:`Trainer.events`, start-up included), whichever comes
-first. The clock is injectable (``Trainer(..., clock=...)``) so tests do not sleep.
+first; a time budget alone has no step limit. The clock is injectable
+(``Trainer(..., clock=...)``) so tests do not sleep.
 
 **Best model so far.** When the held-out part of the annotations is large enough to mean
 something (:func:`validation_is_meaningful`), the weights of the best validation score are kept
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -61,6 +63,9 @@ PREDICTED_WEIGHTS_SIDE = 1024
 MAX_PREDICTED_WEIGHT = 10.0
 #: The longest time budget accepted (minutes): anything longer is a typo.
 MAX_MINUTES = 24 * 60.0
+#: Steps of a run given neither a step count nor a time budget. With a time budget and no step
+#: count there is no step limit: "train for 3 minutes" means 3 minutes on any machine.
+DEFAULT_ITERATIONS = 500
 #: A held-out part chooses the best model only with at least this many annotated pixels ...
 MIN_VALIDATION_PIXELS = 2000
 #: ... and, in instance mode, at least this many (parts of) objects and some background.
@@ -104,8 +109,9 @@ class TrainConfig:
         ``"fast"``: Adam, batch 4, 256-px tiles, geometric + intensity augmentation.
         ``"finetune"``: Adam, batch 4, 128-px tiles, 5 warm-up steps, encoder at 0.3 x the rate
         (:func:`preset_for`: the default when starting from a trained model), channels-last.
-    iterations : int
-        Total number of optimizer steps (a resumed run continues up to this count).
+    iterations : int, optional
+        Total number of optimizer steps (a resumed run continues up to this count). None: no
+        step limit when ``minutes`` is given, else 500 (``DEFAULT_ITERATIONS``).
     minutes : float, optional
         Wall-clock budget; training stops at ``iterations`` or ``minutes``, whichever comes
         first. In (0, 24 h].
@@ -174,7 +180,7 @@ class TrainConfig:
     """
 
     preset: str = "fast"
-    iterations: int = 500
+    iterations: int | None = None
     minutes: float | None = None
     lr: float | None = None
     warmup_steps: int | None = None
@@ -213,7 +219,10 @@ class TrainConfig:
             object.__setattr__(self, "augment", AugmentConfig(**self.augment))
         if not isinstance(self.augment, AugmentConfig):
             raise ValueError(f"augment must be an AugmentConfig, got {type(self.augment).__name__}")
-        _positive_int(self, "iterations")
+        if self.iterations is None and self.minutes is None:
+            object.__setattr__(self, "iterations", DEFAULT_ITERATIONS)
+        if self.iterations is not None:
+            _positive_int(self, "iterations")
         _positive_int(self, "batch_size")
         _positive_int(self, "tile_size")
         _positive_int(self, "prefetch")
@@ -281,6 +290,11 @@ class TrainConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(
                 self.threads, (int, np.integer)) or self.threads < 1):
             raise ValueError(f"threads must be None or an integer >= 1, got {self.threads!r}")
+
+    @property
+    def step_limit(self) -> int:
+        """``iterations``, or ``sys.maxsize`` for a time-boxed run without a step limit."""
+        return sys.maxsize if self.iterations is None else self.iterations
 
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:
@@ -567,7 +581,7 @@ class Trainer:
         cfg = self.config
         start_time = self.clock()
         budget = None if cfg.minutes is None else 60.0 * cfg.minutes
-        if self.step >= cfg.iterations:
+        if self.step >= cfg.step_limit:
             return
         meaningful, why = validation_is_meaningful(self.samples) if (
             cfg.keep_best and cfg.validate_every) else (False, "")
@@ -578,14 +592,14 @@ class Trainer:
             yield Message("sparse labels: class weights "
                           f"{', '.join(f'{w:.2f}' for w in cw)} from the classes the model "
                           "sees in the whole images", data={"class_weights": cw})
-        source = self._open_source(self.step, cfg.iterations)
+        source = self._open_source(self.step, cfg.step_limit)
         with torch_threads(cfg.threads):
             yield from self._loop(source, preview_input, start_time, budget, meaningful)
 
     def _loop(self, source: Any, preview_input: np.ndarray | None, start_time: float,
               budget: float | None, meaningful: bool) -> Iterator[Any]:
         cfg = self.config
-        total = cfg.iterations
+        total = cfg.step_limit
         last_preview = -math.inf
         first_step = self.step
         first_step_at: float | None = None  # the first step carries start-up: no rate sample
@@ -638,6 +652,9 @@ class Trainer:
         """``(total steps shown, seconds left)`` from the step budget, the time budget and the
         current rate."""
         if rate is None:
+            if total == sys.maxsize and budget is not None and self.step:
+                # no step limit and no rate yet: a first guess from the start-up step(s)
+                total = max(self.step + 1, int(self.step * budget / max(elapsed, 1e-9)))
             return total, None if budget is None else max(0.0, budget - elapsed)
         steps_left = (total - self.step) / rate
         if budget is None:
