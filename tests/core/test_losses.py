@@ -7,6 +7,7 @@ import torch
 from napari_unet.core.losses import (
     LOSSES,
     crop_to_output,
+    distillation,
     soft_dice_loss,
     weighted_cross_entropy,
 )
@@ -120,3 +121,24 @@ def test_bad_shapes_raise():
         soft_dice_loss(logits, torch.zeros(1, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="target"):
         soft_dice_loss(logits, torch.zeros(2, 4, 4, dtype=torch.long))
+
+
+def test_distillation_is_the_soft_cross_entropy_on_the_unannotated_pixels_only():
+    logits, _, weights = two_by_two()  # only pixel (1, 1) is not annotated
+    # student at (1, 1): logits (5, -5); teacher there: p = (3/4, 1/4) (logits ln 3, 0)
+    teacher = torch.zeros(1, 2, 2, 2)
+    teacher[0, 0, 1, 1] = LN3
+    expected = -(0.75 * math.log(1 / (1 + math.exp(-10))) + 0.25 * math.log(1 / (1 + math.exp(10))))
+    loss = distillation(logits, teacher, weights)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[0, :, :, :].sum(0)[0]) == 0  # annotated rows: 0
+    assert torch.count_nonzero(logits.grad[0, :, 1, 0]) == 0
+    # the teacher's own logits: only its entropy is left, the minimum
+    same = distillation(teacher.clone().requires_grad_(True), teacher, weights)
+    assert float(same) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    # everything annotated: 0, with a graph
+    none = distillation(logits, teacher, torch.ones(1, 2, 2))
+    assert float(none) == 0.0 and none.requires_grad
+    with pytest.raises(ValueError, match="teacher logits"):
+        distillation(logits, teacher[:, :, :1], weights)

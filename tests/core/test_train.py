@@ -1,3 +1,4 @@
+import copy
 import gc
 import threading
 import time
@@ -603,3 +604,23 @@ def test_predicted_class_weights_for_sparse_labels(nuclei):
     assert TrainConfig(class_weights="auto").class_weights == "balanced"
     with pytest.raises(ValueError, match="class_weights must be one of"):
         TrainConfig(class_weights="guess")
+
+
+def test_distillation_keeps_the_unannotated_pixels_near_the_starting_model(nuclei):
+    image, instances = nuclei
+    sparse = np.where(instances > 0, instances + 1, 1)
+    sparse[:, 32:] = 0  # painted: a strip on the left; the rest is unlabelled
+    samples = TrainingSet([image], [sparse], convention="sparse", validation_fraction=0.0)
+    start = tiny(seed=5)
+    normalised = samples.snapshot().train[0].image  # the whole image (nothing held out)
+    p0 = forward_full(start, normalised, torch.device("cpu")).softmax(0)[1]
+    drift = {}
+    for weight in (0.0, 5.0):
+        trainer = Trainer(copy.deepcopy(start), samples, config(iterations=25, distill=weight))
+        list(trainer.events())
+        p = forward_full(trainer.model, normalised, torch.device("cpu")).softmax(0)[1]
+        drift[weight] = float((p - p0)[:, 40:].abs().mean())  # far from the paint
+    assert drift[5.0] < 0.6 * drift[0.0], drift
+    assert TrainConfig.finetune().distill > 0 and TrainConfig.fast().distill == 0
+    with pytest.raises(ValueError, match="distill"):
+        TrainConfig(distill=-1.0)

@@ -124,6 +124,41 @@ def _dice(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
 
 #: The training losses by name, each ``f(logits, target, weights) -> scalar``; the one list
 #: that TrainConfig, the CLI and the Train dock offer.
+def distillation(logits: Tensor, teacher_logits: Tensor, weights: Tensor) -> Tensor:
+    """Soft cross-entropy to a teacher's probabilities on the *non-annotated* pixels.
+
+    ``mean over pixels with weight 0 of -sum_c p_teacher(c) log p(c)``: fine-tuning on a few
+    painted objects leaves most of each tile without a label; there the starting model's own
+    predictions keep what it knew (learning without forgetting). Its value at a pixel is the
+    teacher's entropy plus the KL divergence, so the gradient is that of the KL divergence.
+
+    Parameters
+    ----------
+    logits, teacher_logits : (N, C, h, w) float
+        The net's and the teacher's outputs for the same input.
+    weights : (N, H, W) float
+        The batch's weight map (0 = not annotated), cropped to the logits like the main loss.
+
+    Returns
+    -------
+    scalar tensor
+        0 (with a graph) when every pixel is annotated.
+    """
+    _check_logits(logits)
+    if teacher_logits.shape != logits.shape:
+        raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} do not match the net's "
+                         f"{tuple(logits.shape)}")
+    n, _, h, w = logits.shape
+    if weights.ndim != 3 or weights.shape[0] != n:
+        raise ValueError(f"weights must be (N, H, W), got shape {tuple(weights.shape)}")
+    free = (crop_to_output(weights, (h, w)) == 0).to(logits.device)
+    count = free.sum()
+    if count == 0:
+        return logits.sum() * 0.0
+    soft = -(teacher_logits.softmax(1) * F.log_softmax(logits, 1)).sum(1)
+    return torch.where(free, soft, torch.zeros_like(soft)).sum() / count
+
+
 LOSSES = {
     "weighted_ce": weighted_cross_entropy,
     "dice": _dice,

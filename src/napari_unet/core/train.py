@@ -27,6 +27,7 @@ batchworkers`: the GIL-holding warps and weight maps never stall a viewer) or, w
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import sys
@@ -80,16 +81,16 @@ MIN_VALIDATION_OBJECTS = 3
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
                   augment=AugmentConfig.paper(), warmup_steps=0, encoder_lr_scale=1.0,
-                  channels_last=False, class_weights="balanced"),
+                  channels_last=False, class_weights="balanced", distill=0.0),
     "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
                  augment=AugmentConfig(), warmup_steps=0, encoder_lr_scale=1.0,
-                 channels_last=False, class_weights="balanced"),
+                 channels_last=False, class_weights="balanced", distill=0.0),
     "finetune": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=128, momentum=0.9,
                      augment=AugmentConfig(), warmup_steps=5, encoder_lr_scale=0.3,
-                     channels_last=True, class_weights="balanced"),
+                     channels_last=True, class_weights="balanced", distill=3.0),
 }
 _PRESET_FIELDS = ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment",
-                  "warmup_steps", "encoder_lr_scale", "channels_last")
+                  "warmup_steps", "encoder_lr_scale", "channels_last", "distill")
 
 
 def preset_for(from_trained: bool) -> str:
@@ -177,6 +178,12 @@ class TrainConfig:
     channels_last : bool, optional
         Run the net in channels-last memory format: 18 % faster steps of the default net on
         this project's 2-core CPU (``finetune``: on).
+    distill : float, optional
+        Weight of a distillation term on the non-annotated pixels of each tile: the net's
+        probabilities are pulled towards those of the weights this run started from (frozen),
+        so that fine-tuning on a few painted objects does not unlearn the rest of the image
+        (``core.losses.distillation``; ``finetune``: 3, the others 0). Costs one forward pass of
+        the starting net per step.
     """
 
     preset: str = "fast"
@@ -207,6 +214,7 @@ class TrainConfig:
     workers: int | str = 0
     threads: int | None = None
     channels_last: bool | None = None
+    distill: float | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -231,6 +239,9 @@ class TrainConfig:
                 raise ValueError(f"minutes must be a time budget in (0, {MAX_MINUTES:g}] "
                                  f"(at most a day), got {self.minutes!r}")
             object.__setattr__(self, "minutes", float(self.minutes))
+        if not _finite(self.distill) or self.distill < 0:
+            raise ValueError(f"distill must be a finite number >= 0, got {self.distill!r}")
+        object.__setattr__(self, "distill", float(self.distill))
         if not _finite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps \
@@ -537,6 +548,10 @@ class Trainer:
         if self.config.channels_last:
             model.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
+        # the starting weights, frozen: what the net already knew, for the distillation term
+        self._teacher = None
+        if self.config.distill > 0:
+            self._teacher = copy.deepcopy(model).eval().requires_grad_(False)
         self.step = 0
         if checkpoint_state is not None:
             self._restore(checkpoint_state)
@@ -896,18 +911,23 @@ class Trainer:
             with torch.random.fork_rng(devices=devices, device_type=dev.type
                                        if devices else "cuda"):
                 torch.manual_seed(self.config.seed * 1_000_003 + self.step)
-                loss = self._loss(self.model(image), target, weights)
+                loss = self._loss(self.model(image), target, weights, image)
                 loss.backward()
         else:
-            loss = self._loss(self.model(image), target, weights)
+            loss = self._loss(self.model(image), target, weights, image)
             loss.backward()
         self.optimizer.step()
         self.step += 1
         return float(loss.detach())
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor,
-              weights: torch.Tensor) -> torch.Tensor:
-        return _losses.LOSSES[self.config.loss](logits, target, weights)
+              weights: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        loss = _losses.LOSSES[self.config.loss](logits, target, weights)
+        if self._teacher is not None and image is not None and bool((weights == 0).any()):
+            with torch.no_grad():
+                teacher = self._teacher(image)
+            loss = loss + self.config.distill * _losses.distillation(logits, teacher, weights)
+        return loss
 
     def _has_validation(self) -> bool:
         return len(self._validation_items()) > 0
