@@ -122,8 +122,6 @@ def _dice(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     return soft_dice_loss(logits, target, weights > 0)
 
 
-#: The training losses by name, each ``f(logits, target, weights) -> scalar``; the one list
-#: that TrainConfig, the CLI and the Train dock offer.
 def distillation(logits: Tensor, teacher_logits: Tensor, weights: Tensor) -> Tensor:
     """Soft cross-entropy to a teacher's probabilities on the *non-annotated* pixels.
 
@@ -159,6 +157,8 @@ def distillation(logits: Tensor, teacher_logits: Tensor, weights: Tensor) -> Ten
     return torch.where(free, soft, torch.zeros_like(soft)).sum() / count
 
 
+#: The training losses by name, each ``f(logits, target, weights) -> scalar``; the one list
+#: that TrainConfig, the CLI and the Train dock offer.
 LOSSES = {
     "weighted_ce": weighted_cross_entropy,
     "dice": _dice,
