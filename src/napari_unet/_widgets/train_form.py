@@ -46,8 +46,8 @@ LOOK: dict[str, dict[str, Any]] = {
     "device": dict(label="device"),
 }
 #: Where the dock's default differs from TrainConfig's: a person thinks "train for a few
-#: minutes", not "500 steps" (10-40 minutes on a laptop CPU with today's loop, one on a fast
-#: one with the new): the minutes are the budget, with no step limit.
+#: minutes", not "500 steps" (10-40 minutes on a laptop CPU before issue 11's loop, 1.6 on this
+#: 2-core machine with it): the minutes are the budget, with no step limit.
 DOCK_DEFAULTS: dict[str, Any] = {"minutes": 3.0, "iterations": None}
 #: Settings the dock always uses and does not show: batches are prepared in worker processes,
 #: whose GIL-holding warps and weight maps cannot stall the viewer.
