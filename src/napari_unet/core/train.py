@@ -667,7 +667,7 @@ class Trainer:
         """``(total steps shown, seconds left)`` from the step budget, the time budget and the
         current rate."""
         if rate is None:
-            if total == sys.maxsize and budget is not None and self.step:
+            if self.config.iterations is None and budget is not None and self.step:
                 # no step limit and no rate yet: a first guess from the start-up step(s)
                 total = max(self.step + 1, int(self.step * budget / max(elapsed, 1e-9)))
             return total, None if budget is None else max(0.0, budget - elapsed)
