@@ -12,13 +12,15 @@ is a fresh dock on the same viewer; an idle phase (no training) comes first, sid
 Target (issue 11): p99 < 30 ms and max < 100 ms in at least 2 of 3 runs. Before each run the
 dock sits open for 5 s (a user sets it up; the dock imports torch's compiler stack in the
 background then) and those stalls are printed too. The script also times
-the dock's GUI-thread handlers (events, preview, loss-plot redraw, labels push), to tell which
-one a stall came from, and prints the load average: on a shared machine it matters.
+the dock's GUI-thread handlers (events, preview, loss-plot redraw, labels push) and Python's
+full garbage collections (the dock freezes the heap during a run to keep them short), to tell
+which one a stall came from, and prints the load average: on a shared machine it matters.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -105,6 +107,19 @@ def main() -> int:
     scene.events.draw.connect(lambda e: draws.append((draw_start.pop(), time.perf_counter()))
                               if draw_start else None, position="last")
 
+    # every full (generation 2) garbage collection (start, end): it holds the GIL throughout
+    full_gcs: list[tuple[float, float]] = []
+    gc_start: list[float] = []
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                gc_start.append(time.perf_counter())
+            elif gc_start:
+                full_gcs.append((gc_start.pop(), time.perf_counter()))
+
+    gc.callbacks.append(on_gc)
+
     ticks: list[float] = []
     probe = QTimer()
     probe.setTimerType(Qt.TimerType.PreciseTimer)
@@ -170,9 +185,13 @@ def main() -> int:
         dock._labels_timer.timeout.disconnect()
         dock._labels_timer.timeout.connect(timed("labels", dock._push_labels))
         viewer.reset_view()
+        started = time.perf_counter()
         if not dock.start():
             print("the Train dock refused to start", file=sys.stderr)
             return 2
+        # Start itself (it adds the preview layer: ~0.2 s) comes before the warm-up: apart
+        start_ms = (time.perf_counter() - started) * 1000
+        handler_ms["preview"].clear()
         load = os.getloadavg()[0]
         stalls, t0, run_ticks = measure(args.seconds + WARMUP_S)
         trainer = dock.trainer
@@ -198,7 +217,11 @@ def main() -> int:
             print(f"       first step {first_step[0] - t0:.1f} s after Start; from there: "
                   + summary("", steady).strip())
         print("       " + draw_summary(draws, run_ticks, t0 + WARMUP_S))
-        print("       slowest GUI handlers: " + ", ".join(
+        run_gcs = [(end - begin) * 1000 for begin, end in full_gcs if begin >= t0 + WARMUP_S]
+        print(f"       full garbage collections: {len(run_gcs)}"
+              + (f", longest {max(run_gcs):.0f} ms" if run_gcs else ""))
+        print(f"       Start (checks, preview layer, job launch) {start_ms:.0f} ms; "
+              "slowest GUI handlers while training: " + ", ".join(
             f"{name} {max(v):.1f} ms (median {np.median(v):.2f}, n={len(v)})"
             for name, v in handler_ms.items() if v))
         dock.shutdown()

@@ -7,6 +7,7 @@ processes, which use the dock's own setting (spawned processes).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from pathlib import Path
 
@@ -342,6 +343,7 @@ def test_time_budget_ends_training_and_saves(make_napari_viewer, qtbot):
     with qtbot.waitSignal(widget.job_finished, timeout=180_000):
         assert widget.start()
     assert 0 < widget.trainer.step < LONG  # the budget ended it, not the step count
+    assert gc.get_freeze_count() == 0  # the heap frozen for the run is given back
     assert "time budget" in widget.note_label.text()
     _, meta = load_model(widget.session.model_path)
     assert meta.step == widget.trainer.step
@@ -391,10 +393,12 @@ def test_closing_the_dock_stops_training_and_frees_it(make_napari_viewer, qtbot)
     assert widget.start()
     qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer.step >= 2,
                     timeout=120_000)
+    assert gc.get_freeze_count() > 0  # short garbage collections while it runs
     worker = widget.worker
     viewer.window.remove_dock_widget(widget)
     assert not worker.is_running and widget.worker is None
     assert widget.trainer is None and widget.samples is None  # memory released
+    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.gui

@@ -11,7 +11,8 @@ A thin view that wires small parts together:
 - ``train_io.BackgroundIO``: one background thread for saves and label updates, one callback
   per submission;
 - ``train_session``: autosave folder and restore; ``settings.DockSettings``: remembered settings;
-- ``train_lifecycle.CloseWatcher``: stops everything when the dock or the viewer closes.
+- ``train_lifecycle.CloseWatcher``: stops everything when the dock or the viewer closes;
+- ``gc_freeze.FrozenHeap``: keeps the garbage collector's pauses short while a run goes.
 
 Every GUI-thread handler is short: events only append to the loss plot (redrawn on its own
 timer), swap the preview layer's data, or set a label; saving and labels updates run on the
@@ -46,6 +47,7 @@ from ..core.train import preset_for, warm_up_imports
 from . import train_session
 from ._form import RunBlock
 from ._jobs import notify_error, notify_info, notify_warning
+from .gc_freeze import FrozenHeap
 from .loss_plot import LossPlot
 from .model_choice import ModelChoice
 from .settings import Binding, DockSettings
@@ -157,6 +159,7 @@ class TrainWidget(QWidget):
         self._last_loss: float | None = None
         self._last_refresh = 0.0
         self._progress: Progress | None = None
+        self._frozen: FrozenHeap | None = None  # short garbage collections during a run
         self._closed = False
         self._offered_sessions: set[str] = set()
         self._auto_choice = False
@@ -411,6 +414,7 @@ class TrainWidget(QWidget):
                if self.train_form.preview.isChecked() else None)
         job = TrainJob(spec.build, data.samples, config, data.image, data.channel_axis, box)
         self._job = job
+        self._frozen = FrozenHeap()
         self.jobs.start(job.events)
         self._update_buttons()
         return True
@@ -484,6 +488,7 @@ class TrainWidget(QWidget):
 
     def _on_job_finished(self, status: str) -> None:
         self.preview.end()
+        self._thaw()
         job, self._job = self._job, None
         # The job's own trainer: its Started event may have been dropped by an early Stop.
         trainer = self.trainer = job.trainer if job is not None else self.trainer
@@ -503,6 +508,11 @@ class TrainWidget(QWidget):
             self.status_label.setText(status)
             self.job_finished.emit()
         self._update_buttons()
+
+    def _thaw(self) -> None:
+        if self._frozen is not None:
+            self._frozen.release()
+            self._frozen = None
 
     # -- saving ----------------------------------------------------------------------------------
     def save_model(self, path: str | Path) -> None:
@@ -647,6 +657,7 @@ class TrainWidget(QWidget):
         self._closed = True
         self._labels_timer.stop()
         self.preview.end()
+        self._thaw()
         self.loss_plot.stop()
         self.io.shutdown(wait=True)  # the auto-save (and the trainer's close) finish here
         if self._job is not None:  # the worker did not stop in time: end its processes anyway
