@@ -2,10 +2,11 @@
 
 Protocol (data the project can ship, a look the default model never trained on):
 
-- One 512 x 512 synthetic image (``core.synthetic``, seed 77_000) in a "nucleolar" style beyond
-  every range the default model's synthetic training data draws from: many dark nucleoli and
-  heavy chromatin texture (nuclei that look like rings), strong haze, a bright uneven
-  background (``STYLE`` below; ``tests/core/test_bench_finetune.py`` checks it stays outside).
+- One 512 x 512 synthetic image (``core.synthetic``, seed 77_000, or ``--seed``) in a
+  "nucleolar" style beyond every range the default model's synthetic training data draws
+  from: many dark nucleoli and heavy chromatin texture (nuclei that look like rings), strong
+  haze, a bright uneven background (``STYLE`` below; ``tests/core/test_bench_finetune.py``
+  checks it stays outside).
 - The user paints, on the **top half** only: 10 whole nuclei, a 6-px background ring around
   each, and 4 background blobs (discs of radius 12 px away from every nucleus) — the sparse
   convention of the Annotate dock. Training sees only the top half (``--image top.tif``).
@@ -65,13 +66,13 @@ RECIPES = {
 }
 
 
-def protocol_data() -> dict[str, np.ndarray]:
+def protocol_data(seed: int = SEED) -> dict[str, np.ndarray]:
     """The image, its dense labels, the top half with painted labels, the bottom half."""
-    image, labels = synthetic_nuclei(SHAPE, radius=RADIUS, touching=0.6, seed=SEED, style=STYLE)
+    image, labels = synthetic_nuclei(SHAPE, radius=RADIUS, touching=0.6, seed=seed, style=STYLE)
     half = SHAPE[0] // 2
     top, top_labels = image[:half], labels[:half]
     return {"image": image, "labels": labels, "top": top,
-            "painted": paint(top_labels, seed=SEED), "bottom": image[half:],
+            "painted": paint(top_labels, seed=seed), "bottom": image[half:],
             "bottom_labels": relabel(labels[half:])}
 
 
@@ -216,16 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=0, help="also score every N steps")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--bare-seconds", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="the protocol image (another seed: another image, same style)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    data = protocol_data()
+    data = protocol_data(args.seed)
     model, meta = resolve_model("default")
     result = {"load_before": os.getloadavg(), "torch_threads": torch.get_num_threads(),
-              "protocol": {"seed": SEED, "shape": SHAPE, "painted_objects": N_OBJECTS,
+              "protocol": {"seed": args.seed, "shape": SHAPE, "painted_objects": N_OBJECTS,
                            "painted_pixels": int(np.count_nonzero(data["painted"])),
                            "scored_objects": int(data["bottom_labels"].max())},
               "default_model": score(model, meta, data), "recipes": {}}
