@@ -94,9 +94,17 @@ def test_predict_orthogonal_views_with_a_given_z_spacing(model_file, images, tmp
     np.testing.assert_array_equal(tifffile.imread(out), ref.instances)
     # the same file without the views: a different (XY-only) foreground
     plain = predict_image(model, tifffile.imread(images / "img1.tif"), meta=meta,
-                          tile_size=64, device="cpu", axes="ZYX")
+                          tile_size=64, device="cpu", axes="ZYX", z_spacing=2.5,
+                          orthogonal_views=False)
     assert (ref.probabilities[1] <= plain.probabilities[1] + 1e-6).all()
     assert not np.array_equal(ref.probabilities, plain.probabilities)
+    # the views are the default for 3D objects; --no-orthogonal-views leaves them out
+    for flags, expected in (([], ref), (["--no-orthogonal-views"], plain)):
+        out.unlink()
+        assert main(["predict", "--model", str(model_file), "--image",
+                     str(images / "img1.tif"), "--out", str(out), "--tile", "64", "--device",
+                     "cpu", "--axes", "ZYX", "--z-spacing", "2.5", *flags]) == 0
+        np.testing.assert_array_equal(tifffile.imread(out), expected.instances)
 
 
 def test_predict_bad_tile_is_a_clear_error(model_file, images, tmp_path, capsys):

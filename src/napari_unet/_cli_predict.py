@@ -58,10 +58,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--z-spacing", type=float, default=None, metavar="PX",
                         help="3D: distance between slices in lateral pixels (default: from the "
                              "file's voxel size, else 1)")
-    parser.add_argument("--orthogonal-views", action="store_true",
+    parser.add_argument("--orthogonal-views", action=argparse.BooleanOptionalAction,
+                        default=None,
                         help="3D (2.5D): also predict the XZ and YZ slices and keep a voxel "
                              "where all three views see an object; separates nuclei stacked "
-                             "along z, about 3.5x slower")
+                             "along z, about 3.5x slower (default: on wherever objects are "
+                             "built in 3D; --no-orthogonal-views: XY slices only)")
     parser.add_argument("--block-size", type=int, default=None, metavar="PX",
                         help="planes bigger than this are labelled block by block")
 

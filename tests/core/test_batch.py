@@ -73,8 +73,9 @@ def test_outputs_named_like_inputs_with_axes_and_pixel_size(model, folder, tmp_p
     assert b.axes == "ZYX" and b.array.shape == (3, 40, 44)
     np.testing.assert_allclose(a.pixel_size, (0.5, 0.5), rtol=1e-5)
     np.testing.assert_allclose(b.pixel_size, (2.0, 0.25, 0.25), rtol=1e-5)
-    # a.tif: one tile; b.tif (a Z stack by its axes): 3 slices, then 3D labelling (2 passes)
-    assert sum(isinstance(e, SliceProgress) for e in events) == 1 + 3 + 2
+    # a.tif: one tile; b.tif (a Z stack by its axes): 3 slices, the XZ and YZ slices (one
+    # band each, the default for 3D objects), then 3D labelling (2 passes)
+    assert sum(isinstance(e, SliceProgress) for e in events) == 1 + 3 + 2 + 2
     # the labels are those of predict_image with the file's axes and z spacing (2 / 0.25 um)
     from napari_unet.core.prediction import predict_image
 

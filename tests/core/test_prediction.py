@@ -294,9 +294,9 @@ def test_orthogonal_views_separate_nuclei_stacked_along_z(shipped):
         assert counts.max() * 2 >= mask.sum()
         return ids[np.argmax(counts)]
 
-    xy = predict_image(net, image, meta, **settings)
+    xy = predict_image(net, image, meta, orthogonal_views=False, **settings)
     assert owner(xy.instances, upper) == owner(xy.instances, lower) != 0
-    views = predict_image(net, image, meta, orthogonal_views=True, **settings)
+    views = predict_image(net, image, meta, **settings)  # the default for 3D objects
     a, b = owner(views.instances, upper), owner(views.instances, lower)
     assert 0 not in (a, b) and a != b
     # the outputs agree with the combined foreground
@@ -310,11 +310,9 @@ def test_orthogonal_views_settings_and_notes(model):
     image = np.zeros((3, 32, 32), np.uint16)
     with pytest.raises(ValueError, match="does not work with stitch_threshold"):
         PredictConfig(orthogonal_views=True, stitch_threshold=0.3)
-    with pytest.raises(ValueError, match="use 'entropy'"):
-        PredictConfig(orthogonal_views=True, tta=True, uncertainty=True,
-                      uncertainty_method="variance")
-    with pytest.raises(TypeError, match="orthogonal_views must be True or False"):
+    with pytest.raises(TypeError, match="orthogonal_views must be True, False or None"):
         PredictConfig(orthogonal_views="yes")
+    assert PredictConfig().orthogonal_views is None  # the views wherever objects are 3D
     # a stack not taken as Z, or a 2D image: a warning, and the slice-wise result
     for kwargs in (dict(), dict(axes="TYX")):
         events, res = _events(predict(model, image, PredictConfig(
@@ -325,13 +323,34 @@ def test_orthogonal_views_settings_and_notes(model):
     events, res = _events(predict(model, image[0], PredictConfig(device="cpu",
                                                                  orthogonal_views=True)))
     assert any(isinstance(e, Message) and "not taken as a Z stack" in e.text for e in events)
-    # a Z stack: the XZ and YZ slices are predicted (progress through both orientations)
-    events, res = _events(predict(model, image, PredictConfig(
-        device="cpu", axes="ZYX", z_spacing=3.0, orthogonal_views=True, uncertainty=True)))
-    labels = [e.message for e in events if isinstance(e, Progress)]
-    assert any(m.startswith("XZ slices") for m in labels)
-    assert any(m.startswith("YZ slices 32/32") for m in labels)
-    assert res.volume and res.uncertainty.shape == (3, 32, 32)
+    # the default: no note where the views do not apply (2D, not Z, linking 2D objects)
+    for img, kwargs in ((image[0], {}), (image, {}), (image, dict(axes="ZYX",
+                                                                  stitch_threshold=0.3))):
+        events, _ = _events(predict(model, img, PredictConfig(device="cpu", **kwargs)))
+        assert not any(isinstance(e, Message) and "orthogonal" in e.text for e in events)
+        assert not any(isinstance(e, Progress) and e.message.startswith("XZ") for e in events)
+
+    def side_views(config):
+        events, res = _events(predict(model, image, config))
+        labels = [e.message for e in events if isinstance(e, Progress)]
+        return any(m.startswith("XZ slices") for m in labels) and any(
+            m.startswith("YZ slices 32/32") for m in labels), res
+
+    # a Z stack: the XZ and YZ slices are predicted (progress through both orientations),
+    # asked for or by default; False: the XY slices only
+    for views in (True, None):
+        seen, res = side_views(PredictConfig(device="cpu", axes="ZYX", z_spacing=3.0,
+                                             orthogonal_views=views, uncertainty=True))
+        assert seen and res.volume and res.uncertainty.shape == (3, 32, 32)
+    seen, xy = side_views(PredictConfig(device="cpu", axes="ZYX", orthogonal_views=False,
+                                        tta=True, uncertainty=True,
+                                        uncertainty_method="variance"))
+    assert not seen
+    # the TTA variance stays the XY slices' (the side views have none)
+    seen, res = side_views(PredictConfig(device="cpu", axes="ZYX", tta=True, uncertainty=True,
+                                         uncertainty_method="variance"))
+    assert seen
+    np.testing.assert_array_equal(res.uncertainty, xy.uncertainty)
 
 
 def test_freed_memory_is_kept_for_each_planes_passes_and_returned_before_labelling(

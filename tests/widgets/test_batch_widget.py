@@ -74,7 +74,7 @@ def test_batch_from_menu_writes_labels_and_summary(make_napari_viewer, qtbot, fo
     widget.model_choice.set_source("file", str(model_path))
     widget.input_edit.setText(str(src))
     widget.output_edit.setText(str(out))
-    assert widget.options()["orthogonal_views"] is False  # a PredictConfig field, its default
+    assert widget.options()["orthogonal_views"] is None  # a PredictConfig field, its default
     assert widget.run() is not None and not widget.run_button.isEnabled()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
     assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "c.tif"]

@@ -156,9 +156,11 @@ def test_predict_controls_reach_the_config(make_napari_viewer, tiny_model):
     assert widget._config(layer).volume is True
     widget.form.set_value("volume", "2d")
     assert widget._config(layer).volume is False
-    assert widget._config(layer).orthogonal_views is False  # PredictConfig's default
-    widget.form.set_value("orthogonal_views", True)
-    assert widget._config(layer).orthogonal_views is True
+    # checked: PredictConfig's default (the views wherever objects are built in 3D)
+    assert widget.form.values()["orthogonal_views"] is True
+    assert widget._config(layer).orthogonal_views is None
+    widget.form.set_value("orthogonal_views", False)
+    assert widget._config(layer).orthogonal_views is False  # XY slices only
 
     assert widget.normalization() is None
     widget.form.set_values({"own_normalization": True, "norm_low": 3.0, "norm_high": 97.5})

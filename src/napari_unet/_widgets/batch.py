@@ -22,7 +22,7 @@ from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
 from .dock_jobs import batch_job
 from .model_choice import ModelChoice
-from .predict import objects_fields, predict_config_defaults
+from .predict import objects_fields, predict_config_defaults, views_field, views_setting
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
 
@@ -73,8 +73,7 @@ def batch_fields() -> tuple[Field, ...]:
     fields += [
         Field("tile_size", "tile size", "int", d["tile_size"], 0, 4096, 16, none_text="auto"),
         Field("tta", "", "bool", d["tta"], text="test-time augmentation (8x slower, smoother)"),
-        Field("orthogonal_views", "", "bool", d["orthogonal_views"],
-              text="Z stacks: also predict XZ/YZ slices (2.5D, ~3.5x slower)"),
+        views_field(d, "Z stacks: also predict XZ/YZ slices (2.5D, ~3.5x slower)"),
         Field("probabilities", "", "bool", False, text="also write probability TIFFs"),
         Field("suffix", "name suffix", "text", ""),
         Field("overwrite", "", "bool", False, text="replace existing labels files"),
@@ -155,7 +154,8 @@ class BatchWidget(QWidget):
                        split_touching=values["split_touching"], tile_size=values["tile_size"],
                        tta=values["tta"], probabilities=values["probabilities"],
                        suffix=values["suffix"].strip(), overwrite=values["overwrite"],
-                       tiling=values["tiling"], orthogonal_views=values["orthogonal_views"])
+                       tiling=values["tiling"],
+                       orthogonal_views=views_setting(values["orthogonal_views"]))
         return options
 
     def run(self) -> Any:

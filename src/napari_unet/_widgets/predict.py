@@ -59,6 +59,19 @@ def objects_fields(d: dict[str, Any]) -> list[Field]:
     ]
 
 
+def views_field(d: dict[str, Any], text: str) -> Field:
+    """The orthogonal-views checkbox of the Predict and Batch docks: checked means
+    ``PredictConfig``'s default (the views wherever objects are built in 3D; see
+    :func:`views_setting`), unchecked XY slices only."""
+    return Field("orthogonal_views", "", "bool", d["orthogonal_views"] is not False, text=text)
+
+
+def views_setting(checked: bool) -> bool | None:
+    """``PredictConfig.orthogonal_views`` for the checkbox: None (where they apply: no note on
+    2D images) or False."""
+    return None if checked else False
+
+
 def predict_fields() -> tuple[Field, ...]:
     """The table of the Predict dock's settings (names are tooltip and settings keys)."""
     d = predict_config_defaults()
@@ -77,8 +90,7 @@ def predict_fields() -> tuple[Field, ...]:
     fields.append(Field("volume", "Z stacks", "choice", "auto",
                         choices=(("auto (3D when the file says Z)", "auto"),
                                  ("3D objects", "3d"), ("slice by slice", "2d"))))
-    fields.append(Field("orthogonal_views", "", "bool", d["orthogonal_views"],
-                        text="3D: also predict XZ/YZ slices (2.5D, ~3.5x slower)"))
+    fields.append(views_field(d, "3D: also predict XZ/YZ slices (2.5D, ~3.5x slower)"))
     fields += [
         Field("scope", "predict", "choice", SCOPES[0], choices=SCOPES),
         Field("probabilities", "", "bool", False, text="probability layer"),
@@ -262,7 +274,7 @@ class PredictWidget(QWidget):
         if request is not None:
             kwargs.update(channel_axis=request.channel_axis, axes=request.axes)
         kwargs.update(tiling=values["tiling"], volume=VOLUME_VALUES[values["volume"]],
-                      orthogonal_views=values["orthogonal_views"])
+                      orthogonal_views=views_setting(values["orthogonal_views"]))
         return PredictConfig(**kwargs)
 
     def _slice_index(self, image: Image, channel_axis: int | None) -> tuple[int, ...]:

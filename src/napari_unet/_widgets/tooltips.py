@@ -77,10 +77,10 @@ _PREDICT = {
     "norm_high": "intensity percentile mapped to 1 before the net sees the image",
     "volume": "Z stacks: auto builds 3D objects when the file says the stack is Z (axes), "
               "else segments slice by slice; or choose 3D objects / slice by slice",
-    "orthogonal_views": "3D objects (2.5D): also predict every XZ and YZ slice and keep a voxel "
-                        "where all three views see an object, which separates nuclei stacked "
-                        "along z; about 3.5x the prediction time. The z spacing comes from the "
-                        "layer's scale",
+    "orthogonal_views": "3D objects (2.5D, on by default): also predict every XZ and YZ slice "
+                        "and keep a voxel where all three views see an object, which separates "
+                        "nuclei stacked along z; about 3.5x the prediction time (untick for XY "
+                        "slices only). The z spacing comes from the layer's scale",
     "scope": "predict the whole stack, or only the slice on screen (fast check)",
     "output": "write the labels into a new layer, or replace an existing (non-training) labels "
               "layer after confirmation",
@@ -102,9 +102,10 @@ _BATCH = {
     "tiling": _PREDICT["tiling"],
     "tta": _PREDICT["tta"],
     "split_touching": _PREDICT["split_touching"],
-    "orthogonal_views": "Z stacks with 3D objects (the file says Z): also predict every XZ and "
-                        "YZ slice and keep a voxel where all three views see an object; about "
-                        "3.5x the prediction time. The z spacing comes from each file",
+    "orthogonal_views": "Z stacks with 3D objects (the file says Z; on by default): also "
+                        "predict every XZ and YZ slice and keep a voxel where all three views "
+                        "see an object; about 3.5x the prediction time (untick for XY slices "
+                        "only). The z spacing comes from each file",
     "threshold": _PREDICT["threshold"],
     "min_size": _PREDICT["min_size"],
     "diameter": "typical object diameter in pixels in these images; if it lies outside the "
