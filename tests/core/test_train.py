@@ -624,3 +624,38 @@ def test_distillation_keeps_the_unannotated_pixels_near_the_starting_model(nucle
     assert TrainConfig.finetune().distill > 0 and TrainConfig.fast().distill == 0
     with pytest.raises(ValueError, match="distill"):
         TrainConfig(distill=-1.0)
+
+
+def test_the_run_gives_the_moving_average_of_its_weights(nuclei, tmp_path):
+    image, instances = nuclei
+    samples = TrainingSet([image], [instances], validation_fraction=0.0)
+    decay = 0.6
+    trainer = Trainer(tiny(seed=2), samples, config(iterations=3, average=decay))
+
+    def weights() -> list[torch.Tensor]:
+        return [v.detach().clone() for v in trainer.model.state_dict().values()
+                if v.dtype.is_floating_point]
+
+    # by hand: a = w0, then a += (1 - decay) * (w_k - a) after every step k
+    expected = weights()
+    for event in trainer.events():
+        if not isinstance(event, Progress):
+            continue
+        live = weights()  # between steps the model holds the live weights ...
+        expected = [a + (1 - decay) * (w - a) for a, w in zip(expected, live, strict=True)]
+        with trainer.evaluation_weights():  # ... and the average where the run is looked at
+            for got, want in zip(weights(), expected, strict=True):
+                torch.testing.assert_close(got, want)
+        for got, want in zip(weights(), live, strict=True):
+            torch.testing.assert_close(got, want)  # the live weights are back
+    assert any((a != w).any() for a, w in zip(expected, live, strict=True))
+    for got, want in zip(weights(), expected, strict=True):  # after the run: the average
+        torch.testing.assert_close(got, want)
+    saved, _ = load_model(trainer.save(tmp_path / "m.pt"))
+    for got, want in zip([v for v in saved.state_dict().values() if v.dtype.is_floating_point],
+                         expected, strict=True):
+        torch.testing.assert_close(got, want)
+    assert TrainConfig.finetune().average == 0.995 and TrainConfig.fast().average == 0.0
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="average must be a decay"):
+            TrainConfig(average=bad)

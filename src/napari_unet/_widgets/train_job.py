@@ -218,8 +218,9 @@ class TrainJob:
         if region is None:
             return None
         raw = crop(self.image, self.channel_axis, region)
-        probs = foreground_probability(self.trainer.model, raw, self.samples.normalization,
-                                       self.trainer.device)
+        with self.trainer.evaluation_weights() as model:  # what the run would give now
+            probs = foreground_probability(model, raw, self.samples.normalization,
+                                           self.trainer.device)
         return Preview(step, probs, region)
 
     def close(self) -> None:
