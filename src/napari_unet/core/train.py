@@ -192,7 +192,9 @@ class TrainConfig:
         average; the optimizer steps the live weights. Fine-tuned on a few painted objects,
         weights a few steps apart score +-0.05 AP@0.5 apart; the average of the last few
         hundred steps scored higher (docs/benchmarks.md). ``finetune``: 0.995; the others 0
-        (the last weights).
+        (the last weights). A checkpoint holds the average (with the live weights' optimizer
+        state), so a run resumed from it continues from the average: not the exact resume of
+        the other presets.
     """
 
     preset: str = "fast"
