@@ -146,10 +146,7 @@ def distillation(logits: Tensor, teacher_logits: Tensor, weights: Tensor) -> Ten
     if teacher_logits.shape != logits.shape:
         raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} do not match the net's "
                          f"{tuple(logits.shape)}")
-    n, _, h, w = logits.shape
-    if weights.ndim != 3 or weights.shape[0] != n:
-        raise ValueError(f"weights must be (N, H, W), got shape {tuple(weights.shape)}")
-    free = (crop_to_output(weights, (h, w)) == 0).to(logits.device)
+    free = _cropped_weights(logits, weights) == 0
     count = free.sum()
     if count == 0:
         return logits.sum() * 0.0
@@ -173,6 +170,14 @@ def _check_logits(logits: Tensor) -> None:
         raise ValueError(f"logits need at least 2 classes, got {logits.shape[1]}")
 
 
+def _cropped_weights(logits: Tensor, weights: Tensor) -> Tensor:
+    """A ``(N, H, W)`` weight map checked, centre-cropped to the logits, on their device."""
+    n, _, h, w = logits.shape
+    if weights.ndim != 3 or weights.shape[0] != n:
+        raise ValueError(f"weights must be (N, H, W), got shape {tuple(weights.shape)}")
+    return crop_to_output(weights, (h, w)).to(logits.device)
+
+
 def _prepare(
     logits: Tensor, target: Tensor, weights: Tensor | None, mask: Tensor | None, mask_name: str
 ) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -186,9 +191,7 @@ def _prepare(
         raise ValueError(f"target must be a long tensor of class indices, got {target.dtype}")
     target = crop_to_output(target, (h, w))
     if weights is not None:
-        if weights.ndim != 3 or weights.shape[0] != n:
-            raise ValueError(f"weights must be (N, H, W), got shape {tuple(weights.shape)}")
-        weights = crop_to_output(weights, (h, w)).to(logits.device)
+        weights = _cropped_weights(logits, weights)
     if mask is None:
         mask = weights > 0 if weights is not None else torch.ones_like(target, dtype=torch.bool)
     else:
