@@ -643,8 +643,11 @@ class PredictionJob:
                                                         (self.h, self.w))
         self.out = out
         self.notes: list[str] = []
-        self.views = (config.orthogonal_views is not False and self.is_volume
-                      and self.mode == "instances" and config.stitch_threshold is None)
+        # objects labelled and split in 3D (a Z stack of an instance model, not linked by
+        # overlap): where the orthogonal views apply
+        self.label_3d = (self.mode == "instances" and self.is_volume
+                         and config.stitch_threshold is None)
+        self.views = config.orthogonal_views is not False and self.label_3d
         self.views_note = None
         if config.orthogonal_views and not self.views:  # asked for, and it cannot apply
             self.views_note = ("orthogonal views ignored: they need 3D objects of an "
@@ -753,8 +756,6 @@ class PredictionJob:
                             if config.uncertainty else None)
         # the foreground probability is kept for blockwise or 3D labelling
         self.foreground = None
-        self.label_3d = (self.instances is not None and self.is_volume
-                         and config.stitch_threshold is None)
         if self.instances is not None and (self.blockwise or self.label_3d):
             self.foreground = (self.probabilities[1] if self.probabilities is not None
                                else allocate_output("foreground", spatial, np.float32))
