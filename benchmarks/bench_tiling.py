@@ -1,7 +1,8 @@
 """Speed of overlap-tile prediction against one whole-image forward pass and MONAI.
 
 For each net and image size, side by side in one process (one run of each, in this order;
-``--rounds N`` runs them N times, rounds interleaved, and reports the median):
+``--rounds N`` runs them N times, rounds interleaved, each round starting one row further on,
+and reports the median):
 
 1. ``whole``: one forward pass of the whole image (softmax included), the cost tiling adds to.
    When that pass would not fit in memory, the time of the largest square crop that does,
@@ -12,7 +13,7 @@ For each net and image size, side by side in one process (one run of each, in th
 3. ``MONAI 256/0.25 gaussian``: ``monai.inferers.sliding_window_inference`` at its common
    settings (roi 256, overlap 0.25, Gaussian blending, 4 windows per batch),
 4. ``MONAI equal``: MONAI with our tile size, our overlap fraction and our batch,
-5. ``MONAI 256/0.25, default layout``: row 3 with the net as loaded (contiguous tensors),
+5. ``MONAI 256/0.25, default layout``: row 3 with the net in the default (contiguous) layout,
 6. ``ours fast, worker thread``: row 2 as the docks ran it until 2026-12-02: in a thread
    (glibc then maps and page-faults every big block again: :mod:`napari_unet.core.heap`),
    loading the net from its file first as the dock's job does,
@@ -28,8 +29,8 @@ allocator; the last row shows what the docks' worker threads get instead.
 On CPU ``predict_image`` runs a channels-last copy of the net (oneDNN's convolutions are much
 faster that way here) through ``UNet.lean_forward`` (less memory per pixel, so larger tiles),
 so rows 1, 3 and 4 run the same copy the same way: the ratios compare tiling and stitching, not
-memory layouts or forward passes. Row 5 is what a MONAI user gets who passes the net as it is
-(default layout, ``forward``).
+memory layouts or forward passes. Row 5 is what a MONAI user gets who passes a net as PyTorch
+builds it (default layout, ``forward``).
 
 Each row also gives the input pixels the net computed (counted by a spy on the forward pass)
 as a multiple of the image's, and, where the whole-image pass ran, the max and mean absolute
@@ -220,8 +221,10 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
 
     # the layout predict_image runs on CPU, for the rows that compare tiling alone
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    # the net in the default layout (models loaded for the CPU come channels-last)
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     with torch.inference_mode():  # warm-up of the allocator and kernels on MONAI's batches
-        model(torch.zeros(4, 1, 256, 256))
+        plain(torch.zeros(4, 1, 256, 256))
         fast.lean_forward(torch.zeros(4, 1, 256, 256))
     # and of predict_image at this size (its first pass at a new tile size pays ~0.5 s of
     # one-time set-up, as the "whole" row's pass does: neither is the cost of tiling)
@@ -242,9 +245,9 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
          fast, True, "batch 4"),
         ("MONAI equal tile/overlap", lambda: monai(fast, image, tile, overlap, 1, "constant"),
          fast, True, f"roi {tile}, overlap {overlap[0]:.3f}/{overlap[1]:.3f}, batch 1"),
-        ("MONAI 256/0.25, default layout", lambda: monai(model, image, (256, 256), 0.25, 4,
+        ("MONAI 256/0.25, default layout", lambda: monai(plain, image, (256, 256), 0.25, 4,
                                                          "gaussian", lean=False),
-         model, True, "batch 4, net as loaded"),
+         plain, True, "batch 4, contiguous layout, forward"),
         ("ours fast, worker thread", in_thread(lambda: list(dock_job(path, image, "fast"))[-1]),
          None, False, "tile"),
     ]
@@ -257,8 +260,10 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
     times: dict[str, list[float]] = {name: [] for name, *_ in plan}
     last: dict[str, tuple] = {}
     note_of: dict[str, str] = {}
-    for _ in range(rounds):
-        for name, fn, counted, keep, note in plan:
+    for r in range(rounds):
+        # each round starts one row further on, so no row always runs after the same one (the
+        # row before leaves the allocator's pool and caches warm or cold: +-50 ms at 1536²)
+        for name, fn, counted, keep, note in plan[r % len(plan):] + plan[:r % len(plan)]:
             if fn is None:
                 t, px, probs, note = whole(fast, image)
             else:

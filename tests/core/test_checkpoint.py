@@ -14,6 +14,7 @@ from napari_unet.core.checkpoint import (
 )
 from napari_unet.core.meta import ModelMeta
 from napari_unet.core.model import UNet
+from napari_unet.core.predictor import is_channels_last
 
 
 def tiny(**kw):
@@ -44,8 +45,10 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert loaded_meta.normalization == {"method": "percentile", "low": 2.0, "high": 99.0}
     assert load_checkpoint(path).format_version == checkpoint.FORMAT_VERSION
     assert not loaded.training  # ready to predict
+    # in the layout CPU prediction runs in, so predicting needs no copy of the net
+    assert is_channels_last(loaded) and not is_channels_last(model)
     x = torch.rand(1, 1, 44, 44)
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)
     assert torch.equal(model(x), loaded(x))
 
 

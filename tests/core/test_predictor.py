@@ -14,6 +14,7 @@ from napari_unet.core.predictor import (
     PlanePredictor,
     build_predictor,
     drain,
+    is_channels_last,
     net_probabilities,
     with_autocast,
     with_tta,
@@ -238,3 +239,23 @@ def _symmetrise_(model: UNet) -> UNet:
                          for k in range(4)]
                 w.copy_(torch.stack(views).mean(0))
     return model
+
+
+def test_channels_last_net_runs_a_copy_only_when_the_net_is_not_laid_out_so():
+    model = _net("same", depth=2, base=8)
+    x = torch.from_numpy(_image((1, 1, 32, 32), seed=7))
+    ran: list[torch.nn.Module] = []
+    model.inc.register_forward_hook(lambda module, *_: ran.append(module))
+    with torch.inference_mode():
+        ref = torch.softmax(model(x), 1)
+        ran.clear()
+        copied = net_probabilities(model, channels_last=True)(x)
+    # a default-layout net is copied (the caller's net keeps its layout)
+    assert ran and ran[0] is not model.inc and not is_channels_last(model)
+    model.to(memory_format=torch.channels_last)  # as models loaded for the CPU come
+    ran.clear()
+    with torch.inference_mode():
+        own = net_probabilities(model, channels_last=True)(x)
+    assert ran == [model.inc]
+    torch.testing.assert_close(copied, ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(own, copied, atol=0, rtol=0)

@@ -120,7 +120,8 @@ def load_checkpoint(path: str | os.PathLike,
 
     Raises ``ValueError`` when the file is missing, not a napari-unet model, corrupt or
     truncated, claims an architecture its weights do not fit, or was written by a newer format
-    version. Loading never executes pickled code.
+    version. Loading never executes pickled code. On the CPU the net comes channels-last, the
+    layout prediction runs in (its outputs equal the default layout's to float rounding).
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a model file must be a path, got {type(path).__name__}")
@@ -129,7 +130,8 @@ def load_checkpoint(path: str | os.PathLike,
     from .export.package import is_bioimageio_package, load_bioimageio_package
 
     if is_bioimageio_package(path):  # a BioImage Model Zoo package (.zip or folder)
-        return Checkpoint(*load_bioimageio_package(path, target), optimizer_state=None)
+        model, meta = load_bioimageio_package(path, target)
+        return Checkpoint(_laid_out(model, target), meta, optimizer_state=None)
     if not path.is_file():
         raise ValueError(f"model file {str(path)!r} does not exist")
     size = path.stat().st_size
@@ -150,7 +152,7 @@ def load_checkpoint(path: str | os.PathLike,
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{str(path)!r} is not a valid napari-unet model: "
                          f"{_first_line(err)}") from None
-    model.to(target)
+    _laid_out(model.to(target), target)
     model.eval()
     optimizer_state = payload.get("optimizer_state")
     if optimizer_state is not None and not isinstance(optimizer_state, dict):
@@ -164,6 +166,14 @@ def load_model(path: str | os.PathLike,
     """Load ``(model, meta)`` from ``path`` or ``"default"``; the model is in eval mode."""
     ckpt = load_checkpoint(path, device)
     return ckpt.model, ckpt.meta
+
+
+def _laid_out(model: UNet, device: torch.device) -> UNet:
+    """``model`` in the layout prediction runs it in on ``device`` (channels-last on the CPU:
+    :func:`.predictor.build_predictor`), so that predicting needs no copy of the net."""
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def default_model_path() -> Path:

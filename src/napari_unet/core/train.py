@@ -560,8 +560,10 @@ class Trainer:
         self.output_hw = model.output_shape((self.tile, self.tile))
         self.device = resolve_device(self.config.device)
         model.to(self.device)
-        if self.config.channels_last:
-            model.to(memory_format=torch.channels_last)
+        # the layout the config asks for, whatever the net came in (models loaded for the CPU
+        # are channels-last: core.checkpoint)
+        model.to(memory_format=torch.channels_last if self.config.channels_last
+                 else torch.contiguous_format)
         self.optimizer = self._make_optimizer()
         # the starting weights, frozen: what the net already knew, for the distillation term
         self._teacher = None
