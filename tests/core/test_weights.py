@@ -8,6 +8,7 @@ from napari_unet.core.weights import (
     foreground_target,
     separated_instances,
     targets_and_weights,
+    unsure_edges,
     weight_map,
 )
 
@@ -130,6 +131,30 @@ def test_ignore_mask_gives_zero_and_leaves_class_frequencies():
     # Annotated: 2048 pixels, 50 foreground, 1998 background.
     assert w[7, 7] == pytest.approx(1998 / 50, rel=1e-6)
     assert w[20, 40] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sparse_paint_teaches_no_edge_where_it_meets_unpainted_pixels():
+    # a painted 5x5 nucleus (rows 5..9, cols 5..9) with a painted background ring on three sides;
+    # on its right it touches an unpainted neighbour (cols 10..14), as sparse paint leaves it
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:10, 5:10] = 1
+    ignore = np.ones(labels.shape, bool)
+    ignore[2:13, 2:10] = False  # the nucleus and a 3-px ring, but not right of column 9
+    edge = unsure_edges(labels, ignore)
+    expected = np.zeros(labels.shape, bool)
+    expected[5:10, 9] = True  # the nucleus's right column, next to not-annotated pixels
+    np.testing.assert_array_equal(edge, expected)
+    target, weights = targets_and_weights(labels, ignore, instances_mode=True)
+    assert np.all(weights[edge] == 0) and np.all(weights[ignore] == 0)
+    # the rest of the nucleus and its painted outline are taught as before
+    np.testing.assert_allclose(weights, weight_map(labels, ignore_mask=ignore | edge))
+    assert np.all(weights[5:10, 5:9] > 0) and np.all(weights[2:5, 2:10] > 0)
+    np.testing.assert_array_equal(target, foreground_target(labels))
+    # dense labels, or sparse labels that leave nothing out around objects: no change
+    np.testing.assert_array_equal(
+        targets_and_weights(labels, np.zeros(labels.shape, bool), True)[1],
+        targets_and_weights(labels, None, True)[1])
+    assert not unsure_edges(labels, np.zeros(labels.shape, bool)).any()
 
 
 def test_explicit_and_no_class_weights():
