@@ -161,7 +161,10 @@ def test_targets_and_weights_instance_and_semantic():
     ignore = np.zeros_like(inst, bool)
     ignore[:, :2] = True
     _, w_ign = targets_and_weights(inst, ignore, True, 2)
-    assert (w_ign[:, :2] == 0).all() and (w_ign[:, 2:] > 0).all()
+    assert (w_ign[:, :2] == 0).all()
+    # object 1's edge against the not-annotated columns is left out too (weights.unsure_edges)
+    assert (w_ign[2:6, 2] == 0).all() and (w_ign[2:6, 3:] > 0).all()
+    assert (w_ign[:2, 2:] > 0).all() and (w_ign[6:, 2:] > 0).all()
     # nothing annotated: no error, zero weight
     t0, w0 = targets_and_weights(inst, np.ones_like(ignore), True, 2)
     assert not t0.any() and not w0.any()
