@@ -234,7 +234,7 @@ class PlanePredictor:
                 chunk = shape_jobs[i:i + self.batch_size]
                 # in torch's memory: a torch-allocated input ran the shipped net's 1536² pass
                 # 17-50 ms faster than a NumPy-allocated one (paired rounds; cause not found)
-                batch = torch.empty((len(chunk), src.shape[0], *chunk[0][0]))
+                batch = torch.empty((len(chunk), src.shape[0], *chunk[0][0]), dtype=torch.float32)
                 for j, (_, (sy, sx), _, _) in enumerate(chunk):
                     batch[j].numpy()[...] = src[:, sy, sx]
                 try:
