@@ -31,6 +31,7 @@ from .device import resolve_device
 from .meta import ModelMeta
 from .model import UNet
 from .outputs import atomic_path
+from .predictor import predicts_channels_last
 
 FORMAT = "napari-unet"
 FORMAT_VERSION = 1
@@ -169,9 +170,9 @@ def load_model(path: str | os.PathLike,
 
 
 def _laid_out(model: UNet, device: torch.device) -> UNet:
-    """``model`` in the layout prediction runs it in on ``device`` (channels-last on the CPU:
-    :func:`.predictor.build_predictor`), so that predicting needs no copy of the net."""
-    if device.type == "cpu":
+    """``model`` in the layout prediction runs it in on ``device``, so that predicting needs no
+    copy of the net."""
+    if predicts_channels_last(device):
         model.to(memory_format=torch.channels_last)
     return model
 

@@ -67,6 +67,12 @@ def net_probabilities(model: UNet, channels_last: bool = False) -> Predictor:
     return predict
 
 
+def predicts_channels_last(device: torch.device) -> bool:
+    """Whether nets predict in the channels-last layout on ``device``: on the CPU, where
+    oneDNN's convolutions took 0.55-0.7x the time of the default layout (docs/tiling.md)."""
+    return device.type == "cpu"
+
+
 def is_channels_last(model: torch.nn.Module) -> bool:
     """Whether every convolution weight of ``model`` is laid out channels-last."""
     return all(p.is_contiguous(memory_format=torch.channels_last)
@@ -158,7 +164,7 @@ def build_predictor(model: UNet, device: torch.device, *, tta: bool = False,
     oneDNN's convolutions took 0.55-0.7x the time of the default layout for the shipped net and
     UNet.small at 256-1536 px tiles (docs/tiling.md); probabilities differ by float rounding.
     """
-    predict = net_probabilities(model, channels_last=device.type == "cpu")
+    predict = net_probabilities(model, channels_last=predicts_channels_last(device))
     if device.type == "cuda" and half:
         low = with_autocast(predict, "cuda", torch.float16)
         predict = low if half is True else FirstBatchCheck(predict, low, "float16", notes)
@@ -345,5 +351,5 @@ def drain(gen: Generator[Any, None, Any]) -> Any:
 __all__ = [
     "FirstBatchCheck", "OutOfMemory", "PlanePredictor", "Predictor", "build_predictor",
     "d4_inverse", "d4_view", "drain", "is_channels_last", "is_out_of_memory", "net_probabilities",
-    "plane_predictor", "with_autocast", "with_tta",
+    "plane_predictor", "predicts_channels_last", "with_autocast", "with_tta",
 ]
