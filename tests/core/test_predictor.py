@@ -166,6 +166,23 @@ def test_plane_predictor_takes_any_callable_and_stitches_all_channels():
     assert var2.shape == (70, 90) and var2.max() < 1e-6  # a pointwise net is D4-invariant
 
 
+def test_plane_predictor_stitches_into_a_given_array():
+    model = _net("same")
+    plane = _image((1, 70, 90), seed=4)
+    expected, _ = drain(PlanePredictor(_pointwise, model, CPU, (32, 48), margin=6).run(plane))
+    for tile in ((32, 48), (72, 92)):  # several tiles, and one tile over the whole plane
+        into = np.full((2, 70, 90), np.nan, np.float32)
+        probs, _ = drain(PlanePredictor(_pointwise, model, CPU, tile, margin=6).run(plane,
+                                                                                    into))
+        assert np.shares_memory(probs, into)
+        np.testing.assert_allclose(into, expected, atol=1e-6)  # every pixel written
+    # a variance channel does not fit the array: stitched apart, the array left alone
+    into = np.zeros((2, 70, 90), np.float32)
+    noisy = PlanePredictor(with_tta(_pointwise, variance=True), model, CPU, (32, 48), margin=6)
+    probs, var = drain(noisy.run(plane, into))
+    assert not np.shares_memory(probs, into) and not into.any() and var.shape == (70, 90)
+
+
 def test_tta_wrapper_averages_the_eight_views_by_hand():
     torch.manual_seed(0)
     x = torch.randn(2, 1, 8, 8)

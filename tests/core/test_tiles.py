@@ -120,6 +120,18 @@ def test_plan_for_a_small_budget_on_a_tiny_net_by_hand():
     assert (whole.tiles, whole.computed) == (1, 40_000)
 
 
+def test_plan_without_overlap_takes_few_large_tiles():
+    tiny = _net("same", base=8)
+    # no overlap: every tiling computes each pixel once, so the fewest tiles win (the search
+    # used to stop at the smallest legal tile: 10,000 tiles of 4 x 4 here)
+    plan = plan_tiles(tiny, (400, 400), "cpu", overlap=0, memory_budget=416 * 100 * 400)
+    assert (plan.tile, plan.tiles, plan.computed) == ((100, 400), 4, 160_000)
+    # a plane that fits: one tile, its last rows and columns past a multiple of the divisor
+    # included (the tile as the search names it: 200 // 4 * 4 covers 202 px)
+    one = plan_tiles(tiny, (202, 203), "cpu", memory_budget=GIB)
+    assert (one.tile, one.tiles, one.computed) == ((200, 200), 1, 202 * 203)
+
+
 def test_plan_keeps_user_settings_and_batches_on_cuda_without_touching_it():
     tiny = _net("same", base=8)
     kept = plan_tiles(tiny, (300, 300), "cpu", tile_size=(64, 96), batch_size=3,

@@ -204,8 +204,8 @@ def normalize_region(region: np.ndarray, rng: IntensityRange | None) -> np.ndarr
     region = np.asarray(region)
     if np.issubdtype(region.dtype, np.floating) and not np.isfinite(region).all():
         raise ValueError("image contains NaN or infinite values")
-    if rng is None:
-        return region.astype(np.float32)
+    if rng is None:  # read only afterwards: no copy of a float32 region
+        return region.astype(np.float32, copy=False)
     return rng.apply(region)
 
 

@@ -765,7 +765,11 @@ class PredictionJob:
         yield from self._setup()
         self._allocate()
         model, config = self.model, self.config
-        model.eval().to(self.device)
+        # (each walks the net's modules: ~2 ms for the shipped net, skipped when not needed)
+        if model.training:
+            model.eval()
+        if next(model.parameters()).device != self.device:
+            model.to(self.device)
         self.predictor = plane_predictor(
             model, self.device, self.tile, self.plan.batch_size, config.tta,
             config.uncertainty and config.uncertainty_method == "variance", config.blend,
@@ -800,16 +804,18 @@ class PredictionJob:
     def _at(self, z: int, where: tuple[slice, ...] = ()) -> tuple:
         return ((z,) if self.stacked else ()) + where
 
-    def _predict(self, plane: np.ndarray, progress: bool
+    def _predict(self, plane: np.ndarray, progress: bool, into: np.ndarray | None = None
                  ) -> Generator[Progress | Message, None, tuple[np.ndarray, Any]]:
-        """One normalised plane or window, with out-of-memory retries on smaller tiles."""
+        """One normalised plane or window, with out-of-memory retries on smaller tiles
+        (``into``: where the probabilities may be stitched, see :meth:`PlanePredictor.run`)."""
         h, w = plane.shape[-2:]
         if self.scale != 1.0:
             plane = resize_plane(plane, self._model_hw((h, w)), order=1)
         predictor = self.predictor
         while True:
             try:
-                run = predictor.run(np.ascontiguousarray(plane))
+                run = predictor.run(np.ascontiguousarray(plane),
+                                    into if self.scale == 1.0 else None)
                 probs, var = (yield from run) if progress else drain(run)
                 break
             except OutOfMemory as err:
@@ -837,7 +843,8 @@ class PredictionJob:
                var: np.ndarray | None, uncertainty: bool = True) -> None:
         at = self._at(z, where)
         if self.probabilities is not None:
-            self.probabilities[(slice(None), *at)] = probs
+            if not np.may_share_memory(probs, self.probabilities):  # not stitched in place
+                self.probabilities[(slice(None), *at)] = probs
         elif self.foreground is not None:
             self.foreground[at] = probs[1]
         self.semantic[at] = semantic_labels(probs)
@@ -846,7 +853,10 @@ class PredictionJob:
 
     def _plane_whole(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
         plane = normalize_region(np.asarray(self.view[z]), rng)
-        probs, var = yield from self._predict(plane, progress=not self.stacked)
+        # the plane's probabilities stitched straight into an output array in memory
+        into = (self.probabilities[(slice(None), *self._at(z))]
+                if isinstance(self.probabilities, np.ndarray) else None)
+        probs, var = yield from self._predict(plane, progress=not self.stacked, into=into)
         self._store(z, (slice(None), slice(None)), probs, var)
         self._last_probs = probs
 

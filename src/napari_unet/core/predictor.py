@@ -220,9 +220,14 @@ class PlanePredictor:
         return out[:, :k], (out[:, k] if out.shape[1] > k else None)
 
     # one plane -------------------------------------------------------------------------------
-    def run(self, plane: np.ndarray) -> Generator[Progress, None,
-                                                   tuple[np.ndarray, np.ndarray | None]]:
-        """Generator of tile progress; returns ``(probabilities (K,H,W), variance or None)``."""
+    def run(self, plane: np.ndarray, into: np.ndarray | None = None
+            ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
+        """Generator of tile progress; returns ``(probabilities (K,H,W), variance or None)``.
+
+        ``into``: a float32 ``(K, H, W)`` array the probabilities are stitched into (then
+        returned), so that a caller keeping them needs no copy of the plane; left out when the
+        net returns more channels (a variance).
+        """
         h, w = plane.shape[-2:]
         if self.model.is_valid:
             jobs, src = self._valid_jobs(plane)
@@ -238,7 +243,11 @@ class PlanePredictor:
         for shape_jobs in groups.values():
             for i in range(0, len(shape_jobs), self.batch_size):
                 chunk = shape_jobs[i:i + self.batch_size]
-                batch = np.stack([src[:, sy, sx] for _, (sy, sx), _, _ in chunk])
+                if len(chunk) == 1:  # no copy when one tile is the whole (contiguous) plane
+                    _, (sy, sx), _, _ = chunk[0]
+                    batch = np.ascontiguousarray(src[None, :, sy, sx])
+                else:
+                    batch = np.stack([src[:, sy, sx] for _, (sy, sx), _, _ in chunk])
                 try:
                     out, var = self.forward(batch)
                 except RuntimeError as err:  # torch's CPU allocator fails with a RuntimeError
@@ -250,11 +259,18 @@ class PlanePredictor:
                 if var is not None:
                     out = np.concatenate([out, var[:, None]], axis=1)
                 if stitched is None:  # channels as the wrappers return them
-                    stitched = np.zeros((out.shape[1], h, w), np.float32)
-                    weights = np.zeros((h, w), np.float32) if gauss else None
+                    shape = (out.shape[1], h, w)
+                    if into is not None and into.shape == shape and into.dtype == np.float32:
+                        stitched = into
+                    else:  # discarded overlaps: the kept parts cover every pixel once
+                        stitched = np.empty(shape, np.float32)
+                    if gauss:
+                        stitched[...] = 0
+                        weights = np.zeros((h, w), np.float32)
                 for j, (_, _, (ty, tx), (oy, ox)) in enumerate(chunk):
-                    if weights is None:
-                        stitched[:, ty, tx] = out[j][:, oy, ox]
+                    if weights is None:  # torch's copy: on all threads (NumPy's: on one)
+                        torch.from_numpy(stitched[:, ty, tx]).copy_(
+                            torch.from_numpy(out[j][:, oy, ox]))
                     else:
                         g = self._window(out.shape[-2:])
                         stitched[:, ty, tx] += out[j] * g

@@ -169,7 +169,8 @@ def axis_cost(model: UNet, length: int, tile: int, margin: int) -> tuple[int, in
 def _axis_candidates(model: UNet, length: int, margin: int,
                      largest: int) -> list[tuple[int, int, int, int]]:
     """Tile sizes along one axis that are not dominated: each computes fewer pixels than every
-    smaller one. Items ``(tile, tiles, computed, extent)``, by growing extent."""
+    smaller one, or as many in fewer tiles. Items ``(tile, tiles, computed, extent)``, by growing
+    extent."""
     d = model.divisor
     if model.is_valid:
         first = model.valid_input_shape((d + 2 * model.context,) * 2)[0]
@@ -181,7 +182,8 @@ def _axis_candidates(model: UNet, length: int, margin: int,
     kept: list[tuple[int, int, int, int]] = []
     for tile in range(first, top + 1, d):
         n, computed, extent = axis_cost(model, length, tile, margin)
-        if not kept or computed < kept[-1][2]:
+        # (with no overlap every tile computes each pixel once: then fewer tiles count)
+        if not kept or computed < kept[-1][2] or (computed == kept[-1][2] and n < kept[-1][1]):
             kept.append((tile, n, computed, extent))
     return kept
 
@@ -209,6 +211,11 @@ def plan_tiles(model: UNet, hw: tuple[int, int], device: torch.device | str = "c
     else:
         per_pass = max(1, budget_px // (batch_size or 1))
         side = MAX_CUDA_TILE if device.type == "cuda" else per_pass
+        one = (_one_tile(model, h, margin), _one_tile(model, w, margin))
+        if one[0][1] * one[1][1] <= per_pass and max(one[0][0], one[1][0]) <= side:
+            # one tile over the plane computes the fewest pixels there are: nothing to search
+            tile = (one[0][0], one[1][0])
+            return _plan(model, (h, w), tile, margin, budget_px, batch_size, device)
         ys = _axis_candidates(model, h, margin, side)
         xs = _axis_candidates(model, w, margin, side)
         best = None
@@ -221,6 +228,24 @@ def plan_tiles(model: UNet, hw: tuple[int, int], device: torch.device | str = "c
                     best = (key, (ty, tx))
         # nothing fits: the smallest legal tile (an out-of-memory error says so later)
         tile = best[1] if best is not None else (ys[0][0], xs[0][0])
+    return _plan(model, (h, w), tile, margin, budget_px, batch_size, device)
+
+
+def _one_tile(model: UNet, length: int, margin: int) -> tuple[int, int]:
+    """``(tile, extent)`` of the smallest tile that covers ``length`` px alone: the largest of
+    :func:`_axis_candidates` when nothing caps them."""
+    d = model.divisor
+    if model.is_valid:
+        first = model.valid_input_shape((d + 2 * model.context,) * 2)[0]
+        tile = max(first, model.input_shape_for_output((length, length))[0])
+        return tile, tile
+    # the last tile may be up to ``d - 1`` px longer than asked (:func:`padded_axis_tiles`)
+    return max(-(-(2 * margin + d) // d) * d, length // d * d), length
+
+
+def _plan(model: UNet, hw: tuple[int, int], tile: tuple[int, int], margin: int,
+          budget_px: int, batch_size: int | None, device: torch.device) -> TilePlan:
+    h, w = hw
     ny, cy, ey = axis_cost(model, h, tile[0], margin)
     nx, cx, ex = axis_cost(model, w, tile[1], margin)
     if batch_size is None:
