@@ -44,6 +44,25 @@ def test_touching_disks_split_by_a_gap_come_back_grown():
     np.testing.assert_array_equal(plain > 0, target > 0)
 
 
+@pytest.mark.parametrize("gap, filled", [(1, True), (2, True), (3, False)])
+def test_gaps_up_to_two_pixels_wide_are_given_back(gap, filled):
+    probability = np.full((20, 40), 0.05, np.float32)
+    probability[5:15, 5:15] = 0.9  # object 1: columns 5-14
+    probability[5:15, 15 + gap:25 + gap] = 0.9  # object 2 after a gap of ``gap`` columns
+    result = instances_from_probability(probability)
+    assert result.max() == 2  # still two objects
+    between = result[5:15, 15:15 + gap]
+    if filled:  # each gap pixel joins the nearer object (a 1-px gap: either), nothing else grows
+        assert np.all(between > 0)
+        if gap == 2:
+            assert np.all(result[5:15, 15] == result[7, 7])
+            assert np.all(result[5:15, 16] == result[7, 22])
+    else:  # a 3-px strip of background is background
+        assert not between.any()
+    np.testing.assert_array_equal((result > 0)[:, :15], probability[:, :15] > 0.5)
+    assert not result[:5].any() and not result[15:].any()
+
+
 def test_small_specks_are_removed_and_ids_are_consecutive():
     probability = np.zeros((40, 40), np.float32)
     probability[2:12, 2:12] = 0.8  # 100 px
