@@ -814,8 +814,8 @@ class PredictionJob:
         predictor = self.predictor
         while True:
             try:
-                run = predictor.run(np.ascontiguousarray(plane),
-                                    into if self.scale == 1.0 else None)
+                # (no contiguous copy first: the predictor copies each tile into its batch)
+                run = predictor.run(plane, into if self.scale == 1.0 else None)
                 probs, var = (yield from run) if progress else drain(run)
                 break
             except OutOfMemory as err:
