@@ -232,8 +232,8 @@ def plan_tiles(model: UNet, hw: tuple[int, int], device: torch.device | str = "c
 
 
 def _one_tile(model: UNet, length: int, margin: int) -> tuple[int, int]:
-    """``(tile, extent)`` of the smallest tile that covers ``length`` px alone: the largest of
-    :func:`_axis_candidates` when nothing caps them."""
+    """``(tile, extent)`` of the smallest tile that covers ``length`` px alone: what the search
+    over :func:`_axis_candidates` picks for this axis when the budget allows one tile."""
     d = model.divisor
     if model.is_valid:
         first = model.valid_input_shape((d + 2 * model.context,) * 2)[0]
