@@ -22,6 +22,11 @@ and reports the median):
    timing): the time from handing over the job to having its result here, so it includes
    sending the image there and the result back.
 
+Last, ``around a stand-in pass``: ours (row 2) and MONAI at equal tile/overlap (row 4) with the
+net's pass replaced by a 1x1 convolution (:func:`stand_in`, same tile plan), in 30 alternating
+pairs: what tiling and stitching add on each side, which the real rows bury under a pass ~100x
+longer.
+
 Every row runs in the main thread with freed memory kept for reuse
 (``core.heap.reuse_freed_memory``, what ``predict_image`` does there), so all rows get the same
 allocator; the last row shows what the docks' worker threads get instead.
