@@ -16,7 +16,6 @@ from napari_unet.core.predictor import (
     drain,
     is_channels_last,
     net_probabilities,
-    tile_batch,
     with_autocast,
     with_tta,
 )
@@ -182,18 +181,6 @@ def test_plane_predictor_stitches_into_a_given_array():
     noisy = PlanePredictor(with_tta(_pointwise, variance=True), model, CPU, (32, 48), margin=6)
     probs, var = drain(noisy.run(plane, into))
     assert not np.shares_memory(probs, into) and not into.any() and var.shape == (70, 90)
-
-
-def test_tile_batch_copies_the_tiles_into_one_float32_batch():
-    src = np.arange(2 * 6 * 7, dtype=np.float32).reshape(2, 6, 7)
-    src.flags.writeable = False  # a read-only plane (a memory map) is only read
-    windows = [(slice(0, 4), slice(1, 4)), (slice(2, 6), slice(4, 7))]
-    batch = tile_batch(src, windows)
-    assert isinstance(batch, torch.Tensor) and batch.dtype == torch.float32
-    assert tuple(batch.shape) == (2, 2, 4, 3) and batch.is_contiguous()
-    for j, (sy, sx) in enumerate(windows):
-        np.testing.assert_array_equal(batch[j].numpy(), src[:, sy, sx])
-    assert not np.shares_memory(batch.numpy(), src)
 
 
 def test_tta_wrapper_averages_the_eight_views_by_hand():

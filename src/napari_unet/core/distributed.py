@@ -33,7 +33,7 @@ from .prediction import (
     check_model,
     is_dask,
 )
-from .predictor import PlanePredictor, drain, plane_predictor, tile_batch
+from .predictor import PlanePredictor, drain, plane_predictor
 from .tiles import auto_tile_size, receptive_radius, valid_axis_tiles
 
 
@@ -169,8 +169,7 @@ def _valid_premargined(predictor: PlanePredictor, block: np.ndarray, h: int,
     jobs = [(y, x) for y in ys for x in xs]
     for i in range(0, len(jobs), predictor.batch_size):
         chunk = jobs[i:i + predictor.batch_size]
-        batch = tile_batch(src, [(slice(y, y + tile[0]), slice(x, x + tile[1]))
-                                 for y, x in chunk])
+        batch = np.stack([src[:, y:y + tile[0], x:x + tile[1]] for y, x in chunk])
         out, _ = predictor.forward(batch)
         for j, (y, x) in enumerate(chunk):
             hy, wx = min(oy_n, h - y), min(ox_n, w - x)

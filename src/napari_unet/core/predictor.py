@@ -16,7 +16,7 @@ batch and tile after running out of memory so the caller can retry.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -212,12 +212,10 @@ class PlanePredictor:
         self._windows: dict[tuple[int, int], np.ndarray] = {}
 
     # one batch -------------------------------------------------------------------------------
-    def forward(self, batch: np.ndarray | torch.Tensor
-                ) -> tuple[np.ndarray, np.ndarray | None]:
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(N, C, h, w)`` -> probabilities ``(N, K, h', w')`` and variance ``(N, h', w')``."""
-        x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
         with torch.inference_mode():
-            out = self.net(x.to(self.device)).cpu().numpy()
+            out = self.net(torch.from_numpy(batch).to(self.device)).cpu().numpy()
         k = self.model.num_classes
         return out[:, :k], (out[:, k] if out.shape[1] > k else None)
 
@@ -245,7 +243,11 @@ class PlanePredictor:
         for shape_jobs in groups.values():
             for i in range(0, len(shape_jobs), self.batch_size):
                 chunk = shape_jobs[i:i + self.batch_size]
-                batch = tile_batch(src, [where for _, where, _, _ in chunk])
+                if len(chunk) == 1:  # no copy when one tile is the whole (contiguous) plane
+                    _, (sy, sx), _, _ = chunk[0]
+                    batch = np.ascontiguousarray(src[None, :, sy, sx])
+                else:
+                    batch = np.stack([src[:, sy, sx] for _, (sy, sx), _, _ in chunk])
                 try:
                     out, var = self.forward(batch)
                 except RuntimeError as err:  # torch's CPU allocator fails with a RuntimeError
@@ -344,21 +346,6 @@ class PlanePredictor:
         return True
 
 
-def tile_batch(src: np.ndarray, windows: Sequence[tuple[slice, slice]]) -> torch.Tensor:
-    """The tiles ``src[:, sy, sx]`` (all of one shape) as one float32 batch in torch's memory.
-
-    Torch aligns its buffers to 64 bytes, NumPy's big arrays start 16 bytes into a page: the
-    shipped net's pass over a NumPy-allocated 960x1472 tile took 1.06x the time of the same tile
-    in torch's memory (median of 10 alternating pairs, 0.92-1.13; docs/tiling.md), which
-    MONAI's windows, torch tensors, never pay.
-    """
-    first = src[:, windows[0][0], windows[0][1]]
-    batch = torch.empty((len(windows), *first.shape), dtype=torch.float32)
-    for j, (sy, sx) in enumerate(windows):
-        batch[j].numpy()[...] = src[:, sy, sx]
-    return batch
-
-
 def plane_predictor(model: UNet, device: torch.device, tile: tuple[int, int], batch_size: int,
                     tta: bool, variance: bool, blend: str, margin: int | None,
                     half: bool | str) -> PlanePredictor:
@@ -380,5 +367,5 @@ def drain(gen: Generator[Any, None, Any]) -> Any:
 __all__ = [
     "FirstBatchCheck", "OutOfMemory", "PlanePredictor", "Predictor", "build_predictor",
     "d4_inverse", "d4_view", "drain", "is_channels_last", "is_out_of_memory", "net_probabilities",
-    "plane_predictor", "predicts_channels_last", "tile_batch", "with_autocast", "with_tta",
+    "plane_predictor", "predicts_channels_last", "with_autocast", "with_tta",
 ]
