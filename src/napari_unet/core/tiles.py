@@ -172,11 +172,10 @@ def _axis_candidates(model: UNet, length: int, margin: int,
     smaller one, or as many in fewer tiles. Items ``(tile, tiles, computed, extent)``, by growing
     extent."""
     d = model.divisor
+    first = _smallest_tile(model, margin)
     if model.is_valid:
-        first = model.valid_input_shape((d + 2 * model.context,) * 2)[0]
         top = max(first, model.input_shape_for_output((length, length))[0])
     else:
-        first = -(-(2 * margin + d) // d) * d
         top = max(first, -(-length // d) * d)
     top = min(top, max(largest, first))
     kept: list[tuple[int, int, int, int]] = []
@@ -234,13 +233,21 @@ def plan_tiles(model: UNet, hw: tuple[int, int], device: torch.device | str = "c
 def _one_tile(model: UNet, length: int, margin: int) -> tuple[int, int]:
     """``(tile, extent)`` of the smallest tile that covers ``length`` px alone: what the search
     over :func:`_axis_candidates` picks for this axis when the budget allows one tile."""
-    d = model.divisor
+    first = _smallest_tile(model, margin)
     if model.is_valid:
-        first = model.valid_input_shape((d + 2 * model.context,) * 2)[0]
         tile = max(first, model.input_shape_for_output((length, length))[0])
         return tile, tile
     # the last tile may be up to ``d - 1`` px longer than asked (:func:`padded_axis_tiles`)
-    return max(-(-(2 * margin + d) // d) * d, length // d * d), length
+    return max(first, length // model.divisor * model.divisor), length
+
+
+def _smallest_tile(model: UNet, margin: int) -> int:
+    """The smallest legal tile side: one pooling step of output (valid nets) or of kept pixels
+    inside the margins (padded nets)."""
+    d = model.divisor
+    if model.is_valid:
+        return model.valid_input_shape((d + 2 * model.context,) * 2)[0]
+    return -(-(2 * margin + d) // d) * d
 
 
 def _plan(model: UNet, hw: tuple[int, int], tile: tuple[int, int], margin: int,
