@@ -22,6 +22,11 @@ and reports the median):
    timing): the time from handing over the job to having its result here, so it includes
    sending the image there and the result back.
 
+``--pairs N`` runs only rows 2 and 4, alternating, N pairs (after one pair of warm-up), and
+reports the median of each pair's ratio, of wall-clock and of CPU time (with several tiles a
+row's spread between rounds, +-10-30 % on a shared machine, hides a few per cent between the
+two, and a pair's two runs share the machine's load); then the stand-in pairs below.
+
 Last, ``around a stand-in pass``: ours (row 2) and MONAI at equal tile/overlap (row 4) with the
 net's pass replaced by a 1x1 convolution (:func:`stand_in`, same tile plan), in 30 alternating
 pairs: what tiling and stitching add on each side, which the real rows bury under a pass ~100x
@@ -197,9 +202,10 @@ def monai(model: UNet, image: np.ndarray, roi: tuple[int, int], overlap, batch: 
     return out[0].numpy()
 
 
-def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
+def run_one(size: int, net: str, rounds: int = 1, jobs=None, pairs: int = 0) -> list[tuple]:
     """The rows for one image size and net; with ``rounds`` > 1 every row runs once per round,
-    rounds interleaved, and the median time is reported (the spread in brackets)."""
+    rounds interleaved, and the median time is reported (the spread in brackets); with
+    ``pairs`` only ours fast against MONAI equal, in that many alternating pairs."""
     from napari_unet.core.tiles import tile_margin
 
     model = load_net(net)
@@ -244,6 +250,15 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None) -> list[tuple]:
 
     def ours(tiling):
         return lambda: predict_image(model, image, meta=RAW, device="cpu", tiling=tiling)
+
+    if pairs:
+        alternating_pairs({"ours fast": ours("fast"),
+                           "MONAI equal": lambda: monai(fast, image, tile, overlap, 1,
+                                                        "constant")},
+                          pairs, f"{net} {size}^2 | the net's pass, tiles {tile[0]}x{tile[1]}")
+        around_the_pass(model, image, tile, overlap, net, pairs=30)
+        shutil.rmtree(Path(path).parent, ignore_errors=True)
+        return rows
 
     # name, what runs, the net to count pixels on, freed memory kept, note
     plan: list[tuple] = [("whole", None, fast, True, "")]
@@ -319,21 +334,33 @@ def around_the_pass(model: UNet, image: np.ndarray, tile, overlap, net: str,
     stand-in pass (:func:`stand_in`): the tiling and stitching each side adds, in alternating
     pairs (the real pass is the same on both sides: same net, layout and pixels computed)."""
     twin = stand_in(model)
-    runs = {
-        "ours fast": lambda: predict_image(twin, image, meta=RAW, device="cpu", tiling="fast"),
-        "MONAI equal": lambda: monai(twin, image, tile, overlap, 1, "constant"),
-    }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for i in range(pairs + 1):  # the first pair warms up
+    alternating_pairs(
+        {"ours fast": lambda: predict_image(twin, image, meta=RAW, device="cpu", tiling="fast"),
+         "MONAI equal": lambda: monai(twin, image, tile, overlap, 1, "constant")},
+        pairs, f"{net} {image.shape[0]}^2 | around a stand-in pass (1x1 conv)")
+
+
+def alternating_pairs(runs: dict[str, Callable[[], object]], pairs: int, label: str) -> None:
+    """Time the two ``runs`` in ``pairs`` alternating pairs (the first pair, a warm-up, not
+    counted; which one goes first alternates) and print the medians and the per-pair ratio, of
+    wall-clock time and of the process's CPU time (all threads: the work done, which time
+    slices lost to other processes on a shared machine stretch less)."""
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(pairs + 1):
         for name in list(runs)[::1 if i % 2 else -1]:
+            c0 = time.process_time()
             t, _, _ = timed(None, runs[name])
             if i:
-                times[name].append(t)
-    ours, theirs = (np.array(times[name]) * 1e3 for name in runs)
-    print(f"{net} {image.shape[0]}^2 | around a stand-in pass (1x1 conv), {pairs} pairs | ours "
-          f"fast {np.median(ours):.1f} ms, MONAI equal {np.median(theirs):.1f} ms | per pair "
-          f"median {np.median(ours / theirs):.3f} ({(ours / theirs).min():.3f}-"
-          f"{(ours / theirs).max():.3f})", flush=True)
+                wall[name].append(t)
+                cpu[name].append(time.process_time() - c0)
+    (a, b) = list(runs)
+    for kind, times in (("wall", wall), ("CPU", cpu)):
+        ours, theirs = np.array(times[a]) * 1e3, np.array(times[b]) * 1e3
+        ratio = ours / theirs
+        print(f"{label}, {pairs} pairs, {kind} time | {a} {np.median(ours):.1f} ms, {b} "
+              f"{np.median(theirs):.1f} ms | per pair median {np.median(ratio):.3f} "
+              f"({ratio.min():.3f}-{ratio.max():.3f})", flush=True)
 
 
 def main() -> None:
@@ -346,12 +373,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every row this many times, rounds interleaved, and report "
                              "the median (single-tile rows differ by ~10%% between runs)")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="only ours fast against MONAI at equal tiles, this many "
+                             "alternating pairs (a steadier ratio where there are several "
+                             "tiles)")
     parser.add_argument("--no-process", action="store_true",
                         help="leave out the job-process row (it starts a process: seconds)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     jobs = None
-    if not args.no_process:
+    if not args.no_process and not args.pairs:
         from napari_unet.core.jobprocess import JobProcess
 
         jobs = JobProcess(preload=("napari_unet.core.prediction",))
@@ -363,7 +394,7 @@ def main() -> None:
           "|dp| | pixels whose class changed (vs the whole-image pass)", flush=True)
     for run in args.runs:
         size, net = run.split(":")
-        run_one(int(size), net, args.rounds, jobs)
+        run_one(int(size), net, args.rounds, jobs, args.pairs)
 
 
 if __name__ == "__main__":

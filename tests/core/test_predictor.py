@@ -183,6 +183,38 @@ def test_plane_predictor_stitches_into_a_given_array():
     assert not np.shares_memory(probs, into) and not into.any() and var.shape == (70, 90)
 
 
+@pytest.mark.parametrize("padding,blend", [("same", "discard"), ("same", "gaussian"),
+                                           ("valid", "discard")])
+def test_plane_predictor_keeps_only_the_part_asked_for(padding, blend):
+    """``keep`` gives the same pixels as the whole plane's result cut there (a real net, so
+    each tile's context matters), computes no tile that keeps nothing of it, and stitches
+    into an array of the kept part's shape."""
+    model = _net(padding)
+    plane = _image((1, 150, 170), seed=5)
+    tile = (64, 64) if padding == "same" else (60, 60)
+
+    def run(keep=None, into=None):
+        calls = []
+
+        def spy(x):
+            calls.append(x.shape[0])
+            return torch.softmax(model(x), 1)
+
+        predictor = PlanePredictor(spy, model, CPU, tile, blend=blend, margin=8)
+        with torch.inference_mode():
+            return drain(predictor.run(plane, into, keep)), sum(calls)
+
+    (whole, _), n_whole = run()
+    keep = (slice(20, 61), slice(100, 170))
+    (part, _), n_part = run(keep)
+    np.testing.assert_array_equal(part, whole[(slice(None), *keep)])
+    assert 0 < n_part < n_whole
+    into = np.full((2, 41, 70), np.nan, np.float32)
+    (stitched, _), _ = run(keep, into)
+    assert np.shares_memory(stitched, into)
+    np.testing.assert_array_equal(into, whole[(slice(None), *keep)])
+
+
 def test_tta_wrapper_averages_the_eight_views_by_hand():
     torch.manual_seed(0)
     x = torch.randn(2, 1, 8, 8)

@@ -265,19 +265,20 @@ def tile_windows(ys: list[tuple[int, int, int, int]],
 def predict_blocks(
     plane: Any,
     rng: IntensityRange | None,
-    predict: PredictFn,
-    sink: Callable[[tuple[slice, slice], Any, tuple[slice, slice]], None],
+    predict: Callable[[np.ndarray, Window], Any],
+    sink: Callable[[Window, Any], None],
     windows: list[Window],
 ) -> Iterator[Progress]:
     """Run ``predict`` over a ``(C, H, W)`` plane window by window (:func:`block_windows` or
     :func:`tile_windows`).
 
-    ``sink(core, result, inner)`` receives the window's core in the plane, the predictor's
-    result for the window, and where the core lies in it.
+    ``predict(region, window)`` gets the window's normalised pixels and the window (so it may
+    keep only the core, ``window.inner`` in the region, or write it straight where it goes);
+    ``sink(window, result)`` receives what it returned.
     """
     for i, win in enumerate(windows, start=1):
         region = normalize_region(plane[(slice(None), *win.window)], rng)
-        sink(win.core, predict(region), win.inner)
+        sink(win, predict(region, win))
         yield Progress(i, len(windows), f"block {i}/{len(windows)}")
 
 

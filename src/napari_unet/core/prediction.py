@@ -804,10 +804,12 @@ class PredictionJob:
     def _at(self, z: int, where: tuple[slice, ...] = ()) -> tuple:
         return ((z,) if self.stacked else ()) + where
 
-    def _predict(self, plane: np.ndarray, progress: bool, into: np.ndarray | None = None
+    def _predict(self, plane: np.ndarray, progress: bool, into: np.ndarray | None = None,
+                 keep: tuple[slice, slice] | None = None
                  ) -> Generator[Progress | Message, None, tuple[np.ndarray, Any]]:
-        """One normalised plane or window, with out-of-memory retries on smaller tiles
-        (``into``: where the probabilities may be stitched, see :meth:`PlanePredictor.run`)."""
+        """One normalised plane or window, with out-of-memory retries on smaller tiles: the
+        probabilities (and variance) of its part ``keep`` (all of it when None), stitched into
+        ``into`` where that fits (see :meth:`PlanePredictor.run`)."""
         h, w = plane.shape[-2:]
         if self.scale != 1.0:
             plane = resize_plane(plane, self._model_hw((h, w)), order=1)
@@ -815,7 +817,8 @@ class PredictionJob:
         while True:
             try:
                 # (no contiguous copy first: the predictor copies each tile into its batch)
-                run = predictor.run(plane, into if self.scale == 1.0 else None)
+                run = (predictor.run(plane, into, keep) if self.scale == 1.0
+                       else predictor.run(plane))  # rescaled: cut after scaling back
                 probs, var = (yield from run) if progress else drain(run)
                 break
             except OutOfMemory as err:
@@ -837,6 +840,9 @@ class PredictionJob:
             probs = resize_plane(probs, (h, w), order=1)
             if var is not None:
                 var = resize_plane(var, (h, w), order=1)
+            if keep is not None:
+                probs = probs[(slice(None), *keep)]
+                var = None if var is None else var[keep]
         return probs, var
 
     def _store(self, z: int, where: tuple[slice, slice], probs: np.ndarray,
@@ -863,15 +869,17 @@ class PredictionJob:
     def _plane_blockwise(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
         messages: list[Message] = []
 
-        def predict_window(region: np.ndarray) -> tuple[np.ndarray, Any]:
-            # the messages wait until the block is done
-            return _collect(self._predict(region, progress=False), messages)
+        # the windows' cores stitched straight into an output array in memory
+        plane_out = (self.probabilities[(slice(None), *self._at(z))]
+                     if isinstance(self.probabilities, np.ndarray) else None)
 
-        def sink(core: tuple[slice, slice], result: tuple[np.ndarray, Any],
-                 inner: tuple[slice, slice]) -> None:
-            probs, var = result
-            self._store(z, core, probs[(slice(None), *inner)],
-                        None if var is None else var[inner])
+        def predict_window(region: np.ndarray, win: Window) -> tuple[np.ndarray, Any]:
+            into = None if plane_out is None else plane_out[(slice(None), *win.core)]
+            # the messages wait until the block is done
+            return _collect(self._predict(region, False, into, win.inner), messages)
+
+        def sink(win: Window, result: tuple[np.ndarray, Any]) -> None:
+            self._store(z, win.core, *result)
 
         for event in predict_blocks(self.view[z], rng, predict_window, sink, self._windows()):
             yield from messages

@@ -220,13 +220,16 @@ class PlanePredictor:
         return out[:, :k], (out[:, k] if out.shape[1] > k else None)
 
     # one plane -------------------------------------------------------------------------------
-    def run(self, plane: np.ndarray, into: np.ndarray | None = None
+    def run(self, plane: np.ndarray, into: np.ndarray | None = None,
+            keep: tuple[slice, slice] | None = None
             ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
         """Generator of tile progress; returns ``(probabilities (K,H,W), variance or None)``.
 
-        ``into``: a float32 ``(K, H, W)`` array the probabilities are stitched into (then
-        returned), so that a caller keeping them needs no copy of the plane; left out when the
-        net returns more channels (a variance).
+        ``keep``: only this part of the plane is wanted (e.g. a block's core inside the window
+        read around it): the result covers it alone, and tiles that keep nothing of it are not
+        computed. ``into``: a float32 ``(K, h, w)`` array of the kept part's shape that the
+        probabilities are stitched into (then returned), so that a caller keeping them needs no
+        copy; left out when the net returns more channels (a variance).
         """
         h, w = plane.shape[-2:]
         if self.model.is_valid:
@@ -235,6 +238,9 @@ class PlanePredictor:
         else:
             jobs, src = self._padded_jobs(plane)
             gauss = self.blend == "gaussian"
+        (y0, y1, _), (x0, x1, _) = (keep[0].indices(h), keep[1].indices(w)) if keep else (
+            (0, h, 1), (0, w, 1))
+        jobs = [job for job in (_kept(job, (y0, y1), (x0, x1)) for job in jobs) if job]
         groups: dict[tuple[int, int], list] = {}
         for job in jobs:
             groups.setdefault(job[0], []).append(job)
@@ -259,21 +265,21 @@ class PlanePredictor:
                 if var is not None:
                     out = np.concatenate([out, var[:, None]], axis=1)
                 if stitched is None:  # channels as the wrappers return them
-                    shape = (out.shape[1], h, w)
+                    shape = (out.shape[1], y1 - y0, x1 - x0)
                     if into is not None and into.shape == shape and into.dtype == np.float32:
                         stitched = into
                     else:  # discarded overlaps: the kept parts cover every pixel once
                         stitched = np.empty(shape, np.float32)
                     if gauss:
                         stitched[...] = 0
-                        weights = np.zeros((h, w), np.float32)
+                        weights = np.zeros(shape[1:], np.float32)
                 for j, (_, _, (ty, tx), (oy, ox)) in enumerate(chunk):
                     if weights is None:  # torch's copy: on all threads (NumPy's: on one)
                         torch.from_numpy(stitched[:, ty, tx]).copy_(
                             torch.from_numpy(out[j][:, oy, ox]))
                     else:
-                        g = self._window(out.shape[-2:])
-                        stitched[:, ty, tx] += out[j] * g
+                        g = self._window(out.shape[-2:])[oy, ox]
+                        stitched[:, ty, tx] += out[j][:, oy, ox] * g
                         weights[ty, tx] += g
                 done += len(chunk)
                 yield Progress(done, total, f"tile {done}/{total}")
@@ -344,6 +350,22 @@ class PlanePredictor:
             return False
         self.tile = (min(smaller[0], self.tile[0]), min(smaller[1], self.tile[1]))
         return True
+
+
+def _kept(job: tuple, ys: tuple[int, int], xs: tuple[int, int]) -> tuple | None:
+    """A tile job with its target (plane pixels) and own part (tile output pixels) cut to the
+    kept rectangle ``ys`` x ``xs`` and the target made relative to it; None when it keeps
+    nothing there."""
+    shape, source, target, own = job
+    cut_target, cut_own = [], []
+    for t, o, (k0, k1) in zip(target, own, (ys, xs), strict=True):
+        a, b = max(t.start, k0), min(t.stop, k1)
+        if a >= b:
+            return None
+        start = (o.start or 0) + a - t.start
+        cut_target.append(slice(a - k0, b - k0))
+        cut_own.append(slice(start, start + b - a))
+    return shape, source, tuple(cut_target), tuple(cut_own)
 
 
 def plane_predictor(model: UNet, device: torch.device, tile: tuple[int, int], batch_size: int,
