@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 import resource
 import threading
@@ -28,16 +29,24 @@ def faults_of_a_fresh_big_block() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+def fewest_faults(tries: int = 2) -> int:
+    """The fewest of a few measurements: a finaliser or another library trimming the heap
+    between the two allocations (the full suite once saw all pages fault) is not the case
+    under test; a heap that never reuses the block fails every try."""
+    return min(faults_of_a_fresh_big_block() for _ in range(tries))
+
+
 @glibc_only
 def test_big_blocks_are_reused_inside_and_mapped_afresh_after():
     pages = BIG // resource.getpagesize()
+    gc.collect()  # jobs of earlier tests left suspended end now, not in the middle of this one
     assert faults_of_a_fresh_big_block() > pages // 2  # glibc's default: a fresh mmap
     with reuse_freed_memory() as applies:
         assert applies
-        assert faults_of_a_fresh_big_block() < pages // 20  # the freed block came back
+        assert fewest_faults() < pages // 20  # the freed block came back
         with reuse_freed_memory():  # nested jobs: the inner one restores nothing
             pass
-        assert faults_of_a_fresh_big_block() < pages // 20
+        assert fewest_faults() < pages // 20
     assert faults_of_a_fresh_big_block() > pages // 2  # defaults again
 
 
