@@ -210,9 +210,6 @@ def normalize_region(region: np.ndarray, rng: IntensityRange | None) -> np.ndarr
 
 
 # -- pass 1: probabilities ---------------------------------------------------------------------
-PredictFn = Callable[[np.ndarray], Any]
-"""Normalised ``(C, h, w)`` float32 -> whatever the sink takes (e.g. probabilities)."""
-
 
 @dataclass(frozen=True)
 class Window:

@@ -15,14 +15,17 @@ of the foreground (about :data:`BAND_BYTES`), never a second volume.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from skimage.transform import resize
 
-from .blockwise import IntensityRange, PredictFn, normalize_region
+from .blockwise import IntensityRange, normalize_region
 from .events import Progress
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+"""One normalised ``(C, h, w)`` float32 slice -> its ``(K, h, w)`` probabilities."""
 
 #: Bytes of input read per band of XZ/YZ slices (float32 after normalisation).
 BAND_BYTES = 64 * 2**20
