@@ -210,11 +210,6 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None, pairs: int = 0) -> 
 
     model = load_net(net)
     image = nuclei_image(size)
-    # the docks' rows load the net from a file, as the Predict dock's job does
-    from napari_unet.core.checkpoint import save_model
-
-    path = str(Path(tempfile.mkdtemp(prefix="bench_tiling_")) / f"{net}.pt")
-    save_model(path, model)
     n_px = size * size
     rows: list[tuple] = []
 
@@ -257,8 +252,13 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None, pairs: int = 0) -> 
                                                         "constant")},
                           pairs, f"{net} {size}^2 | the net's pass, tiles {tile[0]}x{tile[1]}")
         around_the_pass(model, image, tile, overlap, net, pairs=30)
-        shutil.rmtree(Path(path).parent, ignore_errors=True)
         return rows
+
+    # the docks' rows load the net from a file, as the Predict dock's job does
+    from napari_unet.core.checkpoint import save_model
+
+    path = str(Path(tempfile.mkdtemp(prefix="bench_tiling_")) / f"{net}.pt")
+    save_model(path, model)
 
     # name, what runs, the net to count pixels on, freed memory kept, note
     plan: list[tuple] = [("whole", None, fast, True, "")]
