@@ -34,7 +34,7 @@ def test_a_bug_in_our_code_surfaces_instead_of_failing_the_file(work, batch_inpu
     class OurBug(Exception):
         pass
 
-    def broken(self, x):
+    def broken(self, x, keep=None):
         raise OurBug("a programming error inside the net")
 
     monkeypatch.setattr(UNet, "lean_forward", broken)

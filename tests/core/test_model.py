@@ -145,6 +145,39 @@ def test_lean_forward_gives_the_forward_logits(padding, upsampling, batch_norm, 
         got = net.lean_forward(x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # only a part wanted: the same logits there (top, middle, bottom, one row, all)
+    h, w = expected.shape[-2:]
+    for keep in ((slice(0, 9), slice(3, w)), (slice(11, 23), slice(None)),
+                 (slice(h - 5, h), slice(0, 7)), (slice(17, 18), slice(5, 6)),
+                 (slice(None), slice(None))):
+        with torch.inference_mode():
+            part = net.lean_forward(x, keep)
+        assert part.shape == expected[..., keep[0], keep[1]].shape
+        torch.testing.assert_close(part, expected[..., keep[0], keep[1]], rtol=1e-5, atol=1e-5)
+
+
+def test_lean_forward_computes_only_the_rows_a_kept_part_needs():
+    """Rows 20-30 of a 64-row output of a depth-3 padded net: each up block reads its wanted
+    rows plus 2 (its two 3x3 convolutions), and wants the rows its upsampled rows come from:
+    level 0 reads 18-32 (14 rows), wants 9-16 from level 1, which reads 7-18 (11), wants 3-9
+    from level 2, which reads 1-11 (10 rows) and wants 0-6 of the bottleneck's 8 rows."""
+    torch.manual_seed(0)
+    net = UNet(1, 2, base_channels=4, depth=3).eval()
+    rows = []
+    for up in net.ups:  # the last 3x3 convolution of each up block: its output rows
+        up.conv.block[2].register_forward_hook(lambda m, i, out: rows.append(out.shape[-2]))
+    x = torch.rand(1, 1, 64, 40)
+    with torch.inference_mode():
+        part = net.lean_forward(x, (slice(20, 30), slice(None)))
+        assert rows == [10, 11, 14] and part.shape == (1, 2, 10, 40)
+        rows.clear()
+        net.lean_forward(x)
+        assert rows == [16, 32, 64]
+        rows.clear()
+        net.lean_forward(x, (slice(0, 64), slice(10, 20)))  # columns: cut from the output
+        assert rows == [16, 32, 64]
+    with torch.inference_mode(), pytest.raises(ValueError, match="contiguous run of rows"):
+        net.lean_forward(x, (slice(0, 64, 2), slice(None)))
 
 
 def test_lean_forward_is_forward_when_gradients_are_wanted():

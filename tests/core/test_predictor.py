@@ -139,9 +139,13 @@ def test_fast_mode_seams_on_the_shipped_model_stay_below_the_measured_bound():
 
 
 # -- the injected predictor and its wrappers ---------------------------------------------------
-def _pointwise(x: torch.Tensor) -> torch.Tensor:
+def _cut(y: torch.Tensor, keep) -> torch.Tensor:
+    return y if keep is None else y[..., keep[0], keep[1]]
+
+
+def _pointwise(x: torch.Tensor, keep=None) -> torch.Tensor:
     """A 'net' that looks at one pixel only: any tiling of it is exact."""
-    return torch.softmax(torch.cat([x[:, :1], -x[:, :1]], dim=1), dim=1)
+    return _cut(torch.softmax(torch.cat([x[:, :1], -x[:, :1]], dim=1), dim=1), keep)
 
 
 def test_plane_predictor_takes_any_callable_and_stitches_all_channels():
@@ -149,15 +153,21 @@ def test_plane_predictor_takes_any_callable_and_stitches_all_channels():
     plane = _image((1, 70, 90), seed=4)
     calls = []
 
-    def spy(x):
-        calls.append(tuple(x.shape))
-        return _pointwise(x)
+    def spy(x, keep=None):
+        calls.append((tuple(x.shape), keep))
+        return _pointwise(x, keep)
 
     predictor = PlanePredictor(spy, model, CPU, (32, 48), batch_size=2, margin=6)
     probs, var = drain(predictor.run(plane))
     np.testing.assert_allclose(probs, _pointwise(torch.from_numpy(plane)[None])[0].numpy(),
                                atol=1e-6)
-    assert var is None and all(shape[0] <= 2 for shape in calls)
+    assert var is None and all(shape[0] <= 2 for shape, _ in calls)
+    # each batch is asked only for the box its tiles keep: the first two 32x48 tiles (rows
+    # 0-32, columns 0-48 and 20-68) keep rows 0-24 and columns 0-34 and 14-34 of theirs (the
+    # layout splits overlaps half-way); every tile here has a neighbour, so no box is whole
+    assert calls[0][1] == (slice(0, 24), slice(0, 34))
+    assert all((k[0].stop - k[0].start) * (k[1].stop - k[1].start) < shape[-2] * shape[-1]
+               for shape, k in calls)
     # a wrapper's extra channel (the TTA variance) comes back as the variance
     noisy = PlanePredictor(with_tta(_pointwise, variance=True), model, CPU, (32, 48),
                            margin=6)
@@ -196,9 +206,9 @@ def test_plane_predictor_keeps_only_the_part_asked_for(padding, blend):
     def run(keep=None, into=None):
         calls = []
 
-        def spy(x):
+        def spy(x, keep=None):
             calls.append(x.shape[0])
-            return torch.softmax(model(x), 1)
+            return _cut(torch.softmax(model(x), 1), keep)
 
         predictor = PlanePredictor(spy, model, CPU, tile, blend=blend, margin=8)
         with torch.inference_mode():

@@ -183,10 +183,10 @@ def test_out_of_memory_retries_with_smaller_batches_and_tiles_then_explains():
     ref = predict_image(model, image, meta=RAW, tile_size=92, batch_size=4, device="cpu")
     forward = model.lean_forward  # what the predictors run
 
-    def limited(x):  # pretend only one 60x60 tile fits
+    def limited(x, keep=None):  # pretend only one 60x60 tile fits
         if x.shape[0] * x.shape[-1] * x.shape[-2] > 60 * 60:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return forward(x)
+        return forward(x, keep)
 
     model.lean_forward = limited
     events = list(predict(model, image, PredictConfig(tile_size=92, batch_size=4, device="cpu"),
@@ -197,7 +197,7 @@ def test_out_of_memory_retries_with_smaller_batches_and_tiles_then_explains():
     assert result.tile_size[0] <= 60
     np.testing.assert_allclose(result.probabilities, ref.probabilities, atol=1e-5)
 
-    def never(x):
+    def never(x, keep=None):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     model.lean_forward = never

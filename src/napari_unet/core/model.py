@@ -214,7 +214,8 @@ class UNet(nn.Module):
             x = up(x, skips.pop())
         return self.outc(x)
 
-    def lean_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def lean_forward(self, x: torch.Tensor,
+                     keep: tuple[slice, slice] | None = None) -> torch.Tensor:
         """The logits of :meth:`forward` (to float rounding) with less memory, without autograd.
 
         Prediction's forward passes: the expanding path never concatenates. The first 3x3
@@ -223,33 +224,85 @@ class UNet(nn.Module):
         the widest level holds ~3 maps of ``base_channels`` instead of ~6 (UNet.small, 1024²,
         no freed memory kept: ~390 instead of ~740 bytes per pixel; docs/tiling.md). With
         autograd on it is :meth:`forward` (training keeps every map for the backward pass).
+
+        ``keep`` (rows, columns): only this part of the output is wanted, and only it is
+        returned. A padded net's expanding path then computes only the rows it needs: each
+        level's rows plus the context of the convolutions above it (exact: the same logits to
+        float rounding). Rows are cut as views, free in the channels-last layout of the CPU
+        predictor; columns are cut from the output, since cutting them inside took copies that
+        cost more than they saved (docs/tiling.md).
         """
         if torch.is_grad_enabled():
-            return self(x)
-        return self._sized(x, self._lean_forward)
+            out = self(x)
+        elif keep is not None and not self.is_valid:
+            rows = range(x.shape[-2])[keep[0]]
+            if rows.step != 1:
+                raise ValueError(f"keep must be a contiguous run of rows, got {keep[0]}")
+            # (_sized's crop to the input's height keeps all of the fewer rows computed)
+            out = self._sized(x, lambda padded: self._lean_forward(
+                padded, (rows.start, max(rows.start, rows.stop))))
+            return out[..., keep[1]]
+        else:
+            out = self._sized(x, self._lean_forward)
+        return out if keep is None else out[..., keep[0], keep[1]]
 
-    def _lean_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _lean_forward(self, x: torch.Tensor,
+                      rows: tuple[int, int] | None = None) -> torch.Tensor:
         skips = [self.inc(x)]  # (the input stays alive with the caller: one map of C_in)
         for down in self.downs:
             skips.append(down(skips[-1]))
         x = self.dropout(skips.pop())
-        for up in self.ups:
+        plan = None if rows is None else _rows_per_level(
+            rows, [s.shape[-2] for s in skips] + [x.shape[-2]],
+            extra=1 if self.config["upsampling"] == "bilinear" else 0)
+        if plan is not None:
+            x = x[..., slice(*plan[0][-1]), :]
+        for level, up in zip(reversed(range(len(self.ups))), self.ups, strict=True):
             # names are dropped as soon as a map is used: each `del` frees one (a list or an
             # argument would keep it alive until the level is done)
             skip = skips.pop()
             first = up.conv.block[0]
             w_skip, w_up = _split_in_channels(first.weight, skip.shape[1])
-            skip = center_crop(skip, (2 * x.shape[-2], 2 * x.shape[-1]))
+            if plan is None:
+                skip = center_crop(skip, (2 * x.shape[-2], 2 * x.shape[-1]))
+                from_up = slice(None)
+            else:  # this level's rows to read, and where they lie in the upsampled rows
+                (r0, r1), below = plan[1][level], plan[0][level + 1][0]
+                skip = skip[..., r0:r1, :]
+                from_up = slice(r0 - 2 * below, r1 - 2 * below)
             out = F.conv2d(skip, w_skip, first.bias, padding=first.padding)
             del skip
             upsampled = up.up(x)
             del x
-            out += F.conv2d(upsampled, w_up, None, padding=first.padding)
+            out += F.conv2d(upsampled[..., from_up, :], w_up, None, padding=first.padding)
             del upsampled
             for layer in up.conv.block[1:]:
                 out = layer(out)
+            if plan is not None:  # the rows read around the wanted ones are not exact
+                (a, b), r0 = plan[0][level], plan[1][level][0]
+                out = out[..., a - r0:b - r0, :]
             x, out = out, None
         return self.outc(x)
+
+
+def _rows_per_level(rows: tuple[int, int], heights: list[int], extra: int
+                    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Rows of a padded net's expanding path needed for output ``rows``, per level.
+
+    ``heights``: each level's map height (level 0 = full resolution, last = bottleneck).
+    Returns ``wanted`` (rows each level must give right, one entry per level including the
+    bottleneck) and ``read`` (rows each up block computes: ``wanted`` plus the 2 rows of
+    context of its two 3x3 convolutions, within the map, where zero padding is the net's own).
+    An up block's rows ``[a, b)`` come from the level below's rows ``[a // 2, ceil(b / 2))``
+    (the 2x2 up-convolution), one more each side for bilinear upsampling (``extra``).
+    """
+    wanted, read = [(max(0, rows[0]), min(heights[0], rows[1]))], []
+    for level in range(len(heights) - 1):
+        a, b = wanted[level]
+        a, b = max(0, a - 2), min(heights[level], b + 2)
+        read.append((a, b))
+        wanted.append((max(0, a // 2 - extra), min(heights[level + 1], -(-b // 2) + extra)))
+    return wanted, read
 
 
 def _split_in_channels(weight: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,11 +2,13 @@
 
 The net is injected as a *predictor*: a callable ``(N, C, h, w)`` float tensor ->
 ``(N, K, h', w')`` class probabilities (``h' = h`` for padded nets, ``h - 2 * context`` for
-valid ones). Test-time augmentation and reduced precision are wrappers around a predictor
-(:func:`with_tta`, :func:`with_autocast`, :class:`FirstBatchCheck`), composed once by
-:func:`build_predictor`, so the tiling loop has no branches for them. A wrapper may append
-channels after the ``K`` probabilities (the TTA variance does); the loop stitches every channel
-it gets and hands back the first ``K`` as probabilities and the next one, if any, as variance.
+valid ones), or only the part ``keep`` (rows, columns) of them when it is given, which a padded
+net computes fewer rows for (:meth:`UNet.lean_forward`). Test-time augmentation and reduced
+precision are wrappers around a predictor (:func:`with_tta`, :func:`with_autocast`,
+:class:`FirstBatchCheck`), composed once by :func:`build_predictor`, so the tiling loop has no
+branches for them. A wrapper may append channels after the ``K`` probabilities (the TTA
+variance does); the loop stitches every channel it gets and hands back the first ``K`` as
+probabilities and the next one, if any, as variance.
 
 :class:`PlanePredictor` lays the tiles out with :mod:`.tiles`, runs the predictor on batches
 of tiles, stitches ("discard" each tile's border, or Gaussian blending), and can shrink its
@@ -26,7 +28,8 @@ from .events import Progress
 from .model import UNet
 from .tiles import gaussian_window, padded_axis_tiles, receptive_radius, valid_axis_tiles
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]
+Predictor = Callable[..., torch.Tensor]  # (x, keep: tuple[slice, slice] | None = None)
+Keep = tuple[slice, slice] | None
 
 
 class OutOfMemory(Exception):
@@ -59,10 +62,10 @@ def net_probabilities(model: UNet, channels_last: bool = False) -> Predictor:
     if channels_last and not is_channels_last(model):
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return torch.softmax(model.lean_forward(x).float(), dim=1)
+        return torch.softmax(model.lean_forward(x, keep).float(), dim=1)
 
     return predict
 
@@ -82,9 +85,9 @@ def is_channels_last(model: torch.nn.Module) -> bool:
 def with_autocast(predictor: Predictor, device_type: str, dtype: torch.dtype) -> Predictor:
     """Run ``predictor`` under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU)."""
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
         with torch.autocast(device_type=device_type, dtype=dtype):
-            y = predictor(x)
+            y = predictor(x, keep)
         return y.float()
 
     return predict
@@ -103,14 +106,14 @@ class FirstBatchCheck:
         self.notes = notes if notes is not None else []
         self.use_fast: bool | None = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
         if self.use_fast is None:
-            full, low = self.exact(x), self.fast(x)
+            full, low = self.exact(x, keep), self.fast(x, keep)
             self.use_fast = bool(torch.equal(full.argmax(1), low.argmax(1)))
             self.notes.append(f"{self.name} gives the same labels; using it" if self.use_fast
                               else f"{self.name} changes labels; staying with float32")
             return low if self.use_fast else full
-        return (self.fast if self.use_fast else self.exact)(x)
+        return (self.fast if self.use_fast else self.exact)(x, keep)
 
 
 def d4_view(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -134,9 +137,10 @@ def with_tta(predictor: Predictor, variance: bool = False) -> Predictor:
 
     With ``variance`` one channel is appended: the variance of the probabilities over the views,
     averaged over classes, times 4 (so the largest possible variance, 0.25, maps to 1).
+    The views run whole (a rotated view's wanted rows are columns); ``keep`` is cut after.
     """
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
         total = sq = None
         for k in range(8):
             p = d4_inverse(predictor(d4_view(x, k)), k)
@@ -144,10 +148,10 @@ def with_tta(predictor: Predictor, variance: bool = False) -> Predictor:
             if variance:
                 sq = p * p if sq is None else sq + p * p
         mean = total / 8
-        if not variance:
-            return mean
-        var = 4 * (sq / 8 - mean * mean).clamp_min(0).mean(1, keepdim=True)
-        return torch.cat([mean, var], dim=1)
+        if variance:
+            var = 4 * (sq / 8 - mean * mean).clamp_min(0).mean(1, keepdim=True)
+            mean = torch.cat([mean, var], dim=1)
+        return mean if keep is None else mean[..., keep[0], keep[1]]
 
     return predict
 
@@ -212,10 +216,12 @@ class PlanePredictor:
         self._windows: dict[tuple[int, int], np.ndarray] = {}
 
     # one batch -------------------------------------------------------------------------------
-    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(N, C, h, w)`` -> probabilities ``(N, K, h', w')`` and variance ``(N, h', w')``."""
+    def forward(self, batch: np.ndarray, keep: Keep = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(N, C, h, w)`` -> probabilities ``(N, K, h', w')`` and variance ``(N, h', w')``
+        (or their part ``keep`` (rows, columns))."""
         with torch.inference_mode():
-            out = self.net(torch.from_numpy(batch).to(self.device)).cpu().numpy()
+            out = self.net(torch.from_numpy(batch).to(self.device), keep).cpu().numpy()
         k = self.model.num_classes
         return out[:, :k], (out[:, k] if out.shape[1] > k else None)
 
@@ -254,8 +260,11 @@ class PlanePredictor:
                     batch = np.ascontiguousarray(src[None, :, sy, sx])
                 else:
                     batch = np.stack([src[:, sy, sx] for _, (sy, sx), _, _ in chunk])
+                # only the rows and columns the chunk's tiles keep (a padded net skips the
+                # others' rows in its expanding path: ~7 % of a 4096² plane, docs/tiling.md)
+                box = _bounding_box([own for *_, own in chunk])
                 try:
-                    out, var = self.forward(batch)
+                    out, var = self.forward(batch, box)
                 except RuntimeError as err:  # torch's CPU allocator fails with a RuntimeError
                     if is_out_of_memory(err):
                         raise OutOfMemory(str(err)) from err
@@ -273,13 +282,13 @@ class PlanePredictor:
                     if gauss:
                         stitched[...] = 0
                         weights = np.zeros(shape[1:], np.float32)
-                for j, (_, _, (ty, tx), (oy, ox)) in enumerate(chunk):
+                for j, (tile, _, (ty, tx), (oy, ox)) in enumerate(chunk):
+                    part = out[j][:, _shifted(oy, box[0]), _shifted(ox, box[1])]
                     if weights is None:  # torch's copy: on all threads (NumPy's: on one)
-                        torch.from_numpy(stitched[:, ty, tx]).copy_(
-                            torch.from_numpy(out[j][:, oy, ox]))
-                    else:
-                        g = self._window(out.shape[-2:])[oy, ox]
-                        stitched[:, ty, tx] += out[j][:, oy, ox] * g
+                        torch.from_numpy(stitched[:, ty, tx]).copy_(torch.from_numpy(part))
+                    else:  # (Gaussian blending: padded nets, whose output is the tile's size)
+                        g = self._window(tile)[oy, ox]
+                        stitched[:, ty, tx] += part * g
                         weights[ty, tx] += g
                 done += len(chunk)
                 yield Progress(done, total, f"tile {done}/{total}")
@@ -325,7 +334,7 @@ class PlanePredictor:
             for x0, x1, kx0, kx1 in xs:
                 if gauss:
                     target = (slice(y0, y1), slice(x0, x1))
-                    own = (slice(None), slice(None))
+                    own = (slice(0, y1 - y0), slice(0, x1 - x0))
                 else:
                     target = (slice(ky0, ky1), slice(kx0, kx1))
                     own = (slice(ky0 - y0, ky1 - y0), slice(kx0 - x0, kx1 - x0))
@@ -366,6 +375,16 @@ def _kept(job: tuple, ys: tuple[int, int], xs: tuple[int, int]) -> tuple | None:
         cut_target.append(slice(a - k0, b - k0))
         cut_own.append(slice(start, start + b - a))
     return shape, source, tuple(cut_target), tuple(cut_own)
+
+
+def _bounding_box(owns: list[tuple[slice, slice]]) -> tuple[slice, slice]:
+    """The smallest (rows, columns) box holding every tile's own part (all start-stop)."""
+    return tuple(slice(min(o[axis].start for o in owns), max(o[axis].stop for o in owns))
+                 for axis in (0, 1))  # type: ignore[return-value]
+
+
+def _shifted(own: slice, box: slice) -> slice:
+    return slice(own.start - box.start, own.stop - box.start)
 
 
 def plane_predictor(model: UNet, device: torch.device, tile: tuple[int, int], batch_size: int,
