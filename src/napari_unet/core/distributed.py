@@ -145,8 +145,9 @@ def _predict_block(predictor: PlanePredictor, block: np.ndarray, depth: int) -> 
             d = net.divisor  # the low-side extra pooling block is not needed
             probs = _valid_premargined(predictor, block[:, d:, d:], h, w)
         else:
-            probs, _ = drain(predictor.run(np.ascontiguousarray(block)))
-            probs = probs[:, depth:depth + h, depth:depth + w]
+            # only the centre: tiles that keep none of it are skipped, and rows cut
+            probs, _ = drain(predictor.run(np.ascontiguousarray(block), keep=(
+                slice(depth, depth + h), slice(depth, depth + w))))
     return np.ascontiguousarray(probs, dtype=np.float32)
 
 
