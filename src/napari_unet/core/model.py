@@ -228,9 +228,9 @@ class UNet(nn.Module):
         ``keep`` (rows, columns): only this part of the output is wanted, and only it is
         returned. A padded net's expanding path then computes only the rows it needs: each
         level's rows plus the context of the convolutions above it (exact: the same logits to
-        float rounding). Rows are cut as views, free in the channels-last layout of the CPU
-        predictor; columns are cut from the output, since cutting them inside took copies that
-        cost more than they saved (docs/tiling.md).
+        float rounding). Rows are cut as views, free for a batch of one in the channels-last
+        layout of the CPU predictor (other layouts copy them); columns are cut from the output,
+        since cutting them inside took copies that cost more than they saved (docs/tiling.md).
         """
         if torch.is_grad_enabled():
             out = self(x)

@@ -261,7 +261,7 @@ class PlanePredictor:
                 else:
                     batch = np.stack([src[:, sy, sx] for _, (sy, sx), _, _ in chunk])
                 # only the rows and columns the chunk's tiles keep (a padded net skips the
-                # others' rows in its expanding path: ~7 % of a 4096² plane, docs/tiling.md)
+                # others' rows in its expanding path: ~8 % of a 4096² plane's time, docs/tiling.md)
                 box = _bounding_box([own for *_, own in chunk])
                 try:
                     out, var = self.forward(batch, box)
