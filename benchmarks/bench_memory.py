@@ -101,6 +101,8 @@ def _cheap_net(model):
     import torch
     import torch.nn.functional as F
 
+    from napari_unet.core.model import kept_part
+
     class BoxFilter(type(model)):
         def forward(self, x):
             fg = F.avg_pool2d(x[:, :1], 5, stride=1, padding=2, count_include_pad=False)
@@ -108,8 +110,7 @@ def _cheap_net(model):
             return torch.cat([-logit, logit], dim=1)
 
         def lean_forward(self, x, keep=None):  # what the predictors run
-            out = self(x)
-            return out if keep is None else out[..., keep[0], keep[1]]
+            return kept_part(self(x), keep)
 
     net = BoxFilter.from_config(dict(model.config))
     return net.eval()

@@ -76,7 +76,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.heap import reuse_freed_memory
-from napari_unet.core.model import UNet
+from napari_unet.core.model import UNet, kept_part
 from napari_unet.core.prediction import predict_image
 from napari_unet.core.tiles import forward_bytes_per_pixel
 
@@ -326,8 +326,7 @@ def stand_in(model: UNet) -> UNet:
         memory_format=torch.channels_last)
 
     def lean_forward(x, keep=None):  # what predict_image and the MONAI rows call
-        out = head(x)
-        return out if keep is None else out[..., keep[0], keep[1]]
+        return kept_part(head(x), keep)
 
     # in the instance's dict, where it hides the class's method
     object.__setattr__(twin, "lean_forward", lean_forward)

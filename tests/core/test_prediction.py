@@ -11,7 +11,7 @@ import torch
 
 from napari_unet.core.events import Message, Progress
 from napari_unet.core.meta import ModelMeta
-from napari_unet.core.model import UNet
+from napari_unet.core.model import UNet, kept_part
 from napari_unet.core.prediction import (
     PredictConfig,
     PredictionResult,
@@ -139,8 +139,7 @@ class _ThresholdNet(UNet):
         return torch.cat([-fg, fg], dim=1)
 
     def lean_forward(self, x, keep=None):  # what the predictors run
-        out = self(x)
-        return out if keep is None else out[..., keep[0], keep[1]]
+        return kept_part(self(x), keep)
 
 
 def test_volume_true_on_a_time_series_is_refused(model):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.model import UNet
+from napari_unet.core.model import UNet, kept_part
 from napari_unet.core.prediction import predict_image
 from napari_unet.core.predictor import (
     FirstBatchCheck,
@@ -139,13 +139,9 @@ def test_fast_mode_seams_on_the_shipped_model_stay_below_the_measured_bound():
 
 
 # -- the injected predictor and its wrappers ---------------------------------------------------
-def _cut(y: torch.Tensor, keep) -> torch.Tensor:
-    return y if keep is None else y[..., keep[0], keep[1]]
-
-
 def _pointwise(x: torch.Tensor, keep=None) -> torch.Tensor:
     """A 'net' that looks at one pixel only: any tiling of it is exact."""
-    return _cut(torch.softmax(torch.cat([x[:, :1], -x[:, :1]], dim=1), dim=1), keep)
+    return kept_part(torch.softmax(torch.cat([x[:, :1], -x[:, :1]], dim=1), dim=1), keep)
 
 
 def test_plane_predictor_takes_any_callable_and_stitches_all_channels():
@@ -208,7 +204,7 @@ def test_plane_predictor_keeps_only_the_part_asked_for(padding, blend):
 
         def spy(x, keep=None):
             calls.append(x.shape[0])
-            return _cut(torch.softmax(model(x), 1), keep)
+            return kept_part(torch.softmax(model(x), 1), keep)
 
         predictor = PlanePredictor(spy, model, CPU, tile, blend=blend, margin=8)
         with torch.inference_mode():

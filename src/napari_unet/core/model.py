@@ -244,7 +244,7 @@ class UNet(nn.Module):
             return out[..., keep[1]]
         else:
             out = self._sized(x, self._lean_forward)
-        return out if keep is None else out[..., keep[0], keep[1]]
+        return kept_part(out, keep)
 
     def _lean_forward(self, x: torch.Tensor,
                       rows: tuple[int, int] | None = None) -> torch.Tensor:
@@ -252,22 +252,22 @@ class UNet(nn.Module):
         for down in self.downs:
             skips.append(down(skips[-1]))
         x = self.dropout(skips.pop())
-        plan = None if rows is None else _rows_per_level(
-            rows, [s.shape[-2] for s in skips] + [x.shape[-2]],
-            extra=1 if self.config["upsampling"] == "bilinear" else 0)
-        if plan is not None:
-            x = x[..., slice(*plan[0][-1]), :]
+        if rows is not None:
+            wanted, read = _rows_per_level(
+                rows, [s.shape[-2] for s in skips] + [x.shape[-2]],
+                extra=1 if self.config["upsampling"] == "bilinear" else 0)
+            x = x[..., slice(*wanted[-1]), :]
         for level, up in zip(reversed(range(len(self.ups))), self.ups, strict=True):
             # names are dropped as soon as a map is used: each `del` frees one (a list or an
             # argument would keep it alive until the level is done)
             skip = skips.pop()
             first = up.conv.block[0]
             w_skip, w_up = _split_in_channels(first.weight, skip.shape[1])
-            if plan is None:
+            if rows is None:
                 skip = center_crop(skip, (2 * x.shape[-2], 2 * x.shape[-1]))
                 from_up = slice(None)
             else:  # this level's rows to read, and where they lie in the upsampled rows
-                (r0, r1), below = plan[1][level], plan[0][level + 1][0]
+                (r0, r1), below = read[level], wanted[level + 1][0]
                 skip = skip[..., r0:r1, :]
                 from_up = slice(r0 - 2 * below, r1 - 2 * below)
             out = F.conv2d(skip, w_skip, first.bias, padding=first.padding)
@@ -278,11 +278,17 @@ class UNet(nn.Module):
             del upsampled
             for layer in up.conv.block[1:]:
                 out = layer(out)
-            if plan is not None:  # the rows read around the wanted ones are not exact
-                (a, b), r0 = plan[0][level], plan[1][level][0]
+            if rows is not None:  # the rows read around the wanted ones are not exact
+                (a, b), r0 = wanted[level], read[level][0]
                 out = out[..., a - r0:b - r0, :]
             x, out = out, None
         return self.outc(x)
+
+
+def kept_part(y: torch.Tensor, keep: tuple[slice, slice] | None) -> torch.Tensor:
+    """``y``'s part ``keep`` (rows, columns of its last two axes), or ``y`` when None: what a
+    predictor asked for ``keep`` returns (:meth:`UNet.lean_forward`)."""
+    return y if keep is None else y[..., keep[0], keep[1]]
 
 
 def _rows_per_level(rows: tuple[int, int], heights: list[int], extra: int
@@ -345,4 +351,5 @@ def _check_architecture(in_channels, num_classes, base_channels, depth, padding,
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 
 
-__all__ = ["MAX_CHANNELS", "MAX_DEPTH", "MAX_WIDTH", "UNet", "center_crop", "count_parameters"]
+__all__ = ["MAX_CHANNELS", "MAX_DEPTH", "MAX_WIDTH", "UNet", "center_crop", "count_parameters",
+           "kept_part"]

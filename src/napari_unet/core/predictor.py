@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .events import Progress
-from .model import UNet
+from .model import UNet, kept_part
 from .tiles import gaussian_window, padded_axis_tiles, receptive_radius, valid_axis_tiles
 
 Predictor = Callable[..., torch.Tensor]  # (x, keep: tuple[slice, slice] | None = None)
@@ -151,7 +151,7 @@ def with_tta(predictor: Predictor, variance: bool = False) -> Predictor:
         if variance:
             var = 4 * (sq / 8 - mean * mean).clamp_min(0).mean(1, keepdim=True)
             mean = torch.cat([mean, var], dim=1)
-        return mean if keep is None else mean[..., keep[0], keep[1]]
+        return kept_part(mean, keep)
 
     return predict
 
