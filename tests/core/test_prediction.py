@@ -16,8 +16,10 @@ from napari_unet.core.prediction import (
     PredictConfig,
     PredictionResult,
     allocate_output,
+    instance_labels,
     predict,
     predict_image,
+    resize_labels,
 )
 from napari_unet.core.synthetic import synthetic_nuclei
 
@@ -188,6 +190,57 @@ def test_rescale_factor_is_bounded(model):
         predict(model, _image((64, 64)), PredictConfig(object_diameter=0.05), meta)
     with pytest.raises(ValueError, match="object_diameter must be a positive number or 'auto'"):
         PredictConfig(object_diameter="big")
+
+
+def test_resize_labels_keeps_each_object_and_a_smooth_outline():
+    labels = np.array([[1, 1, 0, 2],
+                       [1, 1, 0, 2],
+                       [0, 0, 0, 2],
+                       [3, 0, 0, 0]], np.int32)
+    # 2x: every source pixel becomes a 2x2 block (the linear mask crosses 0.5 at block edges)
+    assert np.array_equal(resize_labels(labels, (8, 8)), np.kron(labels, np.ones((2, 2), int)))
+    odd = resize_labels(labels, (10, 7))
+    assert odd.shape == (10, 7) and odd.dtype == np.int32
+    assert set(np.unique(odd)) == {0, 1, 2, 3}
+    # object 2 is 1 x 3 source pixels: 1.75 x 7.5 of the 7 x 10 image
+    assert abs(int((odd == 2).sum()) - 1.75 * 7.5) <= 4
+    # shrunk by 2, the 2x2 blocks come back as the source pixels
+    assert np.array_equal(resize_labels(np.kron(labels, np.ones((2, 2), int)), (4, 4)), labels)
+
+
+def test_min_size_counts_image_pixels_on_a_rescaled_plane():
+    fg = np.zeros((20, 20), np.float32)
+    fg[2:6, 2:6] = 1.0      # 16 px at the model's scale: 64 px of an image at half this size
+    fg[12:14, 12:14] = 1.0  # 4 px: 16 image px
+    config = PredictConfig(min_size=40, split_touching=False)
+    kept = instance_labels(fg, config, scale=2.0)  # 40 image px = 160 model px: neither
+    assert kept.max() == 0
+    kept = instance_labels(fg, config, scale=0.5)  # model at half the image: 10 model px
+    assert np.array_equal(np.unique(kept[2:6, 2:6]), [1]) and kept[12:14, 12:14].max() == 0
+
+
+def test_a_rescaled_plane_is_labelled_at_the_models_scale(shipped, monkeypatch):
+    """Instances come from the model-scale probabilities (where the post-processing's gaps,
+    specks and split seeds are measured), then are brought to the image's size."""
+    from napari_unet.core import prediction
+
+    model, meta = shipped
+    image, _ = synthetic_nuclei((96, 80), radius=(3.0, 4.0), touching=0.5, seed=3)
+    seen = []
+    real = prediction.instance_labels
+
+    def spy(fg, config, scale):
+        seen.append((fg.shape, scale))
+        seen.append(real(fg, config, scale))
+        return seen[-1]
+
+    monkeypatch.setattr(prediction, "instance_labels", spy)
+    # objects a quarter of the model's diameter: brought to the band's lower edge, 2x
+    result = predict_image(model, image, meta, object_diameter=meta.object_diameter / 4)
+    assert seen[0] == ((192, 160), 2.0)
+    assert result.probabilities.shape == (2, 96, 80)
+    assert seen[1].max() >= 3  # (the test means something: several nuclei found)
+    assert np.array_equal(result.instances, resize_labels(seen[1], (96, 80)))
 
 
 @pytest.mark.parametrize("field,value", [("stitch_threshold", 0.0), ("block_size", 10),
@@ -370,9 +423,9 @@ def test_freed_memory_is_kept_for_each_planes_passes_and_returned_before_labelli
         yield True
         log.append("return")
 
-    def labels(probability, config):
+    def labels(probability, config, scale):
         log.append("label")
-        return instance_labels(probability, config)
+        return instance_labels(probability, config, scale)
 
     instance_labels = prediction.instance_labels
     monkeypatch.setattr(prediction, "reuse_freed_memory", spy)

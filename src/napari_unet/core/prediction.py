@@ -491,6 +491,21 @@ def resize_plane(arr: np.ndarray, hw: tuple[int, int], order: int) -> np.ndarray
     return out.astype(np.float32, copy=False)
 
 
+def resize_labels(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Instance labels resampled to ``hw``: the objects' outline from the linearly resampled
+    foreground mask (smooth, not the staircase of nearest neighbours), each pixel of it
+    labelled as the nearest object."""
+    from skimage.segmentation import expand_labels
+    from skimage.transform import resize
+
+    nearest = resize(labels, hw, order=0, preserve_range=True,
+                     anti_aliasing=False).astype(np.int32)
+    inside = resize_plane((labels > 0).astype(np.float32)[None], hw, order=1)[0] > 0.5
+    # the smooth outline reaches at most one source pixel beyond the nearest one
+    reach = int(math.ceil(max(hw[0] / labels.shape[0], hw[1] / labels.shape[1]))) + 1
+    return np.where(inside, expand_labels(nearest, distance=reach), 0).astype(np.int32)
+
+
 # -- post-processing and normalisation (from the shared modules) -----------------------------
 def normalize_plane(plane: np.ndarray, spec: Mapping[str, Any] | None) -> np.ndarray:
     """A ``(C, H, W)`` plane normalised as :func:`predict` does it: percentiles per channel
@@ -500,11 +515,13 @@ def normalize_plane(plane: np.ndarray, spec: Mapping[str, Any] | None) -> np.nda
     return normalize_region(plane, intensity_range(plane[None], spec))
 
 
-def instance_labels(fg: np.ndarray, config: PredictConfig) -> np.ndarray:
-    """Instances of one plane's foreground probability with ``config``'s post-processing."""
+def instance_labels(fg: np.ndarray, config: PredictConfig, scale: float = 1.0) -> np.ndarray:
+    """Instances of one plane's foreground probability with ``config``'s post-processing;
+    ``fg`` at ``scale`` x the image's size (``config.min_size`` counts image pixels)."""
     from .postprocess import instances_from_probability
 
-    kwargs = {} if config.min_size is None else {"min_size": int(config.min_size)}
+    kwargs = ({} if config.min_size is None
+              else {"min_size": int(round(config.min_size * scale**2))})
     return np.asarray(instances_from_probability(fg, threshold=config.threshold,
                                                  split=config.split_touching, **kwargs),
                       dtype=np.int32)
@@ -810,6 +827,15 @@ class PredictionJob:
         """One normalised plane or window, with out-of-memory retries on smaller tiles: the
         probabilities (and variance) of its part ``keep`` (all of it when None), stitched into
         ``into`` where that fits (see :meth:`PlanePredictor.run`)."""
+        probs, var = yield from self._predict_at_model_scale(plane, progress, into, keep)
+        return self._at_image_scale(probs, var, plane.shape[-2:], keep)
+
+    def _predict_at_model_scale(self, plane: np.ndarray, progress: bool,
+                                into: np.ndarray | None = None,
+                                keep: tuple[slice, slice] | None = None
+                                ) -> Generator[Progress | Message, None, tuple[np.ndarray, Any]]:
+        """As :meth:`_predict`, but a rescaled plane's probabilities stay at the model's scale
+        (whole: ``keep`` and ``into`` apply at the image's scale only)."""
         h, w = plane.shape[-2:]
         if self.scale != 1.0:
             plane = resize_plane(plane, self._model_hw((h, w)), order=1)
@@ -836,7 +862,14 @@ class PredictionJob:
         for text in predictor.notes:
             yield self._note(text)
         predictor.notes.clear()
+        return probs, var
+
+    def _at_image_scale(self, probs: np.ndarray, var: np.ndarray | None, hw: tuple[int, int],
+                        keep: tuple[slice, slice] | None = None) -> tuple[np.ndarray, Any]:
+        """Model-scale probabilities (and variance) resampled to the plane's ``hw``, cut to
+        ``keep``; unchanged when the plane was not rescaled."""
         if self.scale != 1.0:
+            h, w = hw
             probs = resize_plane(probs, (h, w), order=1)
             if var is not None:
                 var = resize_plane(var, (h, w), order=1)
@@ -862,9 +895,14 @@ class PredictionJob:
         # the plane's probabilities stitched straight into an output array in memory
         into = (self.probabilities[(slice(None), *self._at(z))]
                 if isinstance(self.probabilities, np.ndarray) else None)
-        probs, var = yield from self._predict(plane, progress=not self.stacked, into=into)
+        model_probs, var = yield from self._predict_at_model_scale(
+            plane, progress=not self.stacked, into=into)
+        probs, var = self._at_image_scale(model_probs, var, plane.shape[-2:])
         self._store(z, (slice(None), slice(None)), probs, var)
-        self._last_probs = probs
+        # instances are found where the net saw the objects: on a rescaled plane, at the
+        # model's scale, whose pixel sizes the post-processing's gaps, specks and split seeds
+        # are measured in (scaled back, 1-2-px gaps vanish or widen and nuclei merge or shrink)
+        self._last_fg = model_probs[1]
 
     def _plane_blockwise(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
         messages: list[Message] = []
@@ -886,7 +924,7 @@ class PredictionJob:
             messages.clear()
             if not self.stacked:
                 yield event
-        self._last_probs = None
+        self._last_fg = None
 
     def _orthogonal_views(self, rng: IntensityRange | None) -> Iterator[Any]:
         """Fold the XZ/YZ slices' foreground into the XY pass's (:mod:`.views`), then write the
@@ -913,7 +951,9 @@ class PredictionJob:
         config = self.config
         target = self.instances[z] if self.stacked else self.instances
         if not self.blockwise:
-            labels = instance_labels(self._last_probs[1], config)
+            labels = instance_labels(self._last_fg, config, self.scale)
+            if self.scale != 1.0:
+                labels = resize_labels(labels, (self.h, self.w))
             if offset:
                 labels = np.where(labels > 0, labels + offset, 0).astype(np.int32)
             target[...] = labels
@@ -1008,6 +1048,6 @@ __all__ = [
     "BLEND_MODES", "DEFAULT_NORMALIZATION", "IN_RAM_BYTES", "MAX_RESCALE", "PredictConfig",
     "PredictionResult", "UNCERTAINTY_METHODS", "allocate_output", "as_stack", "instance_labels",
     "PredictionJob", "as_model_meta", "check_model", "is_dask", "normalize_plane", "predict",
-    "predict_image", "resize_plane", "resolve_device_name",
+    "predict_image", "resize_labels", "resize_plane", "resolve_device_name",
     "run_to_result", "semantic_labels",
 ]
