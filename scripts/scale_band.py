@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "to the training diameter": lambda d: c / d,
         "before: c/2..2c, else to c": band_rule(c / 2, 2 * c, centre=True),
     }
-    for low in (1.0, 1.5, 2.0):
+    for low in (1.0, 1.25, 1.5, 2.0):
         for high in (1.25, 1.5, 1.75, 2.0):
             rules[f"band c/{low:g}..{high:g}c, to edge"] = band_rule(c / low, c * high)
     rules["oracle (best scale per image)"] = "oracle"

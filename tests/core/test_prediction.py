@@ -226,21 +226,31 @@ def test_a_rescaled_plane_is_labelled_at_the_models_scale(shipped, monkeypatch):
 
     model, meta = shipped
     image, _ = synthetic_nuclei((96, 80), radius=(3.0, 4.0), touching=0.5, seed=3)
-    seen = []
+    seen = {}
     real = prediction.instance_labels
 
     def spy(fg, config, scale):
-        seen.append((fg.shape, scale))
-        seen.append(real(fg, config, scale))
-        return seen[-1]
+        seen.update(fg=np.array(fg), scale=scale, labels=real(fg, config, scale))
+        return seen["labels"]
 
     monkeypatch.setattr(prediction, "instance_labels", spy)
     # objects a quarter of the model's diameter: brought to the band's lower edge, 2x
     result = predict_image(model, image, meta, object_diameter=meta.object_diameter / 4)
-    assert seen[0] == ((192, 160), 2.0)
+    assert seen["fg"].shape == (192, 160) and seen["scale"] == 2.0
     assert result.probabilities.shape == (2, 96, 80)
-    assert seen[1].max() >= 3  # (the test means something: several nuclei found)
-    assert np.array_equal(result.instances, resize_labels(seen[1], (96, 80)))
+    model_labels, labels = seen["labels"], result.instances
+    assert len(np.unique(model_labels)) > 4  # (the test means something: several nuclei)
+    nearest = model_labels[1::2, 1::2]  # the model pixel nearest each image pixel at 2x
+    # the image's objects are the model-scale ones (their ids), pixel by pixel but at edges
+    assert set(np.unique(labels)) <= set(np.unique(model_labels))
+    for i in np.unique(labels[labels > 0]):
+        assert np.mean(nearest[labels == i] == i) >= 0.8
+    # the outline: the image-scale foreground plus the gaps given back at the model's scale
+    given_back = ((model_labels > 0) & (seen["fg"] <= 0.5))[1::2, 1::2]
+    assert given_back.any()
+    inside = (result.probabilities[1] > 0.5) | given_back
+    assert not (labels > 0)[~inside].any()
+    assert (labels > 0)[inside & (nearest > 0)].all()
 
 
 @pytest.mark.parametrize("field,value", [("stitch_threshold", 0.0), ("block_size", 10),

@@ -245,7 +245,7 @@ class _ClusterJob(PredictionJob):
         finally:
             if pending:  # stopped early: the cluster stops too
                 self.client.cancel(list(pending))
-        self._last_fg = None
+        self._last_fg = self._last_image_fg = None
 
 
 def _resize_region(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
