@@ -140,7 +140,7 @@ def test_more_than_65535_objects_give_uint32_ome_and_a_message(model, tmp_path, 
     import napari_unet.core.prediction as prediction
 
     monkeypatch.setattr(prediction, "instance_labels",
-                        lambda fg, config: np.arange(1, fg.size + 1, dtype=np.int32)
+                        lambda fg, config, scale: np.arange(1, fg.size + 1, dtype=np.int32)
                         .reshape(fg.shape))
     src = tmp_path / "in"
     src.mkdir()

@@ -24,7 +24,8 @@ def test_weights_token_follows_the_content():
     assert weights_token(state) != weights_token(b.state_dict())
 
 
-def test_plane_on_a_local_cluster_equals_local_prediction(monkeypatch):
+@pytest.mark.parametrize("rescaled", [False, True])
+def test_plane_on_a_local_cluster_equals_local_prediction(monkeypatch, rescaled):
     from napari_unet.core import distributed as cluster_module
     from napari_unet.core.checkpoint import resolve_model
 
@@ -35,8 +36,11 @@ def test_plane_on_a_local_cluster_equals_local_prediction(monkeypatch):
     monkeypatch.setattr(cluster_module, "_PREDICTOR_CACHE", {})
     net, meta = resolve_model("default")
     image, _ = synthetic_nuclei((180, 200), seed=5)
-    config = PredictConfig(device="cpu", tiling="exact")
-    local = predict_image(net, image, meta, device="cpu", tiling="exact", block_size=96)
+    # rescaled: objects a quarter of the model's diameter, predicted and labelled at 2x
+    diameter = meta.object_diameter / 4 if rescaled else None
+    config = PredictConfig(device="cpu", tiling="exact", object_diameter=diameter)
+    local = predict_image(net, image, meta, device="cpu", tiling="exact", block_size=96,
+                          object_diameter=diameter)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:

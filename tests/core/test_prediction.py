@@ -17,9 +17,9 @@ from napari_unet.core.prediction import (
     PredictionResult,
     allocate_output,
     instance_labels,
+    labels_at_image_scale,
     predict,
     predict_image,
-    resize_labels,
 )
 from napari_unet.core.synthetic import synthetic_nuclei
 
@@ -192,20 +192,32 @@ def test_rescale_factor_is_bounded(model):
         PredictConfig(object_diameter="big")
 
 
-def test_resize_labels_keeps_each_object_and_a_smooth_outline():
+def test_labels_at_image_scale_by_hand():
     labels = np.array([[1, 1, 0, 2],
                        [1, 1, 0, 2],
                        [0, 0, 0, 2],
                        [3, 0, 0, 0]], np.int32)
-    # 2x: every source pixel becomes a 2x2 block (the linear mask crosses 0.5 at block edges)
-    assert np.array_equal(resize_labels(labels, (8, 8)), np.kron(labels, np.ones((2, 2), int)))
-    odd = resize_labels(labels, (10, 7))
-    assert odd.shape == (10, 7) and odd.dtype == np.int32
-    assert set(np.unique(odd)) == {0, 1, 2, 3}
-    # object 2 is 1 x 3 source pixels: 1.75 x 7.5 of the 7 x 10 image
-    assert abs(int((odd == 2).sum()) - 1.75 * 7.5) <= 4
-    # shrunk by 2, the 2x2 blocks come back as the source pixels
-    assert np.array_equal(resize_labels(np.kron(labels, np.ones((2, 2), int)), (4, 4)), labels)
+    fg = (labels > 0).astype(np.float32)
+    block = np.ones((2, 2))
+    # 2x: each model pixel is a 2x2 block where the image-scale foreground agrees
+    up = labels_at_image_scale(labels, fg, np.kron(fg, block))
+    assert up.dtype == np.int32 and np.array_equal(up, np.kron(labels, block))
+    # the outline is the image-scale foreground's: one more column of object 1 (x = 4) ...
+    finer = np.kron(fg, block)
+    finer[0:4, 4] = 1.0
+    assert np.array_equal(labels_at_image_scale(labels, fg, finer)[0:4, 4], [1, 1, 1, 1])
+    # ... but a gap given back at the model's scale (labelled, foreground <= threshold) stays
+    gap_fg = fg.copy()
+    gap_fg[0, 1] = 0.2
+    up = labels_at_image_scale(labels, gap_fg, np.kron(gap_fg, block))
+    assert np.array_equal(up[0:2, 2:4], [[1, 1], [1, 1]])
+    # a part is the same as the whole cut there
+    where = (slice(3, 7), slice(1, 6))
+    assert np.array_equal(labels_at_image_scale(labels, fg, np.kron(fg, block), where=where),
+                          np.kron(labels, block)[where])
+    # shrunk by 2, the 2x2 blocks come back as the model's pixels
+    big = np.kron(labels, block).astype(np.int32)
+    assert np.array_equal(labels_at_image_scale(big, np.kron(fg, block), fg), labels)
 
 
 def test_min_size_counts_image_pixels_on_a_rescaled_plane():
@@ -447,3 +459,17 @@ def test_freed_memory_is_kept_for_each_planes_passes_and_returned_before_labelli
     stack = np.stack([image, image])
     predict_image(model, stack, device="cpu", tile_size=64)  # 2 x 2 tiles per slice
     assert log == ["keep", "return", "label"] * 2
+
+
+def test_a_rescaled_plane_labelled_block_by_block_as_a_whole(shipped):
+    """Blocks of a rescaled plane are labelled at the model's scale too: the same objects."""
+    from napari_unet.core.evaluation import evaluate_dataset
+
+    model, meta = shipped
+    image, _ = synthetic_nuclei((200, 176), radius=(3.0, 4.0), touching=0.5, seed=5)
+    d = meta.object_diameter / 4  # 2x
+    whole = predict_image(model, image, meta, object_diameter=d).instances
+    blocks = predict_image(model, image, meta, object_diameter=d, block_size=64).instances
+    assert len(np.unique(whole)) > 10
+    assert evaluate_dataset([(whole, blocks)])["ap50"] >= 0.95
+    assert np.mean((whole > 0) == (blocks > 0)) >= 0.99

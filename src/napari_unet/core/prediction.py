@@ -50,6 +50,7 @@ from .blockwise import (
     IntensityRange,
     Window,
     auto_halo,
+    block_grid,
     block_windows,
     intensity_range,
     label_blocks,
@@ -491,26 +492,43 @@ def resize_plane(arr: np.ndarray, hw: tuple[int, int], order: int) -> np.ndarray
     return out.astype(np.float32, copy=False)
 
 
-def resize_labels(labels: np.ndarray, hw: tuple[int, int],
-                  inside: np.ndarray | None = None) -> np.ndarray:
-    """Instance labels resampled to ``hw``: every pixel of ``inside`` (a mask of that size;
-    default: the labels' own mask resampled linearly, a smooth outline rather than the
-    staircase of nearest neighbours) labelled as the nearest object within reach."""
+def labels_at_image_scale(model_labels: Any, model_fg: Any, image_fg: Any,
+                          threshold: float = 0.5,
+                          where: tuple[slice, slice] | None = None) -> np.ndarray:
+    """Instances found at a model's scale, at the image's: the part ``where`` (all when None).
+
+    ``model_labels`` and ``model_fg`` are a rescaled plane's instances and foreground
+    probability at the model's scale, ``image_fg`` the foreground probability resampled to the
+    image. Each image pixel takes the object of the model pixel nearest to it; the outline is
+    ``image_fg``'s (finer than a resampled mask) plus the gaps and holes the post-processing gave
+    back at the model's scale; pixels just outside the nearest object's staircase take the
+    nearest object within reach. Any array-likes (memory maps): only ``where`` and a margin
+    are read.
+    """
     from skimage.segmentation import expand_labels
 
-    nearest = _nearest(labels, hw)
-    if inside is None:
-        inside = resize_plane((labels > 0).astype(np.float32)[None], hw, order=1)[0] > 0.5
-    # an outline from a finer map reaches at most one source pixel beyond the nearest one
-    reach = int(math.ceil(max(hw[0] / labels.shape[0], hw[1] / labels.shape[1]))) + 1
-    return np.where(inside, expand_labels(nearest, distance=reach), 0).astype(np.int32)
+    h, w = image_fg.shape
+    mh, mw = model_labels.shape
+    rows, cols = where if where is not None else (slice(0, h), slice(0, w))
+    # an outline from the finer map reaches at most one model pixel beyond the staircase
+    reach = int(math.ceil(max(h / mh, w / mw))) + 1
+    y0, y1 = max(rows.start - reach, 0), min(rows.stop + reach, h)
+    x0, x1 = max(cols.start - reach, 0), min(cols.stop + reach, w)
+    iy = _nearest_index(y0, y1, h, mh)
+    ix = _nearest_index(x0, x1, w, mw)
+    box = (slice(iy[0], iy[-1] + 1), slice(ix[0], ix[-1] + 1))
+    pick = np.ix_(iy - iy[0], ix - ix[0])
+    nearest = np.asarray(model_labels[box])[pick]
+    given_back = (nearest > 0) & (np.asarray(model_fg[box])[pick] <= threshold)
+    inside = (np.asarray(image_fg[y0:y1, x0:x1]) > threshold) | given_back
+    labels = np.where(inside, expand_labels(nearest, distance=reach), 0).astype(np.int32)
+    return labels[rows.start - y0:rows.stop - y0, cols.start - x0:cols.stop - x0]
 
 
-def _nearest(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    from skimage.transform import resize
-
-    return resize(labels, hw, order=0, preserve_range=True,
-                  anti_aliasing=False).astype(labels.dtype, copy=False)
+def _nearest_index(start: int, stop: int, n: int, m: int) -> np.ndarray:
+    """For pixels ``start..stop`` of an axis of ``n``, the nearest of ``m`` resampled ones."""
+    centres = (np.arange(start, stop) + 0.5) * (m / n)
+    return np.minimum(centres.astype(np.int64), m - 1)
 
 
 # -- post-processing and normalisation (from the shared modules) -----------------------------
@@ -783,6 +801,12 @@ class PredictionJob:
         if self.instances is not None and (self.blockwise or self.label_3d):
             self.foreground = (self.probabilities[1] if self.probabilities is not None
                                else allocate_output("foreground", spatial, np.float32))
+        # a rescaled plane labelled block by block: its foreground at the model's scale too
+        # (one plane, reused), where its instances are found
+        self.model_foreground = None
+        if self.foreground is not None and not self.label_3d and self.scale != 1.0:
+            self.model_foreground = allocate_output(
+                "model foreground", self._model_hw((self.h, self.w)), np.float32)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> Iterator[Progress | Message | PredictionResult]:
@@ -897,6 +921,23 @@ class PredictionJob:
         if self.uncertainty is not None and uncertainty:
             self.uncertainty[at] = var if var is not None else _entropy(probs)
 
+    def _keep_at_model_scale(self, win: Window, probs: np.ndarray) -> None:
+        """A rescaled window's core, from its model-scale probabilities, into the plane's
+        model-scale foreground (nothing to keep when the plane is not rescaled or labelled
+        block by block). The core's model pixels are those of the whole plane's grid, so the
+        windows' cores tile it."""
+        if self.model_foreground is None:
+            return
+        where = []
+        for core, window, n, m, size in zip(win.core, win.window, (self.h, self.w),
+                                            self.model_foreground.shape, probs.shape[-2:],
+                                            strict=True):
+            start = round(core.start * m / n)
+            stop = min(round(core.stop * m / n), round(window.start * m / n) + size)
+            offset = round(window.start * m / n)
+            where.append((slice(start, stop), slice(start - offset, stop - offset)))
+        self.model_foreground[where[0][0], where[1][0]] = probs[1][where[0][1], where[1][1]]
+
     def _plane_whole(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
         plane = normalize_region(np.asarray(self.view[z]), rng)
         # the plane's probabilities stitched straight into an output array in memory
@@ -922,7 +963,10 @@ class PredictionJob:
         def predict_window(region: np.ndarray, win: Window) -> tuple[np.ndarray, Any]:
             into = None if plane_out is None else plane_out[(slice(None), *win.core)]
             # the messages wait until the block is done
-            return _collect(self._predict(region, False, into, win.inner), messages)
+            probs, var = _collect(self._predict_at_model_scale(region, False, into, win.inner),
+                                  messages)
+            self._keep_at_model_scale(win, probs)
+            return self._at_image_scale(probs, var, region.shape[-2:], win.inner)
 
         def sink(win: Window, result: tuple[np.ndarray, Any]) -> None:
             self._store(z, win.core, *result)
@@ -961,12 +1005,15 @@ class PredictionJob:
         if not self.blockwise:
             labels = instance_labels(self._last_fg, config, self.scale)
             if self.scale != 1.0:
-                labels = self._labels_at_image_scale(labels)
+                labels = labels_at_image_scale(labels, self._last_fg, self._last_image_fg,
+                                               config.threshold)
             if offset:
                 labels = np.where(labels > 0, labels + offset, 0).astype(np.int32)
             target[...] = labels
             return max(offset, int(labels.max()) if labels.size else 0)
         fg = self.foreground[z] if self.stacked else self.foreground
+        if self.model_foreground is not None:
+            return (yield from self._blocks_at_model_scale(fg, target, offset))
         scratch = (allocate_output("unsplit", fg.shape, np.int32)
                    if config.split_touching else None)
         min_size = {} if config.min_size is None else {"min_size": int(config.min_size)}
@@ -976,14 +1023,29 @@ class PredictionJob:
             **min_size), forward_progress=not self.stacked, notes=self.notes)
         return offset + n
 
-    def _labels_at_image_scale(self, labels: np.ndarray) -> np.ndarray:
-        """A rescaled plane's model-scale instances at the image's size. The outline is the
-        image-scale probability's (finer than a resampled mask: IoU +0.003 on the rescaled
-        rows of scale_experiment.py) plus the gaps and holes the post-processing gave back."""
-        threshold = self.config.threshold
-        given_back = (labels > 0) & (self._last_fg <= threshold)
-        inside = (self._last_image_fg > threshold) | _nearest(given_back, (self.h, self.w))
-        return resize_labels(labels, (self.h, self.w), inside)
+    def _blocks_at_model_scale(self, fg: Any, target: Any, offset: int
+                               ) -> Generator[Any, None, int]:
+        """A rescaled plane's instances, labelled block by block at the model's scale (as a
+        whole plane is), then brought to the image's block by block."""
+        config, model_fg = self.config, self.model_foreground
+        model_labels = allocate_output("model instances", model_fg.shape, np.int32)
+        scratch = (allocate_output("unsplit", model_fg.shape, np.int32)
+                   if config.split_touching else None)
+        min_size = ({} if config.min_size is None
+                    else {"min_size": int(round(config.min_size * self.scale**2))})
+        diameter = (self.meta.object_diameter if self.diameter is None
+                    else self.diameter * self.scale)
+        halo = (round(config.block_halo * self.scale) if config.block_halo is not None
+                else auto_halo(diameter))
+        n = yield from _events(label_blocks(
+            model_fg, model_labels, config.threshold, split=config.split_touching,
+            block=config.block_size, halo=halo, scratch=scratch, first_id=offset + 1,
+            **min_size), forward_progress=not self.stacked, notes=self.notes)
+        for block in block_grid((self.h, self.w), config.block_size, 0):
+            where = tuple(slice(a, b) for a, b in block.core)
+            target[where] = labels_at_image_scale(model_labels, model_fg, fg,
+                                                  config.threshold, where)
+        return offset + n
 
     def _volume_instances(self) -> Iterator[Any]:
         config = self.config
@@ -1065,6 +1127,6 @@ __all__ = [
     "BLEND_MODES", "DEFAULT_NORMALIZATION", "IN_RAM_BYTES", "MAX_RESCALE", "PredictConfig",
     "PredictionResult", "UNCERTAINTY_METHODS", "allocate_output", "as_stack", "instance_labels",
     "PredictionJob", "as_model_meta", "check_model", "is_dask", "normalize_plane", "predict",
-    "predict_image", "resize_labels", "resize_plane", "resolve_device_name",
+    "labels_at_image_scale", "predict_image", "resize_plane", "resolve_device_name",
     "run_to_result", "semantic_labels",
 ]
