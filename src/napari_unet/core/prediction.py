@@ -128,9 +128,11 @@ class PredictConfig:
         default model's held-out nuclei (docs/models.md); switch it off for long or
         irregular objects, which it may cut.
     object_diameter : float or "auto", optional
-        Typical object diameter (pixels) in the image; with the model's ``object_diameter``
-        the image is resampled so objects have the size the net was trained on. ``"auto"``
-        measures it with the model first (:mod:`.diameter`).
+        Typical object diameter (pixels) in the image; with the model's ``object_diameter``,
+        objects outside the model's band are resampled into it
+        (:func:`.diameter.model_scale`), and their instances are found at that scale and
+        brought back (:func:`labels_at_image_scale`). ``"auto"`` measures it with the model
+        first (:mod:`.diameter`).
     pixel_size : float, optional
         Micrometres per pixel of the image; used with the model's ``pixel_size`` when no
         diameter is given.
