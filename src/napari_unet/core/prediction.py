@@ -547,11 +547,18 @@ def instance_labels(fg: np.ndarray, config: PredictConfig, scale: float = 1.0) -
     ``fg`` at ``scale`` x the image's size (``config.min_size`` counts image pixels)."""
     from .postprocess import instances_from_probability
 
-    kwargs = ({} if config.min_size is None
-              else {"min_size": int(round(config.min_size * scale**2))})
     return np.asarray(instances_from_probability(fg, threshold=config.threshold,
-                                                 split=config.split_touching, **kwargs),
+                                                 split=config.split_touching,
+                                                 **_min_size(config, scale)),
                       dtype=np.int32)
+
+
+def _min_size(config: PredictConfig, scale: float = 1.0) -> dict[str, int]:
+    """``config.min_size`` (image pixels) as the post-processing's keyword for a map at
+    ``scale`` x the image's size; none when unset (the post-processing's default)."""
+    if config.min_size is None:
+        return {}
+    return {"min_size": int(round(config.min_size * scale**2))}
 
 
 def semantic_labels(probs: np.ndarray) -> np.ndarray:
@@ -772,12 +779,15 @@ class PredictionJob:
         scale = getattr(self, "scale", 1.0)
         return int(math.ceil(ctx / scale)) + (2 if scale != 1.0 else 0)
 
-    def _halo(self, volume: bool = False) -> int:
+    def _halo(self, volume: bool = False, scale: float = 1.0) -> int:
+        """Halo (px) for labelling blocks of a plane or volume ``scale`` x the image's size."""
         if self.config.block_halo is not None:
-            return self.config.block_halo
+            return round(self.config.block_halo * scale)
         diameter = self.diameter
         if diameter is None and self.meta.object_diameter:
             diameter = float(self.meta.object_diameter) / self.scale
+        if diameter is not None:
+            diameter *= scale
         if volume and diameter is not None:
             # in 3D the halo's volume dominates a block's memory: two diameters (the warning
             # names block_halo if objects reach it)
@@ -934,9 +944,9 @@ class PredictionJob:
         for core, window, n, m, size in zip(win.core, win.window, (self.h, self.w),
                                             self.model_foreground.shape, probs.shape[-2:],
                                             strict=True):
-            start = round(core.start * m / n)
-            stop = min(round(core.stop * m / n), round(window.start * m / n) + size)
             offset = round(window.start * m / n)
+            start = round(core.start * m / n)
+            stop = min(round(core.stop * m / n), offset + size)
             where.append((slice(start, stop), slice(start - offset, stop - offset)))
         self.model_foreground[where[0][0], where[1][0]] = probs[1][where[0][1], where[1][1]]
 
@@ -1018,11 +1028,10 @@ class PredictionJob:
             return (yield from self._blocks_at_model_scale(fg, target, offset))
         scratch = (allocate_output("unsplit", fg.shape, np.int32)
                    if config.split_touching else None)
-        min_size = {} if config.min_size is None else {"min_size": int(config.min_size)}
         n = yield from _events(label_blocks(
             fg, target, config.threshold, split=config.split_touching,
             block=config.block_size, halo=self._halo(), scratch=scratch, first_id=offset + 1,
-            **min_size), forward_progress=not self.stacked, notes=self.notes)
+            **_min_size(config)), forward_progress=not self.stacked, notes=self.notes)
         return offset + n
 
     def _blocks_at_model_scale(self, fg: Any, target: Any, offset: int
@@ -1033,16 +1042,11 @@ class PredictionJob:
         model_labels = allocate_output("model instances", model_fg.shape, np.int32)
         scratch = (allocate_output("unsplit", model_fg.shape, np.int32)
                    if config.split_touching else None)
-        min_size = ({} if config.min_size is None
-                    else {"min_size": int(round(config.min_size * self.scale**2))})
-        diameter = (self.meta.object_diameter if self.diameter is None
-                    else self.diameter * self.scale)
-        halo = (round(config.block_halo * self.scale) if config.block_halo is not None
-                else auto_halo(diameter))
         n = yield from _events(label_blocks(
             model_fg, model_labels, config.threshold, split=config.split_touching,
-            block=config.block_size, halo=halo, scratch=scratch, first_id=offset + 1,
-            **min_size), forward_progress=not self.stacked, notes=self.notes)
+            block=config.block_size, halo=self._halo(scale=self.scale), scratch=scratch,
+            first_id=offset + 1, **_min_size(config, self.scale)),
+            forward_progress=not self.stacked, notes=self.notes)
         for block in block_grid((self.h, self.w), config.block_size, 0):
             where = tuple(slice(a, b) for a, b in block.core)
             target[where] = labels_at_image_scale(model_labels, model_fg, fg,
@@ -1062,10 +1066,10 @@ class PredictionJob:
         halos = (int(math.ceil(halo / zs)), halo, halo)
         scratch = (allocate_output("unsplit", self.spatial, np.int32)
                    if config.split_touching else None)
-        min_size = {} if config.min_size is None else {"min_size": int(config.min_size)}
         yield from _events(label_blocks(
             self.foreground, self.instances, config.threshold, split=config.split_touching,
-            block=block, halo=halos, scratch=scratch, spacing=(zs, 1.0, 1.0), **min_size),
+            block=block, halo=halos, scratch=scratch, spacing=(zs, 1.0, 1.0),
+            **_min_size(config)),
             forward_progress=True, notes=self.notes)
 
 
