@@ -17,6 +17,14 @@ dimension), and the fractions of true nuclei merged with another or split
 (core.volume.merged_and_split). Usage::
 
     python benchmarks/bench_volume.py --seeds 1 2 3 --shape 32 256 256
+
+With ``--zoom F [F ...]`` the volumes are rescaled in XY by each factor instead (the image
+linearly, the labels by nearest voxel; the z spacing in lateral pixels follows), and predicted
+with their true nucleus diameter given (``object_diameter``: the median of each nucleus's
+largest XY section's equivalent diameter), so the model sees them at its training size: ``3d``
+and ``3d + views`` side by side, as a user with a stack from another microscope gets them::
+
+    python benchmarks/bench_volume.py --seeds 1 2 3 --shape 24 256 256 --zoom 0.5 2
 """
 
 from __future__ import annotations
@@ -31,7 +39,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--shape", type=int, nargs=3, default=[32, 256, 256])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--zoom", type=float, nargs="+", default=None,
+                        help="rescale the volumes in XY by these factors, diameter given")
     args = parser.parse_args()
+    if args.zoom:
+        return zoomed(args)
 
     import numpy as np
     import torch
@@ -82,6 +94,66 @@ def main() -> None:
               f"{mean['merged']:.1%} | {mean['split']:.1%} | "
               f"{mean['merged'] + mean['split']:.1%} | "
               f"{f'{np.mean(secs):.1f}' if secs else '-'} |")
+
+
+def largest_section_diameters(labels):
+    """Each object's largest XY section's equivalent diameter (px): what a user measures."""
+    import numpy as np
+
+    best = np.zeros(int(labels.max()) + 1)
+    for plane in labels:
+        area = np.bincount(plane.ravel(), minlength=best.size)
+        np.maximum(best, area, out=best)
+    best = best[1:][best[1:] > 0]
+    return 2.0 * np.sqrt(best / np.pi)
+
+
+def zoomed(args) -> None:
+    import numpy as np
+    import torch
+    from skimage.transform import resize
+
+    torch.set_num_threads(args.threads)
+    from napari_unet.core.checkpoint import resolve_model
+    from napari_unet.core.metrics import average_precision
+    from napari_unet.core.prediction import predict_image
+    from napari_unet.core.synthetic_volume import DEFAULT_Z_SPACING, synthetic_nuclei_volume
+    from napari_unet.core.volume import merged_and_split
+
+    model, meta = resolve_model("default")
+    rows = []
+    for zoom in args.zoom:
+        for seed in args.seeds:
+            image, truth = synthetic_nuclei_volume(tuple(args.shape), seed=seed)
+            hw = tuple(max(1, round(n * zoom)) for n in image.shape[1:])
+            image = resize(image, (image.shape[0], *hw), order=1, preserve_range=True,
+                           anti_aliasing=zoom < 1).astype(np.float32)
+            truth = resize(truth, (truth.shape[0], *hw), order=0, preserve_range=True,
+                           anti_aliasing=False).astype(np.int32)
+            diameter = float(np.median(largest_section_diameters(truth)))
+            settings = dict(device="cpu", axes="ZYX", z_spacing=DEFAULT_Z_SPACING * zoom,
+                            object_diameter=diameter, keep_probabilities=False)
+            for method, views in (("3d", False), ("3d + views", None)):
+                t0 = time.perf_counter()
+                res = predict_image(model, image, meta, orthogonal_views=views, **settings)
+                seconds = time.perf_counter() - t0
+                ap = average_precision(truth, res.instances, (0.5, 0.75))
+                ms = merged_and_split(truth, res.instances)
+                row = {"zoom": zoom, "seed": seed, "method": method, "diameter": diameter,
+                       "ap50": ap[0.5], "ap75": ap[0.75], "merged": ms["merged"],
+                       "split": ms["split"], "seconds": seconds}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| zoom | method | seeds | AP@0.5 | AP@0.75 | merged | split | s / volume |")
+    print("|---|---|---|---|---|---|---|---|")
+    for zoom in args.zoom:
+        for method in ("3d", "3d + views"):
+            mine = [r for r in rows if r["method"] == method and r["zoom"] == zoom]
+            mean = {k: float(np.mean([r[k] for r in mine]))
+                    for k in ("ap50", "ap75", "merged", "split", "seconds")}
+            print(f"| {zoom:g} | {method} | {len(mine)} | {mean['ap50']:.3f} | "
+                  f"{mean['ap75']:.3f} | {mean['merged']:.1%} | {mean['split']:.1%} | "
+                  f"{mean['seconds']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ class _ClusterJob(PredictionJob):
                     for future in finished:
                         w, hw = pending.pop(future)
                         probs, var = future.result()
-                        self._keep_at_model_scale(w, probs)
+                        self._keep_at_model_scale(z, w, probs)
                         if self.scale != 1.0:
                             probs = _resize_region(probs, hw)
                             var = None if var is None else _resize_region(var, hw)

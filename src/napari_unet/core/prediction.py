@@ -813,12 +813,14 @@ class PredictionJob:
         if self.instances is not None and (self.blockwise or self.label_3d):
             self.foreground = (self.probabilities[1] if self.probabilities is not None
                                else allocate_output("foreground", spatial, np.float32))
-        # a rescaled plane labelled block by block: its foreground at the model's scale too
-        # (one plane, reused), where its instances are found
+        # a rescaled plane labelled block by block, or a rescaled volume: its foreground at the
+        # model's scale too (one plane, reused; a volume's every plane), where its instances are
+        # found
         self.model_foreground = None
-        if self.foreground is not None and not self.label_3d and self.scale != 1.0:
+        if self.foreground is not None and self.scale != 1.0:
+            hw = self._model_hw((self.h, self.w))
             self.model_foreground = allocate_output(
-                "model foreground", self._model_hw((self.h, self.w)), np.float32)
+                "model foreground", (self.n_z, *hw) if self.label_3d else hw, np.float32)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> Iterator[Progress | Message | PredictionResult]:
@@ -933,22 +935,26 @@ class PredictionJob:
         if self.uncertainty is not None and uncertainty:
             self.uncertainty[at] = var if var is not None else _entropy(probs)
 
-    def _keep_at_model_scale(self, win: Window, probs: np.ndarray) -> None:
-        """A rescaled window's core, from its model-scale probabilities, into the plane's
+    def _model_plane(self, z: int) -> Any:
+        """Plane ``z`` of the model-scale foreground (a plane's is one plane, reused)."""
+        return self.model_foreground[z] if self.label_3d else self.model_foreground
+
+    def _keep_at_model_scale(self, z: int, win: Window, probs: np.ndarray) -> None:
+        """A rescaled window's core, from its model-scale probabilities, into plane ``z``'s
         model-scale foreground (nothing to keep when the plane is not rescaled or labelled
         block by block). The core's model pixels are those of the whole plane's grid, so the
         windows' cores tile it."""
         if self.model_foreground is None:
             return
+        target = self._model_plane(z)
         where = []
         for core, window, n, m, size in zip(win.core, win.window, (self.h, self.w),
-                                            self.model_foreground.shape, probs.shape[-2:],
-                                            strict=True):
+                                            target.shape, probs.shape[-2:], strict=True):
             offset = round(window.start * m / n)
             start = round(core.start * m / n)
             stop = min(round(core.stop * m / n), offset + size)
             where.append((slice(start, stop), slice(start - offset, stop - offset)))
-        self.model_foreground[where[0][0], where[1][0]] = probs[1][where[0][1], where[1][1]]
+        target[where[0][0], where[1][0]] = probs[1][where[0][1], where[1][1]]
 
     def _plane_whole(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
         plane = normalize_region(np.asarray(self.view[z]), rng)
@@ -964,6 +970,8 @@ class PredictionJob:
         # are measured in (scaled back, 1-2-px gaps vanish or widen and nuclei merge or shrink)
         self._last_fg = model_probs[1]
         self._last_image_fg = probs[1]
+        if self.label_3d and self.model_foreground is not None:
+            self.model_foreground[z] = model_probs[1]
 
     def _plane_blockwise(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
         messages: list[Message] = []
@@ -977,7 +985,7 @@ class PredictionJob:
             # the messages wait until the block is done
             probs, var = _collect(self._predict_at_model_scale(region, False, into, win.inner),
                                   messages)
-            self._keep_at_model_scale(win, probs)
+            self._keep_at_model_scale(z, win, probs)
             return self._at_image_scale(probs, var, region.shape[-2:], win.inner)
 
         def sink(win: Window, result: tuple[np.ndarray, Any]) -> None:
@@ -999,10 +1007,23 @@ class PredictionJob:
             return _collect(self._predict(plane, progress=False), messages)[0]
 
         zs = float(self.config.z_spacing or 1.0)
-        for event in fold_orthogonal_views(self.view, self.foreground, rng, predict, zs):
+        # a rescaled volume: the side views' own minimum, folded into the XY pass at the
+        # image's scale and, resampled, at the model's (where its instances are found)
+        sides = self.foreground
+        if self.model_foreground is not None:
+            sides = allocate_output("side views", self.spatial, np.float32)
+            sides[...] = 1.0
+        for event in fold_orthogonal_views(self.view, sides, rng, predict, zs):
             yield from messages
             messages.clear()
             yield event
+        if sides is not self.foreground:
+            hw = self.model_foreground.shape[-2:]
+            for z in range(self.n_z):
+                side = np.asarray(sides[z])
+                self.foreground[z] = np.minimum(np.asarray(self.foreground[z]), side)
+                self.model_foreground[z] = np.minimum(np.asarray(self.model_foreground[z]),
+                                                      resize_plane(side, hw, order=1))
         whole = (slice(None), slice(None))
         # the TTA variance is the XY slices' (there is none of the side views); an entropy is
         # that of the combined probabilities
@@ -1047,11 +1068,16 @@ class PredictionJob:
             block=config.block_size, halo=self._halo(scale=self.scale), scratch=scratch,
             first_id=offset + 1, **_min_size(config, self.scale)),
             forward_progress=not self.stacked, notes=self.notes)
-        for block in block_grid((self.h, self.w), config.block_size, 0):
+        self._to_image_scale(model_labels, model_fg, fg, target)
+        return offset + n
+
+    def _to_image_scale(self, model_labels: Any, model_fg: Any, fg: Any, target: Any) -> None:
+        """A plane's model-scale instances into ``target`` at the image's scale, block by block
+        (:func:`labels_at_image_scale`: each block reads only its part and a margin)."""
+        for block in block_grid((self.h, self.w), self.config.block_size, 0):
             where = tuple(slice(a, b) for a, b in block.core)
             target[where] = labels_at_image_scale(model_labels, model_fg, fg,
-                                                  config.threshold, where)
-        return offset + n
+                                                  self.config.threshold, where)
 
     def _volume_instances(self) -> Iterator[Any]:
         config = self.config
@@ -1059,18 +1085,28 @@ class PredictionJob:
             yield from _events(link_slices(self.instances, threshold=config.stitch_threshold),
                                forward_progress=True, notes=self.notes)
             return
-        zs = float(config.z_spacing or 1.0)
-        halo = self._halo(volume=True)
+        # a rescaled volume is labelled at the model's scale (as a rescaled plane is), where
+        # the slices lie z_spacing x scale of its pixels apart, then brought back plane by plane
+        scale = self.scale
+        fg, target = self.foreground, self.instances
+        if self.model_foreground is not None:
+            fg = self.model_foreground
+            target = allocate_output("model instances", fg.shape, np.int32)
+        zs = float(config.z_spacing or 1.0) * scale
+        halo = self._halo(volume=True, scale=scale)
         side = max(config.block_size // 8, MIN_BLOCK)
         block = (VOLUME_BLOCK_SLICES, side, side)
         halos = (int(math.ceil(halo / zs)), halo, halo)
-        scratch = (allocate_output("unsplit", self.spatial, np.int32)
+        scratch = (allocate_output("unsplit", fg.shape, np.int32)
                    if config.split_touching else None)
         yield from _events(label_blocks(
-            self.foreground, self.instances, config.threshold, split=config.split_touching,
+            fg, target, config.threshold, split=config.split_touching,
             block=block, halo=halos, scratch=scratch, spacing=(zs, 1.0, 1.0),
-            **_min_size(config)),
+            **_min_size(config, scale)),
             forward_progress=True, notes=self.notes)
+        if target is not self.instances:
+            for z in range(self.n_z):
+                self._to_image_scale(target[z], fg[z], self.foreground[z], self.instances[z])
 
 
 def _collect(gen: Generator[Message, None, Any], messages: list[Message]) -> Any:
