@@ -16,6 +16,7 @@ from napari_unet.core.normalize import normalize
 from napari_unet.core.sampling import make_batch
 from napari_unet.core.synthetic import synthetic_nuclei
 from napari_unet.core.train import (
+    FINETUNE_FROZEN_LEVELS,
     TrainConfig,
     Trainer,
     batch_spec,
@@ -516,6 +517,46 @@ def test_warmup_and_encoder_rate():
     enc = params(frozen.model.inc)
     list(frozen.events())
     assert all(torch.equal(v, enc[k]) for k, v in frozen.model.inc.state_dict().items())
+
+
+def test_frozen_levels_by_hand():
+    from napari_unet.core.train import frozen_parameters
+
+    torch.manual_seed(0)
+    net = UNet(1, 2, base_channels=4, depth=3)
+
+    def ids(*modules):
+        return {id(p) for m in modules for p in m.parameters()}
+
+    assert frozen_parameters(net, 0) == []
+    assert {id(p) for p in frozen_parameters(net, 1)} == ids(net.inc, net.ups[2], net.outc)
+    level2 = ids(net.inc, net.downs[0], net.ups[1], net.ups[2], net.outc)
+    assert {id(p) for p in frozen_parameters(net, 2)} == level2
+    # the two lowest levels always train: more is capped
+    assert {id(p) for p in frozen_parameters(net, 9)} == level2
+    assert frozen_parameters(tiny(), 1) and frozen_parameters(UNet(1, 2, depth=1), 1) == []
+    assert TrainConfig.finetune().frozen_levels == FINETUNE_FROZEN_LEVELS >= 1
+    assert TrainConfig.fast().frozen_levels == TrainConfig.paper().frozen_levels == 0
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="frozen_levels"):
+            TrainConfig(frozen_levels=bad)
+
+
+def test_frozen_levels_stay_and_thaw_for_the_next_run():
+    samples = TrainingSet(*[[a] for a in synthetic_nuclei((64, 64), seed=1)],
+                          validation_fraction=0.0)
+    net = UNet(1, 2, base_channels=4, depth=3)
+    before = params(net)
+    list(Trainer(net, samples, config(iterations=3, frozen_levels=1)).events())
+    after = params(net)
+    top = [k for k in before if k.startswith(("inc.", "ups.2.", "outc."))]
+    assert top and all(torch.equal(before[k], after[k]) for k in top)
+    weights = [k for k in before if k.endswith("weight") and k not in top]
+    assert all(not torch.equal(before[k], after[k]) for k in weights)
+    # a later run on the same model object that freezes nothing trains them again
+    list(Trainer(net, samples, config(iterations=2)).events())
+    again = params(net)
+    assert all(not torch.equal(after[k], again[k]) for k in top if k.endswith("weight"))
 
 
 def test_threads_are_restored_after_training(nuclei):

@@ -72,6 +72,9 @@ MIN_VALIDATION_PIXELS = 2000
 #: ... and, in instance mode, at least this many (parts of) objects and some background.
 MIN_VALIDATION_OBJECTS = 3
 
+#: Top levels of the U the finetune preset keeps frozen (see ``TrainConfig.frozen_levels``).
+FINETUNE_FROZEN_LEVELS = 2
+
 # Preset defaults for the fields left as None. "paper": the paper's SGD with momentum 0.99,
 # one big tile per step. "fast": Adam on a batch of smaller tiles, which converges in far fewer
 # steps on a laptop (see docs/paper.md for the measurement behind the learning rates).
@@ -81,17 +84,32 @@ MIN_VALIDATION_OBJECTS = 3
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
                   augment=AugmentConfig.paper(), warmup_steps=0, encoder_lr_scale=1.0,
-                  channels_last=False, class_weights="balanced", distill=0.0, average=0.0),
+                  frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
+                  average=0.0),
     "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
                  augment=AugmentConfig(), warmup_steps=0, encoder_lr_scale=1.0,
-                 channels_last=False, class_weights="balanced", distill=0.0, average=0.0),
+                 frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
+                 average=0.0),
     "finetune": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=128, momentum=0.9,
                      augment=AugmentConfig(), warmup_steps=5, encoder_lr_scale=0.3,
-                     channels_last=True, class_weights="balanced", distill=6.0,
-                     average=0.995),
+                     frozen_levels=FINETUNE_FROZEN_LEVELS, channels_last=True,
+                     class_weights="balanced", distill=6.0, average=0.995),
 }
 _PRESET_FIELDS = ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment",
-                  "warmup_steps", "encoder_lr_scale", "channels_last", "distill", "average")
+                  "warmup_steps", "encoder_lr_scale", "frozen_levels", "channels_last",
+                  "distill", "average")
+
+
+def frozen_parameters(model: UNet, levels: int) -> list[torch.nn.Parameter]:
+    """Parameters of the top ``levels`` resolution levels of ``model`` (level 1: ``inc``, the
+    last up block and ``outc``; level k > 1 adds ``downs[k - 2]`` and ``ups[-k]``), at most
+    ``depth - 1`` levels: the two lowest always train (a preset works for any net)."""
+    depth = len(model.downs)
+    levels = min(int(levels), depth - 1)
+    if levels <= 0:
+        return []
+    modules = [model.inc, model.outc, *model.ups[depth - levels:], *model.downs[:levels - 1]]
+    return [p for mod in modules for p in mod.parameters()]
 
 
 def preset_for(from_trained: bool) -> str:
@@ -109,8 +127,9 @@ class TrainConfig:
     preset : {"paper", "fast", "finetune"}
         ``"paper"``: SGD, momentum 0.99, batch 1, 572-px tiles, geometric augmentation only.
         ``"fast"``: Adam, batch 4, 256-px tiles, geometric + intensity augmentation.
-        ``"finetune"``: Adam, batch 4, 128-px tiles, 5 warm-up steps, encoder at 0.3 x the rate
-        (:func:`preset_for`: the default when starting from a trained model), channels-last.
+        ``"finetune"``: Adam, batch 4, 128-px tiles, 5 warm-up steps, encoder at 0.3 x the rate,
+        the top two levels frozen (:func:`preset_for`: the default when starting from a trained
+        model), channels-last.
     iterations : int, optional
         Total number of optimizer steps (a resumed run continues up to this count). None: no
         step limit when ``minutes`` is given, else 500 (``DEFAULT_ITERATIONS``).
@@ -123,6 +142,15 @@ class TrainConfig:
         Linear warm-up of the learning rate over this many steps (0 = none).
     encoder_lr_scale : float, optional
         Learning-rate factor of the contracting path (``inc`` and ``downs``); 0 freezes it.
+    frozen_levels : int, optional
+        Resolution levels of the U, from the top, kept as they are (no gradients): 1 = the
+        full-resolution end of both paths (the first block, the last up block, the output
+        layer), 2 adds the half-resolution blocks, and so on; at most the net's depth - 1 (the
+        two lowest levels always train: more are capped). The
+        outlines a trained model draws live there; fine-tuned on a few painted objects they
+        drifted (issue 11: outlines half a pixel in on unseen pixels), while the deeper levels
+        learn what the new images' nuclei look like. ``finetune``: ``FINETUNE_FROZEN_LEVELS``,
+        the others 0 (measured in docs/benchmarks.md, "tenth session").
     batch_size : int, optional
         Tiles per step.
     tile_size : int, optional
@@ -208,6 +236,7 @@ class TrainConfig:
     lr: float | None = None
     warmup_steps: int | None = None
     encoder_lr_scale: float | None = None
+    frozen_levels: int | None = None
     batch_size: int | None = None
     tile_size: int | None = None
     optimizer: str | None = None
@@ -271,6 +300,11 @@ class TrainConfig:
         if not _finite(self.encoder_lr_scale) or not 0 <= self.encoder_lr_scale <= 1:
             raise ValueError(f"encoder_lr_scale must be in [0, 1], got "
                              f"{self.encoder_lr_scale!r}")
+        if isinstance(self.frozen_levels, bool) \
+                or not isinstance(self.frozen_levels, (int, np.integer)) or self.frozen_levels < 0:
+            raise ValueError(f"frozen_levels must be an integer >= 0, got "
+                             f"{self.frozen_levels!r}")
+        object.__setattr__(self, "frozen_levels", int(self.frozen_levels))
         if self.annotated_bias is not None and (
                 not _finite(self.annotated_bias) or not 0 <= self.annotated_bias <= 1):
             raise ValueError(f"annotated_bias must be None or in [0, 1], got "
@@ -911,14 +945,21 @@ class Trainer:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        encoder = [p for mod in (self.model.inc, self.model.downs) for p in mod.parameters()]
-        ids = {id(p) for p in encoder}
+        # what an earlier run on this model object froze trains again unless frozen here too
+        self.model.requires_grad_(True)
+        frozen = {id(p) for p in frozen_parameters(self.model, cfg.frozen_levels)}
+        encoder = [p for mod in (self.model.inc, self.model.downs) for p in mod.parameters()
+                   if id(p) not in frozen]
+        if cfg.encoder_lr_scale == 0:
+            frozen |= {id(p) for p in encoder}
+            encoder = []
+        ids = {id(p) for p in encoder} | frozen
         rest = [p for p in self.model.parameters() if id(p) not in ids]
         groups = [{"params": rest, "lr_scale": 1.0}]
-        if cfg.encoder_lr_scale > 0:
+        if encoder:
             groups.append({"params": encoder, "lr_scale": float(cfg.encoder_lr_scale)})
-        else:
-            for p in encoder:  # frozen: no gradients computed at all
+        for p in self.model.parameters():
+            if id(p) in frozen:  # frozen: no gradients computed at all
                 p.requires_grad_(False)
         for g in groups:
             g["lr"] = cfg.lr * g["lr_scale"]
@@ -1091,6 +1132,7 @@ def warm_up_imports() -> None:
 
 __all__ = [
     "CLASS_WEIGHTS",
+    "FINETUNE_FROZEN_LEVELS",
     "LOSSES",
     "MAX_MINUTES",
     "MIN_VALIDATION_OBJECTS",
@@ -1101,6 +1143,7 @@ __all__ = [
     "Trainer",
     "batch_spec",
     "forward_full",
+    "frozen_parameters",
     "preset_for",
     "targets_and_weights",
     "torch_threads",
