@@ -186,8 +186,9 @@ def run_recipe(name: str, overrides: dict, data: dict, marks_s: list[float], eve
     samples_s = trainer.step * config.batch_size / max(t, 1e-9)
     return {"recipe": name, "config": {k: v for k, v in config.to_dict().items()
                                        if k in ("preset", "lr", "batch_size", "tile_size",
-                                                "warmup_steps", "encoder_lr_scale", "workers",
-                                                "distill", "average")},
+                                                "warmup_steps", "encoder_lr_scale",
+                                                "frozen_levels", "workers", "distill",
+                                                "average")},
             "steps": trainer.step, "train_s": round(t, 1), "samples_per_s": round(samples_s, 3),
             "first_step_s": round(first_step_s or float("nan"), 2),
             "curve_time": curve_t, "curve_steps": curve_s}
