@@ -559,6 +559,27 @@ def test_frozen_levels_stay_and_thaw_for_the_next_run():
     assert all(not torch.equal(after[k], again[k]) for k in top if k.endswith("weight"))
 
 
+def test_a_checkpoint_resumes_with_other_frozen_levels(tmp_path):
+    """The optimizer state has one layout whatever is frozen: a run saved without frozen
+    levels resumes with them (a fine-tune checkpoint from before the preset froze them)."""
+    samples = TrainingSet(*[[a] for a in synthetic_nuclei((64, 64), seed=1)],
+                          validation_fraction=0.0)
+    first = Trainer(UNet(1, 2, base_channels=4, depth=3), samples,
+                    config(iterations=2, encoder_lr_scale=0.3))
+    list(first.events())
+    first.save(tmp_path / "run.pt")
+    ckpt = load_checkpoint(tmp_path / "run.pt")
+    resumed = Trainer(ckpt.model, samples,
+                      config(iterations=4, encoder_lr_scale=0.3, frozen_levels=2),
+                      checkpoint_state=ckpt)
+    before = params(resumed.model)
+    assert [e.step for e in resumed.events() if isinstance(e, LossReport)] == [3, 4]
+    after = params(resumed.model)
+    assert torch.equal(before["inc.block.0.weight"], after["inc.block.0.weight"])
+    deep = "downs.2.conv.block.0.weight"
+    assert not torch.equal(before[deep], after[deep])
+
+
 def test_threads_are_restored_after_training(nuclei):
     image, instances = nuclei
     samples = TrainingSet([image], [instances], validation_fraction=0.0)

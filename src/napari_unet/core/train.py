@@ -950,20 +950,20 @@ class Trainer:
         cfg = self.config
         # what an earlier run on this model object froze trains again unless frozen here too
         self.model.requires_grad_(True)
-        frozen = {id(p) for p in frozen_parameters(self.model, cfg.frozen_levels)}
-        encoder = [p for mod in (self.model.inc, self.model.downs) for p in mod.parameters()
-                   if id(p) not in frozen]
-        if cfg.encoder_lr_scale == 0:
-            frozen |= {id(p) for p in encoder}
-            encoder = []
-        ids = {id(p) for p in encoder} | frozen
+        encoder = [p for mod in (self.model.inc, self.model.downs) for p in mod.parameters()]
+        ids = {id(p) for p in encoder}
         rest = [p for p in self.model.parameters() if id(p) not in ids]
         groups = [{"params": rest, "lr_scale": 1.0}]
-        if encoder:
+        frozen = frozen_parameters(self.model, cfg.frozen_levels)
+        if cfg.encoder_lr_scale > 0:
             groups.append({"params": encoder, "lr_scale": float(cfg.encoder_lr_scale)})
-        for p in self.model.parameters():
-            if id(p) in frozen:  # frozen: no gradients computed at all
-                p.requires_grad_(False)
+        else:
+            frozen = encoder + frozen
+        # frozen: no gradients computed at all. The frozen levels stay in their groups (the
+        # optimizer skips parameters without a gradient), so the optimizer state keeps one
+        # layout whatever is frozen and checkpoints resume across that setting
+        for p in frozen:
+            p.requires_grad_(False)
         for g in groups:
             g["lr"] = cfg.lr * g["lr_scale"]
         if cfg.optimizer == "sgd":
