@@ -279,10 +279,10 @@ class TrainConfig:
         if self.iterations is None and self.minutes is None:
             object.__setattr__(self, "iterations", DEFAULT_ITERATIONS)
         if self.iterations is not None:
-            _positive_int(self, "iterations")
-        _positive_int(self, "batch_size")
-        _positive_int(self, "tile_size")
-        _positive_int(self, "prefetch")
+            _int_at_least(self, "iterations")
+        _int_at_least(self, "batch_size")
+        _int_at_least(self, "tile_size")
+        _int_at_least(self, "prefetch")
         if self.minutes is not None:
             if not _finite(self.minutes) or not 0 < self.minutes <= MAX_MINUTES:
                 raise ValueError(f"minutes must be a time budget in (0, {MAX_MINUTES:g}] "
@@ -303,11 +303,7 @@ class TrainConfig:
         if not _finite(self.encoder_lr_scale) or not 0 <= self.encoder_lr_scale <= 1:
             raise ValueError(f"encoder_lr_scale must be in [0, 1], got "
                              f"{self.encoder_lr_scale!r}")
-        if isinstance(self.frozen_levels, bool) \
-                or not isinstance(self.frozen_levels, (int, np.integer)) or self.frozen_levels < 0:
-            raise ValueError(f"frozen_levels must be an integer >= 0, got "
-                             f"{self.frozen_levels!r}")
-        object.__setattr__(self, "frozen_levels", int(self.frozen_levels))
+        _int_at_least(self, "frozen_levels", minimum=0)
         if self.annotated_bias is not None and (
                 not _finite(self.annotated_bias) or not 0 <= self.annotated_bias <= 1):
             raise ValueError(f"annotated_bias must be None or in [0, 1], got "
@@ -408,10 +404,10 @@ class TrainConfig:
         return auto_workers() if self.workers == "auto" else int(self.workers)
 
 
-def _positive_int(config: TrainConfig, name: str) -> None:
+def _int_at_least(config: TrainConfig, name: str, minimum: int = 1) -> None:
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     object.__setattr__(config, name, int(value))
 
 
