@@ -84,7 +84,7 @@ def predictions(model, meta, pairs, method: str) -> list[np.ndarray]:
         for image, _ in pairs:
             est = estimate_diameter(model, image, meta)
             out.append(predict_image(model, image, meta, object_diameter=est.diameter
-                                     if est.rescale else None).instances)
+                                     if est.usable else None).instances)
         return out
     return [predict_image(model, image, meta, tta=method == "tta").instances
             for image, _ in pairs]

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                     if t != trained[-1]:  # the estimate only with the last (costly)
                         continue
                     est = estimate_diameter(model, im, m)
-                    d = est.diameter if est.rescale else None
+                    d = est.diameter if est.usable else None
                     estimates.append((true_d, est.diameter))
                     rows.setdefault(f"auto, trained {t:.1f}", []).append(
                         (lab, predict_image(model, im, m, object_diameter=d).instances))

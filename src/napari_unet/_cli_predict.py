@@ -44,8 +44,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                              "irregular objects")
     parser.add_argument("--diameter", type=_diameter, default=None, metavar="PX|auto",
                         help="typical object diameter in px: images whose objects lie "
-                             "outside the model's size band are rescaled into it; or 'auto' "
-                             "to estimate it with the model")
+                             "outside the model's size band are rescaled into it, inside it "
+                             "to the training diameter when the model is surer of its "
+                             "objects there; or 'auto' to estimate it with the model")
     parser.add_argument("--channel-axis", type=int, default=None,
                         help="axis of the channels (default: from the file)")
     parser.add_argument("--axes", default=None, metavar="LETTERS",

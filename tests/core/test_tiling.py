@@ -153,12 +153,13 @@ def test_object_diameter_resamples_in_and_out():
     np.testing.assert_allclose(result.probabilities.sum(0), 1, atol=1e-5)
 
 
-def test_object_diameter_inside_the_models_band_predicts_at_the_images_own_scale():
+def test_object_diameter_near_the_training_diameter_predicts_at_the_images_own_scale():
+    # (further inside the band, core.diameter.choose_scale also tries the training diameter)
     model = _net("same")
     image = _image((40, 50), seed=8)
     meta = {**RAW, "object_diameter": 20.0}
     own = predict_image(model, image, meta=meta, device="cpu")
-    for inside in (10.0, 24.0, 30.0):  # the band's edges included
+    for inside in (17.0, 20.0, 23.5):
         events = list(predict(model, image, PredictConfig(object_diameter=inside,
                                                           device="cpu"), meta))
         assert any(isinstance(e, Message) and "within the model's 10.0-30.0 px" in e.text

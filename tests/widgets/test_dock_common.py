@@ -250,7 +250,7 @@ def test_estimate_button_fills_the_diameter(make_napari_viewer, qtbot, tiny_mode
 
     def fake_estimate(model, image, meta, channel_axis=None, device="cpu", **kwargs):
         calls.append((np.shape(image), channel_axis))
-        return DiameterEstimate(23.44, 7, "objects are about 23.4 px across", rescale=True)
+        return DiameterEstimate(23.44, 7, "objects are about 23.4 px across", usable=True)
 
     monkeypatch.setattr(diameter, "estimate_diameter", fake_estimate)
     viewer = make_napari_viewer()

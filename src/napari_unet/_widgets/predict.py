@@ -367,7 +367,7 @@ class PredictWidget(QWidget):
                 self.block.say(event.text)
         elif isinstance(event, PredictionResult):
             self._result = event
-        elif self._job == "estimate" and hasattr(event, "rescale"):  # a DiameterEstimate
+        elif self._job == "estimate" and hasattr(event, "usable"):  # a DiameterEstimate
             self._result = event
 
     def _on_finished(self, status: str) -> None:
@@ -392,7 +392,7 @@ class PredictWidget(QWidget):
             self.block.say("diameter estimate " + ("stopped" if status == "stopped" else
                                                    "failed (see the notification)"))
             return
-        if estimate.rescale and estimate.diameter:
+        if estimate.usable and estimate.diameter:
             self.form.set_value("diameter", round(float(estimate.diameter), 1))
         self.block.say(estimate.note)
 

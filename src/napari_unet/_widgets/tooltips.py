@@ -68,8 +68,9 @@ _PREDICT = {
                 "default",
     "diameter": "typical object diameter in pixels in this image; if it lies outside the "
                 "sizes the model was trained on, the image is rescaled so objects come out at "
-                "the nearest of them. 'model scale' uses the image as it is (or its pixel "
-                "size, when both image and model record one)",
+                "the nearest of them; inside them, to the training diameter when the model is "
+                "surer of its objects there. 'model scale' uses the image as it is (or its "
+                "pixel size, when both image and model record one)",
     "estimate_diameter": "estimate the typical object diameter from the image",
     "own_normalization": "normalise the image with the percentiles below instead of the ones "
                          "the model was trained with",
@@ -110,7 +111,8 @@ _BATCH = {
     "min_size": _PREDICT["min_size"],
     "diameter": "typical object diameter in pixels in these images; if it lies outside the "
                 "sizes the model was trained on, they are rescaled so objects come out at the "
-                "nearest of them. 'model scale' uses each image as it is",
+                "nearest of them; inside them, to the training diameter when the model is "
+                "surer of its objects there. 'model scale' uses each image as it is",
     "probabilities": "also write <name>_probabilities.tif (float32, one channel per class)",
     "suffix": "appended to each image's name for its labels file (empty: the same name)",
     "overwrite": "replace labels files that already exist; otherwise they are skipped, so an "

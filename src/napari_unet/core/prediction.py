@@ -61,7 +61,7 @@ from .blockwise import (
 )
 from .constants import DEFAULT_NORMALIZATION, DEFAULT_TILING, mode_for_classes
 from .device import check_device_name, resolve_device
-from .diameter import band_text, estimate_diameter, model_scale
+from .diameter import band_text, choose_scale, estimate_diameter, model_scale
 from .events import Message, Progress
 from .heap import reuse_freed_memory
 from .layout import channels_at_minus3
@@ -129,10 +129,11 @@ class PredictConfig:
         irregular objects, which it may cut.
     object_diameter : float or "auto", optional
         Typical object diameter (pixels) in the image; with the model's ``object_diameter``,
-        objects outside the model's band are resampled into it
-        (:func:`.diameter.model_scale`), and their instances are found at that scale and
-        brought back (:func:`labels_at_image_scale`). ``"auto"`` measures it with the model
-        first (:mod:`.diameter`).
+        objects outside the model's band are resampled into it, and those inside it to the
+        training diameter when the net is surer of its objects there
+        (:func:`.diameter.choose_scale`, decided once per job on a crop); their instances are
+        found at that scale and brought back (:func:`labels_at_image_scale`). ``"auto"``
+        measures it with the model first (:mod:`.diameter`).
     pixel_size : float, optional
         Micrometres per pixel of the image; used with the model's ``pixel_size`` when no
         diameter is given.
@@ -713,11 +714,20 @@ class PredictionJob:
                 model, self.image, self.meta, channel_axis=self.channel_axis,
                 device=config.device, tile_size=config.tile_size,
                 batch_size=config.batch_size, tta=config.tta, threshold=config.threshold)
-            yield self._note(estimate.note, "info" if estimate.rescale else "warning")
-            if estimate.rescale:
+            yield self._note(estimate.note, "info" if estimate.usable else "warning")
+            if estimate.usable:
                 self.diameter = estimate.diameter
             self.scale, self.scale_note = _scale_factor(config, self.meta, self.diameter,
                                                         (self.h, self.w))
+        if (self.diameter is not None and self.scale == 1.0 and self.meta.object_diameter
+                and self.mode == "instances"):
+            # inside the model's band: its own scale, or the training diameter if the net is
+            # surer of its objects there (measured on a crop; one rule for given and "auto")
+            self.scale, self.scale_note = choose_scale(
+                model, self.image, self.meta, float(self.diameter),
+                channel_axis=self.channel_axis, device=config.device,
+                tile_size=config.tile_size, batch_size=config.batch_size, tta=config.tta,
+                threshold=config.threshold)
         if self.scale_note:
             yield self._note(self.scale_note, "warning")
         if self.layout_note:
