@@ -12,6 +12,7 @@ from napari_unet.core.diameter import (
     choose_scale,
     confident_diameters,
     estimate_diameter,
+    middle_crop,
     model_scale,
     object_confidence,
 )
@@ -217,3 +218,22 @@ def test_small_nuclei_inside_the_band_are_seen_at_the_training_diameter(default_
     assert estimate.usable and abs(estimate.diameter - d) <= 0.08 * d, (estimate, d)
     own = evaluate_dataset([(labels, predict_image(model, image, meta).instances)])["ap50"]
     assert chosen >= own + 0.05, (chosen, own)  # 0.94 vs 0.82 when written
+
+
+def test_middle_crop_reads_only_the_crop(default_model):
+    model, _ = default_model
+
+    class Reads:  # an array-like (as zarr is) that records what is read; value = plane index
+        shape, ndim, dtype = (3, 4096, 4096), 3, np.dtype(np.float32)
+        read = 0
+
+        def __getitem__(self, key):
+            z, y, x = (range(n)[k] for n, k in zip(self.shape, key, strict=True))
+            Reads.read += len(z) * len(y) * len(x)
+            return np.broadcast_to(np.asarray(z, np.float32)[:, None, None],
+                                   (len(z), len(y), len(x))).copy()
+
+    plane, axis = middle_crop(model, Reads(), None, 512)
+    assert plane.shape == (512, 512) and axis is None
+    assert np.all(plane == 1)  # the middle plane
+    assert 0 < Reads.read <= 4 * 1024 * 1024  # the 1024-px chunks around the centre, not 16M

@@ -347,11 +347,11 @@ def middle_crop(model: Any, image: Any, channel_axis: int | None,
     ``side`` x ``side`` crop at most, and its channel axis (None for one channel)."""
     from .prediction import as_stack
 
-    view, _ = as_stack(image, model.in_channels, channel_axis)
-    plane = np.asarray(view[view.shape[0] // 2])  # (C, H, W)
-    h, w = plane.shape[-2:]
+    view, _ = as_stack(image, model.in_channels, channel_axis)  # (Z, C, H, W), nothing read
+    h, w = (int(n) for n in view.shape[-2:])
     y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    plane = plane[..., y0:y0 + min(h, side), x0:x0 + min(w, side)]
+    # only the crop is read: a plane too big for memory (memory map, dask, zarr) stays unread
+    plane = np.asarray(view[view.shape[0] // 2, :, y0:y0 + min(h, side), x0:x0 + min(w, side)])
     return (plane[0], None) if plane.shape[0] == 1 else (plane, 0)
 
 
