@@ -178,11 +178,8 @@ def estimate_diameter(
     if meta.mode != "instances":
         raise ValueError("the diameter estimate needs an instance-mode model (2 classes), "
                          f"this one is {meta.mode!r}")
-    for key in ("object_diameter", "pixel_size", "keep_probabilities", "channel_axis"):
-        predict_kwargs.pop(key, None)
-
     plane, axis = middle_crop(model, image, channel_axis, max_side)
-    kwargs = dict(device=device, channel_axis=axis, keep_probabilities=True, **predict_kwargs)
+    kwargs = _pass_kwargs(predict_kwargs, device, axis)
 
     trained = meta.object_diameter
     first = _measure(predict_at(model, plane, meta, 1.0, **kwargs), confidence)
@@ -243,12 +240,9 @@ def confident_diameters(instances: np.ndarray, foreground: np.ndarray,
     """Equivalent diameters of the objects with mean ``foreground`` probability >=
     ``confidence`` that do not touch the image border (their size would be cut)."""
     instances = np.asarray(instances)
-    n = int(instances.max()) if instances.size else 0
-    if n == 0:
+    index, area, mean_p = _per_object(instances, foreground)
+    if not index.size:
         return np.zeros(0)
-    index = np.arange(1, n + 1)
-    area = ndi.sum_labels(np.ones_like(foreground, dtype=np.float64), instances, index)
-    mean_p = ndi.mean(foreground, instances, index)
     edge = np.unique(np.concatenate([instances[0], instances[-1], instances[:, 0],
                                      instances[:, -1]]))
     keep = (area > 0) & (mean_p >= confidence) & ~np.isin(index, edge)
@@ -303,12 +297,10 @@ def choose_scale(model: Any, image: Any, meta: ModelMeta, diameter: float, *,
     if max(centre, 1.0 / centre) < TRY_TRAINED:
         return 1.0, f"{inside}: predicted at the image's own scale"
     plane, axis = middle_crop(model, image, channel_axis, max_side)
-    for key in ("object_diameter", "pixel_size", "keep_probabilities", "channel_axis"):
-        predict_kwargs.pop(key, None)
+    kwargs = _pass_kwargs(predict_kwargs, device, axis)
     sure = {}
     for f in (1.0, centre):
-        result = predict_at(model, plane, meta, f, device=device, channel_axis=axis,
-                            keep_probabilities=True, **predict_kwargs)
+        result = predict_at(model, plane, meta, f, **kwargs)
         sure[f] = object_confidence(result.instances, np.asarray(result.probabilities[1]))
     shown = f"objects {sure[centre]:.3f} sure at the training diameter, {sure[1.0]:.3f} at " \
             "the image's own scale"
@@ -321,14 +313,30 @@ def object_confidence(instances: np.ndarray, foreground: np.ndarray) -> float:
     """How sure a model is of its objects: the mean over objects of their mean ``foreground``
     probability (0 with no objects). At a scale the net sees poorly, outlines and small or
     faint objects come out with middling probabilities, which lowers it."""
-    instances = np.asarray(instances)
+    _, area, mean_p = _per_object(np.asarray(instances), foreground)
+    present = area > 0
+    return float(mean_p[present].mean()) if present.any() else 0.0
+
+
+def _per_object(instances: np.ndarray, foreground: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids 1..max of ``instances``, each id's area (0 for ids not present) and mean
+    ``foreground`` probability."""
     n = int(instances.max()) if instances.size else 0
-    if n == 0:
-        return 0.0
     index = np.arange(1, n + 1)
+    if n == 0:
+        return index, np.zeros(0), np.zeros(0)
     area = ndi.sum_labels(np.ones(instances.shape), instances, index)
-    mean_p = np.asarray(ndi.mean(foreground, instances, index))
-    return float(mean_p[area > 0].mean())
+    return index, area, np.asarray(ndi.mean(foreground, instances, index))
+
+
+def _pass_kwargs(predict_kwargs: dict[str, Any], device: str, axis: int | None
+                 ) -> dict[str, Any]:
+    """Settings for a measuring pass on a crop: the caller's, less what the pass sets itself
+    (its scale, the crop's channel axis, probabilities kept)."""
+    own = ("object_diameter", "pixel_size", "keep_probabilities", "channel_axis")
+    return dict(device=device, channel_axis=axis, keep_probabilities=True,
+                **{k: v for k, v in predict_kwargs.items() if k not in own})
 
 
 def predict_at(model: Any, plane: np.ndarray, meta: ModelMeta, factor: float,
