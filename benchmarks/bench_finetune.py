@@ -59,7 +59,8 @@ BLOB_RADIUS = 12
 #: Recipes compared (TrainConfig overrides). "today": the Train dock's and CLI's defaults
 #: before issue 11 (the fast preset, 256-px tiles, 80 % of patches on annotations, batch
 #: preparation in a thread). "new": the finetune preset with worker processes (since
-#: 2026-12-02 with distillation on the unpainted pixels, ``TrainConfig.distill``).
+#: 2026-12-02 with distillation on the unpainted pixels, ``TrainConfig.distill``; since
+#: 2026-12-03 with class weights from the model's prediction, ``class_weights="predicted"``).
 RECIPES = {
     "today": dict(preset="fast", annotated_bias=0.8, workers=0),
     "new": dict(preset="finetune", workers="auto"),
@@ -188,7 +189,7 @@ def run_recipe(name: str, overrides: dict, data: dict, marks_s: list[float], eve
                                        if k in ("preset", "lr", "batch_size", "tile_size",
                                                 "warmup_steps", "encoder_lr_scale",
                                                 "frozen_levels", "workers", "distill",
-                                                "average")},
+                                                "class_weights", "average")},
             "steps": trainer.step, "train_s": round(t, 1), "samples_per_s": round(samples_s, 3),
             "first_step_s": round(first_step_s or float("nan"), 2),
             "curve_time": curve_t, "curve_steps": curve_s}

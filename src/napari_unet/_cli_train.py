@@ -147,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=("finetune", "fast", "paper"), default=None,
                         help="finetune: Adam, batch 4, 128 px tiles on the annotations, encoder "
                              "at 0.3 x the rate, the top two levels (full and half resolution) "
-                             "frozen; fast: Adam, batch 4, 256 px tiles; paper: SGD "
+                             "frozen, sparse paint weighed by the classes the model sees in the "
+                             "whole image; fast: Adam, batch 4, 256 px tiles; paper: SGD "
                              "momentum 0.99, batch 1, 572 px tiles (default: finetune from a "
                              "trained model, fast for a new net)")
     parser.add_argument("--iterations", type=int, default=None,

@@ -645,6 +645,33 @@ def test_cli_bad_budget_or_labels_write_nothing(cli_data, capsys, extra, message
     assert not out.exists()
 
 
+def test_predicted_class_weights_look_at_planes_spread_over_a_budget(nuclei, monkeypatch):
+    """Before the first step: a big stack is sampled (first and last plane here), not read
+    whole."""
+    import napari_unet.core.train as train_module
+
+    image, instances = nuclei
+    sparse = np.where(instances > 0, instances + 1, 1)
+    sparse[:, 8:] = 0  # a fifth of each plane: sparse
+    widths = (40, 41, 42, 43, 44)  # tells the planes apart
+    samples = TrainingSet([image[:48, :w] for w in widths], [sparse[:48, :w] for w in widths],
+                          convention="sparse", validation_fraction=0.0)
+    assert len(samples.snapshot().train) == 5 and samples.snapshot().sparse
+    seen = []
+    forward = Trainer._forward_full
+    monkeypatch.setattr(Trainer, "_forward_full",
+                        lambda self, x: seen.append(x.shape[-1]) or forward(self, x))
+    monkeypatch.setattr(train_module, "PREDICTED_WEIGHTS_PIXELS", 2 * 48 * 42)
+    weights = Trainer(tiny(), samples, config(iterations=1, class_weights="predicted")
+                      ).class_weights()
+    assert seen == [40, 44]
+    assert len(weights) == 2 and min(weights) == 1.0
+    seen.clear()
+    monkeypatch.setattr(train_module, "PREDICTED_WEIGHTS_PIXELS", 10**9)
+    Trainer(tiny(), samples, config(iterations=1, class_weights="predicted")).class_weights()
+    assert seen == list(widths)
+
+
 def test_predicted_class_weights_for_sparse_labels(nuclei):
     image, instances = nuclei
     sparse = np.where(instances > 0, instances + 1, 1)
@@ -659,14 +686,15 @@ def test_predicted_class_weights_for_sparse_labels(nuclei):
         probs = torch.softmax(forward_full(model, samples.snapshot().train[0].image), 0)
     share = probs.sum(dim=(1, 2)).numpy()
     share /= share.sum()
-    expected = np.minimum(share.max() / share, 10.0)
+    expected = np.minimum(np.sqrt(share.max() / share), 10.0)  # the rarer class: > 1
     events = list(trainer.events())
     assert trainer.class_weights() == pytest.approx(tuple(expected), rel=1e-4)
     assert any(isinstance(e, Message) and "class weights" in e.text for e in events)
     # dense labels: the true balance is known, per patch
     dense = TrainingSet([image], [instances], validation_fraction=0.0)
     assert Trainer(tiny(), dense, config(class_weights="predicted")).class_weights() == "balanced"
-    assert TrainConfig.finetune().class_weights == "balanced"  # see the TrainConfig doc
+    assert TrainConfig.finetune().class_weights == "predicted"  # see the TrainConfig doc
+    assert TrainConfig.fast().class_weights == "balanced"
     assert TrainConfig(class_weights="auto").class_weights == "balanced"
     with pytest.raises(ValueError, match="class_weights must be one of"):
         TrainConfig(class_weights="guess")
