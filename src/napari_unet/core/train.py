@@ -182,9 +182,10 @@ class TrainConfig:
         (pixel IoU on unpainted parts falls below the starting model's); the full share ratio
         keeps sizes but merges touching nuclei (sparse paint shows no gaps between them); the
         square root keeps both. Three protocol images of benchmarks/bench_finetune.py, finetune
-        preset, 3 min, mean AP@0.5 / pixel IoU on the unpainted half: "balanced" 0.750 / 0.908,
-        full ratio 0.677 / 0.926, square root 0.775 / 0.921 (starting model 0.706 / 0.917;
-        docs/benchmarks.md, "twelfth session").
+        preset, 3 min, mean AP@0.5 / pixel IoU on the unpainted half: "balanced" 0.750 / 0.908
+        (two runs), the full ratio 0.677 / 0.926 (one run), the square root 0.775 / 0.921 and
+        0.714 / 0.920 (two runs; IoU at or above the starting model's on every image), the
+        starting model 0.706 / 0.917 (docs/benchmarks.md, "twelfth session").
     separate_touching : bool
         Train on a 1-px background gap between touching objects (instance mode).
     loss : {"weighted_ce", "dice", "weighted_ce+dice"}
