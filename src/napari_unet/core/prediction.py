@@ -709,11 +709,12 @@ class PredictionJob:
     # -- setup that may need the model (auto diameter) -------------------------------------
     def _setup(self) -> Iterator[Message]:
         config, model = self.config, self.model
+        # the measuring passes on a crop (estimate, choice of scale) predict as the job does
+        passes = dict(channel_axis=self.channel_axis, device=config.device,
+                      tile_size=config.tile_size, batch_size=config.batch_size, tta=config.tta,
+                      threshold=config.threshold)
         if config.object_diameter == "auto":
-            estimate = estimate_diameter(
-                model, self.image, self.meta, channel_axis=self.channel_axis,
-                device=config.device, tile_size=config.tile_size,
-                batch_size=config.batch_size, tta=config.tta, threshold=config.threshold)
+            estimate = estimate_diameter(model, self.image, self.meta, **passes)
             yield self._note(estimate.note, "info" if estimate.usable else "warning")
             if estimate.usable:
                 self.diameter = estimate.diameter
@@ -724,10 +725,7 @@ class PredictionJob:
             # inside the model's band: its own scale, or the training diameter if the net is
             # surer of its objects there (measured on a crop; one rule for given and "auto")
             self.scale, self.scale_note = choose_scale(
-                model, self.image, self.meta, float(self.diameter),
-                channel_axis=self.channel_axis, device=config.device,
-                tile_size=config.tile_size, batch_size=config.batch_size, tta=config.tta,
-                threshold=config.threshold)
+                model, self.image, self.meta, float(self.diameter), **passes)
         if self.scale_note:
             yield self._note(self.scale_note, "warning")
         if self.layout_note:
