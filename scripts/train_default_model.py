@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, default=2, help="batches made ahead")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate of this part (default: the fast preset's 1e-3); "
-                             "the shipped model's last part anneals at 1e-4 (docs/models.md)")
+                             "e.g. 1e-4 for an annealing tail (the shipped model has none; "
+                             "the tails measured so far are in docs/models.md)")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, iterations=4 if args.smoke else args.iterations,
                     variant=args.variant, cells3d=not args.no_cells3d,
