@@ -72,6 +72,8 @@ class Recipe:
     batch_size: int = 4
     tile_size: int = 256
     variant: str = "b16d4"
+    #: decay of the moving average of the weights the run gives (TrainConfig.average); v2: 0
+    average: float = 0.0
 
 
 def default_architecture(variant: str = "b16d4") -> UNet:
@@ -179,7 +181,7 @@ def train(out: Path, recipe: Recipe, minutes: float, checkpoint_minutes: float,
                               batch_size=recipe.batch_size,
                               validate_every=0 if smoke else 500, seed=recipe.seed,
                               device="auto", preview_every_s=0 if smoke else 1e9,
-                              workers=workers, prefetch=prefetch,
+                              workers=workers, prefetch=prefetch, average=recipe.average,
                               **({} if lr is None else {"lr": lr}))
     if resume is not None:
         checkpoint = load_checkpoint(resume)
@@ -252,13 +254,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch-making processes (0: one thread); on a GPU machine most "
                              "cores, the batches are then the bottleneck")
     parser.add_argument("--prefetch", type=int, default=2, help="batches made ahead")
+    parser.add_argument("--average", type=float, default=Recipe.average,
+                        help="decay of a moving average of the weights, which the run gives "
+                             "instead of its last weights (e.g. 0.999; the shipped model: 0)")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate of this part (default: the fast preset's 1e-3); "
                              "e.g. 1e-4 for an annealing tail (the shipped model has none; "
                              "the tails measured so far are in docs/models.md)")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, iterations=4 if args.smoke else args.iterations,
-                    variant=args.variant, cells3d=not args.no_cells3d,
+                    variant=args.variant, cells3d=not args.no_cells3d, average=args.average,
                     **(dict(batch_size=2, tile_size=128) if args.smoke else {}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     train(args.out, recipe, args.minutes, args.checkpoint_minutes, args.smoke, args.resume,
