@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                              "e.g. 1e-4 for an annealing tail (the shipped model has none; "
                              "the tails measured so far are in docs/models.md)")
     args = parser.parse_args(argv)
+    if args.real_repeats < 1:  # 0 would drop the real data silently (that is --no-cells3d)
+        parser.error(f"--real-repeats must be at least 1, got {args.real_repeats}")
     recipe = Recipe(seed=args.seed, iterations=4 if args.smoke else args.iterations,
                     variant=args.variant, cells3d=not args.no_cells3d, average=args.average,
                     real_repeats=args.real_repeats,

@@ -48,6 +48,16 @@ def test_default_model_segments_the_held_out_half_of_the_sample():
     assert scores["iou"] >= MIN_IOU_SAMPLE, scores
 
 
+def _script(name):
+    """A script of scripts/ as a module (it puts scripts/ on the path for its own imports)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_training_script_smoke(tmp_path):
     out = tmp_path / "smoke.pt"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_default_model.py"),
@@ -62,12 +72,7 @@ def test_training_script_smoke(tmp_path):
 
 
 def test_replace_rule_wants_a_better_mean_and_no_set_much_worse():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_default_model", ROOT / "scripts" / "evaluate_default_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("evaluate_default_model")
     real, plain, varied = script.REAL, script.PLAIN, script.VARIED
 
     def scores(*pairs):
@@ -86,16 +91,6 @@ def test_replace_rule_wants_a_better_mean_and_no_set_much_worse():
     assert not script.beats({}, reference)
 
 
-def _script(name):
-    import importlib.util
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_recipe_enters_the_real_stack_real_repeats_times(monkeypatch):
     import numpy as np
 
@@ -110,3 +105,10 @@ def test_recipe_enters_the_real_stack_real_repeats_times(monkeypatch):
     assert all(im.shape == (3, 32, 128) for im in images[2:])  # the training columns only
     assert all(np.array_equal(lab, sparse[2]) for lab in sparse[3:])
     assert "cells3d x<128 z17-59: 3 stacks" in description
+
+
+def test_training_script_refuses_real_repeats_below_one():
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_default_model.py"),
+                          "--smoke", "--real-repeats", "0"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "--real-repeats must be at least 1" in run.stderr
