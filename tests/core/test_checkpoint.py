@@ -77,6 +77,26 @@ def test_optimizer_state_round_trip(tmp_path):
     assert load_checkpoint(tmp_path / "m.pt").meta.step == 1
 
 
+def test_live_weights_round_trip_beside_the_average(tmp_path):
+    average, live = tiny(), tiny()
+    with torch.no_grad():
+        for p in live.parameters():
+            p.add_(1.0)
+    save_model(tmp_path / "m.pt", average, {"step": 5}, live_state=live.state_dict())
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    for k, v in ckpt.model.state_dict().items():  # the model is the average ...
+        assert torch.equal(v, average.state_dict()[k])
+    assert ckpt.live_state.keys() == live.state_dict().keys()  # ... the live weights beside it
+    for k, v in live.state_dict().items():
+        assert torch.equal(ckpt.live_state[k], v)
+    save_model(tmp_path / "plain.pt", average)
+    assert load_checkpoint(tmp_path / "plain.pt").live_state is None
+    other = UNet(1, 2, base_channels=8, depth=2)
+    with pytest.raises(ValueError, match="live_state must be a state_dict of the same net"):
+        save_model(tmp_path / "bad.pt", average, live_state=other.state_dict())
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_failing_save_leaves_existing_file_untouched(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
     save_model(path, tiny(), {"step": 3})

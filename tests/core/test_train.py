@@ -298,6 +298,58 @@ def test_resume_matches_uninterrupted_run(nuclei, tmp_path, dropout):
     assert [s["step"] for s in sa["state"].values()] == [s["step"] for s in sb["state"].values()]
 
 
+def test_a_run_with_a_moving_average_resumes_exactly(nuclei, tmp_path):
+    image, instances = nuclei
+    samples = TrainingSet([image], [instances], validation_fraction=0.0)
+    cfg = config(iterations=6, average=0.6)
+    straight = Trainer(tiny(), samples, cfg)
+    for _ in straight.events():
+        pass
+    straight.save(tmp_path / "straight.pt", best=False)
+    want = load_checkpoint(tmp_path / "straight.pt")
+
+    first = Trainer(tiny(), samples, cfg)
+    for event in first.events():
+        if isinstance(event, LossReport) and event.step == 3:
+            break
+    first.save(tmp_path / "half.pt", best=False)
+    half = load_checkpoint(tmp_path / "half.pt")
+    assert half.live_state is not None
+    assert any(not torch.equal(half.live_state[k], v)  # the average is not the live weights
+               for k, v in half.model.state_dict().items())
+    resumed = Trainer(half.model, samples, cfg, checkpoint_state=half)
+    assert [e.step for e in resumed.events() if isinstance(e, LossReport)] == [4, 5, 6]
+    resumed.save(tmp_path / "resumed.pt", best=False)
+    got = load_checkpoint(tmp_path / "resumed.pt")
+    for k, v in want.model.state_dict().items():  # the average and the live weights both
+        torch.testing.assert_close(got.model.state_dict()[k], v, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got.live_state[k], want.live_state[k], rtol=0, atol=1e-6)
+
+    # resumed without the average, training goes on from the live weights: the averaged run's
+    # live weights at the end (averaging does not change what the optimizer does)
+    plain = Trainer(load_checkpoint(tmp_path / "half.pt").model, samples,
+                    config(iterations=6), checkpoint_state=load_checkpoint(tmp_path / "half.pt"))
+    for _ in plain.events():
+        pass
+    for k, v in plain.model.state_dict().items():
+        torch.testing.assert_close(v, want.live_state[k], rtol=0, atol=1e-6)
+
+
+def test_events_again_continues_from_the_live_weights(nuclei):
+    samples = TrainingSet([nuclei[0]], [nuclei[1]], validation_fraction=0.0)
+    straight = Trainer(tiny(), samples, config(iterations=4, average=0.6))
+    for _ in straight.events():
+        pass
+    stopped = Trainer(tiny(), samples, config(iterations=4, average=0.6))
+    for event in stopped.events():
+        if isinstance(event, LossReport) and event.step == 2:
+            break
+    for _ in stopped.events():  # the model held the average in between
+        pass
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(stopped.model.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
 def test_events_again_continues(nuclei):
     samples = TrainingSet([nuclei[0]], [nuclei[1]], validation_fraction=0.0)
     trainer = Trainer(tiny(), samples, config(iterations=4))

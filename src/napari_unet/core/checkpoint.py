@@ -4,7 +4,11 @@ A checkpoint is one ``torch.save`` of a dict holding only plain values (str, int
 None, lists, tuples, dicts with str keys) and tensors:
 
 ``{"format": "napari-unet", "format_version": 1, "napari_unet_version": ..., "architecture":
-model.config, "meta": ModelMeta.to_dict(), "state_dict": {...}, "optimizer_state": {...} | None}``
+model.config, "meta": ModelMeta.to_dict(), "state_dict": {...}, "optimizer_state": {...} | None,
+"live_state_dict": {...} | None}``
+
+(``live_state_dict``, optional: the weights the optimizer was stepping when ``state_dict`` holds
+their moving average, so that such a run resumes exactly; files without it load as before.)
 
 so it loads with ``torch.load(weights_only=True)``, which never executes pickled code. The meta
 (:class:`~napari_unet.core.meta.ModelMeta`) describes how to use the net. Files are written to a
@@ -41,13 +45,19 @@ MAX_MODEL_BYTES = 4 * 2**30
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Everything in a model file: the net (on the requested device), its meta, optimizer state."""
+    """Everything in a model file: the net (on the requested device), its meta, optimizer state.
+
+    ``live_state``: when the net's weights are a moving average of a training run's
+    (``TrainConfig.average``), the run's own current weights, which ``optimizer_state`` belongs
+    to (CPU tensors); None otherwise.
+    """
 
     model: UNet
     meta: ModelMeta
     optimizer_state: dict[str, Any] | None
     format_version: int = FORMAT_VERSION
     napari_unet_version: str | None = None
+    live_state: dict[str, torch.Tensor] | None = None
 
 
 def save_model(
@@ -56,6 +66,7 @@ def save_model(
     meta: ModelMeta | Mapping[str, Any] | None = None,
     optimizer_state: dict[str, Any] | None = None,
     overwrite: bool = True,
+    live_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model`` with its ``meta`` (and optionally optimizer state, for resuming) to ``path``.
 
@@ -73,6 +84,9 @@ def save_model(
     overwrite : bool
         Replace an existing file (atomically). Commands that must not replace files without
         being asked check that first, with the output policy of ``core.outputs``.
+    live_state : mapping, optional
+        When ``model`` holds a moving average of a run's weights: the run's current weights (a
+        ``state_dict`` of the same net), which ``optimizer_state`` belongs to.
 
     Returns
     -------
@@ -89,14 +103,20 @@ def save_model(
     if path.exists() and not overwrite:
         raise ValueError(f"{str(path)!r} already exists (use overwrite to replace it)")
     meta = as_meta(meta, model)
+    weights = model.state_dict()
+    if live_state is not None and (live_state.keys() != weights.keys() or any(
+            tuple(live_state[k].shape) != tuple(v.shape) for k, v in weights.items())):
+        raise ValueError("live_state must be a state_dict of the same net as model")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "napari_unet_version": _version(),
         "architecture": dict(model.config),
         "meta": _plain(meta.to_dict(), "meta"),
-        "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().to("cpu").clone() for k, v in weights.items()},
         "optimizer_state": _to_cpu(optimizer_state) if optimizer_state is not None else None,
+        "live_state_dict": None if live_state is None else
+        {k: v.detach().to("cpu").clone() for k, v in live_state.items()},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -150,6 +170,9 @@ def load_checkpoint(path: str | os.PathLike,
         model = _build(payload.get("architecture"), payload.get("state_dict"))
         meta = ModelMeta.from_dict(payload.get("meta"), model=model)
         meta = as_meta(meta, model)
+        live = payload.get("live_state_dict")
+        if live is not None:  # the same shapes as the weights, checked the same way
+            _build(payload.get("architecture"), live)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{str(path)!r} is not a valid napari-unet model: "
                          f"{_first_line(err)}") from None
@@ -159,7 +182,7 @@ def load_checkpoint(path: str | os.PathLike,
     if optimizer_state is not None and not isinstance(optimizer_state, dict):
         optimizer_state = None
     return Checkpoint(model, meta, optimizer_state, version,
-                      payload.get("napari_unet_version"))
+                      payload.get("napari_unet_version"), live)
 
 
 def load_model(path: str | os.PathLike,

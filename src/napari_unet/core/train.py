@@ -234,9 +234,9 @@ class TrainConfig:
         average; the optimizer steps the live weights. Fine-tuned on a few painted objects,
         weights a few steps apart score +-0.05 AP@0.5 apart; the average of the last few
         hundred steps scored higher (docs/benchmarks.md). ``finetune``: 0.995; the others 0
-        (the last weights). A checkpoint holds the average (with the live weights' optimizer
-        state), so a run resumed from it continues from the average: not the exact resume of
-        the other presets.
+        (the last weights). A checkpoint holds the average as its weights and the live
+        weights beside them (``Checkpoint.live_state``), so a run resumed from it goes on
+        exactly; calling ``events()`` again does too.
     """
 
     preset: str = "fast"
@@ -566,8 +566,9 @@ class Trainer:
         Defaults to ``TrainConfig()`` (the "fast" preset).
     checkpoint_state : Checkpoint or dict, optional
         Resume: a :class:`~napari_unet.core.checkpoint.Checkpoint` (or a dict with ``step`` and
-        ``optimizer_state``) whose step count and optimizer state are restored. The model
-        weights are taken from ``model`` (pass ``checkpoint.model``).
+        ``optimizer_state``, optionally ``live_state``) whose step count and optimizer state
+        are restored. The model weights are taken from ``model`` (pass ``checkpoint.model``);
+        when the checkpoint holds a moving average, also its live weights.
     clock : callable, optional
         Seconds as a float, monotonic (default :func:`time.monotonic`): the time budget,
         ETA and preview timing read it. Tests inject a fake one.
@@ -614,6 +615,10 @@ class Trainer:
         if self.config.distill > 0:
             self._teacher = copy.deepcopy(model).eval().requires_grad_(False)
         self.step = 0
+        # the moving average of the weights (config.average), started when a run starts; while
+        # no run is going on the model holds it, and the live weights wait in _live
+        self._average: list[torch.Tensor] | None = None
+        self._live: list[torch.Tensor] | None = None
         if checkpoint_state is not None:
             self._restore(checkpoint_state)
         self._has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0
@@ -623,8 +628,6 @@ class Trainer:
         self.best_score: float | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._predicted_weights: Any = None
-        # the moving average of the weights (config.average), started when a run starts
-        self._average: list[torch.Tensor] | None = None
         self._start_step = self.step
         # Micrometres per pixel of the training images, stored with the model when known.
         self.pixel_size: float | None = getattr(samples, "pixel_size", None)
@@ -671,6 +674,9 @@ class Trainer:
                           f"{', '.join(f'{w:.2f}' for w in cw)} from the classes the model "
                           "sees in the whole images", data={"class_weights": cw})
         source = self._open_source(self.step, cfg.step_limit)
+        if self._live is not None:  # the optimizer goes on from the weights it was stepping
+            self._load_float(self._live)
+            self._live = None
         if cfg.average > 0 and self._average is None:
             self._average = [v.detach().clone() for v in self._float_state()]
         with torch_threads(cfg.threads):
@@ -724,6 +730,7 @@ class Trainer:
         finally:
             source.close()
             if self._average is not None:  # the run gives the average
+                self._live = [v.detach().clone() for v in self._float_state()]
                 self._load_float(self._average)
         if self._best_state is not None and self.best_step != self.step:
             yield Message(f"best validation score {self.best_score:.3f} at step "
@@ -772,6 +779,17 @@ class Trainer:
             yield self.model
         finally:
             self._load_float(live)
+
+    def _live_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The weights the optimizer steps, as a state_dict, when the model a run gives is
+        their moving average (else None: they are the same)."""
+        if self._average is None:
+            return None
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self._live is not None:  # between runs the model holds the average
+            floats = [k for k, v in state.items() if v.dtype.is_floating_point]
+            state.update(zip(floats, (v.detach().clone() for v in self._live), strict=True))
+        return state
 
     def _float_state(self) -> list[torch.Tensor]:
         """The model's floating-point weights and buffers (not the batch counters)."""
@@ -852,8 +870,10 @@ class Trainer:
         meta = self.meta()
         if self.best_step is not None and self.best_step == self.step:
             meta = meta.replace(best_step=int(self.step))
+        live = self._live_state_dict()
         with self.evaluation_weights():
-            return save_model(path, self.model, meta, self.optimizer.state_dict())
+            return save_model(path, self.model, meta, self.optimizer.state_dict(),
+                              live_state=live)
 
     def restore_best(self) -> int | None:
         """Load the best validation weights into :attr:`model` (for predicting with them);
@@ -989,10 +1009,23 @@ class Trainer:
 
     def _restore(self, state: Checkpoint | dict[str, Any]) -> None:
         if isinstance(state, Checkpoint):
-            step, opt = state.meta.step, state.optimizer_state
+            step, opt, live = state.meta.step, state.optimizer_state, state.live_state
         else:
             step, opt = state.get("step", 0), state.get("optimizer_state")
+            live = state.get("live_state")
         self.step = int(step or 0)
+        if live is not None:
+            # The model holds the moving average of the saved run; the optimizer state belongs
+            # to the live weights. Averaging on, both go on; off, training goes on from the
+            # live weights (the exact continuation) and the average is dropped.
+            floats = [k for k, v in self.model.state_dict().items()
+                      if v.dtype.is_floating_point]
+            weights = [live[k].to(self.device) for k in floats]
+            if self.config.average > 0:
+                self._average = [v.detach().clone() for v in self._float_state()]
+                self._live = weights
+            else:
+                self._load_float(weights)
         if opt is not None:
             try:
                 self.optimizer.load_state_dict(opt)
