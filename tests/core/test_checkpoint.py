@@ -95,6 +95,11 @@ def test_live_weights_round_trip_beside_the_average(tmp_path):
     with pytest.raises(ValueError, match="live_state must be a state_dict of the same net"):
         save_model(tmp_path / "bad.pt", average, live_state=other.state_dict())
     assert not (tmp_path / "bad.pt").exists()
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)  # a file whose live part is cut
+    payload["live_state_dict"].popitem()
+    torch.save(payload, tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="not a valid napari-unet model.*live_state"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_failing_save_leaves_existing_file_untouched(tmp_path, monkeypatch):

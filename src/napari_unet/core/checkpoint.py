@@ -104,9 +104,8 @@ def save_model(
         raise ValueError(f"{str(path)!r} already exists (use overwrite to replace it)")
     meta = as_meta(meta, model)
     weights = model.state_dict()
-    if live_state is not None and (live_state.keys() != weights.keys() or any(
-            tuple(live_state[k].shape) != tuple(v.shape) for k, v in weights.items())):
-        raise ValueError("live_state must be a state_dict of the same net as model")
+    if live_state is not None:
+        _check_live(live_state, weights)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -171,8 +170,8 @@ def load_checkpoint(path: str | os.PathLike,
         meta = ModelMeta.from_dict(payload.get("meta"), model=model)
         meta = as_meta(meta, model)
         live = payload.get("live_state_dict")
-        if live is not None:  # the same shapes as the weights, checked the same way
-            _build(payload.get("architecture"), live)
+        if live is not None:
+            _check_live(live, model.state_dict())
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{str(path)!r} is not a valid napari-unet model: "
                          f"{_first_line(err)}") from None
@@ -301,6 +300,14 @@ def _build(architecture: Any, state_dict: Any) -> UNet:
     model = UNet.from_config(architecture)
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+def _check_live(live: Any, weights: Mapping[str, torch.Tensor]) -> None:
+    """``ValueError`` unless ``live`` is a state_dict of tensors shaped like ``weights``."""
+    if not isinstance(live, Mapping) or live.keys() != weights.keys() or any(
+            not isinstance(live[k], torch.Tensor) or tuple(live[k].shape) != tuple(v.shape)
+            for k, v in weights.items()):
+        raise ValueError("live_state must be a state_dict of the same net as model")
 
 
 def _plain(value: Any, where: str) -> Any:
