@@ -281,22 +281,13 @@ def _build(architecture: Any, state_dict: Any) -> UNet:
     The architecture is first built on torch's ``meta`` device (no memory), and every tensor of
     the file must match its shapes, so that a small file claiming a huge net fails fast.
     """
-    if not isinstance(state_dict, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if not _is_tensor_dict(state_dict):
         raise ValueError("its weights are missing or not tensors")
     with torch.device("meta"):
         skeleton = UNet.from_config(architecture)
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state_dict.items()}
-    if expected.keys() != found.keys():
-        missing = sorted(expected.keys() - found.keys())
-        extra = sorted(found.keys() - expected.keys())
-        raise ValueError(f"its weights do not fit its architecture (missing {missing[:3]}, "
-                         f"unexpected {extra[:3]})")
-    wrong = [k for k in expected if expected[k] != found[k]]
-    if wrong:
-        raise ValueError(f"its weights do not fit its architecture ({wrong[0]}: "
-                         f"{found[wrong[0]]} instead of {expected[wrong[0]]})")
+    misfit = _shape_misfit(state_dict, skeleton.state_dict())
+    if misfit:
+        raise ValueError(f"its weights do not fit its architecture ({misfit})")
     model = UNet.from_config(architecture)
     model.load_state_dict(state_dict, strict=True)
     return model
@@ -304,10 +295,29 @@ def _build(architecture: Any, state_dict: Any) -> UNet:
 
 def _check_live(live: Any, weights: Mapping[str, torch.Tensor]) -> None:
     """``ValueError`` unless ``live`` is a state_dict of tensors shaped like ``weights``."""
-    if not isinstance(live, Mapping) or live.keys() != weights.keys() or any(
-            not isinstance(live[k], torch.Tensor) or tuple(live[k].shape) != tuple(v.shape)
-            for k, v in weights.items()):
-        raise ValueError("live_state must be a state_dict of the same net as model")
+    misfit = _shape_misfit(live, weights) if _is_tensor_dict(live) else "not tensors"
+    if misfit:
+        raise ValueError(f"live_state must be a state_dict of the same net as model ({misfit})")
+
+
+def _is_tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, torch.Tensor)
+                                           for v in value.values())
+
+
+def _shape_misfit(found: Mapping[str, torch.Tensor],
+                  expected: Mapping[str, torch.Tensor]) -> str | None:
+    """How the tensors ``found`` differ from ``expected`` in names or shapes (None: they fit)."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in found.items()}
+    if want.keys() != have.keys():
+        missing = sorted(want.keys() - have.keys())
+        extra = sorted(have.keys() - want.keys())
+        return f"missing {missing[:3]}, unexpected {extra[:3]}"
+    wrong = [k for k in want if want[k] != have[k]]
+    if wrong:
+        return f"{wrong[0]}: {have[wrong[0]]} instead of {want[wrong[0]]}"
+    return None
 
 
 def _plain(value: Any, where: str) -> Any:
