@@ -327,8 +327,8 @@ def test_a_run_with_a_moving_average_resumes_exactly(nuclei, tmp_path):
 
     # resumed without the average, training goes on from the live weights: the averaged run's
     # live weights at the end (averaging does not change what the optimizer does)
-    plain = Trainer(load_checkpoint(tmp_path / "half.pt").model, samples,
-                    config(iterations=6), checkpoint_state=load_checkpoint(tmp_path / "half.pt"))
+    again = load_checkpoint(tmp_path / "half.pt")  # half's model was trained on in place
+    plain = Trainer(again.model, samples, config(iterations=6), checkpoint_state=again)
     for _ in plain.events():
         pass
     for k, v in plain.model.state_dict().items():

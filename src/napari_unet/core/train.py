@@ -787,9 +787,14 @@ class Trainer:
             return None
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self._live is not None:  # between runs the model holds the average
-            floats = [k for k, v in state.items() if v.dtype.is_floating_point]
-            state.update(zip(floats, (v.detach().clone() for v in self._live), strict=True))
+            state.update(zip(self._float_keys(), (v.detach().clone() for v in self._live),
+                             strict=True))
         return state
+
+    def _float_keys(self) -> list[str]:
+        """Names of the model's floating-point weights and buffers (not the batch counters),
+        in the order of :meth:`_float_state`."""
+        return [k for k, v in self.model.state_dict().items() if v.dtype.is_floating_point]
 
     def _float_state(self) -> list[torch.Tensor]:
         """The model's floating-point weights and buffers (not the batch counters)."""
@@ -1018,9 +1023,7 @@ class Trainer:
             # The model holds the moving average of the saved run; the optimizer state belongs
             # to the live weights. Averaging on, both go on; off, training goes on from the
             # live weights (the exact continuation) and the average is dropped.
-            floats = [k for k, v in self.model.state_dict().items()
-                      if v.dtype.is_floating_point]
-            weights = [live[k].to(self.device) for k in floats]
+            weights = [live[k].to(self.device) for k in self._float_keys()]
             if self.config.average > 0:
                 self._average = [v.detach().clone() for v in self._float_state()]
                 self._live = weights
