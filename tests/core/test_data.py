@@ -364,7 +364,7 @@ def test_binary_labels_in_training_set():
 
 
 def test_dask_images_are_accepted():
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
     image = _encoded_stack(3, 16, 16)
     labels = np.stack([_dense_blobs(16, 16)] * 3)
     ts = TrainingSet([da.from_array(image, chunks=(1, 16, 16))], [labels], normalization=RAW,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import distributed
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,6 @@ from napari_unet.core.events import Progress
 from napari_unet.core.model import UNet
 from napari_unet.core.prediction import PredictConfig, predict_image
 from napari_unet.core.synthetic import synthetic_nuclei
-
-distributed = pytest.importorskip("distributed")
 
 
 def test_weights_token_follows_the_content():
