@@ -36,14 +36,14 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from napari_unet.core.checkpoint import resolve_model
-from napari_unet.core.evaluation import evaluate_model
+from napari_unet.core.data.evaluation import evaluate_model
+from napari_unet.core.data.synthetic import STYLES, synthetic_nuclei
 from napari_unet.core.events import Progress
-from napari_unet.core.losses import weighted_cross_entropy
-from napari_unet.core.sampling import make_batch
-from napari_unet.core.synthetic import STYLES, synthetic_nuclei
-from napari_unet.core.train import TrainConfig, Trainer, batch_spec
-from napari_unet.core.trainingset import TrainingSet
+from napari_unet.core.model.checkpoint import resolve_model
+from napari_unet.core.training.losses import weighted_cross_entropy
+from napari_unet.core.training.sampling import make_batch
+from napari_unet.core.training.trainer import TrainConfig, Trainer, batch_spec
+from napari_unet.core.training.trainingset import TrainingSet
 
 SEED = 77_000
 SHAPE = (512, 512)

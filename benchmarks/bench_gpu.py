@@ -1,6 +1,6 @@
 """The CUDA paths on a GPU machine: float16 "auto", tiling overhead and speed against the CPU.
 
-Run where a GPU is (``python benchmarks/bench_gpu.py``); results go into docs/benchmarks.md. With
+Run where a GPU is (``python benchmarks/bench_gpu.py``); results go into docs/performance.md. With
 the shipped model and the settings users get (``predict_image`` defaults: normalisation,
 automatic tile/batch in the default memory budget, fast tiling, instance labels):
 
@@ -20,11 +20,11 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.core.checkpoint import resolve_model
-from napari_unet.core.metrics import average_precision
+from napari_unet.core.data.metrics import average_precision
+from napari_unet.core.data.synthetic import varied_nuclei
+from napari_unet.core.inference.prediction import predict_image
+from napari_unet.core.model.checkpoint import resolve_model
 from napari_unet.core.normalize import normalize
-from napari_unet.core.prediction import predict_image
-from napari_unet.core.synthetic import varied_nuclei
 
 RAW = {"normalization": {"method": "none"}, "mode": "semantic"}
 

@@ -87,7 +87,7 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet._widgets.train import TrainWidget
-    from napari_unet.core.synthetic import synthetic_nuclei
+    from napari_unet.core.data.synthetic import synthetic_nuclei
 
     image, instances = synthetic_nuclei((args.size, args.size), seed=3)
     labels = np.where(instances > 0, instances + 1, 1).astype(np.int32)

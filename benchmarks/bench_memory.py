@@ -2,8 +2,8 @@
 
 For each case one process writes a uint16 TIFF (``Z x side x side``) into a temporary folder
 through ``tifffile.memmap`` (nuclei from a 2048-px synthetic image, shifted copies) and exits;
-a second, fresh process opens it with ``napari_unet.core.io.read_image`` as a read-only memory
-map, runs :func:`napari_unet.core.prediction.predict` at the default settings (batch's default
+a second, fresh process opens it with ``core.io.images.read_image`` as a read-only memory
+map, runs :func:`core.inference.prediction.predict` at the default settings (batch's default
 of not keeping the probabilities; instance and semantic labels into memory maps next to the
 input) and reports the peak ``RssAnon`` above the level after the imports, sampled every 10 ms
 from ``/proc/self/status`` by a thread. ``RssAnon`` leaves out the file-backed pages of the
@@ -76,7 +76,7 @@ def generate(path: str, n_z: int, side: int) -> dict:
     import numpy as np
     import tifffile
 
-    from napari_unet.core.synthetic import synthetic_nuclei
+    from napari_unet.core.data.synthetic import synthetic_nuclei
 
     base, _ = synthetic_nuclei((2048, 2048), seed=0)
     base = (base * 3000 + 100).astype(np.uint16)
@@ -101,7 +101,7 @@ def _cheap_net(model):
     import torch
     import torch.nn.functional as F
 
-    from napari_unet.core.model import kept_part
+    from napari_unet.core.model.unet import kept_part
 
     class BoxFilter(type(model)):
         def forward(self, x):
@@ -124,10 +124,10 @@ def predict_file(path: str, threads: int, net_name: str, first_block: bool,
     import torch
 
     torch.set_num_threads(threads)
-    from napari_unet.core.checkpoint import resolve_model
     from napari_unet.core.events import Progress
-    from napari_unet.core.io import read_image
-    from napari_unet.core.prediction import PredictConfig, PredictionResult, predict
+    from napari_unet.core.inference.prediction import PredictConfig, PredictionResult, predict
+    from napari_unet.core.io.images import read_image
+    from napari_unet.core.model.checkpoint import resolve_model
 
     model, meta = resolve_model("default")
     if net_name == "cheap":

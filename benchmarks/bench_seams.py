@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet.core.checkpoint import resolve_model
-from napari_unet.core.prediction import predict_image
-from napari_unet.core.synthetic import synthetic_nuclei
+from napari_unet.core.data.synthetic import synthetic_nuclei
+from napari_unet.core.inference.prediction import predict_image
+from napari_unet.core.model.checkpoint import resolve_model
 
 TILE = 256
 CELLS3D = Path(__file__).parents[1] / "src/napari_unet/data/nuclei_cells3d_z30.tif"

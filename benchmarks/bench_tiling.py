@@ -15,10 +15,10 @@ and reports the median):
 4. ``MONAI equal``: MONAI with our tile size, our overlap fraction and our batch,
 5. ``MONAI 256/0.25, default layout``: row 3 with the net in the default (contiguous) layout,
 6. ``ours fast, worker thread``: row 2 as the docks ran it until 2026-12-02: in a thread
-   (glibc then maps and page-faults every big block again: :mod:`napari_unet.core.heap`),
+   (glibc then maps and page-faults every big block again: :mod:`napari_unet.core.runtime.heap`),
    loading the net from its file first as the dock's job does,
 7. ``ours fast, job process``: the same job as the Predict dock runs it now, in the docks' job
-   process (:class:`napari_unet.core.jobprocess.JobProcess`, started and warm before the
+   process (:class:`napari_unet.core.runtime.processes.JobProcess`, started and warm before the
    timing): the time from handing over the job to having its result here, so it includes
    sending the image there and the result back.
 
@@ -75,10 +75,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet.core.heap import reuse_freed_memory
-from napari_unet.core.model import UNet, kept_part
-from napari_unet.core.prediction import predict_image
-from napari_unet.core.tiles import forward_bytes_per_pixel
+from napari_unet.core.inference.prediction import predict_image
+from napari_unet.core.inference.tiles import forward_bytes_per_pixel
+from napari_unet.core.model.unet import UNet, kept_part
+from napari_unet.core.runtime.heap import reuse_freed_memory
 
 # no normalisation (done once before) and no instance labels
 RAW = {"normalization": {"method": "none"}, "mode": "semantic"}
@@ -94,15 +94,15 @@ def load_net(name: str) -> UNet:
         torch.manual_seed(0)
         # random He weights: base 32, depth 4, padded
         return UNet.small().eval().to(memory_format=torch.channels_last)
-    from napari_unet.core.checkpoint import resolve_model
+    from napari_unet.core.model.checkpoint import resolve_model
 
     return resolve_model("default")[0].eval()
 
 
 def nuclei_image(side: int) -> np.ndarray:
     """A normalised synthetic nuclei image: one 1024 px image mirrored to ``side``."""
+    from napari_unet.core.data.synthetic import synthetic_nuclei
     from napari_unet.core.normalize import normalize
-    from napari_unet.core.synthetic import synthetic_nuclei
 
     tile, _ = synthetic_nuclei((1024, 1024), seed=11)
     reps = -(-side // 1024)
@@ -156,7 +156,7 @@ def in_thread(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
 def dock_job(path: str, image: np.ndarray, tiling: str):
     """What the Predict dock's job does, timed in rows 6 and 7: load the net from its file, then
     ``predict_image`` (module level, so the job process can unpickle it)."""
-    from napari_unet.core.checkpoint import resolve_model
+    from napari_unet.core.model.checkpoint import resolve_model
 
     net, _ = resolve_model(path)
     yield predict_image(net.eval(), image, meta=RAW, device="cpu", tiling=tiling)
@@ -208,7 +208,7 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None, pairs: int = 0) -> 
     """The rows for one image size and net; with ``rounds`` > 1 every row runs once per round,
     rounds interleaved, and the median time is reported (the spread in brackets); with
     ``pairs`` only ours fast against MONAI equal, in that many alternating pairs."""
-    from napari_unet.core.tiles import tile_margin
+    from napari_unet.core.inference.tiles import tile_margin
 
     model = load_net(net)
     image = nuclei_image(size)
@@ -257,7 +257,7 @@ def run_one(size: int, net: str, rounds: int = 1, jobs=None, pairs: int = 0) -> 
         return rows
 
     # the docks' rows load the net from a file, as the Predict dock's job does
-    from napari_unet.core.checkpoint import save_model
+    from napari_unet.core.model.checkpoint import save_model
 
     path = str(Path(tempfile.mkdtemp(prefix="bench_tiling_")) / f"{net}.pt")
     save_model(path, model)
@@ -389,9 +389,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     jobs = None
     if not args.no_process and not args.pairs:
-        from napari_unet.core.jobprocess import JobProcess
+        from napari_unet.core.runtime.processes import JobProcess
 
-        jobs = JobProcess(preload=("napari_unet.core.prediction",))
+        jobs = JobProcess(preload=("napari_unet.core.inference.prediction",))
         jobs.start()
         while not jobs.ready:  # started and imported before any timing
             time.sleep(0.1)

@@ -18,13 +18,13 @@ import time
 import numpy as np
 import torch
 
+from napari_unet.core.data.synthetic import synthetic_dataset
 from napari_unet.core.events import LossReport
-from napari_unet.core.losses import weighted_cross_entropy
-from napari_unet.core.model import UNet
-from napari_unet.core.sampling import make_batch
-from napari_unet.core.synthetic import synthetic_dataset
-from napari_unet.core.train import TrainConfig, Trainer, batch_spec
-from napari_unet.core.trainingset import TrainingSet
+from napari_unet.core.model.unet import UNet
+from napari_unet.core.training.losses import weighted_cross_entropy
+from napari_unet.core.training.sampling import make_batch
+from napari_unet.core.training.trainer import TrainConfig, Trainer, batch_spec
+from napari_unet.core.training.trainingset import TrainingSet
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """3D objects from Z stacks: accuracy on seeded synthetic nuclei volumes with 2x z-spacing.
 
-Each volume (:func:`napari_unet.core.synthetic_volume.synthetic_nuclei_volume`, slices twice as
+Each volume (:func:`napari_unet.core.data.synthetic_volume.synthetic_nuclei_volume`, slices twice as
 far apart as pixels) is predicted with the shipped default model slice by slice, then turned
 into 3D objects three ways, side by side:
 
@@ -49,12 +49,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from napari_unet.core.checkpoint import resolve_model
-    from napari_unet.core.metrics import average_precision
-    from napari_unet.core.prediction import predict_image
-    from napari_unet.core.predictor import drain
-    from napari_unet.core.synthetic_volume import synthetic_nuclei_volume
-    from napari_unet.core.volume import link_slices, merged_and_split
+    from napari_unet.core.data.metrics import average_precision
+    from napari_unet.core.data.synthetic_volume import synthetic_nuclei_volume
+    from napari_unet.core.inference.prediction import predict_image
+    from napari_unet.core.inference.predictor import drain
+    from napari_unet.core.inference.volume import link_slices, merged_and_split
+    from napari_unet.core.model.checkpoint import resolve_model
 
     model, meta = resolve_model("default")
     rows = []
@@ -114,11 +114,11 @@ def zoomed(args) -> None:
     from skimage.transform import resize
 
     torch.set_num_threads(args.threads)
-    from napari_unet.core.checkpoint import resolve_model
-    from napari_unet.core.metrics import average_precision
-    from napari_unet.core.prediction import predict_image
-    from napari_unet.core.synthetic_volume import DEFAULT_Z_SPACING, synthetic_nuclei_volume
-    from napari_unet.core.volume import merged_and_split
+    from napari_unet.core.data.metrics import average_precision
+    from napari_unet.core.data.synthetic_volume import DEFAULT_Z_SPACING, synthetic_nuclei_volume
+    from napari_unet.core.inference.prediction import predict_image
+    from napari_unet.core.inference.volume import merged_and_split
+    from napari_unet.core.model.checkpoint import resolve_model
 
     model, meta = resolve_model("default")
     rows = []

@@ -15,8 +15,8 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.weights import separated_instances, weight_map
+from napari_unet.core.data.synthetic import synthetic_nuclei
+from napari_unet.core.training.weight_map import separated_instances, weight_map
 
 
 def brute_force_weight_map(instances: np.ndarray, w0: float = 10.0, sigma: float = 5.0):

@@ -25,11 +25,11 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.core.evaluation import evaluate_model
-from napari_unet.core.model import UNet, count_parameters
-from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.train import TrainConfig, Trainer
-from napari_unet.core.trainingset import TrainingSet
+from napari_unet.core.data.evaluation import evaluate_model
+from napari_unet.core.data.synthetic import synthetic_nuclei
+from napari_unet.core.model.unet import UNet, count_parameters
+from napari_unet.core.training.trainer import TrainConfig, Trainer
+from napari_unet.core.training.trainingset import TrainingSet
 
 RADIUS = (7.0, 14.0)
 

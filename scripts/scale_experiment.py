@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from default_model_data import cells3d_nuclei, held_out_part  # noqa: E402
 from evaluate_default_model import held_out_varied  # noqa: E402
 
-from napari_unet.core.checkpoint import load_model  # noqa: E402
-from napari_unet.core.diameter import estimate_diameter  # noqa: E402
-from napari_unet.core.evaluation import evaluate_dataset  # noqa: E402
-from napari_unet.core.prediction import predict_image  # noqa: E402
-from napari_unet.core.synthetic import equivalent_diameters, synthetic_nuclei  # noqa: E402
+from napari_unet.core.data.evaluation import evaluate_dataset  # noqa: E402
+from napari_unet.core.data.synthetic import equivalent_diameters, synthetic_nuclei  # noqa: E402
+from napari_unet.core.inference.diameter import estimate_diameter  # noqa: E402
+from napari_unet.core.inference.prediction import predict_image  # noqa: E402
+from napari_unet.core.model.checkpoint import load_model  # noqa: E402
 
 
 def datasets(n_real: int, n_synthetic: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:

@@ -16,7 +16,7 @@ from skimage.io import imsave
 from skimage.segmentation import find_boundaries
 
 from napari_unet._sample_data import data_path
-from napari_unet.core.synthetic import varied_nuclei
+from napari_unet.core.data.synthetic import varied_nuclei
 
 
 def panel(image: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:

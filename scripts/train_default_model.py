@@ -3,7 +3,7 @@
 Reproducible means the same data, seed and step count (not bit-identical weights). Data, all
 made or read offline:
 
-- ``varied``: seeded synthetic images of every look ``napari_unet.core.synthetic.varied_nuclei``
+- ``varied``: seeded synthetic images of every look ``core.data.synthetic.varied_nuclei``
   draws (widefield/confocal, textures, nucleoli, mitotic and large dim nuclei, haze, uneven
   light, Poisson-Gaussian noise at 5-2,000 photons, 8/12/16-bit and float, diameters 8-60 px,
   sparse to crowded touching clusters);
@@ -37,15 +37,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from default_model_data import cells3d_nuclei, training_part  # noqa: E402
 
-from napari_unet.core.checkpoint import load_checkpoint, load_model, save_model  # noqa: E402
-from napari_unet.core.model import UNet, count_parameters  # noqa: E402
-from napari_unet.core.synthetic import (  # noqa: E402
+from napari_unet.core.data.synthetic import (  # noqa: E402
     equivalent_diameters,
     synthetic_nuclei,
     varied_nuclei,
 )
-from napari_unet.core.train import TrainConfig, Trainer  # noqa: E402
-from napari_unet.core.trainingset import TrainingSet  # noqa: E402
+from napari_unet.core.model.checkpoint import load_checkpoint, load_model, save_model  # noqa: E402
+from napari_unet.core.model.unet import UNet, count_parameters  # noqa: E402
+from napari_unet.core.training.trainer import TrainConfig, Trainer  # noqa: E402
+from napari_unet.core.training.trainingset import TrainingSet  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 DEFAULT_OUT = ROOT / "src" / "napari_unet" / "models" / "default.pt"

@@ -19,18 +19,18 @@ import torch
 import yaml
 
 from napari_unet.cli import main
-from napari_unet.core.checkpoint import load_model, resolve_model, save_model
-from napari_unet.core.export import (
+from napari_unet.core.inference.prediction import predict_image
+from napari_unet.core.io.export import (
     ExportConfig,
     export_bioimageio,
     is_bioimageio_package,
     load_bioimageio_package,
 )
-from napari_unet.core.export.architecture import architecture_source
-from napari_unet.core.export.bioimageio import halo, plain, size_rule
-from napari_unet.core.meta import ModelMeta
-from napari_unet.core.model import UNet
-from napari_unet.core.prediction import predict_image
+from napari_unet.core.io.export.architecture import architecture_source
+from napari_unet.core.io.export.bioimageio import halo, plain, size_rule
+from napari_unet.core.model.checkpoint import load_model, resolve_model, save_model
+from napari_unet.core.model.meta import ModelMeta
+from napari_unet.core.model.unet import UNet
 
 SAMPLE = Path(__file__).parents[1] / "src" / "napari_unet" / "data" / "nuclei_cells3d_z30.tif"
 

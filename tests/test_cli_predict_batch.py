@@ -8,10 +8,10 @@ import tifffile
 import torch
 
 from napari_unet.cli import main
-from napari_unet.core.checkpoint import load_model, save_model
-from napari_unet.core.model import UNet
-from napari_unet.core.prediction import predict_image
-from napari_unet.core.synthetic import synthetic_nuclei
+from napari_unet.core.data.synthetic import synthetic_nuclei
+from napari_unet.core.inference.prediction import predict_image
+from napari_unet.core.model.checkpoint import load_model, save_model
+from napari_unet.core.model.unet import UNet
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import torch
 from skimage import io as skio
 
 from napari_unet.cli import main
-from napari_unet.core.checkpoint import load_model, save_model
-from napari_unet.core.model import UNet
-from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.train import Trainer
+from napari_unet.core.data.synthetic import synthetic_nuclei
+from napari_unet.core.model.checkpoint import load_model, save_model
+from napari_unet.core.model.unet import UNet
+from napari_unet.core.training.trainer import Trainer
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_train_then_eval(data, capsys):
 
 def test_perfect_model_scores_one(data, tmp_path, capsys, monkeypatch):
     # eval compares with the ground truth exactly: feed it a "prediction" equal to the truth.
-    from napari_unet.core import prediction
+    from napari_unet.core.inference import prediction
 
     truth = tifffile.imread(data / "lab.tif").astype(np.int32)
 

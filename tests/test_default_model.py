@@ -7,11 +7,11 @@ from pathlib import Path
 import tifffile
 
 from napari_unet._sample_data import data_path
-from napari_unet.core.checkpoint import default_model_path, load_model
-from napari_unet.core.evaluation import evaluate_dataset
-from napari_unet.core.model import count_parameters
-from napari_unet.core.model_card import render_model_card
-from napari_unet.core.prediction import predict_image
+from napari_unet.core.data.evaluation import evaluate_dataset
+from napari_unet.core.inference.prediction import predict_image
+from napari_unet.core.model.card import render_model_card
+from napari_unet.core.model.checkpoint import default_model_path, load_model
+from napari_unet.core.model.unet import count_parameters
 
 ROOT = Path(__file__).parents[1]
 # The held-out columns of the sample plane (cells3d z = 30, x >= 128): the default model never

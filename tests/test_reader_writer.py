@@ -3,7 +3,7 @@ import pytest
 import tifffile
 
 from napari_unet._writer import labels_axes_and_pixel_size, napari_write_labels
-from napari_unet.core.io import read_image
+from napari_unet.core.io.images import read_image
 
 
 @pytest.fixture
@@ -86,8 +86,8 @@ def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tif
     # predict one channel of the hyperstack: the labels layer knows its axes for the writer
     import torch
 
-    from napari_unet.core.checkpoint import save_model
-    from napari_unet.core.model import UNet
+    from napari_unet.core.model.checkpoint import save_model
+    from napari_unet.core.model.unet import UNet
 
     torch.manual_seed(0)
     save_model(tmp_path / "tiny.pt", UNet(1, 2, base_channels=4, depth=2))
@@ -102,7 +102,7 @@ def test_napari_opens_tiff_and_docks_get_pixel_size(make_napari_viewer, zcyx_tif
     saved = tmp_path / "predicted.tif"
     napari_write_labels(str(saved), labels_layer.data, {
         "scale": tuple(labels_layer.scale), "metadata": dict(labels_layer.metadata)})
-    from napari_unet.core.io import read_image
+    from napari_unet.core.io.images import read_image
 
     back = read_image(saved)
     assert back.axes == "ZYX" and back.pixel_size == pytest.approx((2.0, 0.25, 0.25))

@@ -85,7 +85,7 @@ def batch_shot(model: str | None, folder: Path) -> None:
 
     from qtpy.QtWidgets import QApplication
 
-    from napari_unet.core.io import read_image, write_labels
+    from napari_unet.core.io.images import read_image, write_labels
 
     shutil.rmtree(folder, ignore_errors=True)  # a scratch folder: start from scratch
     src = folder / "in"

@@ -16,16 +16,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 _EXPORTS = {
-    "UNet": "napari_unet.core.model",
-    "resolve_device": "napari_unet.core.device",
-    "weight_map": "napari_unet.core.weights",
-    "predict_image": "napari_unet.core.prediction",
-    "batch_segment": "napari_unet.core.batch",
-    "save_model": "napari_unet.core.checkpoint",
-    "load_model": "napari_unet.core.checkpoint",
-    "resolve_model": "napari_unet.core.checkpoint",
-    "ModelMeta": "napari_unet.core.meta",
-    "export_bioimageio": "napari_unet.core.export.bioimageio",
+    "UNet": "napari_unet.core.model.unet",
+    "resolve_device": "napari_unet.core.runtime.device",
+    "weight_map": "napari_unet.core.training.weight_map",
+    "predict_image": "napari_unet.core.inference.prediction",
+    "batch_segment": "napari_unet.core.inference.batch",
+    "save_model": "napari_unet.core.model.checkpoint",
+    "load_model": "napari_unet.core.model.checkpoint",
+    "resolve_model": "napari_unet.core.model.checkpoint",
+    "ModelMeta": "napari_unet.core.model.meta",
+    "export_bioimageio": "napari_unet.core.io.export.bioimageio",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.batch import BatchSummary, FileDone, SliceProgress, batch_segment
     from .core.events import Message, Progress
-    from .core.outputs import clean_stale_temps
+    from .core.inference.batch import BatchSummary, FileDone, SliceProgress, batch_segment
+    from .core.io.outputs import clean_stale_temps
 
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():

@@ -33,7 +33,7 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
 # -- options ---------------------------------------------------------------------------------
 def device_name(text: str) -> str:
     """argparse type for ``--device``: the spelling is checked before any work starts."""
-    from .core.device import check_device_name
+    from .core.runtime.device import check_device_name
 
     return check_device_name(text)
 
@@ -70,7 +70,7 @@ def add_out_argument(parser: argparse.ArgumentParser, help: str, metavar: str | 
 def load_model(spec: str, in_channels: int | None = None, num_classes: int | None = None,
                device: str = "cpu") -> tuple[Any, Any]:
     """``(UNet, ModelMeta)`` through the one model loader, ``core.checkpoint.resolve_model``."""
-    from .core.checkpoint import resolve_model
+    from .core.model.checkpoint import resolve_model
 
     return resolve_model(spec, in_channels=in_channels, num_classes=num_classes, device=device)
 
@@ -87,7 +87,7 @@ def model_file(spec: str) -> Path | None:
 def plan(outputs: Iterable[Any], inputs: Iterable[Any], overwrite: bool,
          need_bytes: int = 0) -> list[Path]:
     """The output policy (``core.outputs.plan_outputs``) with the CLI's wording."""
-    from .core.outputs import plan_outputs
+    from .core.io.outputs import plan_outputs
 
     return plan_outputs(outputs, inputs, overwrite=overwrite, need_bytes=need_bytes,
                         hint=OVERWRITE_HINT)
@@ -95,7 +95,7 @@ def plan(outputs: Iterable[Any], inputs: Iterable[Any], overwrite: bool,
 
 def save_figure(fig: Any, path: Path) -> None:
     """Write a matplotlib figure as PNG through a temporary file (outputs planned before)."""
-    from .core.outputs import atomic_path
+    from .core.io.outputs import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

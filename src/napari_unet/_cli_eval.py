@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.evaluation import evaluate_dataset
-    from .core.labels import labels_to_instances
-    from .core.metrics import evaluate
-    from .core.outputs import atomic_write
-    from .core.prediction import predict_image
+    from .core.data.evaluation import evaluate_dataset
+    from .core.data.metrics import evaluate
+    from .core.inference.prediction import predict_image
+    from .core.io.outputs import atomic_write
+    from .core.training.labels import labels_to_instances
 
     pairs = data_pairs(args)
     # The scores file is checked before any prediction: never an input, never an existing

@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.checkpoint import resolve_model
     from .core.constants import ARCHITECTURES
-    from .core.export import ExportConfig, export_bioimageio
+    from .core.io.export import ExportConfig, export_bioimageio
+    from .core.model.checkpoint import resolve_model
 
     if args.model in ARCHITECTURES:
         raise ValueError(f"'{args.model}' would be a new, untrained net; export 'default' or "
@@ -53,7 +53,7 @@ def read_sample(path: str) -> Any:
     """One 2D plane, ``(H, W)`` or ``(C, H, W)``, from an image file."""
     import numpy as np
 
-    from .core.io import read_image
+    from .core.io.images import read_image
 
     image = read_image(path)
     if set(image.axes) - set("CYX"):

@@ -120,11 +120,11 @@ def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.batch import file_settings, stack_layout, write_probabilities
-    from .core.io import read_image, write_labels
-    from .core.outputs import check_free_space
-    from .core.prediction import PredictConfig, PredictionResult, predict
-    from .core.resources import check_memory
+    from .core.inference.batch import file_settings, stack_layout, write_probabilities
+    from .core.inference.prediction import PredictConfig, PredictionResult, predict
+    from .core.io.images import read_image, write_labels
+    from .core.io.outputs import check_free_space
+    from .core.io.resources import check_memory
 
     image_path = Path(args.image)
     if not image_path.is_file():

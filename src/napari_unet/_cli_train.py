@@ -110,7 +110,7 @@ def _stem(path: Path) -> str | None:
 def read_pair(image_path: Path, labels_path: Path,
               channel_axis: int | None) -> tuple[np.ndarray, np.ndarray, int | None, Any]:
     """``(image, labels, channel_axis, pixel_size)`` of one pair, shapes checked."""
-    from .core.io import read_image
+    from .core.io.images import read_image
 
     data = read_image(image_path)
     image = np.asarray(data.array)
@@ -184,12 +184,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.checkpoint import load_checkpoint, resolve_model
     from .core.constants import ARCHITECTURES
     from .core.events import LossReport, Message, Progress, ValidationReport
-    from .core.outputs import check_free_space
-    from .core.train import TrainConfig, Trainer, preset_for
-    from .core.trainingset import TrainingSet
+    from .core.io.outputs import check_free_space
+    from .core.model.checkpoint import load_checkpoint, resolve_model
+    from .core.training.trainer import TrainConfig, Trainer, preset_for
+    from .core.training.trainingset import TrainingSet
 
     out = Path(args.out)
     pairs = data_pairs(args)
@@ -355,8 +355,8 @@ def write_overlay(path: Path, trainer: Any) -> None:
     from matplotlib.figure import Figure
     from skimage.segmentation import find_boundaries
 
-    from .core.postprocess import instances_from_probability
-    from .core.train import forward_full
+    from .core.inference.postprocess import instances_from_probability
+    from .core.training.trainer import forward_full
 
     items = trainer.samples.validation_items()
     if items:

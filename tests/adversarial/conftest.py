@@ -22,9 +22,9 @@ import tifffile
 import torch
 
 from napari_unet.cli import main
-from napari_unet.core.checkpoint import save_model
-from napari_unet.core.model import UNet
-from napari_unet.core.synthetic import synthetic_nuclei
+from napari_unet.core.data.synthetic import synthetic_nuclei
+from napari_unet.core.model.checkpoint import save_model
+from napari_unet.core.model.unet import UNet
 
 LONG_ENV = "NAPARI_UNET_FUZZ_LONG"
 

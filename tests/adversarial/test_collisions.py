@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet._widgets.session import SESSION_DIR_ENV, Session
-from napari_unet.core.outputs import plan_outputs
+from napari_unet.core.io.outputs import plan_outputs
 
 
 def test_sessions_of_names_differing_after_the_first_dot_are_distinct(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.core.io import write_labels
+from napari_unet.core.io.images import write_labels
 
 from .conftest import assert_one_line_error, cli, snapshot
 
@@ -79,7 +79,7 @@ def test_train_with_overwrite_replaces_model_and_plots(work, capsys):
         (work / name).write_bytes(b"old")
     status, out, err = cli(capsys, *args(TRAIN, work, "--out", "{w}/model.pt", "--overwrite"))
     assert status == 0, err
-    from napari_unet.core.checkpoint import load_model
+    from napari_unet.core.model.checkpoint import load_model
 
     model, meta = load_model(work / "model.pt")
     assert meta.step == 2

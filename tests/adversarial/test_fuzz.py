@@ -27,11 +27,11 @@ import torch._dynamo  # noqa: F401 - torch.load imports it lazily; a deadline mu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_unet.core import resources
-from napari_unet.core.checkpoint import load_model, save_model
-from napari_unet.core.io import ImageData, read_image
-from napari_unet.core.meta import ModelMeta
-from napari_unet.core.model import UNet
+from napari_unet.core.io import resources
+from napari_unet.core.io.images import ImageData, read_image
+from napari_unet.core.model.checkpoint import load_model, save_model
+from napari_unet.core.model.meta import ModelMeta
+from napari_unet.core.model.unet import UNet
 
 from .conftest import Timeout, deadline
 

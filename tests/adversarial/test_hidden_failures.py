@@ -8,12 +8,12 @@ import pytest
 import tifffile
 import torch
 
-from napari_unet.core.checkpoint import load_model
-from napari_unet.core.model import UNet
+from napari_unet.core.model.checkpoint import load_model
+from napari_unet.core.model.unet import UNet
 
 
 def _run_batch(work, out, **kwargs):
-    from napari_unet.core.batch import BatchSummary, batch_segment
+    from napari_unet.core.inference.batch import BatchSummary, batch_segment
 
     model, meta = load_model(work / "tiny.pt")
     events = list(batch_segment(model, str(work / "in"), str(out), meta=meta, tile_size=64,
@@ -53,8 +53,8 @@ def test_a_corrupt_file_is_a_failure_with_a_message(work, batch_inputs):
 
 
 def test_training_leaves_the_torch_thread_count_alone(work):
-    from napari_unet.core.train import TrainConfig, Trainer
-    from napari_unet.core.trainingset import TrainingSet
+    from napari_unet.core.training.trainer import TrainConfig, Trainer
+    from napari_unet.core.training.trainingset import TrainingSet
 
     before = torch.get_num_threads()
     image = tifffile.imread(work / "img.tif").astype(np.float32)

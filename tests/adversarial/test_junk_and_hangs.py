@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core import resources
-from napari_unet.core.checkpoint import load_model, save_model
-from napari_unet.core.io import read_image, write_labels
-from napari_unet.core.model import UNet
-from napari_unet.core.outputs import atomic_write
+from napari_unet.core.io import resources
+from napari_unet.core.io.images import read_image, write_labels
+from napari_unet.core.io.outputs import atomic_write
+from napari_unet.core.model.checkpoint import load_model, save_model
+from napari_unet.core.model.unet import UNet
 
 from .conftest import assert_one_line_error, bomb_tiff, cli, deadline, leftovers
 

@@ -17,8 +17,9 @@ import psutil
 import pytest
 import tifffile
 
-from napari_unet.core import outputs, train
-from napari_unet.core.checkpoint import load_model
+from napari_unet.core.io import outputs
+from napari_unet.core.model.checkpoint import load_model
+from napari_unet.core.training import trainer as train
 
 from .conftest import assert_one_line_error, cli, snapshot, spawn_cli
 
@@ -78,7 +79,7 @@ def test_full_disk_stops_train_before_the_first_step(work, capsys, monkeypatch, 
 
 
 def test_full_disk_stops_predict_before_predicting(work, capsys, monkeypatch):
-    from napari_unet.core.model import UNet
+    from napari_unet.core.model.unet import UNet
 
     class Usage:
         free = 10_000  # room for a 64 x 64 label image, not for 2 float maps of it
@@ -182,7 +183,7 @@ def test_temp_of_a_sigkilled_writer_is_removed_by_the_next_batch(work, capsys):
     out = work / "out"
     out.mkdir()
     script = ("import sys, time\n"
-              "from napari_unet.core.outputs import atomic_write\n"
+              "from napari_unet.core.io.outputs import atomic_write\n"
               "with atomic_write(sys.argv[1]) as tmp:\n"
               "    open(tmp, 'wb').write(b'half')\n"
               "    print(tmp, flush=True)\n"
@@ -204,7 +205,7 @@ def test_temp_of_a_sigkilled_writer_is_removed_by_the_next_batch(work, capsys):
 @pytest.mark.parametrize("command", ["predict", "eval", "batch"])
 def test_sigterm_in_process_is_an_interrupt_with_one_line(work, capsys, monkeypatch, command):
     """SIGTERM raised in the middle of prediction: status 130, one line, no outputs, no temps."""
-    from napari_unet.core.model import UNet
+    from napari_unet.core.model.unet import UNet
 
     def killed(*a, **k):
         os.kill(os.getpid(), signal.SIGTERM)

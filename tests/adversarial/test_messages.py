@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.checkpoint import load_model, resolve_model
-from napari_unet.core.io import read_image
+from napari_unet.core.io.images import read_image
+from napari_unet.core.model.checkpoint import load_model, resolve_model
 
 from .conftest import assert_one_line_error, cli, deadline
 
@@ -118,7 +118,7 @@ def test_reader_messages_name_the_file(tmp_path):
 
 # -- the prediction API (helper B's code; these are the cases) ---------------------------
 def _prediction():
-    from napari_unet.core import prediction
+    from napari_unet.core.inference import prediction
 
     return prediction
 
@@ -172,7 +172,7 @@ def test_finite_huge_values_are_not_called_nan(work):
     dict(device="tpu"),
 ])
 def test_batch_segment_checks_its_arguments_before_the_first_next(work, bad):
-    from napari_unet.core.batch import batch_segment
+    from napari_unet.core.inference.batch import batch_segment
 
     model, meta = load_model(work / "tiny.pt")
     kwargs = dict(inputs=str(work / "img.tif"), output_dir=str(work / "out"))

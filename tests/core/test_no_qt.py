@@ -17,8 +17,8 @@ def gui_modules_after(imports: str) -> list[str]:
 def test_core_imports_no_gui_modules():
     assert gui_modules_after(
         "import pkgutil, importlib, napari_unet.core as c\n"
-        "for m in pkgutil.iter_modules(c.__path__):\n"
-        "    importlib.import_module('napari_unet.core.' + m.name)") == []
+        "for m in pkgutil.walk_packages(c.__path__, 'napari_unet.core.'):\n"
+        "    importlib.import_module(m.name)") == []
 
 
 def test_what_the_docks_job_process_imports_needs_no_gui_modules():

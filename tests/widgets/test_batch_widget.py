@@ -23,7 +23,7 @@ def test_check_folders(tmp_path):
 
 
 def test_summary_text(tmp_path):
-    from napari_unet.core.batch import BatchSummary
+    from napari_unet.core.inference.batch import BatchSummary
 
     summary = BatchSummary([tmp_path / "a.tif"], [], [(tmp_path / "b.tif", "corrupt")])
     assert summary_text(summary) == ("batch: 1 done, 0 skipped, 1 failed "
@@ -34,8 +34,8 @@ def test_summary_text(tmp_path):
 def folders(tmp_path):
     import torch
 
-    from napari_unet.core.checkpoint import save_model
-    from napari_unet.core.model import UNet
+    from napari_unet.core.model.checkpoint import save_model
+    from napari_unet.core.model.unet import UNet
 
     torch.manual_seed(0)
     model_path = tmp_path / "tiny.pt"

@@ -12,8 +12,8 @@ DOCKS = ("Annotate", "Predict", "Batch segment")
 def tiny_model(tmp_path):
     import torch
 
-    from napari_unet.core.checkpoint import save_model
-    from napari_unet.core.model import UNet
+    from napari_unet.core.model.checkpoint import save_model
+    from napari_unet.core.model.unet import UNet
 
     torch.manual_seed(0)
     path = tmp_path / "tiny.pt"
@@ -183,8 +183,8 @@ def test_prediction_job_uses_own_percentiles_and_drops_unused_pixel_size(tiny_mo
     quietly instead of making the core warn; chosen percentiles replace the model's."""
     from napari_unet._widgets import predict as predict_module
     from napari_unet._widgets.model_choice import ModelSpec
-    from napari_unet.core import prediction
-    from napari_unet.core.prediction import PredictConfig
+    from napari_unet.core.inference import prediction
+    from napari_unet.core.inference.prediction import PredictConfig
 
     seen = {}
 
@@ -243,8 +243,8 @@ def test_batch_controls_reach_the_job_and_overwrite_is_confirmed(make_napari_vie
 @pytest.mark.gui
 def test_estimate_button_fills_the_diameter(make_napari_viewer, qtbot, tiny_model,
                                             monkeypatch):
-    from napari_unet.core import diameter
-    from napari_unet.core.diameter import DiameterEstimate
+    from napari_unet.core.inference import diameter
+    from napari_unet.core.inference.diameter import DiameterEstimate
 
     calls = []
 

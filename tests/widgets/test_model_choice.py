@@ -7,8 +7,8 @@ import torch
 
 from napari_unet._widgets import model_choice as mc
 from napari_unet._widgets.model_choice import ModelChoice, ModelSpec
-from napari_unet.core.checkpoint import save_model
-from napari_unet.core.model import UNet
+from napari_unet.core.model.checkpoint import save_model
+from napari_unet.core.model.unet import UNet
 
 pytestmark = pytest.mark.gui
 

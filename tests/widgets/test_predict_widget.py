@@ -34,8 +34,8 @@ def test_place_slice_into_stack():
 def tiny_model(tmp_path):
     import torch
 
-    from napari_unet.core.checkpoint import save_model
-    from napari_unet.core.model import UNet
+    from napari_unet.core.model.checkpoint import save_model
+    from napari_unet.core.model.unet import UNet
 
     torch.manual_seed(0)
     model = UNet(1, 2, base_channels=4, depth=2)
@@ -217,7 +217,7 @@ def test_inputs_too_big_to_copy_stay_in_the_thread(monkeypatch, job_process):
 @pytest.mark.gui
 def test_the_diameter_estimate_comes_back_from_the_job_process(make_napari_viewer, qtbot,
                                                                job_process):
-    from napari_unet.core.synthetic import synthetic_nuclei
+    from napari_unet.core.data.synthetic import synthetic_nuclei
 
     viewer = make_napari_viewer()
     image, _ = synthetic_nuclei((192, 192), seed=3)

@@ -13,11 +13,11 @@ from napari_unet._widgets.train_job import (
     gui_friendly_threads,
 )
 from napari_unet._widgets.train_preview import PreviewBox
+from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import LossReport, Preview
-from napari_unet.core.model import UNet
-from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.train import TrainConfig
-from napari_unet.core.trainingset import TrainingSet
+from napari_unet.core.model.unet import UNet
+from napari_unet.core.training.trainer import TrainConfig
+from napari_unet.core.training.trainingset import TrainingSet
 
 
 def tiny_build(in_channels: int, num_classes: int):

@@ -24,11 +24,11 @@ from napari_unet._widgets.loss_plot import LossPlot
 from napari_unet._widgets.session import SESSION_DIR_ENV, Session
 from napari_unet._widgets.tooltips import controls_without_tooltip
 from napari_unet._widgets.train import TrainWidget, format_duration, progress_text
-from napari_unet.core.checkpoint import load_model
+from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import Progress
+from napari_unet.core.model.checkpoint import load_model
 from napari_unet.core.normalize import normalize
-from napari_unet.core.synthetic import synthetic_nuclei
-from napari_unet.core.train import TrainConfig
+from napari_unet.core.training.trainer import TrainConfig
 
 TINY = {"base_channels": 8, "depth": 2}
 LONG = 100_000  # iterations for runs that are stopped by the test

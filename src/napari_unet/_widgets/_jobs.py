@@ -21,7 +21,7 @@ progress_bar=None, activity=True, deferred_bar=False)``
     activity panel out, whose spinner plays while any entry is open. Each animation frame
     repaints the window around napari's OpenGL canvas: under software OpenGL (remote desktops,
     virtual machines, Xvfb) that is ~15-20 ms of the GUI thread, 50 times a second
-    (benchmarks/bench_gui_latency.py; docs/benchmarks.md). Any other repaint of a dock costs
+    (benchmarks/bench_gui_latency.py; docs/performance.md). Any other repaint of a dock costs
     the same window composition (30-50 ms there), so a dock that repaints several things
     per event passes ``deferred_bar=True`` and calls ``flush_progress()`` when it repaints
     the rest (the Train dock: every 2 s and with each preview); the bar still shows the
@@ -258,15 +258,15 @@ class JobRunner:
 #: process would get a copy (dask arrays travel as their recipe and are read there).
 PROCESS_COPY_LIMIT = 512 * 2**20
 #: What the job process imports before it takes jobs (torch, the prediction code).
-PROCESS_PRELOAD = ("napari_unet._widgets.dock_jobs", "napari_unet.core.prediction",
-                   "napari_unet.core.diameter")
+PROCESS_PRELOAD = ("napari_unet._widgets.dock_jobs", "napari_unet.core.inference.prediction",
+                   "napari_unet.core.inference.diameter")
 
 
 class DockProcess:
     """The docks' job process and the choice between it and the worker thread."""
 
     def __init__(self, preload: Iterable[str] = PROCESS_PRELOAD) -> None:
-        from ..core.jobprocess import JobProcess
+        from ..core.runtime.processes import JobProcess
 
         self.process = JobProcess(preload)
         self._users = 0

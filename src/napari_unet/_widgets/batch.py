@@ -160,9 +160,9 @@ class BatchWidget(QWidget):
 
     def run(self) -> Any:
         """Check the inputs and start the worker; returns it, or None (with a notification)."""
-        from ..core.batch import BatchConfig, find_inputs, output_paths
-        from ..core.outputs import confirm_overwrite
-        from ..core.prediction import PredictConfig
+        from ..core.inference.batch import BatchConfig, find_inputs, output_paths
+        from ..core.inference.prediction import PredictConfig
+        from ..core.io.outputs import confirm_overwrite
 
         if self.runner.running:
             notify_warning("a batch is already running")
@@ -190,7 +190,7 @@ class BatchWidget(QWidget):
         self.runner.stop()
 
     def _on_event(self, event: Any) -> None:
-        from ..core.batch import BatchSummary, FileDone, SliceProgress
+        from ..core.inference.batch import BatchSummary, FileDone, SliceProgress
 
         if isinstance(event, SliceProgress):
             self.block.say(f"{event.path.name}: slice {event.step}/{event.total}")

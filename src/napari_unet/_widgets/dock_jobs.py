@@ -1,7 +1,7 @@
 """What the Predict and Batch docks run, free of Qt: the input they select and their jobs.
 
 :func:`prediction_job`, :func:`diameter_job` and :func:`batch_job` are the generators the docks
-run, in the docks' job process (:class:`napari_unet.core.jobprocess.JobProcess`, which imports
+run, in the docks' job process (:class:`core.runtime.processes.JobProcess`, which imports
 this module without Qt or napari) or in a worker thread. A job there must not start processes
 of its own (the job process is a daemon).
 """
@@ -125,7 +125,7 @@ def prediction_job(spec: ModelSpec, request: PredictInput, config: Any,
     size is only used when the model records one too: most models do not, and that is normal,
     so it is dropped quietly instead of warning.
     """
-    from ..core.prediction import predict
+    from ..core.inference.prediction import predict
 
     model, meta = spec.build(request.in_channels, num_classes=None, device="cpu")
     yield Message(f"model: {spec.describe()}")
@@ -140,7 +140,7 @@ def diameter_job(spec: ModelSpec, request: PredictInput,
                  normalization: dict[str, Any] | None, options: dict[str, Any]) -> Iterator[Any]:
     """The worker's generator for the Estimate button: load the model, measure, yield the
     ``core.diameter.DiameterEstimate`` last."""
-    from ..core.diameter import estimate_diameter
+    from ..core.inference.diameter import estimate_diameter
 
     model, meta = spec.build(request.in_channels, num_classes=None, device="cpu")
     if normalization is not None:
@@ -166,7 +166,7 @@ def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path,
 
     ``options`` are ``batch_segment`` overrides (BatchConfig and PredictConfig fields).
     """
-    from ..core.batch import batch_segment
+    from ..core.inference.batch import batch_segment
 
     model, meta = spec.build(None, num_classes=None, device="cpu")
     yield Message(f"model: {spec.describe()}")

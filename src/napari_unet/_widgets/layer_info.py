@@ -67,7 +67,7 @@ def _scale_pixel_size(layer: Any) -> float | None:
 
 @lru_cache(maxsize=32)
 def _file_header(path: str, mtime_ns: int, size: int) -> tuple[str, tuple[float, ...] | None]:
-    from ..core.io import read_image
+    from ..core.io.images import read_image
 
     data = read_image(path, lazy_bytes=0)  # lazily: only the header is needed
     return data.axes, data.pixel_size

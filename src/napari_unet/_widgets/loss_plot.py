@@ -4,8 +4,8 @@ Points arrive at every training step; the plot lives in the GUI thread, which mu
 while training runs. A matplotlib canvas cost 100-300 ms of the GUI thread per full draw on a
 2-core laptop (text layout of the tick labels), and any repaint of the dock (a progress-bar
 update) asked for one: that was the largest source of viewer hitches while training
-(docs/benchmarks.md). Here a paint is a handful of polylines and at most a dozen short labels
-(about a millisecond), so:
+(docs/performance.md, "GUI latency while training"). Here a paint is a handful of polylines
+and at most a dozen short labels (about a millisecond), so:
 
 - points are only appended to lists; a timer asks Qt for a repaint at most ``max_fps`` times a
   second, and only when something changed;

@@ -1,7 +1,7 @@
 """What a model picker chose (:class:`ModelSpec`): a plain value, free of Qt.
 
 The Predict and Train docks describe the user's choice with it; building or loading the net
-happens later, in a worker thread or the job process (:mod:`napari_unet.core.jobprocess`),
+happens later, in a worker thread or the job process (:mod:`napari_unet.core.runtime.processes`),
 which unpickles it without importing Qt.
 """
 
@@ -82,9 +82,9 @@ class ModelSpec:
         (UNet, ModelMeta)
             The net and its metadata (see ``core.checkpoint.resolve_model``).
         """
-        from ..core.checkpoint import resolve_model
-        from ..core.meta import ModelMeta
-        from ..core.model import UNet
+        from ..core.model.checkpoint import resolve_model
+        from ..core.model.meta import ModelMeta
+        from ..core.model.unet import UNet
 
         if self.is_new:
             constructor = getattr(UNet, self.source)
@@ -98,7 +98,7 @@ class ModelSpec:
 
 def default_model_problem() -> str | None:
     """Why the shipped default model cannot be used, or None when it is installed."""
-    from ..core.checkpoint import default_model_path
+    from ..core.model.checkpoint import default_model_path
 
     try:
         default_model_path()

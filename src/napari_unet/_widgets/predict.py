@@ -40,7 +40,7 @@ DOCK = "predict"
 # -- the dock --------------------------------------------------------------------------------
 def predict_config_defaults() -> dict[str, Any]:
     """``PredictConfig``'s defaults: the docks start where the CLI and the core start."""
-    from ..core.prediction import PredictConfig
+    from ..core.inference.prediction import PredictConfig
 
     return {f.name: f.default for f in dataclasses.fields(PredictConfig)
             if f.default is not dataclasses.MISSING}
@@ -105,7 +105,7 @@ VOLUME_VALUES = {"auto": None, "3d": True, "2d": False}
 def diameter_estimator() -> Callable[..., Any] | None:
     """``core.diameter.estimate_diameter`` when this version has it, else None."""
     try:
-        from ..core.diameter import estimate_diameter
+        from ..core.inference.diameter import estimate_diameter
     except ImportError:
         return None
     return estimate_diameter
@@ -251,7 +251,7 @@ class PredictWidget(QWidget):
     # -- running -----------------------------------------------------------------------------
     def normalization(self) -> dict[str, Any] | None:
         """The percentile spec chosen in the dock, or None to use the model's own."""
-        from ..core.meta import check_normalization
+        from ..core.model.meta import check_normalization
 
         if not self.form.value("own_normalization"):
             return None
@@ -259,7 +259,7 @@ class PredictWidget(QWidget):
                                     "high": self.form.value("norm_high")})
 
     def _config(self, image: Image, request: PredictInput | None = None) -> Any:
-        from ..core.prediction import PredictConfig
+        from ..core.inference.prediction import PredictConfig
 
         values = self.form.values()
         geometry = layer_geometry(image)
@@ -358,7 +358,7 @@ class PredictWidget(QWidget):
             diameter_job, spec, request, normalization, options))
 
     def _on_event(self, event: Any) -> None:
-        from ..core.prediction import PredictionResult
+        from ..core.inference.prediction import PredictionResult
 
         if isinstance(event, Message):
             if event.level == "warning":

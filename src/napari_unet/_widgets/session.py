@@ -10,7 +10,7 @@ path, so same-named layers from different files do not share one. It holds
   TIFF metadata so that the labels come back with their meaning;
 - ``model.pt``: the model file written by ``core.checkpoint`` (atomic).
 
-Every write goes through the output policy (:mod:`napari_unet.core.outputs`): a temporary file
+Every write goes through the output policy (:mod:`napari_unet.core.io.outputs`): a temporary file
 in the same folder is renamed into place, so a crash while saving never destroys the previous
 autosave, and temporary files left by a killed session are cleaned when the folder is next
 used. This module has no Qt or napari code so that it can be tested and reused on its own.
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from ..core.outputs import atomic_write, clean_stale_temps
+from ..core.io.outputs import atomic_write, clean_stale_temps
 
 SESSION_DIR_ENV = "NAPARI_UNET_SESSION_DIR"
 LABELS_FILE = "training_labels.tif"

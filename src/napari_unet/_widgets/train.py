@@ -41,9 +41,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.device import resolve_device
 from ..core.events import LossReport, Message, Preview, Progress, ValidationReport
-from ..core.train import preset_for, warm_up_imports
+from ..core.runtime.device import resolve_device
+from ..core.training.trainer import preset_for, warm_up_imports
 from . import train_session
 from ._form import RunBlock
 from ._jobs import notify_error, notify_info, notify_warning
@@ -547,8 +547,8 @@ class TrainWidget(QWidget):
         def work() -> Any:
             import tempfile
 
-            from ..core.checkpoint import load_model
-            from ..core.export.bioimageio import ExportConfig, export_bioimageio
+            from ..core.io.export.bioimageio import ExportConfig, export_bioimageio
+            from ..core.model.checkpoint import load_model
 
             # The package holds what "Save model" would write (the best weights if kept).
             with tempfile.TemporaryDirectory() as tmp:

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.labels import SEMANTIC_CONVENTIONS, SEMANTIC_IGNORE
-from ..core.trainingset import TrainingSet
+from ..core.training.labels import SEMANTIC_CONVENTIONS, SEMANTIC_IGNORE
+from ..core.training.trainingset import TrainingSet
 from . import CLASS_NAMES_KEY
 from .layer_info import layer_geometry
 

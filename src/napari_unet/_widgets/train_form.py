@@ -18,9 +18,9 @@ from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
-from ..core.augment import AugmentConfig
-from ..core.device import DEVICE_CHOICES
-from ..core.train import LOSSES, OPTIMIZERS, PRESETS, TrainConfig
+from ..core.runtime.device import DEVICE_CHOICES
+from ..core.training.augment import AugmentConfig
+from ..core.training.trainer import LOSSES, OPTIMIZERS, PRESETS, TrainConfig
 from ._form import Field, Form, make_control
 from .settings import Binding
 from .tooltips import TOOLTIPS, tooltip

@@ -13,7 +13,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QPushButton, QWidget
 
-from ..core.labels import CONVENTIONS
+from ..core.training.labels import CONVENTIONS
 from . import CONVENTION_KEY, ROLE_KEY
 from .tooltips import tooltip
 

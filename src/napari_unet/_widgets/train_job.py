@@ -126,7 +126,7 @@ def foreground_probability(model: Any, raw: np.ndarray, normalization: Any,
     import torch
 
     from ..core.normalize import normalize
-    from ..core.train import forward_full
+    from ..core.training.trainer import forward_full
 
     arr = np.asarray(raw)
     arr = arr[None] if arr.ndim == 2 else arr
@@ -182,7 +182,7 @@ class TrainJob:
         ``Preview`` events of the region in the box: every ``preview_every_s`` (or longer, so
         that previews take at most a fifth of the time) and at the end.
         """
-        from ..core.train import Trainer
+        from ..core.training.trainer import Trainer
 
         lower_this_thread_priority()
         model, _meta = self.build(self.samples.in_channels, self.samples.num_classes)

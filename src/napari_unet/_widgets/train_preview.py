@@ -16,7 +16,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..core.events import Preview
-from ..core.train import MAX_PREVIEW  # the largest crop the trainer predicts
+from ..core.training.trainer import MAX_PREVIEW  # the largest crop the trainer predicts
 from . import ROLE_KEY
 
 MIN_PREVIEW = 64

@@ -1,7 +1,7 @@
 """Image normalisation: percentile scaling per channel, the one place it is computed.
 
 The spec format (``{"method": "percentile", "low": 1.0, "high": 99.8}`` or ``{"method": "none"}``)
-is validated by :func:`napari_unet.core.meta.check_normalization`; the default lives in
+is validated by :func:`napari_unet.core.model.meta.check_normalization`; the default lives in
 :data:`napari_unet.core.constants.DEFAULT_NORMALIZATION`.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .constants import DEFAULT_NORMALIZATION
-from .meta import check_normalization
+from .model.meta import check_normalization
 
 
 def normalize(

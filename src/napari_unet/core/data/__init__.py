@@ -1,0 +1,1 @@
+"""Synthetic images, the classical baseline, metrics and evaluation."""

@@ -1,0 +1,1 @@
+"""Prediction: tile planning, the plane predictor, blockwise and 3D, post-processing, batch."""

@@ -1,0 +1,602 @@
+"""Batch segmentation of image files (TIFF stacks) into label TIFFs, locally or on dask.
+
+``batch_segment`` is a generator: it yields progress and per-file events and ends with a
+:class:`BatchSummary`. One labels TIFF per input, named like the input (plus ``suffix``), with
+the input's axes and pixel size: ImageJ-compatible uint16, or uint32 OME-TIFF above 65,535
+objects (a :class:`Message` says so). Existing outputs are skipped unless ``overwrite`` (so an
+interrupted run resumes), an unreadable file is reported and skipped, and every output is written
+to a temporary file that is moved into place only when complete, so stopping the generator
+mid-file never leaves half an output.
+
+With a ``dask.distributed.Client`` the files are processed on the cluster; the net is shipped
+once per worker as a worker plugin holding its state dict.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..events import Message, Progress
+from ..io.outputs import atomic_write
+from ..model.meta import ModelMeta
+from ..model.unet import UNet
+from .prediction import PredictConfig, PredictionResult, predict
+from .tiles import check_tile_size, tile_margin
+
+_log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Settings of a batch job.
+
+    Parameters
+    ----------
+    predict : PredictConfig
+        How each image is predicted (tiles, TTA, device, threshold...).
+    overwrite : bool
+        Replace existing outputs; otherwise files whose output exists are skipped.
+    probabilities : bool
+        Also write ``<name>_probabilities.tif`` (float32, classes as the channel axis).
+    suffix : str
+        Appended to each input's name for its labels file (``""``: the same name).
+    split_pixels : int
+        With a dask client, single 2D images with more pixels than this are not sent to one
+        worker whole; their tiles are spread over the cluster (``dask.array.map_overlap``).
+    """
+
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    overwrite: bool = False
+    probabilities: bool = False
+    suffix: str = ""
+    split_pixels: int = 8192 * 8192
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.predict, PredictConfig):
+            raise ValueError(f"predict must be a PredictConfig, got {type(self.predict).__name__}")
+        if os.sep in self.suffix or "/" in self.suffix:
+            raise ValueError(f"suffix must not contain a path separator, got {self.suffix!r}")
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """One input finished: ``status`` is ``"done"``, ``"skipped"`` or ``"failed"``."""
+
+    path: Path
+    output: Path | None
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SliceProgress:
+    """Slice ``step`` of ``total`` of the file being segmented."""
+
+    path: Path
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The end of a batch: outputs written, inputs skipped, and ``(path, message)`` failures."""
+
+    done: list[Path]
+    skipped: list[Path]
+    failed: list[tuple[Path, str]]
+
+
+# -- inputs and outputs ----------------------------------------------------------------------
+def find_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Files from a folder (its images, sorted), a glob pattern, one file, or a list."""
+    if isinstance(inputs, (str, os.PathLike)):
+        text = str(inputs)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+                           and not p.name.startswith("."))
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+        elif path.is_file():
+            found = [path]
+        else:
+            raise ValueError(f"input {text!r} is not a file, a folder or a glob pattern that "
+                             "matches files")
+    else:
+        found = [Path(p) for p in inputs]
+    if not found:
+        raise ValueError(f"no images found in {str(inputs)!r}")
+    return found
+
+
+def output_name(path: Path, suffix: str = "") -> str:
+    """``cells.ome.tif`` -> ``cells<suffix>.tif``."""
+    name = path.name
+    lower = name.lower()
+    for ext in IMAGE_SUFFIXES:
+        if lower.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    else:
+        name = path.stem
+    return f"{name}{suffix}.tif"
+
+
+def output_paths(files: Sequence[Path], output_dir: Path, suffix: str) -> list[Path]:
+    """Output path per input; ``ValueError`` if an output would replace an input or another's."""
+    outputs = [output_dir / output_name(p, suffix) for p in files]
+    inputs = {p.resolve() for p in files}
+    for src, dst in zip(files, outputs, strict=True):
+        if dst.resolve() in inputs:
+            raise ValueError(
+                f"the output {str(dst)!r} would replace the input {str(src)!r}: the output "
+                "folder is the input folder and the names are the same; choose another output "
+                "folder or a suffix")
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(files, outputs, strict=True):
+        if dst in seen:
+            raise ValueError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to "
+                             f"{str(dst)!r}")
+        seen[dst] = src
+    return outputs
+
+
+def _prepare_output_dir(output_dir: str | os.PathLike) -> Path:
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the output folder {str(out)!r}: {err.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"no permission to write to the output folder {str(out)!r}")
+    return out
+
+
+# -- one file ----------------------------------------------------------------------------------
+#: What one bad file may raise while it is read, predicted and written: reported as that file's
+#: failure. Anything else is a bug and stops the batch with its traceback.
+FILE_ERRORS = (ValueError, OSError, MemoryError)
+
+
+def stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...] | None]:
+    """Label axes (no C) and, when more than one axis leads Y, X, the merged stack shape."""
+    label_axes = axes.replace("C", "")
+    lead = [a for a in label_axes if a not in "YX"]
+    if len(lead) <= 1:
+        return label_axes, None
+    lead_shape = tuple(shape[axes.index(a)] for a in lead)
+    return label_axes, lead_shape
+
+
+
+
+def file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
+    """The file's own channel axis, axes and z spacing, each unless the settings give it
+    (``data``: a ``core.io.read_image`` result). The z spacing comes from the file's voxel size
+    whenever the file has a Z axis and the settings give no spacing, also when they give the
+    axes (shared by ``batch`` and ``predict`` on the command line and the Batch dock)."""
+    changes: dict[str, Any] = {}
+    if pconfig.channel_axis is None and data.channel_axis is not None:
+        changes["channel_axis"] = data.channel_axis
+    if pconfig.axes is None and data.axes:
+        changes["axes"] = data.axes
+    sizes = data.pixel_size
+    if pconfig.z_spacing is None and sizes and "Z" in data.axes and len(sizes) == 3 \
+            and sizes[0] and sizes[-1]:
+        changes["z_spacing"] = float(sizes[0]) / float(sizes[-1])
+    return replace(pconfig, **changes) if changes else pconfig
+
+
+def segment_file(
+    model: UNet,
+    meta: ModelMeta | Mapping[str, Any] | None,
+    path: Path,
+    output: Path,
+    config: BatchConfig,
+) -> Iterator[SliceProgress | Message | FileDone]:
+    """Segment one file into ``output`` (events; a :class:`FileDone` last).
+
+    A bad file (unreadable, wrong shape, out of memory or disk) ends in a ``"failed"``
+    :class:`FileDone`; other exceptions are bugs and propagate. Outputs are written to a
+    temporary file that is renamed when complete, so stopping the generator (or Ctrl-C)
+    mid-file leaves no half-written output and no temporary file.
+    """
+    from ..io.images import read_image, write_labels
+
+    try:
+        data = read_image(path)
+        pconfig = file_settings(config.predict, data)
+        array = data.array
+        label_axes, lead_shape = stack_layout(data.axes, tuple(array.shape))
+        volumes = 1
+        if lead_shape is not None:
+            # e.g. TZCYX: predict as one stack of 2D planes (or of Z volumes), reshape back
+            channel_axis = pconfig.channel_axis
+            c_last = channel_axis is not None
+            if c_last:
+                array = np.moveaxis(array, channel_axis, -3)
+            array = array.reshape((-1, *array.shape[-3 if c_last else -2:]))
+            lead_axes = "".join(a for a in label_axes if a not in "YX")
+            stack_axes = ("Z" if lead_axes.endswith("Z") else "T") + ("CYX" if c_last else "YX")
+            if stack_axes[0] == "Z" and pconfig.volume is not False:
+                volumes = int(np.prod(lead_shape[:-1]))  # one volume per time point
+            pconfig = replace(pconfig, channel_axis=-3 if c_last else None, axes=stack_axes)
+        pconfig = replace(pconfig, keep_probabilities=config.probabilities)
+        labels, probs = yield from _predict_file(model, meta, path, array, pconfig, volumes)
+        if lead_shape is not None:
+            labels = labels.reshape(lead_shape + labels.shape[-2:])
+        written = write_labels(output, labels, label_axes, data.pixel_size,
+                               overwrite=config.overwrite)
+        if written.note:
+            yield Message(f"{path.name}: {written.note}", level="warning",
+                          data={"path": str(output)})
+        if config.probabilities:
+            if lead_shape is not None:
+                probs = probs.reshape(probs.shape[:1] + lead_shape + probs.shape[-2:])
+            write_probabilities(output.with_name(output.stem + "_probabilities.tif"), probs,
+                                label_axes, data.pixel_size, config.overwrite)
+    except FILE_ERRORS as err:  # one bad file must not stop the batch
+        yield FileDone(path, None, "failed", _describe(err))
+        return
+    yield FileDone(path, output, "done")
+
+
+def _predict_file(model: UNet, meta: Any, path: Path, array: Any, pconfig: PredictConfig,
+                  volumes: int) -> Iterator[Any]:
+    """Labels (and probabilities) of a file's array; ``volumes`` > 1 splits a (T*Z) stack into
+    that many Z volumes predicted one after another, with ids continuing across them."""
+    if volumes <= 1:
+        result = yield from _predict_events(model, meta, path, array, pconfig)
+        labels = result.instances if result.instances is not None else result.semantic
+        return labels, result.probabilities
+    depth = array.shape[0] // volumes
+    labels_parts, probs_parts, offset = [], [], 0
+    for t in range(volumes):
+        result = yield from _predict_events(model, meta, path,
+                                            array[t * depth:(t + 1) * depth], pconfig)
+        if result.instances is not None:
+            part = np.asarray(result.instances)
+            part = np.where(part > 0, part + offset, 0).astype(np.int32)
+            offset = max(offset, int(part.max()))
+        else:
+            part = np.asarray(result.semantic)
+        labels_parts.append(part)
+        if result.probabilities is not None:
+            probs_parts.append(np.asarray(result.probabilities))
+    probs = np.concatenate(probs_parts, axis=1) if probs_parts else None
+    return np.concatenate(labels_parts), probs
+
+
+def _predict_events(model: UNet, meta: Any, path: Path, array: Any,
+                    pconfig: PredictConfig) -> Iterator[Any]:
+    result: PredictionResult | None = None
+    for event in predict(model, array, pconfig, meta):
+        if isinstance(event, Progress):
+            yield SliceProgress(path, event.step, event.total)
+        elif isinstance(event, Message):
+            yield event
+        else:
+            result = event
+    if result is None:  # pragma: no cover - predict always ends with its result
+        raise RuntimeError("prediction ended without a result")
+    return result
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    if isinstance(err, (ValueError, MemoryError)) and text:
+        return text[0]
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def write_probabilities(path: Path, probs: Any, label_axes: str,
+                        pixel_size: tuple[float, ...] | None, overwrite: bool) -> None:
+    """Float32 ImageJ hyperstack with the classes as channels, written atomically."""
+    from ..io.images import imagej_writer
+
+    if path.exists() and not overwrite:
+        raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
+    # (K, [lead...,] Y, X) -> ImageJ's T Z C Y X order: classes go just before Y, X
+    data = np.moveaxis(np.asarray(probs, dtype=np.float32), 0, -3)
+    axes = label_axes[:-2] + "CYX"
+    order = sorted(range(len(axes)), key=lambda i: "TZCYX".index(axes[i]))
+    data = np.transpose(data, order)
+    axes = "".join(axes[i] for i in order)
+    sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or (), strict=False))
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        imagej_writer(data, axes, sizes)(tmp)
+
+
+
+
+# -- the batch -----------------------------------------------------------------------------------
+def batch_segment(
+    model: UNet | str | os.PathLike,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    config: BatchConfig | None = None,
+    meta: ModelMeta | Mapping[str, Any] | None = None,
+    client: Any = None,
+    **overrides: Any,
+) -> Iterator[Progress | SliceProgress | Message | FileDone | BatchSummary]:
+    """Segment every input image into a labels TIFF in ``output_dir``.
+
+    The arguments are checked (and the model loaded) when this is called, not at the first
+    ``next()``; the work happens as the returned generator is iterated.
+
+    Parameters
+    ----------
+    model : UNet, or a model spec for ``checkpoint.resolve_model``
+        ``"default"``, an architecture name or a model file.
+    inputs : folder, glob pattern, file, or list of files
+    output_dir : path-like
+        Created if missing; must be writable.
+    config : BatchConfig, optional
+    meta : ModelMeta or dict, optional
+        The model's metadata (taken from the file when ``model`` is a spec).
+    client : dask.distributed.Client, optional
+        Process the files on this cluster.
+    **overrides
+        Fields of :class:`BatchConfig` (``overwrite``, ``probabilities``, ``suffix``) or of
+        :class:`PredictConfig` (``tta``, ``tile_size``, ``device``, ``axes``, ``volume``...).
+
+    Yields
+    ------
+    Progress
+        Files finished so far, of all files.
+    SliceProgress, Message, FileDone
+        Per-slice progress (local runs), notes, and each file's outcome.
+    BatchSummary
+        Last.
+
+    Raises
+    ------
+    TypeError, ValueError
+        No inputs, output folder not writable, outputs that would replace inputs, bad settings
+        or model. Raised by the call, before anything is written.
+    """
+    if config is not None and not isinstance(config, BatchConfig):
+        raise TypeError(f"config must be a BatchConfig, got {type(config).__name__}")
+    config = _with_overrides(config or BatchConfig(), overrides)
+    if isinstance(model, (str, os.PathLike)):
+        from ..constants import ARCHITECTURES
+        from ..model.checkpoint import resolve_model
+
+        counts = {} if str(model) in ARCHITECTURES else {"in_channels": None,
+                                                          "num_classes": None}
+        model, file_meta = resolve_model(model, **counts)
+        meta = meta if meta is not None else file_meta
+    elif not isinstance(model, UNet):
+        raise TypeError(f"model must be a UNet or a model spec ('default', an architecture name "
+                        f"or a model file), got {type(model).__name__}")
+    if meta is not None and not isinstance(meta, (ModelMeta, Mapping)):
+        raise TypeError(f"meta must be a ModelMeta, a dict or None, got {type(meta).__name__}")
+    meta = ModelMeta.for_model(model) if meta is None else (
+        meta if isinstance(meta, ModelMeta) else ModelMeta.from_dict(meta, model))
+    if config.predict.tile_size is not None:  # where settings and model meet: check once
+        check_tile_size(model, config.predict.tile_size,
+                        tile_margin(model, config.predict.tiling, config.predict.overlap))
+    files = find_inputs(inputs)
+    out_dir = _prepare_output_dir(output_dir)
+    outputs = output_paths(files, out_dir, config.suffix)
+    return _batch(model, meta, files, outputs, out_dir, config, client)
+
+
+def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path], out_dir: Path,
+           config: BatchConfig, client: Any) -> Iterator[Any]:
+    from ..io.outputs import clean_stale_temps
+
+    clean_stale_temps(out_dir)  # left by a killed run
+    done: list[Path] = []
+    skipped: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    todo: list[tuple[Path, Path]] = []
+    for src, dst in zip(files, outputs, strict=True):
+        if dst.exists() and not config.overwrite:
+            skipped.append(src)
+        else:
+            todo.append((src, dst))
+    total = len(files)
+    for src in skipped:
+        yield FileDone(src, out_dir / output_name(src, config.suffix), "skipped",
+                       "output exists (use overwrite to replace it)")
+    yield Progress(len(skipped), total, f"{len(skipped)} already done")
+
+    if client is None:
+        stream = _run_local(model, meta, todo, config)
+    else:
+        stream = _run_distributed(client, model, meta, todo, config)
+    finished = len(skipped)
+    for event in stream:
+        yield event
+        if isinstance(event, FileDone):
+            if event.status == "done":
+                done.append(event.path)
+            else:
+                failed.append((event.path, event.message))
+            finished += 1
+            yield Progress(finished, total, event.path.name)
+    yield BatchSummary(done, skipped, failed)
+
+
+def _with_overrides(config: BatchConfig, overrides: Mapping[str, Any]) -> BatchConfig:
+    batch_names = {f.name for f in fields(BatchConfig)} - {"predict"}
+    predict_names = {f.name for f in fields(PredictConfig)}
+    unknown = set(overrides) - batch_names - predict_names
+    if unknown:
+        raise ValueError(f"unknown batch setting(s): {', '.join(sorted(unknown))}")
+    pred = {k: v for k, v in overrides.items() if k in predict_names}
+    batch = {k: v for k, v in overrides.items() if k in batch_names}
+    if pred:
+        batch["predict"] = replace(config.predict, **pred)
+    return replace(config, **batch) if batch else config
+
+
+def _run_local(model, meta, todo, config) -> Iterator[Any]:
+    for src, dst in todo:
+        yield from segment_file(model, meta, src, dst, config)
+
+
+# -- dask.distributed ----------------------------------------------------------------------------
+class _ModelPlugin:
+    """Worker plugin carrying the net's architecture and weights: sent once to each worker,
+    which builds the net once and reuses it for every file it gets."""
+
+    idempotent = False
+    setups = 0  # nets built, over all instances in this process (lets tests count them)
+
+    def __init__(self, name: str, architecture: dict, state: dict, meta: dict) -> None:
+        self.name = name
+        self.architecture = architecture
+        self.state = state
+        self.meta = meta
+        self.model: UNet | None = None
+        self.builds = 0
+
+    def setup(self, worker: Any = None) -> None:
+        model = UNet.from_config(self.architecture)
+        model.load_state_dict(self.state)
+        self.model = model.eval()
+        self.builds += 1
+        _ModelPlugin.setups += 1
+
+    def teardown(self, worker: Any = None) -> None:
+        self.model = None
+
+
+def _make_plugin(name: str, model: UNet, meta: ModelMeta) -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    plugin_cls = type("NapariUNetModel", (_ModelPlugin, WorkerPlugin), {})
+    # plain values travel to the workers (the meta is rebuilt there)
+    return plugin_cls(name, dict(model.config), state, meta.to_dict())
+
+
+def _segment_on_worker(plugin_name: str, src: str, dst: str,
+                       config: BatchConfig) -> list[Any]:
+    from distributed import get_worker
+
+    plugin = get_worker().plugins[plugin_name]
+    events = [e for e in segment_file(plugin.model, plugin.meta, Path(src), Path(dst), config)
+              if not isinstance(e, SliceProgress)]
+    return events
+
+
+def plane_pixels(path: Path) -> int | None:
+    """Pixels of a single-plane TIFF (no Z/T axis); None for stacks and other formats.
+
+    Raises the reader's ``OSError``/``ValueError`` for an unreadable file (never a silent 0,
+    which would switch the huge-plane path off unnoticed).
+    """
+    import tifffile
+
+    if not path.name.lower().endswith((".tif", ".tiff")):
+        return None
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ValueError(f"{path.name}: no image found in the TIFF file")
+        series = tif.series[0]
+        axes, shape = series.axes, series.shape
+    if "Y" not in axes or any(a not in "YXCS" for a in axes if shape[axes.index(a)] > 1):
+        return None
+    return int(shape[axes.index("Y")] * shape[axes.index("X")])
+
+
+def segment_huge_plane(client: Any, model: UNet, meta: ModelMeta, path: Path, output: Path,
+                       config: BatchConfig) -> Iterator[Message | FileDone]:
+    """Segment one big 2D image with its tiles spread over a dask cluster.
+
+    The probabilities come from :func:`~core.inference.distributed.segment_plane_distributed`
+    (normalised with percentiles of a subsample, predicted chunk by chunk on the cluster with
+    the net's context, labelled block by block here); the labels are written here. They equal
+    the local result.
+    """
+    from ..io.images import read_image, write_labels
+    from .distributed import segment_plane_distributed
+
+    try:
+        data = read_image(path)
+        pconfig = file_settings(config.predict, data)
+        chunk = min(2048, int(config.split_pixels ** 0.5))
+        result = yield from segment_plane_distributed(
+            client, model, data.array, replace(pconfig, keep_probabilities=config.probabilities),
+            meta, chunk=chunk)
+        labels = result.instances if result.instances is not None else result.semantic
+        label_axes = data.axes.replace("C", "")
+        written = write_labels(output, labels, label_axes, data.pixel_size,
+                               overwrite=config.overwrite)
+        if written.note:
+            yield Message(f"{path.name}: {written.note}", level="warning")
+        if config.probabilities:
+            write_probabilities(output.with_name(output.stem + "_probabilities.tif"),
+                                result.probabilities, label_axes, data.pixel_size,
+                                config.overwrite)
+    except FILE_ERRORS as err:
+        yield FileDone(path, None, "failed", _describe(err))
+        return
+    yield FileDone(path, output, "done", "tiles computed on the cluster")
+
+
+def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
+    from distributed import as_completed
+
+    if not todo:
+        return
+    # ("auto" may rescale too)
+    no_rescale = config.predict.object_diameter is None and config.predict.pixel_size is None
+    huge, rest = [], []
+    for src, dst in todo:
+        try:
+            pixels = plane_pixels(src) if no_rescale else None
+        except FILE_ERRORS as err:  # unreadable: that file fails, the others go on
+            yield FileDone(src, None, "failed", _describe(err))
+            continue
+        (huge if pixels is not None and pixels > config.split_pixels else rest).append(
+            (src, dst))
+    for src, dst in huge:
+        yield from segment_huge_plane(client, model, meta, src, dst, config)
+    if not rest:
+        return
+    name = f"napari-unet-model-{uuid.uuid4().hex[:8]}"
+    client.register_plugin(_make_plugin(name, model, meta), name=name)
+    futures = [client.submit(_segment_on_worker, name, str(src), str(dst), config, pure=False)
+               for src, dst in rest]
+    by_future = dict(zip(futures, rest, strict=True))
+    try:
+        for future in as_completed(futures):
+            src, _ = by_future[future]
+            if future.status == "error":
+                # the task raised on the worker: a bug, or the worker died; report this file,
+                # log the traceback, go on with the others
+                err = future.exception()
+                _log.error("segmenting %s failed on the cluster", src,
+                           exc_info=(type(err), err, future.traceback()))
+                events = [FileDone(src, None, "failed", _describe(err))]
+            else:
+                events = future.result()
+            yield from events
+    except GeneratorExit:
+        client.cancel(futures)  # stopping the batch stops the cluster's work too
+        raise
+    client.unregister_worker_plugin(name)
+
+
+__all__ = ["FILE_ERRORS", "BatchConfig", "BatchSummary", "FileDone", "SliceProgress",
+           "batch_segment", "file_settings", "find_inputs", "output_name", "output_paths",
+           "plane_pixels",
+           "segment_file", "stack_layout", "write_probabilities"]

@@ -1,0 +1,1 @@
+"""Reading and writing images, the output policy, resource guards, export formats."""

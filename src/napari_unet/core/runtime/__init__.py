@@ -1,0 +1,1 @@
+"""Where work runs: device choice, worker processes, memory."""

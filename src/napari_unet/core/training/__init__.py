@@ -1,0 +1,1 @@
+"""Training: training set, sampling, augmentation, losses, weight map, the trainer."""
