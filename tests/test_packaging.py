@@ -13,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
@@ -80,3 +81,45 @@ def test_citation_file_cites_the_paper():
     assert citation["cff-version"] == "1.2.0" and citation["license"] == "BSD-3-Clause"
     assert citation["version"] == PROJECT["version"]
     assert citation["preferred-citation"]["doi"] == "10.1007/978-3-319-24574-4_28"
+
+
+def _tracked_files() -> list[Path]:
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:  # an unpacked sdist: nothing is tracked, nothing to check
+        pytest.skip("not a git checkout")
+    return [ROOT / name for name in listed.stdout.decode().split("\0") if name]
+
+
+def test_the_repository_holds_no_checkpoints_or_large_files():
+    # a clone is what a contributor gets: the shipped model is the only checkpoint, and
+    # training runs, logs and generated data stay local files
+    shipped = SRC / "models" / "default.pt"
+    tracked = [p for p in _tracked_files() if p.exists()]
+    assert [p for p in tracked if p.suffix in (".pt", ".pth", ".ckpt") and p != shipped] == []
+    assert [p for p in tracked if p != shipped and p.stat().st_size > 2 * 2**20] == []
+
+
+def test_training_outputs_are_ignored():
+    import subprocess
+
+    _tracked_files()
+    probes = ["training/checkpoints/run.resume.pt", "training/run.pt", "training/run-log.txt",
+              "runs/x/model.pt"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *probes], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == probes
+
+
+def test_the_public_api_imports_from_the_package():
+    import napari_unet
+    from napari_unet.core.inference.prediction import PredictConfig
+    from napari_unet.core.training.trainer import TrainConfig
+
+    assert napari_unet.TrainConfig is TrainConfig
+    assert napari_unet.PredictConfig is PredictConfig
+    for name in napari_unet.__all__:
+        assert getattr(napari_unet, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        napari_unet.Nope  # noqa: B018
