@@ -95,3 +95,27 @@ def test_out_alias_and_device_spelling():
     assert parser.parse_args(["--out", "b", "--device", "cuda:1"]).device == "cuda:1"
     with pytest.raises(argparse.ArgumentError, match="invalid device value: 'gpu'"):
         parser.parse_args(["--out", "b", "--device", "gpu"])
+
+
+@pytest.mark.parametrize("command", ["predict", "batch", "train", "eval", "export"])
+def test_no_command_reads_a_prefix_as_a_longer_option(command, capsys):
+    # argparse's prefix matching read "--channel 1" as "--channel-axis 1": every parser refuses
+    # an abbreviation instead
+    from napari_unet.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    required = [arg for a in sub._actions if a.required for arg in (a.option_strings[0], "x")]
+    optional = next(o for a in sub._actions if not a.required for o in a.option_strings
+                    if o.startswith("--") and o != "--help")
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args([command, *required, optional[:-1]])
+    assert stop.value.code == 2
+    assert f"unrecognized arguments: {optional[:-1]}" in capsys.readouterr().err
+
+
+def test_the_description_names_every_command():
+    from napari_unet.cli import COMMANDS, build_parser
+
+    description = build_parser().description
+    assert all(name in description for name in COMMANDS)

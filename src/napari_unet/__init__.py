@@ -17,14 +17,19 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 _EXPORTS = {
     "UNet": "napari_unet.core.model.unet",
-    "resolve_device": "napari_unet.core.runtime.device",
-    "weight_map": "napari_unet.core.training.weight_map",
-    "predict_image": "napari_unet.core.inference.prediction",
-    "batch_segment": "napari_unet.core.inference.batch",
+    "ModelMeta": "napari_unet.core.model.meta",
     "save_model": "napari_unet.core.model.checkpoint",
     "load_model": "napari_unet.core.model.checkpoint",
     "resolve_model": "napari_unet.core.model.checkpoint",
-    "ModelMeta": "napari_unet.core.model.meta",
+    "resolve_device": "napari_unet.core.runtime.device",
+    "weight_map": "napari_unet.core.training.weight_map",
+    "TrainingSet": "napari_unet.core.training.trainingset",
+    "TrainConfig": "napari_unet.core.training.trainer",
+    "Trainer": "napari_unet.core.training.trainer",
+    "PredictConfig": "napari_unet.core.inference.prediction",
+    "predict": "napari_unet.core.inference.prediction",
+    "predict_image": "napari_unet.core.inference.prediction",
+    "batch_segment": "napari_unet.core.inference.batch",
     "export_bioimageio": "napari_unet.core.io.export.bioimageio",
 }
 

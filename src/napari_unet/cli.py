@@ -1,4 +1,4 @@
-"""Command line: ``napari-unet train | predict | batch | eval``.
+"""Command line: ``napari-unet train | predict | batch | eval | export``.
 
 Each subcommand lives in its own ``napari_unet._cli_<name>`` module exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; they are imported only when used, so
@@ -16,7 +16,7 @@ import argparse
 import sys
 from importlib import import_module
 
-# name -> (module, one-line help). A command is listed only once its module exists.
+# name -> (module, one-line help): a new command is one entry here plus its module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("napari_unet._cli_train", "fine-tune or train a U-Net on image/label pairs"),
     "predict": ("napari_unet._cli_predict", "segment one image with overlap-tile prediction"),
@@ -24,12 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("napari_unet._cli_eval", "score a model on image/label pairs (IoU, Dice, AP)"),
     "export": ("napari_unet._cli_export", "write a model as a BioImage Model Zoo package"),
 }
-
-
-def _available_commands() -> dict[str, tuple[str, str]]:
-    from importlib.util import find_spec
-
-    return {name: spec for name, spec in COMMANDS.items() if find_spec(spec[0]) is not None}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,12 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="napari-unet",
-        description="U-Net segmentation (Ronneberger et al. 2015): train, predict, batch, eval.",
+        description="U-Net segmentation (Ronneberger et al. 2015): "
+                    + ", ".join(COMMANDS) + ".",
+        allow_abbrev=False,  # "--channel 1" must never be read as "--channel-axis 1"
     )
     parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module, help_text) in _available_commands().items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         import_module(module).add_arguments(p)
     return parser
 
