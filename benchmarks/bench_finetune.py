@@ -40,9 +40,11 @@ from napari_unet.core.data.evaluation import evaluate_model
 from napari_unet.core.data.synthetic import STYLES, synthetic_nuclei
 from napari_unet.core.events import Progress
 from napari_unet.core.model.checkpoint import resolve_model
+from napari_unet.core.training.config import TrainConfig
 from napari_unet.core.training.losses import weighted_cross_entropy
 from napari_unet.core.training.sampling import make_batch
-from napari_unet.core.training.trainer import TrainConfig, Trainer, batch_spec
+from napari_unet.core.training.sources import batch_spec
+from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
 
 SEED = 77_000

@@ -125,7 +125,8 @@ def predict_file(path: str, threads: int, net_name: str, first_block: bool,
 
     torch.set_num_threads(threads)
     from napari_unet.core.events import Progress
-    from napari_unet.core.inference.prediction import PredictConfig, PredictionResult, predict
+    from napari_unet.core.inference.config import PredictConfig, PredictionResult
+    from napari_unet.core.inference.prediction import predict
     from napari_unet.core.io.images import read_image
     from napari_unet.core.model.checkpoint import resolve_model
 

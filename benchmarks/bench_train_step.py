@@ -21,9 +21,11 @@ import torch
 from napari_unet.core.data.synthetic import synthetic_dataset
 from napari_unet.core.events import LossReport
 from napari_unet.core.model.unet import UNet
+from napari_unet.core.training.config import TrainConfig
 from napari_unet.core.training.losses import weighted_cross_entropy
 from napari_unet.core.training.sampling import make_batch
-from napari_unet.core.training.trainer import TrainConfig, Trainer, batch_spec
+from napari_unet.core.training.sources import batch_spec
+from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
 
 

@@ -28,7 +28,8 @@ import torch
 from napari_unet.core.data.evaluation import evaluate_model
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.model.unet import UNet, count_parameters
-from napari_unet.core.training.trainer import TrainConfig, Trainer
+from napari_unet.core.training.config import TrainConfig
+from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
 
 RADIUS = (7.0, 14.0)

@@ -23,7 +23,8 @@ from scipy import ndimage as ndi
 from napari_unet.core.data.evaluation import evaluate_model
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.model.checkpoint import resolve_model
-from napari_unet.core.training.trainer import TrainConfig, Trainer
+from napari_unet.core.training.config import TrainConfig
+from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
 
 RADIUS = (12.0, 22.0)

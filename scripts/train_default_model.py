@@ -44,7 +44,8 @@ from napari_unet.core.data.synthetic import (  # noqa: E402
 )
 from napari_unet.core.model.checkpoint import load_checkpoint, load_model, save_model  # noqa: E402
 from napari_unet.core.model.unet import UNet, count_parameters  # noqa: E402
-from napari_unet.core.training.trainer import TrainConfig, Trainer  # noqa: E402
+from napari_unet.core.training.config import TrainConfig
+from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet  # noqa: E402
 
 ROOT = Path(__file__).parents[1]

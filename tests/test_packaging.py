@@ -114,8 +114,8 @@ def test_training_outputs_are_ignored():
 
 def test_the_public_api_imports_from_the_package():
     import napari_unet
-    from napari_unet.core.inference.prediction import PredictConfig
-    from napari_unet.core.training.trainer import TrainConfig
+    from napari_unet.core.inference.config import PredictConfig
+    from napari_unet.core.training.config import TrainConfig
 
     assert napari_unet.TrainConfig is TrainConfig
     assert napari_unet.PredictConfig is PredictConfig

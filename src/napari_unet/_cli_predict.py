@@ -121,7 +121,8 @@ def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes:
 
 def run(args: argparse.Namespace) -> int:
     from .core.inference.batch import file_settings, stack_layout, write_probabilities
-    from .core.inference.prediction import PredictConfig, PredictionResult, predict
+    from .core.inference.config import PredictConfig, PredictionResult
+    from .core.inference.prediction import predict
     from .core.io.images import read_image, write_labels
     from .core.io.outputs import check_free_space
     from .core.io.resources import check_memory

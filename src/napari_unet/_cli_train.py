@@ -188,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     from .core.events import LossReport, Message, Progress, ValidationReport
     from .core.io.outputs import check_free_space
     from .core.model.checkpoint import load_checkpoint, resolve_model
-    from .core.training.trainer import TrainConfig, Trainer, preset_for
+    from .core.training.config import TrainConfig, preset_for
+    from .core.training.trainer import Trainer
     from .core.training.trainingset import TrainingSet
 
     out = Path(args.out)

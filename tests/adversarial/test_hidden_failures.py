@@ -53,7 +53,8 @@ def test_a_corrupt_file_is_a_failure_with_a_message(work, batch_inputs):
 
 
 def test_training_leaves_the_torch_thread_count_alone(work):
-    from napari_unet.core.training.trainer import TrainConfig, Trainer
+    from napari_unet.core.training.config import TrainConfig
+    from napari_unet.core.training.trainer import Trainer
     from napari_unet.core.training.trainingset import TrainingSet
 
     before = torch.get_num_threads()

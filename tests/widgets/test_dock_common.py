@@ -184,7 +184,7 @@ def test_prediction_job_uses_own_percentiles_and_drops_unused_pixel_size(tiny_mo
     from napari_unet._widgets import predict as predict_module
     from napari_unet._widgets.model_choice import ModelSpec
     from napari_unet.core.inference import prediction
-    from napari_unet.core.inference.prediction import PredictConfig
+    from napari_unet.core.inference.config import PredictConfig
 
     seen = {}
 

@@ -14,7 +14,7 @@ from napari_unet._widgets.train_form import (
     docstring_fields,
     shown_fields,
 )
-from napari_unet.core.training.trainer import LOSSES, PRESETS, TrainConfig
+from napari_unet.core.training.config import LOSSES, PRESETS, TrainConfig
 
 
 class Documented:

@@ -7,7 +7,6 @@ import torch
 
 from napari_unet._widgets.train_job import (
     Started,
-    TorchThreads,
     TrainJob,
     crop,
     gui_friendly_threads,
@@ -16,7 +15,8 @@ from napari_unet._widgets.train_preview import PreviewBox
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import LossReport, Preview
 from napari_unet.core.model.unet import UNet
-from napari_unet.core.training.trainer import TrainConfig
+from napari_unet.core.runtime.threads import TorchThreads
+from napari_unet.core.training.config import TrainConfig
 from napari_unet.core.training.trainingset import TrainingSet
 
 

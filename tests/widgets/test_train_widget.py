@@ -28,7 +28,7 @@ from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import Progress
 from napari_unet.core.model.checkpoint import load_model
 from napari_unet.core.normalize import normalize
-from napari_unet.core.training.trainer import TrainConfig
+from napari_unet.core.training.config import TrainConfig
 
 TINY = {"base_channels": 8, "depth": 2}
 LONG = 100_000  # iterations for runs that are stopped by the test

@@ -161,7 +161,7 @@ class BatchWidget(QWidget):
     def run(self) -> Any:
         """Check the inputs and start the worker; returns it, or None (with a notification)."""
         from ..core.inference.batch import BatchConfig, find_inputs, output_paths
-        from ..core.inference.prediction import PredictConfig
+        from ..core.inference.config import PredictConfig
         from ..core.io.outputs import confirm_overwrite
 
         if self.runner.running:

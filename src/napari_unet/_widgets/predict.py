@@ -40,7 +40,7 @@ DOCK = "predict"
 # -- the dock --------------------------------------------------------------------------------
 def predict_config_defaults() -> dict[str, Any]:
     """``PredictConfig``'s defaults: the docks start where the CLI and the core start."""
-    from ..core.inference.prediction import PredictConfig
+    from ..core.inference.config import PredictConfig
 
     return {f.name: f.default for f in dataclasses.fields(PredictConfig)
             if f.default is not dataclasses.MISSING}
@@ -259,7 +259,7 @@ class PredictWidget(QWidget):
                                     "high": self.form.value("norm_high")})
 
     def _config(self, image: Image, request: PredictInput | None = None) -> Any:
-        from ..core.inference.prediction import PredictConfig
+        from ..core.inference.config import PredictConfig
 
         values = self.form.values()
         geometry = layer_geometry(image)
@@ -358,7 +358,7 @@ class PredictWidget(QWidget):
             diameter_job, spec, request, normalization, options))
 
     def _on_event(self, event: Any) -> None:
-        from ..core.inference.prediction import PredictionResult
+        from ..core.inference.config import PredictionResult
 
         if isinstance(event, Message):
             if event.level == "warning":

@@ -43,7 +43,8 @@ from qtpy.QtWidgets import (
 
 from ..core.events import LossReport, Message, Preview, Progress, ValidationReport
 from ..core.runtime.device import resolve_device
-from ..core.training.trainer import preset_for, warm_up_imports
+from ..core.training.config import preset_for
+from ..core.training.trainer import warm_up_imports
 from . import train_session
 from ._form import RunBlock
 from ._jobs import notify_error, notify_info, notify_warning

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from ..core.runtime.device import DEVICE_CHOICES
 from ..core.training.augment import AugmentConfig
-from ..core.training.trainer import LOSSES, OPTIMIZERS, PRESETS, TrainConfig
+from ..core.training.config import LOSSES, OPTIMIZERS, PRESETS, TrainConfig
 from ._form import Field, Form, make_control
 from .settings import Binding
 from .tooltips import TOOLTIPS, tooltip

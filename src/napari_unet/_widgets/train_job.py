@@ -44,35 +44,6 @@ def gui_friendly_threads(cpu_count: int | None = None) -> int:
     return max(1, (cpu_count if cpu_count is not None else os.cpu_count() or 2) - 1)
 
 
-class TorchThreads:
-    """Sets torch's process-wide intra-op thread count and puts the old value back.
-
-    ``torch.set_num_threads`` affects every thread of the process, so whoever sets it must
-    restore it: :meth:`restore` is idempotent and safe to call from any thread.
-    """
-
-    def __init__(self, threads: int) -> None:
-        self.threads = int(threads)
-        self._before: int | None = None
-        self._lock = threading.Lock()
-
-    def apply(self) -> None:
-        import torch
-
-        with self._lock:
-            if self._before is None:
-                self._before = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
-
-    def restore(self) -> None:
-        import torch
-
-        with self._lock:
-            if self._before is not None:
-                torch.set_num_threads(self._before)
-                self._before = None
-
-
 _warmed = threading.Event()
 
 
@@ -175,6 +146,8 @@ class TrainJob:
         self.channel_axis = channel_axis
         self.box = box
         self.trainer: Any = None
+        from ..core.runtime.threads import TorchThreads  # torch only once a job is made
+
         self._threads = TorchThreads(gui_friendly_threads() if threads is None else threads)
 
     def events(self) -> Iterator[Any]:
@@ -233,6 +206,6 @@ class TrainJob:
         self._threads.restore()
 
 
-__all__ = ["Started", "TorchThreads", "TrainJob", "crop", "foreground_probability",
+__all__ = ["Started", "TrainJob", "crop", "foreground_probability",
            "gui_friendly_threads", "lower_this_thread_priority",
            "warm_up_in_background"]

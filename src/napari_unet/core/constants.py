@@ -33,6 +33,14 @@ DEFAULT_TILING = "fast"
 DEFAULT_MODEL = "default"
 
 
+#: Objects whose diameter lies within these factors of the model's training diameter are
+#: predicted at the image's own scale; others are rescaled to the nearer edge. Upscaling small
+#: objects far (interpolated edges) and shrinking big ones to the training centre both lost
+#: accuracy against stopping at the edge; upper edges of 1.25-1.75 tie (synthetic tuning
+#: images prefer 1.25, real cells3d 1.5-1.75): docs/models.md, "The scale band".
+SCALE_BAND = (0.5, 1.5)
+
+
 def mode_for_classes(num_classes: int) -> str:
     """The mode of a net with ``num_classes`` outputs: 2 classes means instances."""
     return "instances" if int(num_classes) == 2 else "semantic"
@@ -53,6 +61,7 @@ __all__ = [
     "DEFAULT_TILING",
     "MODES",
     "NORMALIZATION_METHODS",
+    "SCALE_BAND",
     "TILING_MODES",
     "default_class_names",
     "mode_for_classes",

@@ -6,6 +6,7 @@ they never reach into the job's state. Arrays in events are small (previews), ne
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,3 +61,29 @@ class Message:
     text: str
     level: str = "info"
     data: dict[str, Any] = field(default_factory=dict)
+
+
+# -- driving a sub-job ------------------------------------------------------------------------
+
+def collect_messages(gen: Generator[Message, None, Any], messages: list[Message]) -> Any:
+    """Run a sub-job to its value, keeping its messages for the caller to pass on later."""
+    while True:
+        try:
+            messages.append(next(gen))
+        except StopIteration as stop:
+            return stop.value
+
+
+def pass_messages_on(gen: Generator[Any, None, Any], forward_progress: bool, notes: list[str]
+                     ) -> Generator[Any, None, Any]:
+    """Pass a sub-job's messages on (and its progress, if asked); return its value."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, Message):
+            notes.append(event.text)
+            yield event
+        elif forward_progress:
+            yield event

@@ -7,13 +7,21 @@ is validated by :func:`napari_unet.core.model.meta.check_normalization`; the def
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .constants import DEFAULT_NORMALIZATION
 from .model.meta import check_normalization
+
+#: Percentiles come from at most this many pixels per channel (a regular subsample): exact
+#: for planes up to 2048 x 2048, and the same numbers in the whole-plane and blockwise paths.
+MAX_SAMPLES = 2048 * 2048
+#: Normalised values are clipped to +- this (the 1st..99.8th percentiles map to 0..1).
+NORMALIZED_LIMIT = 1e6
 
 
 def normalize(
@@ -89,4 +97,96 @@ def check_axis(axis: int, ndim: int, name: str) -> int:
     return int(axis) % ndim
 
 
-__all__ = ["DEFAULT_NORMALIZATION", "check_axis", "check_normalization", "normalize"]
+
+# -- prediction: a range fitted on a subsample, then applied region by region ----------------
+@dataclass(frozen=True)
+class IntensityRange:
+    """Per-channel ``(x - low) / scale``, with the percentiles of the whole plane/volume."""
+
+    low: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def apply(self, region: np.ndarray) -> np.ndarray:
+        """``(C, h, w)`` raw values -> float32 normalised (the formula of core.normalize).
+
+        Values beyond +-:data:`NORMALIZED_LIMIT` (far outliers, e.g. a finite 1e308 in a
+        float64 image) are clipped there instead of overflowing float32 to infinity.
+        """
+        data = np.asarray(region).astype(np.float64, copy=False)
+        out = np.empty(data.shape, np.float32)
+        for c in range(data.shape[0]):
+            out[c] = np.clip((data[c] - self.low[c]) / self.scale[c], -NORMALIZED_LIMIT,
+                             NORMALIZED_LIMIT)
+        return out
+
+
+def sample_step(n_pixels: int, max_samples: int = MAX_SAMPLES) -> int:
+    """Stride of the regular subsample (every ``step``-th row and column)."""
+    return max(1, math.ceil(math.sqrt(n_pixels / max_samples)))
+
+
+def intensity_range(
+    stack: Any,
+    spec: Mapping[str, Any] | None,
+    max_samples: int = MAX_SAMPLES,
+    rows_per_read: int = 1024,
+) -> IntensityRange | None:
+    """Percentile range of a ``(Z, C, H, W)`` array-like, from a regular subsample.
+
+    Every ``step``-th row and column of every plane (``step`` from :func:`sample_step`; 1 for
+    images up to ``max_samples`` pixels, which then gives exactly core.normalize's numbers), read
+    ``rows_per_read`` rows at a time so a memory-mapped or tiled input is never loaded whole.
+    None for ``{"method": "none"}`` (only a conversion to float32).
+
+    Raises
+    ------
+    ValueError
+        NaN or infinite values in the sample; bad spec.
+    """
+    spec = check_normalization(spec)
+    if spec["method"] == "none":
+        return None
+    n_z, n_c, h, w = (int(s) for s in stack.shape)
+    step = sample_step(n_z * h * w, max_samples)
+    band = max(step, rows_per_read // step * step)
+    lows, scales = [], []
+    for c in range(n_c):
+        parts = []
+        for z in range(n_z):
+            for y0 in range(0, h, band):
+                rows = np.asarray(stack[z, c, y0:y0 + band])
+                parts.append(rows[::step, ::step].astype(np.float64).ravel())
+        data = np.concatenate(parts)
+        if not np.isfinite(data).all():
+            raise ValueError("image contains NaN or infinite values")
+        p_low, p_high = np.percentile(data, [spec["low"], spec["high"]])
+        scale = p_high - p_low
+        tiny = 1e-6 * max(1.0, abs(p_low), abs(p_high))
+        if scale <= tiny:  # flat or sparse image: the full range, else only a shift
+            scale = float(data.max() - data.min())
+            if scale <= tiny:
+                scale = 1.0
+        lows.append(float(p_low))
+        scales.append(float(scale))
+    return IntensityRange(tuple(lows), tuple(scales))
+
+
+def normalize_region(region: np.ndarray, rng: IntensityRange | None) -> np.ndarray:
+    """Apply a range (or only convert to float32 when ``rng`` is None); NaN/inf rejected."""
+    region = np.asarray(region)
+    if np.issubdtype(region.dtype, np.floating) and not np.isfinite(region).all():
+        raise ValueError("image contains NaN or infinite values")
+    if rng is None:  # read only afterwards: no copy of a float32 region
+        return region.astype(np.float32, copy=False)
+    return rng.apply(region)
+
+
+def normalize_plane(plane: np.ndarray, spec: Mapping[str, Any] | None) -> np.ndarray:
+    """A ``(C, H, W)`` plane normalised as :func:`predict` does it: percentiles per channel
+    from a regular subsample (every pixel up to 2048 x 2048; :func:`intensity_range`),
+    so the whole-plane and blockwise paths use the same numbers."""
+    plane = np.asarray(plane)
+    return normalize_region(plane, intensity_range(plane[None], spec))
+
+__all__ = ["DEFAULT_NORMALIZATION", "IntensityRange", "check_axis", "check_normalization",
+           "intensity_range", "normalize", "normalize_plane", "normalize_region", "sample_step"]

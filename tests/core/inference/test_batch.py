@@ -137,9 +137,9 @@ def test_probabilities_file_and_suffix(model, folder, tmp_path):
 
 
 def test_more_than_65535_objects_give_uint32_ome_and_a_message(model, tmp_path, monkeypatch):
-    import napari_unet.core.inference.prediction as prediction
+    import napari_unet.core.inference.job as job
 
-    monkeypatch.setattr(prediction, "instance_labels",
+    monkeypatch.setattr(job, "instance_labels",
                         lambda fg, config, scale: np.arange(1, fg.size + 1, dtype=np.int32)
                         .reshape(fg.shape))
     src = tmp_path / "in"

@@ -7,19 +7,14 @@ import pytest
 
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import Message
-from napari_unet.core.inference.blockwise import (
-    block_grid,
-    block_windows,
-    intensity_range,
-    label_blocks,
-)
+from napari_unet.core.inference.blockwise import block_grid, block_windows, label_blocks
 from napari_unet.core.inference.postprocess import (
     base_instances,
     instances_from_probability,
     split_touching,
 )
 from napari_unet.core.inference.predictor import drain
-from napari_unet.core.normalize import normalize
+from napari_unet.core.normalize import intensity_range, normalize
 from napari_unet.core.training.weight_map import foreground_target
 
 

@@ -8,6 +8,7 @@ from napari_unet.core.data.evaluation import evaluate_dataset
 from napari_unet.core.data.synthetic import equivalent_diameters, synthetic_nuclei
 from napari_unet.core.events import Message
 from napari_unet.core.inference import diameter as diameter_module
+from napari_unet.core.inference.config import PredictConfig
 from napari_unet.core.inference.diameter import (
     DiameterEstimate,
     band_text,
@@ -18,7 +19,7 @@ from napari_unet.core.inference.diameter import (
     model_scale,
     object_confidence,
 )
-from napari_unet.core.inference.prediction import PredictConfig, predict, predict_image
+from napari_unet.core.inference.prediction import predict, predict_image
 from napari_unet.core.model.checkpoint import load_model
 
 

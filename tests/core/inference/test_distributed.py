@@ -9,8 +9,9 @@ import torch
 
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import Progress
+from napari_unet.core.inference.config import PredictConfig
 from napari_unet.core.inference.distributed import segment_plane_distributed, weights_token
-from napari_unet.core.inference.prediction import PredictConfig, predict_image
+from napari_unet.core.inference.prediction import predict_image
 from napari_unet.core.model.unet import UNet
 
 

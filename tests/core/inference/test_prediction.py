@@ -11,15 +11,11 @@ import torch
 
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import Message, Progress
-from napari_unet.core.inference.prediction import (
-    PredictConfig,
-    PredictionResult,
-    allocate_output,
-    instance_labels,
-    labels_at_image_scale,
-    predict,
-    predict_image,
-)
+from napari_unet.core.inference.config import PredictConfig, PredictionResult
+from napari_unet.core.inference.labelling import instance_labels
+from napari_unet.core.inference.prediction import predict, predict_image
+from napari_unet.core.inference.scaling import labels_at_image_scale
+from napari_unet.core.inference.stack import allocate_output
 from napari_unet.core.model.meta import ModelMeta
 from napari_unet.core.model.unet import UNet, kept_part
 
@@ -234,18 +230,18 @@ def test_min_size_counts_image_pixels_on_a_rescaled_plane():
 def test_a_rescaled_plane_is_labelled_at_the_models_scale(shipped, monkeypatch):
     """Instances come from the model-scale probabilities (where the post-processing's gaps,
     specks and split seeds are measured), then are brought to the image's size."""
-    from napari_unet.core.inference import prediction
+    from napari_unet.core.inference import job
 
     model, meta = shipped
     image, _ = synthetic_nuclei((96, 80), radius=(3.0, 4.0), touching=0.5, seed=3)
     seen = {}
-    real = prediction.instance_labels
+    real = job.instance_labels
 
     def spy(fg, config, scale):
         seen.update(fg=np.array(fg), scale=scale, labels=real(fg, config, scale))
         return seen["labels"]
 
-    monkeypatch.setattr(prediction, "instance_labels", spy)
+    monkeypatch.setattr(job, "instance_labels", spy)
     # objects a quarter of the model's diameter: brought to the band's lower edge, 2x
     result = predict_image(model, image, meta, object_diameter=meta.object_diameter / 4)
     assert seen["fg"].shape == (192, 160) and seen["scale"] == 2.0
@@ -283,21 +279,21 @@ def _our_temps():
 
 
 def test_allocation_checks_disk_and_leaves_no_temp_file(monkeypatch, tmp_path):
-    import napari_unet.core.inference.prediction as prediction
+    import napari_unet.core.inference.stack as stack
     import napari_unet.core.io.outputs as outputs
 
-    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1024)
+    monkeypatch.setattr(stack, "IN_RAM_BYTES", 1024)
     before = set(os.listdir(tmp_path))
 
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(prediction.np, "memmap", fail)
+    monkeypatch.setattr(stack.np, "memmap", fail)
     with pytest.raises(OSError, match="cannot create the instances output"):
         allocate_output("instances", (100, 100), np.int32, scratch=str(tmp_path))
     assert set(os.listdir(tmp_path)) == before
     monkeypatch.undo()
-    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1024)
+    monkeypatch.setattr(stack, "IN_RAM_BYTES", 1024)
 
     class Usage:
         free = 1000
@@ -317,9 +313,9 @@ def test_allocation_in_ram_checks_memory(monkeypatch):
 
 
 def test_stopping_mid_plane_leaves_no_temp_files(model, monkeypatch):
-    import napari_unet.core.inference.prediction as prediction
+    import napari_unet.core.inference.stack as stack
 
-    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1024)  # every output a temp memory map
+    monkeypatch.setattr(stack, "IN_RAM_BYTES", 1024)  # every output a temp memory map
     before = _our_temps()
     gen = predict(model, _image(), PredictConfig(device="cpu", tile_size=64, block_size=64))
     for event in gen:
@@ -435,7 +431,7 @@ def test_freed_memory_is_kept_for_each_planes_passes_and_returned_before_labelli
     # labelling of each plane runs after the kept memory is given back
     from contextlib import contextmanager
 
-    from napari_unet.core.inference import prediction
+    from napari_unet.core.inference import job
 
     log = []
 
@@ -449,9 +445,9 @@ def test_freed_memory_is_kept_for_each_planes_passes_and_returned_before_labelli
         log.append("label")
         return instance_labels(probability, config, scale)
 
-    instance_labels = prediction.instance_labels
-    monkeypatch.setattr(prediction, "reuse_freed_memory", spy)
-    monkeypatch.setattr(prediction, "instance_labels", labels)
+    instance_labels = job.instance_labels
+    monkeypatch.setattr(job, "reuse_freed_memory", spy)
+    monkeypatch.setattr(job, "instance_labels", labels)
     image = _image((96, 96))
     predict_image(model, image, device="cpu")  # one 96 px tile
     assert log == ["keep", "return", "label"]
@@ -478,16 +474,16 @@ def test_a_rescaled_plane_labelled_block_by_block_as_a_whole(shipped):
 def _spy_on_labelling(monkeypatch):
     """Record what each ``label_blocks`` call labels (the foreground, its keywords, the labels
     made), in the list returned."""
-    from napari_unet.core.inference import prediction
+    from napari_unet.core.inference import job
 
-    real, calls = prediction.label_blocks, []
+    real, calls = job.label_blocks, []
 
     def spy(fg, out, *args, **kwargs):
         n = yield from real(fg, out, *args, **kwargs)
         calls.append(dict(fg=np.array(fg), kwargs=kwargs, labels=np.array(out)))
         return n
 
-    monkeypatch.setattr(prediction, "label_blocks", spy)
+    monkeypatch.setattr(job, "label_blocks", spy)
     return calls
 
 

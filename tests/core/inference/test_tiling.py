@@ -10,13 +10,9 @@ import pytest
 import torch
 
 from napari_unet.core.events import Message, Progress
+from napari_unet.core.inference.config import PredictConfig, PredictionResult
 from napari_unet.core.inference.distributed import predict_tiles_dask
-from napari_unet.core.inference.prediction import (
-    PredictConfig,
-    PredictionResult,
-    predict,
-    predict_image,
-)
+from napari_unet.core.inference.prediction import predict, predict_image
 from napari_unet.core.model.unet import UNet
 
 RAW = {"normalization": {"method": "none"}}  # compare against the bare net
@@ -212,9 +208,9 @@ def test_out_of_memory_retries_with_smaller_batches_and_tiles_then_explains():
 
 
 def test_big_outputs_become_temporary_memory_maps(monkeypatch):
-    import napari_unet.core.inference.prediction as prediction
+    import napari_unet.core.inference.stack as stack
 
-    monkeypatch.setattr(prediction, "IN_RAM_BYTES", 1000)
+    monkeypatch.setattr(stack, "IN_RAM_BYTES", 1000)
     result = predict_image(_net("same"), _image((2, 30, 30)), meta=RAW, device="cpu",
                            tile_size=64)
     assert isinstance(result.probabilities, np.memmap)
@@ -280,7 +276,8 @@ def test_zarr_input_from_tifffile_is_read_slice_by_slice(tmp_path):
 def test_split_touching_setting_reaches_post_processing():
     from skimage.draw import disk
 
-    from napari_unet.core.inference.prediction import PredictConfig, instance_labels
+    from napari_unet.core.inference.config import PredictConfig
+    from napari_unet.core.inference.labelling import instance_labels
 
     fg = np.zeros((60, 80), np.float32)
     fg[disk((30, 25), 14, shape=fg.shape)] = 0.9

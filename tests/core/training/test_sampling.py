@@ -185,7 +185,8 @@ def test_stop_close_and_interrupt_end_the_workers():
     import torch
 
     from napari_unet.core.model.unet import UNet
-    from napari_unet.core.training.trainer import TrainConfig, Trainer
+    from napari_unet.core.training.config import TrainConfig
+    from napari_unet.core.training.trainer import Trainer
 
     image, labels = synthetic_nuclei((64, 64), seed=1)
     samples = TrainingSet([image], [labels], validation_fraction=0.0)

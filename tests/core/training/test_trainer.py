@@ -13,21 +13,14 @@ from napari_unet.core.model.checkpoint import load_checkpoint, load_model
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import normalize
 from napari_unet.core.training.augment import AugmentConfig
+from napari_unet.core.training.config import FINETUNE_FROZEN_LEVELS, TrainConfig, preset_for
 from napari_unet.core.training.losses import crop_to_output
 from napari_unet.core.training.sampling import make_batch
-from napari_unet.core.training.trainer import (
-    FINETUNE_FROZEN_LEVELS,
-    TrainConfig,
-    Trainer,
-    batch_spec,
-    forward_full,
-    preset_for,
-    targets_and_weights,
-    train,
-    validation_is_meaningful,
-)
+from napari_unet.core.training.sources import batch_spec
+from napari_unet.core.training.trainer import Trainer, forward_full, train
 from napari_unet.core.training.trainingset import TrainingSet
-from napari_unet.core.training.weight_map import foreground_target
+from napari_unet.core.training.validation import validation_is_meaningful
+from napari_unet.core.training.weight_map import foreground_target, targets_and_weights
 
 NO_AUG = AugmentConfig.none()
 
@@ -446,7 +439,7 @@ def test_minutes_budget_stops_on_time_with_eta_and_rate_and_saves(nuclei, tmp_pa
 def test_a_time_budget_alone_has_no_step_limit(nuclei, monkeypatch):
     import sys
 
-    from napari_unet.core.training import trainer as train
+    from napari_unet.core.training import config as train
 
     assert TrainConfig().iterations == train.DEFAULT_ITERATIONS == 500
     assert TrainConfig(minutes=3).iterations is None

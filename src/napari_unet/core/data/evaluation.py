@@ -72,7 +72,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Predict every ``(image, ground_truth)`` pair with ``model`` and pool the scores.
 
-    ``predict_kwargs`` are :class:`~core.inference.prediction.PredictConfig` fields (e.g.
+    ``predict_kwargs`` are :class:`~core.inference.config.PredictConfig` fields (e.g.
     ``tta=True``, ``split_touching=False``); the result is :func:`evaluate_dataset`'s.
     """
     from ..inference.prediction import predict_image

@@ -29,7 +29,8 @@ from ..events import Message, Progress
 from ..io.outputs import atomic_write
 from ..model.meta import ModelMeta
 from ..model.unet import UNet
-from .prediction import PredictConfig, PredictionResult, predict
+from .config import PredictConfig, PredictionResult
+from .prediction import predict
 from .tiles import check_tile_size, tile_margin
 
 _log = logging.getLogger(__name__)

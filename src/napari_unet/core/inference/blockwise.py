@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..events import Message, Progress
-from ..model.meta import check_normalization
+from ..normalize import IntensityRange, normalize_region
 from .postprocess import DEFAULT_MIN_SIZE, base_instances, seed_distance, split_touching
 
 #: Default block side: an ``(2048 + 2 * halo)``-pixel window's labelling needs ~0.3-0.4 GB.
@@ -44,11 +44,6 @@ DEFAULT_BLOCK = 2048
 MIN_BLOCK = 64  # small blocks are only slower (tests use them to get many blocks)
 #: Smallest automatic halo; it grows with the object diameter (see :func:`auto_halo`).
 MIN_HALO = 64
-#: Percentiles come from at most this many pixels per channel (a regular subsample): exact
-#: for planes up to 2048 x 2048, and the same numbers in the whole-plane and blockwise paths.
-MAX_SAMPLES = 2048 * 2048
-#: Normalised values are clipped to +- this (the 1st..99.8th percentiles map to 0..1).
-NORMALIZED_LIMIT = 1e6
 # Pixels an owned object must stay away from its window's edge: the gap filling and the
 # smoothed distance transform of the split look ~5 px around an object.
 _MARGIN = 8
@@ -124,89 +119,6 @@ def auto_halo(object_diameter: float | None) -> int:
 def needs_blocks(shape: tuple[int, int], block: int) -> bool:
     """Whether a plane is labelled block by block (either side larger than ``block``)."""
     return max(int(shape[0]), int(shape[1])) > block
-
-
-# -- normalisation from a subsample -------------------------------------------------------------
-@dataclass(frozen=True)
-class IntensityRange:
-    """Per-channel ``(x - low) / scale``, with the percentiles of the whole plane/volume."""
-
-    low: tuple[float, ...]
-    scale: tuple[float, ...]
-
-    def apply(self, region: np.ndarray) -> np.ndarray:
-        """``(C, h, w)`` raw values -> float32 normalised (the formula of core.normalize).
-
-        Values beyond +-:data:`NORMALIZED_LIMIT` (far outliers, e.g. a finite 1e308 in a
-        float64 image) are clipped there instead of overflowing float32 to infinity.
-        """
-        data = np.asarray(region).astype(np.float64, copy=False)
-        out = np.empty(data.shape, np.float32)
-        for c in range(data.shape[0]):
-            out[c] = np.clip((data[c] - self.low[c]) / self.scale[c], -NORMALIZED_LIMIT,
-                             NORMALIZED_LIMIT)
-        return out
-
-
-def sample_step(n_pixels: int, max_samples: int = MAX_SAMPLES) -> int:
-    """Stride of the regular subsample (every ``step``-th row and column)."""
-    return max(1, math.ceil(math.sqrt(n_pixels / max_samples)))
-
-
-def intensity_range(
-    stack: Any,
-    spec: Mapping[str, Any] | None,
-    max_samples: int = MAX_SAMPLES,
-    rows_per_read: int = 1024,
-) -> IntensityRange | None:
-    """Percentile range of a ``(Z, C, H, W)`` array-like, from a regular subsample.
-
-    Every ``step``-th row and column of every plane (``step`` from :func:`sample_step`; 1 for
-    images up to ``max_samples`` pixels, which then gives exactly core.normalize's numbers), read
-    ``rows_per_read`` rows at a time so a memory-mapped or tiled input is never loaded whole.
-    None for ``{"method": "none"}`` (only a conversion to float32).
-
-    Raises
-    ------
-    ValueError
-        NaN or infinite values in the sample; bad spec.
-    """
-    spec = check_normalization(spec)
-    if spec["method"] == "none":
-        return None
-    n_z, n_c, h, w = (int(s) for s in stack.shape)
-    step = sample_step(n_z * h * w, max_samples)
-    band = max(step, rows_per_read // step * step)
-    lows, scales = [], []
-    for c in range(n_c):
-        parts = []
-        for z in range(n_z):
-            for y0 in range(0, h, band):
-                rows = np.asarray(stack[z, c, y0:y0 + band])
-                parts.append(rows[::step, ::step].astype(np.float64).ravel())
-        data = np.concatenate(parts)
-        if not np.isfinite(data).all():
-            raise ValueError("image contains NaN or infinite values")
-        p_low, p_high = np.percentile(data, [spec["low"], spec["high"]])
-        scale = p_high - p_low
-        tiny = 1e-6 * max(1.0, abs(p_low), abs(p_high))
-        if scale <= tiny:  # flat or sparse image: the full range, else only a shift
-            scale = float(data.max() - data.min())
-            if scale <= tiny:
-                scale = 1.0
-        lows.append(float(p_low))
-        scales.append(float(scale))
-    return IntensityRange(tuple(lows), tuple(scales))
-
-
-def normalize_region(region: np.ndarray, rng: IntensityRange | None) -> np.ndarray:
-    """Apply a range (or only convert to float32 when ``rng`` is None); NaN/inf rejected."""
-    region = np.asarray(region)
-    if np.issubdtype(region.dtype, np.floating) and not np.isfinite(region).all():
-        raise ValueError("image contains NaN or infinite values")
-    if rng is None:  # read only afterwards: no copy of a float32 region
-        return region.astype(np.float32, copy=False)
-    return rng.apply(region)
 
 
 # -- pass 1: probabilities ---------------------------------------------------------------------
@@ -413,9 +325,3 @@ def _write_where(dst: Any, where: tuple[slice, slice], values: np.ndarray) -> No
     dst[where] = region
 
 
-__all__ = [
-    "DEFAULT_BLOCK", "MAX_SAMPLES", "MIN_BLOCK", "MIN_HALO", "Block", "IntensityRange",
-    "NORMALIZED_LIMIT", "Window", "auto_halo", "block_grid", "block_windows",
-    "intensity_range", "label_blocks", "needs_blocks", "normalize_region", "predict_blocks",
-    "sample_step", "tile_windows",
-]

@@ -41,17 +41,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..constants import SCALE_BAND
 from ..model.meta import ModelMeta
 
 #: The value of ``object_diameter`` / ``--diameter`` that asks for this estimate.
 AUTO = "auto"
 
-#: Objects whose diameter lies within these factors of the model's training diameter are
-#: predicted at the image's own scale; others are rescaled to the nearer edge. Upscaling small
-#: objects far (interpolated edges) and shrinking big ones to the training centre both lost
-#: accuracy against stopping at the edge; upper edges of 1.25-1.75 tie (synthetic tuning
-#: images prefer 1.25, real cells3d 1.5-1.75): docs/models.md, "The scale band".
-SCALE_BAND = (0.5, 1.5)
 
 #: Inside the band, a diameter at least this factor away from the training diameter is also
 #: tried at the training diameter (closer ones are predicted at the image's own scale: the two
@@ -353,7 +348,7 @@ def middle_crop(model: Any, image: Any, channel_axis: int | None,
                 side: int) -> tuple[np.ndarray, int | None]:
     """The middle plane of ``image`` (a stack's; the plane itself otherwise), cut to a central
     ``side`` x ``side`` crop at most, and its channel axis (None for one channel)."""
-    from .prediction import as_stack
+    from .stack import as_stack
 
     view, _ = as_stack(image, model.in_channels, channel_axis)  # (Z, C, H, W), nothing read
     h, w = (int(n) for n in view.shape[-2:])

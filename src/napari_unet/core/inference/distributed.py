@@ -24,16 +24,12 @@ import torch
 from ..events import Message, Progress
 from ..model.meta import ModelMeta
 from ..model.unet import UNet
-from .blockwise import normalize_region
-from .prediction import (
-    PredictConfig,
-    PredictionJob,
-    PredictionResult,
-    as_model_meta,
-    check_model,
-    is_dask,
-)
+from ..normalize import normalize_region
+from .config import PredictConfig, PredictionResult
+from .job import PredictionJob
+from .prediction import as_model_meta, check_model
 from .predictor import PlanePredictor, drain, plane_predictor
+from .stack import is_dask
 from .tiles import auto_tile_size, receptive_radius, valid_axis_tiles
 
 
@@ -188,7 +184,7 @@ def _predict_window(arch: dict, weights: dict, token: str, region: np.ndarray,
 
 
 class _ClusterJob(PredictionJob):
-    """:class:`~core.inference.prediction.PredictionJob` with the block windows predicted on
+    """:class:`~core.inference.job.PredictionJob` with the block windows predicted on
     a dask cluster (always blockwise, one plane)."""
 
     def __init__(self, client: Any, *args: Any, in_flight: int | None = None) -> None:
@@ -250,7 +246,7 @@ class _ClusterJob(PredictionJob):
 
 
 def _resize_region(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    from .prediction import resize_plane
+    from .scaling import resize_plane
 
     return resize_plane(arr, hw, order=1)
 

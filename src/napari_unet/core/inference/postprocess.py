@@ -303,3 +303,4 @@ def _fill_gaps(labels: np.ndarray, width: int = GAP_WIDTH) -> np.ndarray:
     if not gap.any():
         return labels
     return np.where(gap, expand_labels(labels, distance=width + 0.5), labels)
+

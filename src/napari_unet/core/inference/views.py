@@ -22,7 +22,7 @@ import numpy as np
 from skimage.transform import resize
 
 from ..events import Progress
-from .blockwise import IntensityRange, normalize_region
+from ..normalize import IntensityRange, normalize_region
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 """One normalised ``(C, h, w)`` float32 slice -> its ``(K, h, w)`` probabilities."""

@@ -18,6 +18,11 @@ import numpy as np
 
 from ..events import Progress
 
+#: Volumes: blocks are this many slices deep and ``block_size / 8`` pixels a side (halo: two
+#: object diameters), so that a window with its halo stays near the memory of a 2D block
+#: (16 + 2 x 40 slices of 336 x 336 px for the default model at z spacing 1: ~11 M voxels).
+VOLUME_BLOCK_SLICES = 16
+
 AXES_LETTERS = "TZCYX"
 DEFAULT_STITCH_THRESHOLD = 0.25
 

@@ -42,7 +42,7 @@ import torch
 import yaml
 from torch import nn
 
-from ...inference.diameter import SCALE_BAND
+from ...constants import SCALE_BAND
 from ...model.meta import ModelMeta
 from ...model.unet import UNet
 from ..outputs import atomic_write, plan_outputs
@@ -346,9 +346,7 @@ def _test_image(model: UNet, sample: np.ndarray | None) -> np.ndarray:
 
 
 def _normalized(raw: np.ndarray, meta: ModelMeta) -> np.ndarray:
-    from ...inference.prediction import (
-        normalize_plane,  # what prediction runs, per plane and channel
-    )
+    from ...normalize import normalize_plane
 
     return normalize_plane(raw, meta.normalization)
 

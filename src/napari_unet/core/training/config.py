@@ -1,0 +1,360 @@
+"""Training settings: TrainConfig, its presets and the choices it checks."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ..model.unet import UNet
+from ..runtime.device import DEVICE_CHOICES
+from . import losses as _losses
+from .augment import AugmentConfig
+from .batch_workers import auto_workers
+
+LOSSES = tuple(_losses.LOSSES)
+OPTIMIZERS = ("sgd", "adam")
+CLASS_WEIGHTS = ("auto", "balanced", "predicted")
+#: The longest time budget accepted (minutes): anything longer is a typo.
+MAX_MINUTES = 24 * 60.0
+#: Steps of a run given neither a step count nor a time budget. With a time budget and no step
+#: count there is no step limit: "train for 3 minutes" means 3 minutes on any machine.
+DEFAULT_ITERATIONS = 500
+
+#: Top levels of the U the finetune preset keeps frozen (see ``TrainConfig.frozen_levels``).
+FINETUNE_FROZEN_LEVELS = 2
+
+# Preset defaults for the fields left as None. "paper": the paper's SGD with momentum 0.99,
+# one big tile per step. "fast": Adam on a batch of smaller tiles, which converges in far fewer
+# steps on a laptop (see docs/paper.md for the measurement behind the learning rates).
+# "finetune": starting from a trained model on a few painted objects (benchmarks/
+# bench_finetune.py): small tiles centred on the annotations, a short warm-up, and a lower
+# rate for the contracting path and its top levels frozen, so the features the model already
+# has survive, and class weights from what the model predicts, so outlines keep their width.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
+                  augment=AugmentConfig.paper(), warmup_steps=0, encoder_lr_scale=1.0,
+                  frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
+                  average=0.0),
+    "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
+                 augment=AugmentConfig(), warmup_steps=0, encoder_lr_scale=1.0,
+                 frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
+                 average=0.0),
+    "finetune": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=128, momentum=0.9,
+                     augment=AugmentConfig(), warmup_steps=5, encoder_lr_scale=0.3,
+                     frozen_levels=FINETUNE_FROZEN_LEVELS, channels_last=True,
+                     class_weights="predicted", distill=6.0, average=0.995),
+}
+_PRESET_FIELDS = ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment",
+                  "warmup_steps", "encoder_lr_scale", "frozen_levels", "channels_last",
+                  "distill", "average")
+
+def preset_for(from_trained: bool) -> str:
+    """The recipe the CLI and the Train dock use by default: ``"finetune"`` when training starts
+    from a trained model (the shipped default or a model file), ``"fast"`` for a new net."""
+    return "finetune" if from_trained else "fast"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run. Fields left as None take the preset's value.
+
+    Parameters
+    ----------
+    preset : {"paper", "fast", "finetune"}
+        ``"paper"``: SGD, momentum 0.99, batch 1, 572-px tiles, geometric augmentation only.
+        ``"fast"``: Adam, batch 4, 256-px tiles, geometric + intensity augmentation.
+        ``"finetune"``: Adam, batch 4, 128-px tiles, 5 warm-up steps, encoder at 0.3 x the rate,
+        the top two levels frozen (:func:`preset_for`: the default when starting from a trained
+        model), channels-last.
+    iterations : int, optional
+        Total number of optimizer steps (a resumed run continues up to this count). None: no
+        step limit when ``minutes`` is given, else 500 (``DEFAULT_ITERATIONS``).
+    minutes : float, optional
+        Wall-clock budget; training stops at ``iterations`` or ``minutes``, whichever comes
+        first. In (0, 24 h].
+    lr : float, optional
+        Learning rate (after the warm-up).
+    warmup_steps : int, optional
+        Linear warm-up of the learning rate over this many steps (0 = none).
+    encoder_lr_scale : float, optional
+        Learning-rate factor of the contracting path (``inc`` and ``downs``); 0 freezes it.
+    frozen_levels : int, optional
+        Resolution levels of the U, from the top, kept as they are (no gradients): 1 = the
+        full-resolution end of both paths (the first block, the last up block, the output
+        layer), 2 adds the half-resolution blocks, and so on; at most the net's depth - 1 (the
+        two lowest levels always train: more are capped). Fine-tuned from a trained model on a
+        few painted objects, the deeper levels learn what the new images' nuclei look like
+        while the fine-detail layers keep what the model learned from many; no weight gradients
+        at full resolution also make steps faster. Measured on three protocol images of
+        benchmarks/bench_finetune.py at 3 min: AP@0.5 0.72 -> 0.75 with 2 levels frozen, pixel
+        IoU unchanged (0.908), ~25 % more steps (docs/decisions.md, "Fine-tuning preset: the
+        two top levels frozen").
+        ``finetune``: ``FINETUNE_FROZEN_LEVELS``, the others 0.
+    batch_size : int, optional
+        Tiles per step.
+    tile_size : int, optional
+        Input tile side in pixels. For valid (unpadded) nets it must be a legal input size
+        (checked against the model by :class:`Trainer`); for padded nets it is rounded up to a
+        multiple of ``2**depth``.
+    optimizer : {"sgd", "adam"}, optional
+    momentum : float, optional
+        SGD momentum (0.99 in the paper); unused by Adam.
+    weight_decay : float
+        L2 penalty.
+    w0, sigma : float
+        Border term of the paper's weight map (eq. 2): height and width in pixels.
+    class_weights : "auto", "balanced", "predicted", sequence of floats, or None
+        Class balancing of the weight map (see :func:`core.training.weight_map.weight_map`).
+        ``"auto"``: the preset's (``"balanced"`` for ``paper`` and ``fast``, ``"predicted"``
+        for ``finetune``). ``"predicted"``: with sparse labels, fixed weights from the class
+        shares the starting model predicts over the whole training images (the balance the
+        images would have if fully painted): the most frequent class weighs 1, a rarer one the
+        square root of how much rarer it is; with dense labels ``"balanced"``. Why (issue 11):
+        balancing each patch's few painted pixels ("balanced") weighs background above nuclei
+        where the images have 3-6x more background, so sparse fine-tuning thins every outline
+        (pixel IoU on unpainted parts falls below the starting model's); the full share ratio
+        keeps sizes but merges touching nuclei (sparse paint shows no gaps between them); the
+        square root keeps both. Three protocol images of benchmarks/bench_finetune.py, finetune
+        preset, 3 min, mean AP@0.5 / pixel IoU on the unpainted half: "balanced" 0.750 / 0.908
+        (two runs), the full ratio 0.677 / 0.926 (one run), the square root 0.775 / 0.921 and
+        0.714 / 0.920 (two runs; IoU at or above the starting model's on every image), the
+        starting model 0.706 / 0.917 (docs/decisions.md, "Class weights from what the model
+        predicts").
+    separate_touching : bool
+        Train on a 1-px background gap between touching objects (instance mode).
+    loss : {"weighted_ce", "dice", "weighted_ce+dice"}
+        The paper's weighted cross-entropy, soft Dice, or their sum.
+    augment : AugmentConfig or dict, optional
+        Augmentation (``AugmentConfig.none()`` switches it off).
+    annotated_bias : float, optional
+        None: annotation-aware patches (sparse labels: every patch centred on an annotated
+        object or background pixel, see :mod:`core.training.sampling`). A number in [0, 1]:
+        the share of patches centred on a uniformly drawn annotated pixel, the rest anywhere
+        (0.8 was the rule before annotation-aware sampling).
+    freeze_norm : bool
+        Keep BatchNorm layers in eval mode (running statistics of the trained model), as
+        fine-tuning on a handful of patches would otherwise overwrite them.
+    keep_best : bool
+        Keep the weights of the best validation score (when the held-out part is meaningful).
+    validate_every : int
+        Steps between validation passes on the held-out part (0 = never).
+    preview_every_s : float
+        Wall-clock seconds between preview predictions (0 = after every step).
+    seed : int
+        Seed of patch sampling, augmentation and dropout.
+    device : {"auto", "cuda", "mps", "cpu"}
+    prefetch : int
+        Batches prepared ahead.
+    workers : int or "auto"
+        Batch-preparation processes (0 = a background thread of this process; "auto" =
+        :func:`napari_unet.core.training.batch_workers.auto_workers`).
+    threads : int, optional
+        Torch CPU threads while training (restored afterwards); None leaves torch's setting.
+    channels_last : bool, optional
+        Run the net in channels-last memory format: 18 % faster steps of the default net on
+        this project's 2-core CPU (``finetune``: on).
+    distill : float, optional
+        Weight of a distillation term on the non-annotated pixels of each tile: the net's
+        probabilities are pulled towards those of the weights this run started from (frozen),
+        so that fine-tuning on a few painted objects does not unlearn the rest of the image
+        (``core.losses.distillation``; ``finetune``: 6, the others 0). Costs one forward pass of
+        the starting net per step. Measured on three protocol images of benchmarks/
+        bench_finetune.py at 3 min, two runs each, mean AP@0.5 / pixel IoU on the unpainted half:
+        3 -> 0.696 / 0.906, 6 -> 0.749 / 0.910 (the starting model: 0.706 / 0.917).
+    average : float, optional
+        Decay of an exponential moving average of the weights, started at the run's first
+        weights and updated after every step. Previews, validation (so the best model kept)
+        and the model a run gives (saved, and in ``Trainer.model`` after the run) are the
+        average; the optimizer steps the live weights. Fine-tuned on a few painted objects,
+        weights a few steps apart score +-0.05 AP@0.5 apart; the average of the last few
+        hundred steps scored higher (docs/decisions.md). ``finetune``: 0.995; the others 0
+        (the last weights). A checkpoint holds the average as its weights and the live
+        weights beside them (``Checkpoint.live_state``), so a run resumed from it goes on
+        exactly; calling ``events()`` again does too.
+    """
+
+    preset: str = "fast"
+    iterations: int | None = None
+    minutes: float | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
+    encoder_lr_scale: float | None = None
+    frozen_levels: int | None = None
+    batch_size: int | None = None
+    tile_size: int | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float = 0.0
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_weights: str | tuple[float, ...] | None = "auto"
+    separate_touching: bool = True
+    loss: str = "weighted_ce"
+    augment: AugmentConfig | None = None
+    annotated_bias: float | None = None
+    freeze_norm: bool = False
+    keep_best: bool = True
+    validate_every: int = 50
+    preview_every_s: float = 2.0
+    seed: int = 0
+    device: str = "auto"
+    prefetch: int = 2
+    workers: int | str = 0
+    threads: int | None = None
+    channels_last: bool | None = None
+    distill: float | None = None
+    average: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        defaults = PRESETS[self.preset]
+        for name in _PRESET_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, defaults[name])
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+        if not isinstance(self.augment, AugmentConfig):
+            raise ValueError(f"augment must be an AugmentConfig, got {type(self.augment).__name__}")
+        if self.iterations is None and self.minutes is None:
+            object.__setattr__(self, "iterations", DEFAULT_ITERATIONS)
+        if self.iterations is not None:
+            _int_at_least(self, "iterations")
+        _int_at_least(self, "batch_size")
+        _int_at_least(self, "tile_size")
+        _int_at_least(self, "prefetch")
+        if self.minutes is not None:
+            if not _finite(self.minutes) or not 0 < self.minutes <= MAX_MINUTES:
+                raise ValueError(f"minutes must be a time budget in (0, {MAX_MINUTES:g}] "
+                                 f"(at most a day), got {self.minutes!r}")
+            object.__setattr__(self, "minutes", float(self.minutes))
+        if not _finite(self.distill) or self.distill < 0:
+            raise ValueError(f"distill must be a finite number >= 0, got {self.distill!r}")
+        object.__setattr__(self, "distill", float(self.distill))
+        if not _finite(self.average) or not 0 <= self.average < 1:
+            raise ValueError(f"average must be a decay in [0, 1), got {self.average!r}")
+        object.__setattr__(self, "average", float(self.average))
+        if not _finite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps \
+                or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        object.__setattr__(self, "warmup_steps", int(self.warmup_steps))
+        if not _finite(self.encoder_lr_scale) or not 0 <= self.encoder_lr_scale <= 1:
+            raise ValueError(f"encoder_lr_scale must be in [0, 1], got "
+                             f"{self.encoder_lr_scale!r}")
+        _int_at_least(self, "frozen_levels", minimum=0)
+        if self.annotated_bias is not None and (
+                not _finite(self.annotated_bias) or not 0 <= self.annotated_bias <= 1):
+            raise ValueError(f"annotated_bias must be None or in [0, 1], got "
+                             f"{self.annotated_bias!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not _finite(self.w0) or self.w0 < 0:
+            raise ValueError(f"w0 must be a finite number >= 0, got {self.w0!r}")
+        if not _finite(self.sigma) or self.sigma <= 0:
+            raise ValueError(f"sigma must be a finite number > 0, got {self.sigma!r}")
+        if self.class_weights == "auto":
+            object.__setattr__(self, "class_weights", defaults["class_weights"])
+        cw = self.class_weights
+        if isinstance(cw, str):
+            if cw not in CLASS_WEIGHTS:
+                raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, None or a "
+                                 f"sequence of "
+                                 f"floats, got {cw!r}")
+        elif cw is not None:
+            try:
+                values = tuple(float(v) for v in cw)
+            except (TypeError, ValueError):
+                raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, None or a "
+                                 f"sequence of floats, got {cw!r}") from None
+            if len(values) < 2 or not all(_finite(v) and v >= 0 for v in values):
+                raise ValueError(f"class_weights need >= 2 finite values >= 0, got {cw!r}")
+            object.__setattr__(self, "class_weights", values)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if int(self.validate_every) != self.validate_every or self.validate_every < 0:
+            raise ValueError(f"validate_every must be an integer >= 0, got "
+                             f"{self.validate_every!r}")
+        if not _finite(self.preview_every_s) or self.preview_every_s < 0:
+            raise ValueError(f"preview_every_s must be >= 0 seconds, got "
+                             f"{self.preview_every_s!r}")
+        if int(self.seed) != self.seed:
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.device not in DEVICE_CHOICES and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {self.device!r}")
+        if self.workers != "auto" and (isinstance(self.workers, bool) or not isinstance(
+                self.workers, (int, np.integer)) or not 0 <= self.workers <= 64):
+            raise ValueError(f"workers must be 'auto' or an integer in [0, 64], got "
+                             f"{self.workers!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(
+                self.threads, (int, np.integer)) or self.threads < 1):
+            raise ValueError(f"threads must be None or an integer >= 1, got {self.threads!r}")
+
+    @property
+    def step_limit(self) -> int:
+        """``iterations``, or ``sys.maxsize`` for a time-boxed run without a step limit."""
+        return sys.maxsize if self.iterations is None else self.iterations
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> TrainConfig:
+        """The paper's recipe (SGD, momentum 0.99, batch 1, 572-px tiles), with overrides."""
+        return cls(**{"preset": "paper", **overrides})
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> TrainConfig:
+        """Adam, batch 4, 256-px tiles: quicker convergence for interactive training."""
+        return cls(**{"preset": "fast", **overrides})
+
+    @classmethod
+    def finetune(cls, **overrides: Any) -> TrainConfig:
+        """The fine-tuning recipe (see ``PRESETS["finetune"]``), with overrides."""
+        return cls(**{"preset": "finetune", **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` (e.g. a checkpoint's ``meta.training``)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for checkpoints."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["augment"] = self.augment.to_dict()
+        if isinstance(self.class_weights, tuple):
+            out["class_weights"] = list(self.class_weights)
+        return out
+
+    def tile_for(self, model: UNet) -> int:
+        """The input tile side for ``model``: checked for valid nets, rounded up for padded ones.
+
+        Raises ``ValueError`` naming the nearest legal sizes when a valid net cannot take it.
+        """
+        if model.is_valid:
+            model.output_shape((self.tile_size, self.tile_size))  # raises with nearest sizes
+            return int(self.tile_size)
+        return -(-int(self.tile_size) // model.divisor) * model.divisor
+
+    def n_workers(self) -> int:
+        """Worker processes this config asks for (``"auto"`` resolved for this machine)."""
+        return auto_workers() if self.workers == "auto" else int(self.workers)
+
+
+def _int_at_least(config: TrainConfig, name: str, minimum: int = 1) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    object.__setattr__(config, name, int(value))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+        and math.isfinite(float(value))
