@@ -13,7 +13,7 @@ from napari_unet.core.model.checkpoint import load_checkpoint, load_model
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import normalize
 from napari_unet.core.training.augment import AugmentConfig
-from napari_unet.core.training.config import FINETUNE_FROZEN_LEVELS, TrainConfig, preset_for
+from napari_unet.core.training.config import TrainConfig, preset_for
 from napari_unet.core.training.losses import crop_to_output
 from napari_unet.core.training.sampling import make_batch
 from napari_unet.core.training.sources import batch_spec
@@ -564,29 +564,6 @@ def test_warmup_and_encoder_rate():
     assert all(torch.equal(v, enc[k]) for k, v in frozen.model.inc.state_dict().items())
 
 
-def test_frozen_levels_by_hand():
-    from napari_unet.core.training.trainer import frozen_parameters
-
-    torch.manual_seed(0)
-    net = UNet(1, 2, base_channels=4, depth=3)
-
-    def ids(*modules):
-        return {id(p) for m in modules for p in m.parameters()}
-
-    assert frozen_parameters(net, 0) == []
-    assert {id(p) for p in frozen_parameters(net, 1)} == ids(net.inc, net.ups[2], net.outc)
-    level2 = ids(net.inc, net.downs[0], net.ups[1], net.ups[2], net.outc)
-    assert {id(p) for p in frozen_parameters(net, 2)} == level2
-    # the two lowest levels always train: more is capped
-    assert {id(p) for p in frozen_parameters(net, 9)} == level2
-    assert frozen_parameters(tiny(), 1) and frozen_parameters(UNet(1, 2, depth=1), 1) == []
-    assert TrainConfig.finetune().frozen_levels == FINETUNE_FROZEN_LEVELS >= 1
-    assert TrainConfig.fast().frozen_levels == TrainConfig.paper().frozen_levels == 0
-    for bad in (-1, 1.5, True, "1"):
-        with pytest.raises(ValueError, match="frozen_levels"):
-            TrainConfig(frozen_levels=bad)
-
-
 def test_frozen_levels_stay_and_thaw_for_the_next_run():
     samples = TrainingSet(*[[a] for a in synthetic_nuclei((64, 64), seed=1)],
                           validation_fraction=0.0)
@@ -693,7 +670,7 @@ def test_cli_bad_budget_or_labels_write_nothing(cli_data, capsys, extra, message
 def test_predicted_class_weights_look_at_planes_spread_over_a_budget(nuclei, monkeypatch):
     """Before the first step: a big stack is sampled (first and last plane here), not read
     whole."""
-    import napari_unet.core.training.trainer as train_module
+    import napari_unet.core.training.class_weights as class_weights_module
 
     image, instances = nuclei
     sparse = np.where(instances > 0, instances + 1, 1)
@@ -706,13 +683,13 @@ def test_predicted_class_weights_look_at_planes_spread_over_a_budget(nuclei, mon
     forward = Trainer._forward_full
     monkeypatch.setattr(Trainer, "_forward_full",
                         lambda self, x: seen.append(x.shape[-1]) or forward(self, x))
-    monkeypatch.setattr(train_module, "PREDICTED_WEIGHTS_PIXELS", 2 * 48 * 42)
+    monkeypatch.setattr(class_weights_module, "PREDICTED_WEIGHTS_PIXELS", 2 * 48 * 42)
     weights = Trainer(tiny(), samples, config(iterations=1, class_weights="predicted")
                       ).class_weights()
     assert seen == [40, 44]
     assert len(weights) == 2 and min(weights) == 1.0
     seen.clear()
-    monkeypatch.setattr(train_module, "PREDICTED_WEIGHTS_PIXELS", 10**9)
+    monkeypatch.setattr(class_weights_module, "PREDICTED_WEIGHTS_PIXELS", 10**9)
     Trainer(tiny(), samples, config(iterations=1, class_weights="predicted")).class_weights()
     assert seen == list(widths)
 

@@ -18,6 +18,7 @@ from ..constants import DEFAULT_NORMALIZATION, MODES
 from ..layout import channels_at_minus3
 from ..model.meta import check_normalization
 from ..normalize import check_axis, normalize
+from .holdout import split_planes
 from .labels import (
     INSTANCE_CONVENTIONS,
     SEMANTIC_CONVENTIONS,
@@ -25,9 +26,7 @@ from .labels import (
     labels_to_classes,
     labels_to_instances,
 )
-from .sampling import Plane, Region, Snapshot, draw_patch, make_region
-
-_INT32_MAX = np.iinfo(np.int32).max
+from .sampling import Plane, Snapshot, draw_patch
 
 
 class TrainingSet:
@@ -424,50 +423,9 @@ class TrainingSet:
         return np.bincount(values, minlength=self._num_classes)[: self._num_classes] > 0
 
     def _split(self, slices: list[Plane]) -> Snapshot:
-        fraction = self._validation_fraction
-        train: list[Region] = []
-        validation: list[Region] = []
-        slices = sorted(slices, key=lambda s: s.key)
-        whole = fraction > 0 and len(slices) >= int(np.ceil(1.0 / fraction - 1e-9))
-        if whole:
-            n_val = max(1, int(round(fraction * len(slices))))
-            order = sorted(slices, key=lambda s: self._hash(s.key))
-            held = {s.key for s in order[:n_val]}
-        for s in slices:
-            height = s.target.shape[0]
-            if whole:
-                target_list = validation if s.key in held else train
-                target_list.append(make_region(s, 0, height))
-                continue
-            cut = _strip_cut(s.row_counts, fraction) if fraction > 0 else height
-            if cut < height:
-                train.append(make_region(s, 0, cut))
-                validation.append(make_region(s, cut, height))
-            else:
-                train.append(make_region(s, 0, height))
+        train, validation = split_planes(slices, self._validation_fraction, self._seed)
         self._version += 1
         return Snapshot(tuple(train), tuple(validation), self._version)
-
-    def _hash(self, key: tuple[int, int]) -> float:
-        return float(np.random.default_rng([self._seed, key[0], key[1] + 1]).random())
-
-
-def _strip_cut(row_counts: np.ndarray, fraction: float) -> int:
-    """First held-out row: the bottom rows holding ~``fraction`` of the annotated pixels.
-
-    Returns the plane height (nothing held out) if either part would have no annotated pixel.
-    """
-    height = row_counts.size
-    total = int(row_counts.sum())
-    if height < 2 or total == 0:
-        return height
-    suffix = np.cumsum(row_counts[::-1])[::-1]  # annotated pixels in rows >= r
-    # Largest r whose bottom block [r, H) still holds at least fraction * total.
-    cut = int(np.flatnonzero(suffix >= fraction * total)[-1])
-    cut = min(max(cut, 1), height - 1)
-    if suffix[cut] == 0 or suffix[cut] == total:
-        return height
-    return cut
 
 
 def _object_areas(s: Plane) -> np.ndarray:

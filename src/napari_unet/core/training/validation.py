@@ -1,11 +1,16 @@
-"""When the held-out part of the paint can choose the kept weights, and when it cannot."""
+"""Validation on the held-out part of the paint: its metrics, the score that chooses the kept
+weights, and when that part can choose them and when it cannot."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+import torch
 
+from ..model.unet import UNet
 from .sources import patch_arrays
 
 #: A held-out part chooses the best model only with at least this many annotated pixels ...
@@ -47,3 +52,73 @@ def validation_is_meaningful(samples: Any) -> tuple[bool, str]:
         return False, (f"the held-out part has {objects} object(s) (fewer than "
                        f"{MIN_VALIDATION_OBJECTS})")
     return True, f"{pixels} annotated pixels" + (f", {objects} objects" if instances else "")
+
+
+def validation_metrics(
+    model: UNet,
+    items: Iterable[Any],
+    instances_mode: bool,
+    logits: Callable[[np.ndarray], torch.Tensor],
+    loss: Callable[[torch.Tensor, np.ndarray, np.ndarray | None], float],
+) -> dict[str, float]:
+    """Loss and metrics of ``model`` on the held-out ``items`` (model left in eval mode).
+
+    Metrics: ``loss`` (the training loss), ``iou`` (foreground IoU in instance mode, mean
+    IoU of the non-background classes in semantic mode) and, in instance mode on fully
+    annotated items, ``ap50`` (average precision at IoU 0.5 of the instances).
+
+    Parameters
+    ----------
+    model : UNet
+    items : iterable
+        The samples' validation items.
+    instances_mode : bool
+        Instance (else semantic) training.
+    logits : callable
+        Normalised ``(C, H, W)`` image -> logits ``(K, H, W)`` of the whole image.
+    loss : callable
+        ``(logits, labels, ignore)`` -> the training loss of one item.
+    """
+    from ..data.metrics import average_precision, iou_per_class, pixel_iou
+    from ..inference.postprocess import instances_from_probability
+
+    sums: dict[str, list[float]] = {"loss": [], "iou": [], "ap50": []}
+    model.eval()
+    with torch.no_grad():
+        for item in items:
+            image, labels, ignore = patch_arrays(item)
+            out = logits(image)
+            sums["loss"].append(loss(out, labels, ignore))
+            probs = torch.softmax(out, 0).cpu().numpy()
+            annotated = np.ones(labels.shape, bool) if ignore is None else ~ignore
+            if instances_mode:
+                fg = probs[1]
+                gt_fg = (labels > 0) & annotated
+                pred_fg = (fg > 0.5) & annotated
+                sums["iou"].append(float(pixel_iou(gt_fg, pred_fg)))
+                if ignore is None or not ignore.any():
+                    pred = instances_from_probability(fg)
+                    ap = average_precision(labels, pred, (0.5,))
+                    sums["ap50"].append(float(_first(ap)))
+            else:
+                ious = iou_per_class(labels, probs.argmax(0), model.num_classes,
+                                     None if ignore is None else ignore)[1:]
+                if np.isfinite(ious).any():
+                    sums["iou"].append(float(np.nanmean(ious)))
+    return {k: float(np.mean(v)) for k, v in sums.items() if v}
+
+
+def validation_score(metrics: dict[str, float]) -> float | None:
+    """The validation score the best model is chosen by: AP@0.5 where measured (fully
+    annotated held-out part), else the foreground / mean class IoU."""
+    for name in ("ap50", "iou"):
+        if name in metrics and math.isfinite(metrics[name]):
+            return float(metrics[name])
+    return None
+
+
+def _first(value: Any) -> float:
+    if isinstance(value, dict):
+        return float(next(iter(value.values())))
+    arr = np.asarray(value, dtype=float).ravel()
+    return float(arr[0])

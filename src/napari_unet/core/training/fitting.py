@@ -1,0 +1,86 @@
+"""One optimizer step on a batch: the net in train mode (normalisation frozen or not), the
+learning-rate warm-up, the configured loss with its distillation term, and dropout masks that a
+resumed run repeats."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..model.unet import UNet
+from .config import TrainConfig
+from .losses import LOSSES, distillation
+from .optimizer import set_warmup_lr
+
+
+class Fitter:
+    """Steps ``model`` with ``optimizer`` as ``config`` says, on ``device``.
+
+    Built before a checkpoint's weights are restored into ``model``: with ``config.distill``
+    > 0 it keeps a frozen copy of the starting weights (the teacher: what the net already
+    knew).
+    """
+
+    def __init__(self, model: UNet, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                 device: torch.device) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config
+        self.device = device
+        # the starting weights, frozen: what the net already knew, for the distillation term
+        self.teacher = None
+        if config.distill > 0:
+            self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        self.has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0
+                               for m in model.modules())
+
+    def train_mode(self) -> None:
+        """The model in train mode, its batch norms in eval mode with ``config.freeze_norm``."""
+        self.model.train()
+        if self.config.freeze_norm:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def step(self, image: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+             step: int) -> float:
+        """One optimizer step on a batch; ``step`` counts the steps done before it. Returns
+        the loss."""
+        dev = self.device
+        image = image.to(dev, non_blocking=True)
+        if self.config.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        target = target.to(dev, non_blocking=True)
+        weights = weights.to(dev, non_blocking=True)
+        self.train_mode()
+        set_warmup_lr(self.optimizer, self.config, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.has_dropout:
+            # Dropout masks seeded by (seed, step), so a resumed run repeats an uninterrupted
+            # one; fork_rng keeps the caller's global torch RNG untouched.
+            devices = [dev] if dev.type in ("cuda", "mps") else []
+            with torch.random.fork_rng(devices=devices, device_type=dev.type
+                                       if devices else "cuda"):
+                torch.manual_seed(self.config.seed * 1_000_003 + step)
+                loss = self.loss(self.model(image), target, weights, image)
+                loss.backward()
+        else:
+            loss = self.loss(self.model(image), target, weights, image)
+            loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor,
+             weights: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """The configured loss; with a teacher and ``image``, plus the distillation term on the
+        unannotated pixels (weight 0)."""
+        loss = LOSSES[self.config.loss](logits, target, weights)
+        if self.teacher is not None and image is not None and bool((weights == 0).any()):
+            with torch.no_grad():
+                teacher = self.teacher(image)
+            loss = loss + self.config.distill * distillation(logits, teacher, weights)
+        return loss
+
+
+__all__ = ["Fitter"]
