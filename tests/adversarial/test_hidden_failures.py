@@ -13,7 +13,8 @@ from napari_unet.core.model.unet import UNet
 
 
 def _run_batch(work, out, **kwargs):
-    from napari_unet.core.inference.batch import BatchSummary, batch_segment
+    from napari_unet.core.events import BatchSummary
+    from napari_unet.core.inference.batch import batch_segment
 
     model, meta = load_model(work / "tiny.pt")
     events = list(batch_segment(model, str(work / "in"), str(out), meta=meta, tile_size=64,

@@ -23,7 +23,7 @@ def test_check_folders(tmp_path):
 
 
 def test_summary_text(tmp_path):
-    from napari_unet.core.inference.batch import BatchSummary
+    from napari_unet.core.events import BatchSummary
 
     summary = BatchSummary([tmp_path / "a.tif"], [], [(tmp_path / "b.tif", "corrupt")])
     assert summary_text(summary) == ("batch: 1 done, 0 skipped, 1 failed "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,35 @@ class Message:
     text: str
     level: str = "info"
     data: dict[str, Any] = field(default_factory=dict)
+
+
+# -- a batch of files (core.inference.batch) --------------------------------------------------
+@dataclass(frozen=True)
+class FileDone:
+    """One input finished: ``status`` is ``"done"``, ``"skipped"`` or ``"failed"``."""
+
+    path: Path
+    output: Path | None
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SliceProgress:
+    """Slice ``step`` of ``total`` of the file being segmented."""
+
+    path: Path
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The end of a batch: outputs written, inputs skipped, and ``(path, message)`` failures."""
+
+    done: list[Path]
+    skipped: list[Path]
+    failed: list[tuple[Path, str]]
 
 
 # -- driving a sub-job ------------------------------------------------------------------------

@@ -10,14 +10,8 @@ import tifffile
 import torch
 
 from napari_unet.core.data.synthetic import synthetic_nuclei
-from napari_unet.core.events import Message
-from napari_unet.core.inference.batch import (
-    BatchSummary,
-    FileDone,
-    SliceProgress,
-    batch_segment,
-    output_name,
-)
+from napari_unet.core.events import BatchSummary, FileDone, Message, SliceProgress
+from napari_unet.core.inference.batch import batch_segment
 from napari_unet.core.io.images import read_image
 from napari_unet.core.model.unet import UNet
 
@@ -205,14 +199,6 @@ def test_bad_inputs_and_settings(model, folder, tmp_path, inputs, kwargs, match)
     with pytest.raises(ValueError, match=match):
         list(batch_segment(model, inputs, tmp_path / "out", **kwargs))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-
-
-def test_output_names():
-    from pathlib import Path
-
-    assert output_name(Path("x/cells.ome.tif")) == "cells.tif"
-    assert output_name(Path("x/cells.TIFF"), "_labels") == "cells_labels.tif"
-    assert output_name(Path("x/a.b.png")) == "a.b.tif"
 
 
 def test_huge_plane_tiles_on_the_cluster_equal_local(tmp_path):

@@ -14,7 +14,6 @@ once per worker as a worker plugin holding its state dict.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import uuid
@@ -25,18 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from ..events import Message, Progress
-from ..io.outputs import atomic_write
+from ..events import BatchSummary, FileDone, Message, Progress, SliceProgress
 from ..model.meta import ModelMeta
 from ..model.unet import UNet
+from .batch_files import (
+    find_inputs,
+    output_name,
+    output_paths,
+    prepare_output_dir,
+    write_probabilities,
+)
 from .config import PredictConfig, PredictionResult
 from .prediction import predict
 from .tiles import check_tile_size, tile_margin
 
 _log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
-
 
 @dataclass(frozen=True)
 class BatchConfig:
@@ -70,103 +72,6 @@ class BatchConfig:
             raise ValueError(f"suffix must not contain a path separator, got {self.suffix!r}")
 
 
-@dataclass(frozen=True)
-class FileDone:
-    """One input finished: ``status`` is ``"done"``, ``"skipped"`` or ``"failed"``."""
-
-    path: Path
-    output: Path | None
-    status: str
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class SliceProgress:
-    """Slice ``step`` of ``total`` of the file being segmented."""
-
-    path: Path
-    step: int
-    total: int
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """The end of a batch: outputs written, inputs skipped, and ``(path, message)`` failures."""
-
-    done: list[Path]
-    skipped: list[Path]
-    failed: list[tuple[Path, str]]
-
-
-# -- inputs and outputs ----------------------------------------------------------------------
-def find_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Files from a folder (its images, sorted), a glob pattern, one file, or a list."""
-    if isinstance(inputs, (str, os.PathLike)):
-        text = str(inputs)
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
-                           and not p.name.startswith("."))
-        elif any(ch in text for ch in "*?["):
-            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
-        elif path.is_file():
-            found = [path]
-        else:
-            raise ValueError(f"input {text!r} is not a file, a folder or a glob pattern that "
-                             "matches files")
-    else:
-        found = [Path(p) for p in inputs]
-    if not found:
-        raise ValueError(f"no images found in {str(inputs)!r}")
-    return found
-
-
-def output_name(path: Path, suffix: str = "") -> str:
-    """``cells.ome.tif`` -> ``cells<suffix>.tif``."""
-    name = path.name
-    lower = name.lower()
-    for ext in IMAGE_SUFFIXES:
-        if lower.endswith(ext):
-            name = name[: -len(ext)]
-            break
-    else:
-        name = path.stem
-    return f"{name}{suffix}.tif"
-
-
-def output_paths(files: Sequence[Path], output_dir: Path, suffix: str) -> list[Path]:
-    """Output path per input; ``ValueError`` if an output would replace an input or another's."""
-    outputs = [output_dir / output_name(p, suffix) for p in files]
-    inputs = {p.resolve() for p in files}
-    for src, dst in zip(files, outputs, strict=True):
-        if dst.resolve() in inputs:
-            raise ValueError(
-                f"the output {str(dst)!r} would replace the input {str(src)!r}: the output "
-                "folder is the input folder and the names are the same; choose another output "
-                "folder or a suffix")
-    seen: dict[Path, Path] = {}
-    for src, dst in zip(files, outputs, strict=True):
-        if dst in seen:
-            raise ValueError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to "
-                             f"{str(dst)!r}")
-        seen[dst] = src
-    return outputs
-
-
-def _prepare_output_dir(output_dir: str | os.PathLike) -> Path:
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output {str(out)!r} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"cannot create the output folder {str(out)!r}: {err.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"no permission to write to the output folder {str(out)!r}")
-    return out
-
-
 # -- one file ----------------------------------------------------------------------------------
 #: What one bad file may raise while it is read, predicted and written: reported as that file's
 #: failure. Anything else is a bug and stops the batch with its traceback.
@@ -181,8 +86,6 @@ def stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...
         return label_axes, None
     lead_shape = tuple(shape[axes.index(a)] for a in lead)
     return label_axes, lead_shape
-
-
 
 
 def file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
@@ -304,26 +207,6 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def write_probabilities(path: Path, probs: Any, label_axes: str,
-                        pixel_size: tuple[float, ...] | None, overwrite: bool) -> None:
-    """Float32 ImageJ hyperstack with the classes as channels, written atomically."""
-    from ..io.images import imagej_writer
-
-    if path.exists() and not overwrite:
-        raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
-    # (K, [lead...,] Y, X) -> ImageJ's T Z C Y X order: classes go just before Y, X
-    data = np.moveaxis(np.asarray(probs, dtype=np.float32), 0, -3)
-    axes = label_axes[:-2] + "CYX"
-    order = sorted(range(len(axes)), key=lambda i: "TZCYX".index(axes[i]))
-    data = np.transpose(data, order)
-    axes = "".join(axes[i] for i in order)
-    sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or (), strict=False))
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        imagej_writer(data, axes, sizes)(tmp)
-
-
-
-
 # -- the batch -----------------------------------------------------------------------------------
 def batch_segment(
     model: UNet | str | os.PathLike,
@@ -392,7 +275,7 @@ def batch_segment(
         check_tile_size(model, config.predict.tile_size,
                         tile_margin(model, config.predict.tiling, config.predict.overlap))
     files = find_inputs(inputs)
-    out_dir = _prepare_output_dir(output_dir)
+    out_dir = prepare_output_dir(output_dir)
     outputs = output_paths(files, out_dir, config.suffix)
     return _batch(model, meta, files, outputs, out_dir, config, client)
 
@@ -597,7 +480,5 @@ def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
     client.unregister_worker_plugin(name)
 
 
-__all__ = ["FILE_ERRORS", "BatchConfig", "BatchSummary", "FileDone", "SliceProgress",
-           "batch_segment", "file_settings", "find_inputs", "output_name", "output_paths",
-           "plane_pixels",
-           "segment_file", "stack_layout", "write_probabilities"]
+__all__ = ["FILE_ERRORS", "BatchConfig", "batch_segment", "file_settings", "plane_pixels",
+           "segment_file", "stack_layout"]

@@ -1,0 +1,107 @@
+"""The files of a batch: which inputs a folder, a glob pattern or a list names, the output
+each one gets (named like its input, never replacing an input or another output), the output
+folder, and the probabilities file written beside the labels."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.outputs import atomic_write
+
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def find_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Files from a folder (its images, sorted), a glob pattern, one file, or a list."""
+    if isinstance(inputs, (str, os.PathLike)):
+        text = str(inputs)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+                           and not p.name.startswith("."))
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+        elif path.is_file():
+            found = [path]
+        else:
+            raise ValueError(f"input {text!r} is not a file, a folder or a glob pattern that "
+                             "matches files")
+    else:
+        found = [Path(p) for p in inputs]
+    if not found:
+        raise ValueError(f"no images found in {str(inputs)!r}")
+    return found
+
+
+def output_name(path: Path, suffix: str = "") -> str:
+    """``cells.ome.tif`` -> ``cells<suffix>.tif``."""
+    name = path.name
+    lower = name.lower()
+    for ext in IMAGE_SUFFIXES:
+        if lower.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    else:
+        name = path.stem
+    return f"{name}{suffix}.tif"
+
+
+def output_paths(files: Sequence[Path], output_dir: Path, suffix: str) -> list[Path]:
+    """Output path per input; ``ValueError`` if an output would replace an input or another's."""
+    outputs = [output_dir / output_name(p, suffix) for p in files]
+    inputs = {p.resolve() for p in files}
+    for src, dst in zip(files, outputs, strict=True):
+        if dst.resolve() in inputs:
+            raise ValueError(
+                f"the output {str(dst)!r} would replace the input {str(src)!r}: the output "
+                "folder is the input folder and the names are the same; choose another output "
+                "folder or a suffix")
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(files, outputs, strict=True):
+        if dst in seen:
+            raise ValueError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to "
+                             f"{str(dst)!r}")
+        seen[dst] = src
+    return outputs
+
+
+def prepare_output_dir(output_dir: str | os.PathLike) -> Path:
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the output folder {str(out)!r}: {err.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"no permission to write to the output folder {str(out)!r}")
+    return out
+
+
+def write_probabilities(path: Path, probs: Any, label_axes: str,
+                        pixel_size: tuple[float, ...] | None, overwrite: bool) -> None:
+    """Float32 ImageJ hyperstack with the classes as channels, written atomically."""
+    from ..io.images import imagej_writer
+
+    if path.exists() and not overwrite:
+        raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
+    # (K, [lead...,] Y, X) -> ImageJ's T Z C Y X order: classes go just before Y, X
+    data = np.moveaxis(np.asarray(probs, dtype=np.float32), 0, -3)
+    axes = label_axes[:-2] + "CYX"
+    order = sorted(range(len(axes)), key=lambda i: "TZCYX".index(axes[i]))
+    data = np.transpose(data, order)
+    axes = "".join(axes[i] for i in order)
+    sizes = dict(zip([a for a in label_axes if a in "ZYX"], pixel_size or (), strict=False))
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        imagej_writer(data, axes, sizes)(tmp)
+
+
+__all__ = ["IMAGE_SUFFIXES", "find_inputs", "output_name", "output_paths", "prepare_output_dir",
+           "write_probabilities"]
