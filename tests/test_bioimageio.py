@@ -27,7 +27,7 @@ from napari_unet.core.io.export import (
     load_bioimageio_package,
 )
 from napari_unet.core.io.export.architecture import architecture_source
-from napari_unet.core.io.export.bioimageio import halo, plain, size_rule
+from napari_unet.core.io.export.rdf import halo, plain, size_rule
 from napari_unet.core.model.checkpoint import load_model, resolve_model, save_model
 from napari_unet.core.model.meta import ModelMeta
 from napari_unet.core.model.unet import UNet

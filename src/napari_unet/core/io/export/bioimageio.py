@@ -3,7 +3,8 @@
 The package is one zip file that deepImageJ, ilastik, QuPath, bioimageio.core and napari-unet
 itself can run:
 
-- ``rdf.yaml``: the description (format 0.5.4, the version current consumers read);
+- ``rdf.yaml``: the description (format 0.5.4, the version current consumers read; built by
+  :mod:`.rdf` with the ``README.md``);
 - ``weights.pt``: the net's ``state_dict`` (``pytorch_state_dict`` weights) with ``unet.py``, a
   standalone copy of our U-Net source (``core.export.architecture``), whose ``UNetProbabilities``
   ends with a softmax, so the package's output is class probabilities;
@@ -24,10 +25,7 @@ spec looks those up online, so offline validation would fail.
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import io
-import math
 import os
 import tempfile
 import warnings
@@ -42,30 +40,15 @@ import torch
 import yaml
 from torch import nn
 
-from ...constants import SCALE_BAND
 from ...model.meta import ModelMeta
 from ...model.unet import UNet
 from ..outputs import atomic_write, plan_outputs
-from .architecture import CALLABLE, architecture_source, build_from_source
+from .architecture import architecture_source, build_from_source
+from .rdf import FILES, build_rdf, documentation, size_rule
 
-#: What ``config.napari_unet.format`` says in our packages (how the loader recognises them).
-PACKAGE_FORMAT = "napari-unet-bioimageio"
-PACKAGE_FORMAT_VERSION = 1
-RDF_FORMAT_VERSION = "0.5.4"
-INPUT_ID = "raw"
-OUTPUT_ID = "probabilities"
-PAPER_DOI = "10.1007/978-3-319-24574-4_28"
-PAPER_TEXT = ("Ronneberger O., Fischer P., Brox T. (2015). U-Net: Convolutional Networks for "
-              "Biomedical Image Segmentation. MICCAI 2015, LNCS 9351, pp. 234-241.")
-LICENSE = "BSD-3-Clause"
 DEFAULT_AUTHORS = ("napari-unet developers",)
 #: Test tensors at most this big per side (the shipped sample is 256 x 256).
 TEST_SIDE = 256
-#: Package files, by role.
-FILES = {"rdf": "rdf.yaml", "weights": "weights.pt", "architecture": "unet.py",
-         "torchscript": "weights_torchscript.pt", "test_input": "test_input.npy",
-         "test_output": "test_output.npy", "sample_input": "sample_input.tif",
-         "sample_output": "sample_output.tif", "cover": "cover.png", "documentation": "README.md"}
 
 
 @dataclass(frozen=True)
@@ -168,8 +151,8 @@ def export_bioimageio(
     files[FILES["sample_input"]] = _tif_bytes(raw[None])
     files[FILES["sample_output"]] = _tif_bytes(probabilities[None])
     files[FILES["cover"]] = _cover_png(raw, probabilities, meta)
-    files[FILES["documentation"]] = _documentation(net, meta).encode()
-    rdf = build_rdf(net, meta, config, files)
+    files[FILES["documentation"]] = documentation(net, meta).encode()
+    rdf = build_rdf(net, meta, files, config.authors, config.description, config.tags)
     files[FILES["rdf"]] = yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True).encode()
     with atomic_write(out, overwrite=config.overwrite, hint="--overwrite") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -178,135 +161,7 @@ def export_bioimageio(
     return out
 
 
-# -- the description --------------------------------------------------------------------------
-def halo(model: UNet) -> int:
-    """Pixels to drop at each tile border of a padded net: its receptive radius (the overlap
-    that makes our tiled prediction equal the whole-image one), rounded up to a multiple of 8
-    so that ``tile - 2 * halo`` stays a multiple of 16; 0 for valid nets (they crop themselves)."""
-    from ...inference.tiles import receptive_radius
-
-    if model.is_valid:
-        return 0
-    return int(math.ceil(receptive_radius(model) / 8) * 8)
-
-
-def size_rule(model: UNet) -> tuple[int, int]:
-    """``(min, step)`` of legal input sides: a valid net's legal tiles (188 + 16k at depth 4);
-    for a padded net, multiples of 2**depth big enough to keep something after the halo."""
-    step = model.divisor
-    if model.is_valid:
-        return model.valid_input_shape((1, 1))[0], step
-    return 2 * halo(model) + step, step
-
-
-def build_rdf(model: UNet, meta: ModelMeta, config: ExportConfig,
-              files: dict[str, bytes]) -> dict[str, Any]:
-    """The ``rdf.yaml`` content (plain values) for ``files`` (name -> bytes)."""
-    from .... import __version__
-
-    minimum, step = size_rule(model)
-    space = {"scale": float(meta.pixel_size), "unit": "micrometer"} if meta.pixel_size else {}
-    input_axes: list[dict[str, Any]] = [
-        {"type": "batch"},
-        {"type": "channel",
-         "channel_names": [f"channel{i}" for i in range(model.in_channels)]},
-        *({"type": "space", "id": a, "size": {"min": minimum, "step": step}, **space}
-          for a in ("y", "x")),
-    ]
-    h = halo(model)
-    output_space = []
-    for a in ("y", "x"):
-        size: dict[str, Any] = {"tensor_id": INPUT_ID, "axis_id": a}
-        if model.is_valid:
-            size["offset"] = -2 * model.context
-        axis = {"type": "space", "id": a, "size": size, **space}
-        if h:
-            axis["halo"] = h
-        output_space.append(axis)
-    output_axes = [
-        {"type": "batch"},
-        {"type": "channel", "channel_names": [_identifier(n) for n in meta.class_names]},
-        *output_space,
-    ]
-    norm = meta.normalization
-    preprocessing = []
-    if norm["method"] == "percentile":
-        preprocessing.append({"id": "scale_range", "kwargs": {
-            "axes": ["y", "x"], "min_percentile": float(norm["low"]),
-            "max_percentile": float(norm["high"]), "eps": 1e-6}})
-    weights: dict[str, Any] = {"pytorch_state_dict": {
-        "source": FILES["weights"], "sha256": _sha256(files[FILES["weights"]]),
-        "architecture": {"source": FILES["architecture"],
-                         "sha256": _sha256(files[FILES["architecture"]]),
-                         "callable": CALLABLE, "kwargs": dict(model.config)},
-        "pytorch_version": _torch_version()}}
-    if FILES["torchscript"] in files:
-        weights["torchscript"] = {
-            "source": FILES["torchscript"], "sha256": _sha256(files[FILES["torchscript"]]),
-            "pytorch_version": _torch_version(), "parent": "pytorch_state_dict"}
-
-    def tensor_file(role: str) -> dict[str, str]:
-        return {"source": FILES[role], "sha256": _sha256(files[FILES[role]])}
-
-    tags = ["unet", "segmentation", "2d", "pytorch", "napari-unet",
-            "instance-segmentation" if meta.mode == "instances" else "semantic-segmentation",
-            *config.tags]
-    return {
-        "type": "model",
-        "format_version": RDF_FORMAT_VERSION,
-        "name": _name(meta.name),
-        "description": config.description or _description(model, meta),
-        "authors": [{"name": a} for a in config.authors],
-        "cite": [{"text": PAPER_TEXT, "doi": PAPER_DOI}],
-        "license": LICENSE,
-        "documentation": FILES["documentation"],
-        "covers": [FILES["cover"]],
-        "tags": list(dict.fromkeys(tags)),
-        "timestamp": datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        .isoformat(),
-        "inputs": [{
-            "id": INPUT_ID,
-            "description": "raw image, one 2D plane (channels first)",
-            "axes": input_axes,
-            "test_tensor": tensor_file("test_input"),
-            "sample_tensor": tensor_file("sample_input"),
-            "data": {"type": "float32"},
-            "preprocessing": preprocessing,
-        }],
-        "outputs": [{
-            "id": OUTPUT_ID,
-            "description": "softmax probability of each class: "
-                           + ", ".join(meta.class_names),
-            "axes": output_axes,
-            "test_tensor": tensor_file("test_output"),
-            "sample_tensor": tensor_file("sample_output"),
-            "data": {"type": "float32", "range": [0.0, 1.0]},
-        }],
-        "weights": weights,
-        "config": {"napari_unet": {
-            "format": PACKAGE_FORMAT,
-            "format_version": PACKAGE_FORMAT_VERSION,
-            "napari_unet_version": __version__,
-            "architecture": dict(model.config),
-            "meta": plain(meta.to_dict()),
-        }},
-    }
-
-
-# -- helpers ---------------------------------------------------------------------------------
-def plain(value: Any) -> Any:
-    """``value`` with tuples as lists and numpy scalars as Python numbers (YAML-safe)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)  # e.g. a path recorded in a training config
-
-
+# -- the package's files -----------------------------------------------------------------------
 def _cpu_copy(model: UNet) -> UNet:
     net = UNet.from_config(dict(model.config))
     net.load_state_dict({k: v.detach().to("cpu") for k, v in model.state_dict().items()})
@@ -447,83 +302,4 @@ def _cover_png(raw: np.ndarray, probabilities: np.ndarray, meta: ModelMeta) -> b
         return path.read_bytes()
 
 
-def _documentation(model: UNet, meta: ModelMeta) -> str:
-    from ...model.card import render_model_card
-
-    minimum, step = size_rule(model)
-    usage = [
-        "",
-        "## Using this package",
-        "",
-        f"- Input `{INPUT_ID}`: one 2D image, axes batch, channel, y, x "
-        f"({model.in_channels} channel(s)); height and width {minimum} + {step}k pixels.",
-        "- Preprocessing: " + (
-            f"percentiles {meta.normalization['low']} and {meta.normalization['high']} of "
-            "each channel of each image are mapped to 0 and 1 (`scale_range`)."
-            if meta.normalization["method"] == "percentile" else "none (float32 input)."),
-        f"- Output `{OUTPUT_ID}`: the softmax probability of each class "
-        f"({', '.join(meta.class_names)}), same size as the input"
-        + (f" less {2 * model.context} px (a valid-convolution net)." if model.is_valid
-           else f"; tiles should drop a halo of {halo(model)} px on each side."),
-        "- napari-unet (`napari-unet predict --model this.zip ...`, or the docks) loads the "
-        "package with its own code and turns the probabilities into "
-        + ("instance labels (threshold, separation of touching objects)."
-           if meta.mode == "instances" else "a class map (argmax)."),
-    ]
-    if meta.object_diameter:
-        low, high = SCALE_BAND
-        usage.append(f"- Objects were about {meta.object_diameter:.1f} px across in the "
-                     f"training images; rescale images whose objects are under {low:g}x or "
-                     f"over {high:g}x that size to the nearer of those (napari-unet does that "
-                     "when given an object diameter).")
-    usage += [
-        "",
-        "## Validation",
-        "",
-        "The test tensors are a crop of a real nuclei image and what napari-unet's net makes of "
-        "it; `bioimageio.core`'s `test_model` reproduces them from both weight formats. "
-        + ("Scores on held-out data are in the evaluation table above."
-           if meta.evaluation else "No held-out evaluation was recorded for this model."),
-        "", "## Reference", "", PAPER_TEXT + f" https://doi.org/{PAPER_DOI}"]
-    return render_model_card(model, meta) + "\n".join(usage) + "\n"
-
-
-def _description(model: UNet, meta: ModelMeta) -> str:
-    arch = model.config
-    kind = "valid-convolution" if model.is_valid else "padded"
-    task = "instance segmentation (foreground with separated touching objects)" \
-        if meta.mode == "instances" else f"semantic segmentation into {model.num_classes} classes"
-    text = (f"2D U-Net ({kind}, depth {arch['depth']}, {arch['base_channels']} base channels) "
-            f"for {task}, exported by napari-unet.")
-    if meta.training_data:
-        text += f" Training data: {meta.training_data}"
-    return text[:1000]
-
-
-def _name(name: str) -> str:
-    """The zoo allows letters, digits, spaces and ``_-()`` in names (5 to 128 characters)."""
-    cleaned = "".join(c if c.isalnum() or c in " _-()" else " " for c in name)
-    cleaned = " ".join(cleaned.split())[:128]
-    return cleaned if len(cleaned) >= 5 else f"napari-unet {cleaned}".strip()
-
-
-def _identifier(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name.strip())
-    return cleaned or "class"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _torch_version() -> str:
-    return torch.__version__.split("+")[0]
-
-
-def channel_names(meta: ModelMeta) -> list[str]:
-    """The output channel names an exported package gives ``meta``'s classes."""
-    return [_identifier(n) for n in meta.class_names]
-
-
-__all__ = ["ExportConfig", "PACKAGE_FORMAT", "PACKAGE_FORMAT_VERSION", "build_rdf",
-           "channel_names", "export_bioimageio", "halo", "plain", "size_rule"]
+__all__ = ["ExportConfig", "export_bioimageio"]

@@ -29,7 +29,7 @@ import yaml
 
 from ...model.meta import ModelMeta
 from ...model.unet import UNet
-from .bioimageio import PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, channel_names
+from .rdf import PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, channel_names
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 #: A description bigger than this is not an rdf (they are a few kB).
