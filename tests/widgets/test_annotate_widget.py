@@ -38,7 +38,7 @@ def test_prediction_to_training_is_exact():
     np.testing.assert_array_equal(prediction_to_training(pred),
                                   [[1, 1, 4], [8, 1, 4]])
     semantic = np.array([[0, 2, 255]], np.uint8)
-    np.testing.assert_array_equal(prediction_to_training(semantic, "classes"), [[1, 3, 0]])
+    np.testing.assert_array_equal(prediction_to_training(semantic, "semantic"), [[1, 3, 0]])
     with pytest.raises(ValueError, match="integer"):
         prediction_to_training(np.zeros((2, 2), np.float32))
 
@@ -124,7 +124,7 @@ def test_class_mode(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((16, 16), np.float32), name="img")
     widget = _dock(viewer)
-    widget.mode_combo.value = "classes"
+    widget.mode_combo.value = "semantic"
     widget.class_names_edit.setText("background, nucleus, membrane")
     widget._on_class_names_edited()
     layer = widget.create_training_layer()

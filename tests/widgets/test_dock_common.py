@@ -65,7 +65,8 @@ def test_predict_settings_survive_a_fresh_widget_and_reset(make_napari_viewer, t
     viewer = make_napari_viewer()
     first = PredictWidget(viewer)
     defaults = first.form.values()
-    changes = {"threshold": 0.3, "min_size": 25, "diameter": 17.5, "own_normalization": True,
+    changes = {"threshold": 0.3, "min_size": 25, "object_diameter": 17.5,
+               "own_normalization": True,
                "norm_low": 2.0, "norm_high": 99.0, "tta": True, "split_touching": False,
                "scope": "current slice", "probabilities": True}
     first.form.set_values(changes)
@@ -120,12 +121,12 @@ def test_annotate_settings_survive_a_fresh_widget(make_napari_viewer):
 
     viewer = make_napari_viewer()
     first = AnnotateWidget(viewer)
-    first.mode_combo.value = "classes"
+    first.mode_combo.value = "semantic"
     first.class_names_edit.setText("background, nucleus, membrane")
     first.class_names_edit.editingFinished.emit()
     first.slice_only.setChecked(False)
     second = AnnotateWidget(viewer)
-    assert second.mode == "classes" and not second.slice_only.isChecked()
+    assert second.mode == "semantic" and not second.slice_only.isChecked()
     assert second.class_names() == ["background", "nucleus", "membrane"]
 
 
@@ -137,14 +138,14 @@ def test_predict_controls_reach_the_config(make_napari_viewer, tiny_model):
     viewer = make_napari_viewer()
     layer = viewer.add_image(np.zeros((3, 16, 16), np.float32), name="img")
     widget = _dock(viewer, "Predict")
-    widget.form.set_values({"threshold": 0.35, "min_size": 12, "diameter": 20.0,
+    widget.form.set_values({"threshold": 0.35, "min_size": 12, "object_diameter": 20.0,
                             "tile_size": 64, "tta": True, "split_touching": False,
-                            "uncertainty": True, "probabilities": True})
+                            "uncertainty_layer": True, "probabilities": True})
     config = widget._config(layer)
     assert (config.threshold, config.min_size, config.object_diameter) == (0.35, 12, 20.0)
     assert config.tile_size == (64, 64) and config.tta and not config.split_touching
     assert config.uncertainty and config.keep_probabilities
-    widget.form.set_values({"min_size": None, "diameter": None, "tile_size": None})
+    widget.form.set_values({"min_size": None, "object_diameter": None, "tile_size": None})
     config = widget._config(layer)
     assert config.min_size is None and config.object_diameter is None
     assert config.tile_size is None
@@ -152,15 +153,20 @@ def test_predict_controls_reach_the_config(make_napari_viewer, tiny_model):
         widget.form.set_value("tiling", tiling)
         assert widget._config(layer).tiling == tiling
     assert widget._config(layer).volume is None  # auto: from the file's axes
-    widget.form.set_value("volume", "3d")
+    widget.form.set_value("volume", True)
     assert widget._config(layer).volume is True
-    widget.form.set_value("volume", "2d")
+    assert widget.form["volume"].currentText() == "3D objects"
+    widget.form.set_value("volume", False)
     assert widget._config(layer).volume is False
-    # checked: PredictConfig's default (the views wherever objects are built in 3D)
-    assert widget.form.values()["orthogonal_views"] is True
+    widget.form.set_value("volume", None)
+    assert widget._config(layer).volume is None
+    # PredictConfig's default: the views wherever objects are built in 3D
+    assert widget.form.values()["orthogonal_views"] is None
     assert widget._config(layer).orthogonal_views is None
     widget.form.set_value("orthogonal_views", False)
     assert widget._config(layer).orthogonal_views is False  # XY slices only
+    widget.form.set_value("orthogonal_views", True)
+    assert widget._config(layer).orthogonal_views is True
 
     assert widget.normalization() is None
     widget.form.set_values({"own_normalization": True, "norm_low": 3.0, "norm_high": 97.5})
@@ -225,7 +231,7 @@ def test_batch_controls_reach_the_job_and_overwrite_is_confirmed(make_napari_vie
     widget.model_choice.set_source("file", str(tiny_model))
     widget.input_edit.setText(str(src))
     widget.output_edit.setText(str(out))
-    widget.form.set_values({"threshold": 0.4, "min_size": 9, "diameter": 12.0, "tta": True,
+    widget.form.set_values({"threshold": 0.4, "min_size": 9, "object_diameter": 12.0, "tta": True,
                             "probabilities": True, "suffix": "_lab", "overwrite": True,
                             "split_touching": False, "tile_size": 48, "tiling": "exact"})
     questions = []
@@ -257,11 +263,11 @@ def test_estimate_button_fills_the_diameter(make_napari_viewer, qtbot, tiny_mode
     viewer.add_image(np.zeros((20, 24), np.float32), name="img")
     widget = _dock(viewer, "Predict")
     widget.model_choice.set_source("file", str(tiny_model))
-    assert widget.estimate_button is not None and widget.form.value("diameter") is None
+    assert widget.estimate_button is not None and widget.form.value("object_diameter") is None
     assert widget.estimate_diameter() is not None
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
     assert calls == [((20, 24), None)]
-    assert widget.form.value("diameter") == pytest.approx(23.4)
+    assert widget.form.value("object_diameter") == pytest.approx(23.4)
     assert widget.status.text() == "objects are about 23.4 px across"
     assert [layer.name for layer in viewer.layers] == ["img"]  # nothing predicted
 

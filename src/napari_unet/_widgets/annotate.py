@@ -31,14 +31,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.constants import MODES
 from . import CLASS_NAMES_KEY, CONVENTION_KEY, ROLE_KEY
 from ._form import ask_yes_no
 from ._jobs import notify_error, notify_info
 from .settings import Binding, DockSettings
 from .tooltips import apply_tooltips
 
-MODES = ("instances", "classes")
-TRAINING_CONVENTIONS = {"instances": "sparse", "classes": "semantic-sparse"}
+#: The core's modes, as the mode box shows them.
+MODE_CHOICES = [("instances", "instances"), ("classes (semantic)", "semantic")]
+TRAINING_CONVENTIONS = {"instances": "sparse", "semantic": "semantic-sparse"}
 BACKGROUND = 1  # label of painted background in both sparse conventions
 BACKGROUND_RGBA = (0.55, 0.55, 0.55, 0.35)  # neutral grey, see-through
 SEMANTIC_IGNORE = 255
@@ -112,7 +114,7 @@ def prediction_to_training(prediction: Any, mode: str = "instances") -> np.ndarr
     if pred.size and pred.min() < 0:
         raise ValueError("a prediction cannot hold negative labels")
     out = pred.astype(np.int32) + 1
-    if mode == "classes":
+    if mode == "semantic":
         out[pred == SEMANTIC_IGNORE] = 0
     return out
 
@@ -185,7 +187,7 @@ class AnnotateWidget(QWidget):
 
         self.image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self.channel_combo = ComboBox(label="channel axis", choices=self._channel_choices)
-        self.mode_combo = ComboBox(label="mode", choices=list(MODES), value="instances")
+        self.mode_combo = ComboBox(label="mode", choices=MODE_CHOICES, value="instances")
         self.class_names_edit = QLineEdit("background, foreground")
         self.class_names_edit.setObjectName("class_names")
         self.create_button = QPushButton("Create training labels")
@@ -355,7 +357,7 @@ class AnnotateWidget(QWidget):
         return parse_class_names(self.class_names_edit.text())
 
     def _on_mode(self, *_: Any) -> None:
-        classes = self.mode == "classes"
+        classes = self.mode == "semantic"
         self.class_names_edit.setEnabled(classes)
         self._instance_row.setVisible(not classes)
         self._class_row.setVisible(classes)
@@ -384,7 +386,7 @@ class AnnotateWidget(QWidget):
             for name in ("paint", "data", "set_data"):
                 getattr(layer.events, name).connect(self._schedule_counts)
             convention = layer.metadata.get(CONVENTION_KEY)
-            mode = "classes" if convention in ("semantic-sparse", "semantic") else "instances"
+            mode = "semantic" if convention in ("semantic-sparse", "semantic") else "instances"
             if mode != self.mode:
                 self.mode_combo.value = mode
             names = layer.metadata.get(CLASS_NAMES_KEY)
@@ -430,7 +432,7 @@ class AnnotateWidget(QWidget):
             notify_error("choose an image layer first")
             return None
         try:
-            names = self.class_names() if self.mode == "classes" else None
+            names = self.class_names() if self.mode == "semantic" else None
             shape, scale, translate = training_geometry(
                 _layer_shape(image), tuple(image.scale), tuple(image.translate),
                 self.channel_combo.value)
@@ -504,7 +506,7 @@ class AnnotateWidget(QWidget):
         if target is None:
             image = self.image_combo.value
             names = None
-            if self.mode == "classes":
+            if self.mode == "semantic":
                 try:
                     names = self.class_names()
                 except ValueError as err:

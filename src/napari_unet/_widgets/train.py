@@ -23,7 +23,6 @@ batch worker processes end) and the model auto-saved once the worker has finishe
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ from qtpy.QtWidgets import (
 from ..core.events import LossReport, Message, Preview, Progress, ValidationReport
 from ..core.runtime.device import resolve_device
 from ..core.training.config import preset_for
-from ..core.training.trainer import warm_up_imports
 from . import train_session
 from ._form import RunBlock
 from ._jobs import notify_error, notify_info, notify_warning
@@ -148,7 +146,6 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        threading.Thread(target=warm_up_imports, name="napari-unet imports", daemon=True).start()
         self.trainer: Any = None
         self.samples: Any = None
         self.session: train_session.Session | None = None

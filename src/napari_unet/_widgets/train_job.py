@@ -60,10 +60,9 @@ def warm_up_in_background() -> None:
 
     def work() -> None:
         lower_this_thread_priority()
-        try:
-            import torch._dynamo  # noqa: F401
-        except ImportError:
-            pass  # a torch without it: nothing to warm up
+        from ..core.training.trainer import warm_up_imports
+
+        warm_up_imports()
 
     threading.Thread(target=work, name="napari-unet-warm-up", daemon=True).start()
 
