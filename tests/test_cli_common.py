@@ -12,7 +12,6 @@ import pytest
 
 from napari_unet._cli_common import (
     GracefulStop,
-    add_device_argument,
     add_out_argument,
     one_line,
     run_job,
@@ -88,12 +87,15 @@ def test_one_line_errors():
 
 
 def test_out_alias_and_device_spelling():
+    from napari_unet._cli_settings import add_setting_options
+    from napari_unet.core.inference.config import PredictConfig
+
     parser = argparse.ArgumentParser(exit_on_error=False)
     add_out_argument(parser, "where")
-    add_device_argument(parser)
+    add_setting_options(parser, PredictConfig)
     assert parser.parse_args(["--output", "a"]).out == "a"
     assert parser.parse_args(["--out", "b", "--device", "cuda:1"]).device == "cuda:1"
-    with pytest.raises(argparse.ArgumentError, match="invalid device value: 'gpu'"):
+    with pytest.raises(argparse.ArgumentError, match=r"--device: device must be one of .*'gpu'"):
         parser.parse_args(["--out", "b", "--device", "gpu"])
 
 

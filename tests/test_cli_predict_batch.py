@@ -135,3 +135,29 @@ def test_batch_into_the_input_folder_is_refused(model_file, images, capsys):
                    "--output", str(images), "--device", "cpu"])
     assert status == 2
     assert "would replace the input" in capsys.readouterr().err
+
+
+def test_the_same_option_names_the_same_thing_in_predict_and_batch(model_file, images,
+                                                                   tmp_path, capsys):
+    # --image names the images in every command (batch's --input is the older spelling), and a
+    # bare --probabilities writes <name>_probabilities.tif beside the labels in both
+    out = tmp_path / "one.tif"
+    assert main(["predict", "--model", str(model_file), "--image", str(images / "img0.tif"),
+                 "--out", str(out), "--tile-size", "64", "--device", "cpu",
+                 "--probabilities"]) == 0
+    single = tifffile.imread(tmp_path / "one_probabilities.tif")
+    folder = tmp_path / "many"
+    assert main(["batch", "--model", str(model_file), "--image", str(images), "--out",
+                 str(folder), "--tile-size", "64", "--device", "cpu", "--probabilities"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(folder / "img0_probabilities.tif"), single)
+    np.testing.assert_array_equal(tifffile.imread(folder / "img0.tif"), tifffile.imread(out))
+    helps = {command: " ".join(main_help(command, capsys).split()) for command in
+             ("predict", "batch", "train", "eval")}
+    assert all("--image" in text for text in helps.values())
+    assert "--input" not in helps["batch"] and "--images" not in helps["train"]
+
+
+def main_help(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out

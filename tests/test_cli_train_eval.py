@@ -89,8 +89,9 @@ def test_dataset_folders_with_mask_suffix_and_png(tmp_path, capsys):
     assert "1 image(s) without a mask skipped: lonely.png" in capsys.readouterr().err
     assert load_model(out)[1].step == 2
     assert not (tmp_path / "m_curves.png").exists()
-    code = main(["eval", "--model", str(out), "--images", str(tmp_path / "images"),
-                 "--masks", str(tmp_path / "masks"), "--device", "cpu"])
+    # folders under the one name every command uses (--images/--masks above: older spellings)
+    code = main(["eval", "--model", str(out), "--image", str(tmp_path / "images"),
+                 "--labels", str(tmp_path / "masks"), "--device", "cpu"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["a0.png", "a1.png", "pooled"]

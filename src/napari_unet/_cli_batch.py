@@ -19,11 +19,15 @@ MAX_STATUS = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="folder, glob pattern ('in/*.tif') or file")
+    # required, checked in run(): argparse would not count the older spelling as given
+    parser.add_argument("--image", metavar="IMAGES",
+                        help="folder, glob pattern ('in/*.tif') or file of the images "
+                             "(required)")
+    parser.add_argument("--input", dest="image", help=argparse.SUPPRESS)  # older spelling
     add_out_argument(parser, "folder for the label TIFFs", metavar="FOLDER")
     add_common_arguments(parser)
     parser.add_argument("--probabilities", action="store_true",
-                        help="also write <name>_probabilities.tif")
+                        help="also write the class probabilities, as <name>_probabilities.tif")
     add_overwrite_argument(parser, "outputs (default: skip them, so runs resume)")
     parser.add_argument("--suffix", default="", help="appended to each output name")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -33,10 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.events import Message, Progress
-    from .core.inference.batch import BatchSummary, FileDone, SliceProgress, batch_segment
+    from .core.events import BatchSummary, FileDone, Message, Progress, SliceProgress
+    from .core.inference.batch import batch_segment
     from .core.io.outputs import clean_stale_temps
 
+    if args.image is None:
+        raise ValueError("give the images to segment with --image (a folder, a glob pattern "
+                         "or a file)")
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {str(out_dir)!r} is a file; batch writes into a folder")
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise ValueError(
                 f"cannot reach the dask scheduler at {args.scheduler!r}: {err}") from None
-    job = batch_segment(model, args.input, args.out, meta=meta, client=client,
+    job = batch_segment(model, args.image, args.out, meta=meta, client=client,
                         overwrite=args.overwrite, probabilities=args.probabilities,
                         suffix=args.suffix, **predict_config_kwargs(args))
     summary = None

@@ -16,17 +16,23 @@ from pathlib import Path
 import numpy as np
 
 from ._cli_common import (
-    add_device_argument,
     add_model_argument,
     add_overwrite_argument,
     load_model,
     model_file,
     plan,
 )
+from ._cli_settings import add_setting_options, settings_from_args
 from ._cli_train import add_data_arguments, data_pairs, read_pair
 
 COLUMNS = (("iou", "IoU"), ("dice", "Dice"), ("ap50", "AP@0.5"), ("ap75", "AP@0.75"),
            ("split_rate", "split rate"))
+
+
+def _predict_config() -> type:
+    from .core.inference.config import PredictConfig
+
+    return PredictConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,10 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--binary", action="store_true",
                         help="ground truth is binary: objects are its connected components")
-    parser.add_argument("--tile", type=int, default=None, metavar="PX",
-                        help="input tile size (default: from the memory budget)")
-    add_device_argument(parser)
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation (8 views)")
+    # the settings predict takes, so that eval scores what predict gives
+    add_setting_options(parser, _predict_config(), exclude=("channel_axis",))
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="also write the scores (per image and pooled) as JSON")
     add_overwrite_argument(parser, "--json file")
@@ -68,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
                              f"{labels.shape}")
         truth, _ = labels_to_instances(labels, "binary" if args.binary else "dense")
         result = predict_image(model, image, meta=meta, channel_axis=channel_axis,
-                               tile_size=args.tile, device=args.device, tta=args.tta,
-                               keep_probabilities=False)
+                               keep_probabilities=False,
+                               **settings_from_args(args, _predict_config(),
+                                                    exclude=("channel_axis",)))
         pred = np.asarray(result.instances)
         rows.append((image_path.name, evaluate(truth, pred)))
         scored.append((truth, pred))

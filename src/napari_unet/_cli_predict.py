@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_common import (
-    add_device_argument,
     add_model_argument,
     add_out_argument,
     add_overwrite_argument,
@@ -17,78 +16,22 @@ from ._cli_common import (
     plan,
     run_job,
 )
-from .core.constants import DEFAULT_TILING, TILING_MODES
+from ._cli_settings import add_setting_options, settings_from_args
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Prediction options shared by ``predict`` and ``batch``."""
+    """Prediction options shared by ``predict``, ``batch`` and ``eval``: the model and every
+    declared setting of ``PredictConfig`` that has a flag."""
+    from .core.inference.config import PredictConfig
+
     add_model_argument(parser)
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: average 8 flips/rotations (8x slower)")
-    parser.add_argument("--tile", type=int, default=None, metavar="PX",
-                        help="input tile size (default: from the memory budget)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
-                        help="tiles per forward pass (default: chosen with the tile size to "
-                             "compute the fewest pixels within the memory budget)")
-    parser.add_argument("--tiling", choices=TILING_MODES, default=DEFAULT_TILING,
-                        help="fast: tiles overlap by less than the receptive radius (seam "
-                             "error measured, docs/tiling.md); exact: stitched = un-tiled "
-                             f"(default {DEFAULT_TILING})")
-    add_device_argument(parser)
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="foreground probability threshold (default 0.5)")
-    parser.add_argument("--min-size", type=int, default=None, metavar="PX",
-                        help="drop objects smaller than this many pixels")
-    parser.add_argument("--no-split", action="store_true",
-                        help="do not split touching objects by shape (watershed); for long or "
-                             "irregular objects")
-    parser.add_argument("--diameter", type=_diameter, default=None, metavar="PX|auto",
-                        help="typical object diameter in px: images whose objects lie "
-                             "outside the model's size band are rescaled into it, inside it "
-                             "to the training diameter when the model is surer of its "
-                             "objects there; or 'auto' to estimate it with the model")
-    parser.add_argument("--channel-axis", type=int, default=None,
-                        help="axis of the channels (default: from the file)")
-    parser.add_argument("--axes", default=None, metavar="LETTERS",
-                        help="the image's axes from TZCYX, e.g. ZYX (default: from the file)")
-    parser.add_argument("--3d", dest="volume", action="store_const", const=True, default=None,
-                        help="a Z stack holds 3D objects: link them across slices (default "
-                             "when the file says its stack is Z)")
-    parser.add_argument("--stitch-threshold", type=float, default=None, metavar="IOU",
-                        help="3D: link objects in neighbouring slices overlapping this much")
-    parser.add_argument("--z-spacing", type=float, default=None, metavar="PX",
-                        help="3D: distance between slices in lateral pixels (default: from the "
-                             "file's voxel size, else 1)")
-    parser.add_argument("--orthogonal-views", action=argparse.BooleanOptionalAction,
-                        default=None,
-                        help="3D (2.5D): also predict the XZ and YZ slices and keep a voxel "
-                             "where all three views see an object; separates nuclei stacked "
-                             "along z, about 3.5x slower (default: on wherever objects are "
-                             "built in 3D; --no-orthogonal-views: XY slices only)")
-    parser.add_argument("--block-size", type=int, default=None, metavar="PX",
-                        help="planes bigger than this are labelled block by block")
-
-
-def _diameter(text: str) -> float | str:
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of pixels or 'auto', got {text!r}") from None
+    add_setting_options(parser, PredictConfig)
 
 
 def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(tile_size=args.tile, batch_size=args.batch_size, tta=args.tta,
-                tiling=args.tiling,
-                device=args.device, threshold=args.threshold, min_size=args.min_size,
-                split_touching=not args.no_split, object_diameter=args.diameter,
-                channel_axis=args.channel_axis, axes=args.axes, volume=args.volume,
-                orthogonal_views=args.orthogonal_views,
-                **{k: v for k, v in (("stitch_threshold", args.stitch_threshold),
-                                     ("z_spacing", args.z_spacing),
-                                     ("block_size", args.block_size)) if v is not None})
+    from .core.inference.config import PredictConfig
+
+    return settings_from_args(args, PredictConfig)
 
 
 def load(spec: str):
@@ -100,10 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="input image (TIFF stack, PNG, ...)")
     add_out_argument(parser, "labels TIFF to write", metavar="LABELS.tif")
     add_common_arguments(parser)
-    parser.add_argument("--uncertainty", default=None, metavar="U.tif",
-                        help="also write the per-pixel uncertainty (float32 TIFF)")
-    parser.add_argument("--probabilities", default=None, metavar="P.tif",
-                        help="also write the class probabilities (float32 TIFF)")
+    parser.add_argument("--uncertainty", nargs="?", const=True, default=None, metavar="U.tif",
+                        help="also write the per-pixel uncertainty (float32 TIFF), to U.tif or "
+                             "beside the labels as <name>_uncertainty.tif")
+    parser.add_argument("--probabilities", nargs="?", const=True, default=None, metavar="P.tif",
+                        help="also write the class probabilities (float32 TIFF), to P.tif or "
+                             "beside the labels as <name>_probabilities.tif (as batch does)")
     add_overwrite_argument(parser)
 
 
@@ -120,7 +65,8 @@ def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.inference.batch import file_settings, stack_layout, write_probabilities
+    from .core.inference.batch import file_settings, stack_layout
+    from .core.inference.batch_files import write_probabilities
     from .core.inference.config import PredictConfig, PredictionResult
     from .core.inference.prediction import predict
     from .core.io.images import read_image, write_labels
@@ -131,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if not image_path.is_file():
         raise ValueError(f"image file {str(image_path)!r} does not exist")
     out = Path(args.out)
+    for name in ("uncertainty", "probabilities"):  # given without a file: beside the labels
+        if getattr(args, name) is True:
+            setattr(args, name, str(out.with_name(f"{out.stem}_{name}.tif")))
     # Everything about the outputs is checked before the model is loaded or a pixel predicted.
     plan([out, args.uncertainty, args.probabilities], [image_path, model_file(args.model)],
          args.overwrite)
@@ -165,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {written.note}", file=sys.stderr)
     if args.uncertainty:
         write_probabilities(Path(args.uncertainty), result.uncertainty[None], label_axes,
-                    data.pixel_size, args.overwrite)
+                            data.pixel_size, args.overwrite)
     if args.probabilities:
         write_probabilities(Path(args.probabilities), result.probabilities, label_axes,
-                    data.pixel_size, args.overwrite)
+                            data.pixel_size, args.overwrite)
     n = int(labels.max()) if labels.size else 0
     print(f"wrote {out} ({n} {'objects' if result.instances is not None else 'max class'}"
           f", device {result.device}, tile {result.tile_size[0]}x{result.tile_size[1]})")

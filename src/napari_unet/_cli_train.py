@@ -18,50 +18,49 @@ import numpy as np
 
 from ._cli_common import (
     GracefulStop,
-    add_device_argument,
     add_out_argument,
     add_overwrite_argument,
     model_file,
     plan,
     save_figure,
 )
+from ._cli_settings import add_setting_options, settings_from_args
 
 SUFFIXES = (".tif", ".tiff", ".png")
 MASK_SUFFIXES = ("_mask", "_masks")
 
 
 # -- arguments shared with ``eval`` --------------------------------------------------------
-def add_data_arguments(parser: argparse.ArgumentParser, labels_name: str = "labels") -> None:
-    """``--image/--labels`` for one pair or ``--images/--masks`` for a folder of pairs."""
-    parser.add_argument("--image", help="image file (TIFF or PNG)")
-    parser.add_argument(f"--{labels_name}", dest="labels", metavar="LABELS",
-                        help="its label image (same height and width)")
-    parser.add_argument("--images", help="folder of images (TIFF or PNG)")
-    parser.add_argument("--masks", help="folder of label images matched to --images by file "
-                        "name (a '_mask' suffix is allowed: a.tif <-> a_mask.tif)")
-    parser.add_argument("--channel-axis", type=int, default=None,
-                        help="axis of the channels in the images (default: from the file)")
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--image`` and ``--labels``: one image and its labels, or a folder of each (matched by
+    file name). ``--images`` and ``--masks`` are older spellings of the same options."""
+    parser.add_argument("--image", help="image file (TIFF or PNG), or a folder of them")
+    parser.add_argument("--images", dest="image", help=argparse.SUPPRESS)
+    parser.add_argument("--labels", metavar="LABELS",
+                        help="its label image (same height and width), or a folder of label "
+                             "images matched to the images by file name (a '_mask' suffix is "
+                             "allowed: a.tif <-> a_mask.tif)")
+    parser.add_argument("--masks", dest="labels", help=argparse.SUPPRESS)
+    from .core.inference.config import PredictConfig  # the same words as predict's option
+
+    add_setting_options(parser, PredictConfig, only=("channel_axis",))
 
 
 def data_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     """The (image, labels) files named by the arguments; ``ValueError`` if unusable."""
-    single = args.image is not None or args.labels is not None
-    folder = args.images is not None or args.masks is not None
-    if single and folder:
-        raise ValueError("give either --image/--labels or --images/--masks, not both")
-    if single:
-        if args.image is None or args.labels is None:
-            raise ValueError("--image and --labels go together")
-        pairs = [(Path(args.image), Path(args.labels))]
-        for path in pairs[0]:
-            if not path.is_file():
-                raise ValueError(f"file {str(path)!r} does not exist")
-        return pairs
-    if not folder:
-        raise ValueError("no data: give --image and --labels, or --images and --masks")
-    if args.images is None or args.masks is None:
-        raise ValueError("--images and --masks go together")
-    return match_folders(Path(args.images), Path(args.masks))
+    if args.image is None and args.labels is None:
+        raise ValueError("no data: give --image and --labels (two files, or two folders)")
+    if args.image is None or args.labels is None:
+        raise ValueError("--image and --labels go together")
+    image, labels = Path(args.image), Path(args.labels)
+    if image.is_dir() or labels.is_dir():
+        if not (image.is_dir() and labels.is_dir()):
+            raise ValueError("--image and --labels must both be files or both be folders")
+        return match_folders(image, labels)
+    for path in (image, labels):
+        if not path.is_file():
+            raise ValueError(f"file {str(path)!r} does not exist")
+    return [(image, labels)]
 
 
 def match_folders(images: Path, masks: Path) -> list[tuple[Path, Path]]:
@@ -135,6 +134,30 @@ def read_pair(image_path: Path, labels_path: Path,
 
 
 # -- the command ---------------------------------------------------------------------------
+#: Where this command starts elsewhere than ``TrainConfig``, as its help shows it: batches are
+#: prepared in worker processes, and the recipe follows the starting model.
+COMMAND_DEFAULTS = {"workers": "auto",
+                    "preset": "finetune from a trained model, fast for a new net"}
+
+
+def _train_config() -> type:
+    from .core.training.config import TrainConfig
+
+    return TrainConfig
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """The ``TrainConfig`` of the options: what was given, the command's own defaults, and the
+    recipe that suits the starting model (``preset_for``)."""
+    from .core.constants import ARCHITECTURES
+    from .core.training.config import TrainConfig, preset_for
+
+    options = settings_from_args(args, TrainConfig,
+                                 defaults={"workers": COMMAND_DEFAULTS["workers"]})
+    options.setdefault("preset", preset_for(from_trained=args.model not in ARCHITECTURES))
+    return TrainConfig(preview_every_s=0, **options)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     add_out_argument(parser, "model file to write", metavar="MODEL.pt")
@@ -144,25 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'modified' or 'small' net, or a model file (default: default)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the step count and optimizer state of --model (a file)")
-    parser.add_argument("--preset", choices=("finetune", "fast", "paper"), default=None,
-                        help="finetune: Adam, batch 4, 128 px tiles on the annotations, encoder "
-                             "at 0.3 x the rate, the top two levels (full and half resolution) "
-                             "frozen, sparse paint weighed by the classes the model sees in the "
-                             "whole image; fast: Adam, batch 4, 256 px tiles; paper: SGD "
-                             "momentum 0.99, batch 1, 572 px tiles (default: finetune from a "
-                             "trained model, fast for a new net)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="optimizer steps (default: 500, or no limit with --minutes)")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="time budget: stop after this many minutes or --iterations "
-                             "steps, whichever comes first (the model is saved either way)")
-    parser.add_argument("--workers", default="auto",
-                        help="processes preparing batches: a number (0 = a thread) or auto")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (preset's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="tiles per step (preset's)")
-    parser.add_argument("--tile", type=int, default=None, help="tile size in px (preset's)")
-    parser.add_argument("--loss", choices=("weighted_ce", "dice", "weighted_ce+dice"),
-                        default="weighted_ce", help="training loss (default: weighted_ce)")
+    add_setting_options(parser, _train_config(), defaults=COMMAND_DEFAULTS)
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--sparse", action="store_true",
                         help="sparse labels: 0 = not annotated, 1 = background, 2.. objects "
@@ -174,9 +179,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ignore); default: instance segmentation")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="share of annotated pixels held out for validation (0.1)")
-    parser.add_argument("--validate-every", type=int, default=50, help="steps (50)")
-    parser.add_argument("--seed", type=int, default=0)
-    add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true",
                         help="do not write the curve and overlay PNGs")
 
@@ -188,7 +190,6 @@ def run(args: argparse.Namespace) -> int:
     from .core.events import LossReport, Message, Progress, ValidationReport
     from .core.io.outputs import check_free_space
     from .core.model.checkpoint import load_checkpoint, resolve_model
-    from .core.training.config import TrainConfig, preset_for
     from .core.training.trainer import Trainer
     from .core.training.trainingset import TrainingSet
 
@@ -200,14 +201,7 @@ def run(args: argparse.Namespace) -> int:
                                       out.with_name(out.stem + "_overlay.png")]
     plan([out, *plots], [model_file(args.model), *(p for pair in pairs for p in pair)],
          args.overwrite)
-    workers = args.workers if args.workers == "auto" else _int_option("--workers", args.workers)
-    config = TrainConfig(
-        preset=args.preset or preset_for(from_trained=args.model not in ARCHITECTURES),
-        iterations=args.iterations, minutes=args.minutes, workers=workers,
-        lr=args.lr, batch_size=args.batch_size,
-        tile_size=args.tile, loss=args.loss, validate_every=args.validate_every, seed=args.seed,
-        device=args.device, preview_every_s=0,
-    )
+    config = train_config(args)
     semantic = args.classes is not None
     if args.binary and semantic:
         raise ValueError("--binary is for instance labels; drop it with --classes")
@@ -227,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     samples = TrainingSet(images, labels, convention=convention, channel_axis=axis,
                           mode="semantic" if semantic else "instances",
                           num_classes=args.classes if semantic else 2,
-                          validation_fraction=args.validation_fraction, seed=args.seed)
+                          validation_fraction=args.validation_fraction, seed=config.seed)
 
     checkpoint_state = None
     if args.resume:
@@ -296,13 +290,6 @@ def progress_text(event: Any, loss: float) -> str:
         minutes, seconds = divmod(int(round(event.eta_s)), 60)
         parts.append(f"ETA {minutes}:{seconds:02d}")
     return ", ".join(parts)
-
-
-def _int_option(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number or 'auto', got {value!r}") from None
 
 
 def model_bytes_on_disk(model: Any) -> int:

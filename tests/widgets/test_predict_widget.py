@@ -61,7 +61,7 @@ def test_predict_makes_labels_layer_with_image_shape(make_napari_viewer, qtbot, 
     viewer.add_image(image, name="cells", scale=(0.5, 0.5))
     widget = _dock(viewer, tiny_model)
     widget.form.set_value("probabilities", True)
-    widget.form.set_value("uncertainty", True)
+    widget.form.set_value("uncertainty_layer", True)
     worker = widget.run()
     assert worker is not None and not widget.run_button.isEnabled()
     assert widget.stop_button.isEnabled()

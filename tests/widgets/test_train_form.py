@@ -5,71 +5,44 @@ from __future__ import annotations
 import pytest
 
 from napari_unet._widgets import train_form
-from napari_unet._widgets.tooltips import TOOLTIPS, controls_without_tooltip
-from napari_unet._widgets.train_form import (
-    DOCK_DEFAULTS,
-    HIDDEN,
-    TrainForm,
-    config_fields,
-    docstring_fields,
-    shown_fields,
-)
+from napari_unet._widgets.tooltips import controls_without_tooltip
+from napari_unet._widgets.train_form import TrainForm, config_fields, hidden_settings
+from napari_unet.core.settings import declared, settings_of
 from napari_unet.core.training.config import LOSSES, PRESETS, TrainConfig
 
-
-class Documented:
-    """Example.
-
-    Parameters
-    ----------
-    alpha, beta : int
-        Shared text
-        on two lines.
-    gamma : {"x", "y"}
-    delta : float
-
-    Notes
-    -----
-    not : a field
-        ignored.
-    """
+DOCK_DEFAULTS = {"minutes": 3.0, "iterations": None}  # a person thinks "train for 3 minutes"
 
 
-def test_docstring_fields_reads_numpy_parameters():
-    assert docstring_fields(Documented) == {
-        "alpha": "Shared text on two lines.", "beta": "Shared text on two lines.",
-        "gamma": '{"x", "y"}', "delta": "float"}
-    docs = docstring_fields(TrainConfig)
-    assert "optimizer steps" in docs["iterations"]
-    assert set(shown_fields()) <= set(docs)  # every shown field is documented
-
-
-def test_fields_come_from_the_dataclass():
+def test_fields_come_from_the_declarations():
     fields = {f.name: f for f in config_fields("fast")}
-    assert tuple(fields) == shown_fields() and "minutes" in fields
+    shown = [item.name for item in settings_of(TrainConfig) if item.setting.dock]
+    assert list(fields) == shown and "minutes" in fields and "preset" not in fields
     fast = TrainConfig.fast()
     assert fields["iterations"].kind == "int" and fast.iterations == 500
     # the dock's budget is its minutes: no step limit by default
-    assert fields["iterations"].default is None and fields["iterations"].none_text
+    assert {name: fields[name].default for name in DOCK_DEFAULTS} == DOCK_DEFAULTS
+    assert fields["iterations"].none_text and fields["minutes"].none_text
     assert fields["lr"].kind == "float" and fields["lr"].default == fast.lr
     assert fields["tile_size"].default == fast.tile_size
-    assert fields["loss"].kind == "choice" and tuple(fields["loss"].choices) == tuple(LOSSES)
-    assert fields["minutes"].default == DOCK_DEFAULTS["minutes"]
-    assert fields["minutes"].none_text  # the minimum means "no time limit"
-    assert config_fields("paper")[shown_fields().index("tile_size")].default == 572
+    assert fields["loss"].kind == "choice"
+    assert [value for _, value in fields["loss"].choices] == list(LOSSES)
+    assert fields["lr"].advanced and not fields["minutes"].advanced
+    assert fields["w0"].help == declared(TrainConfig, "w0").setting.help
+    assert {f.name: f for f in config_fields("paper")}["tile_size"].default == 572
+    assert hidden_settings() == {"workers": "auto"}
 
 
 @pytest.mark.gui
 def test_form_gives_the_config_of_its_controls(qtbot, monkeypatch):
     form = TrainForm(preset="finetune")
     qtbot.addWidget(form)
-    expected = TrainConfig(preset="finetune", **DOCK_DEFAULTS, **HIDDEN)
+    expected = TrainConfig(preset="finetune", **DOCK_DEFAULTS, workers="auto")
     assert form.config() == expected
     assert form.preset.currentText() == "finetune"
-    # Tooltips from the one table, filled from TrainConfig's docstring.
+    # Tooltips: the declarations' help
     assert [c for c in controls_without_tooltip(form) if c != "QScrollBar"] == []
-    assert form.form["iterations"].toolTip() == docstring_fields(TrainConfig)["iterations"]
-    assert TOOLTIPS["train"]["minutes"] == form.form["minutes"].toolTip()
+    assert form.form["iterations"].toolTip() == declared(TrainConfig, "iterations").setting.help
+    assert form.augment["flips"].toolTip().startswith("Random mirror images")
 
     form.set_value("minutes", None)  # the spin box's minimum: no time limit
     assert form.form["minutes"].text() == "no time limit" and form.config().minutes is None
@@ -89,5 +62,5 @@ def test_form_gives_the_config_of_its_controls(qtbot, monkeypatch):
         bindings["preset"].set("gone")
     with pytest.raises(TypeError):
         bindings["live_preview"].set("yes")
-    monkeypatch.setitem(train_form.HIDDEN, "workers", 0)
+    monkeypatch.setattr(train_form, "hidden_settings", lambda: {"workers": 0})
     assert form.config().workers == 0

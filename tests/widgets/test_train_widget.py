@@ -28,6 +28,7 @@ from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import Progress
 from napari_unet.core.model.checkpoint import load_model
 from napari_unet.core.normalize import normalize
+from napari_unet.core.settings import declared
 from napari_unet.core.training.config import TrainConfig
 
 TINY = {"base_channels": 8, "depth": 2}
@@ -41,7 +42,8 @@ def _small_machine(monkeypatch, tmp_path):
     torch.set_num_threads(1)
     monkeypatch.setattr("os.cpu_count", lambda: 2)  # the dock leaves one core to the GUI
     monkeypatch.setenv(SESSION_DIR_ENV, str(tmp_path / "sessions"))
-    monkeypatch.setitem(train_form.HIDDEN, "workers", 0)  # processes only where tested
+    monkeypatch.setattr(train_form, "hidden_settings", lambda: {"workers": 0})  # processes
+    # only where tested
     yield
     torch.set_num_threads(before)
 
@@ -353,7 +355,8 @@ def test_time_budget_ends_training_and_saves(make_napari_viewer, qtbot):
 @pytest.mark.slow
 def test_stop_and_closing_the_viewer_end_the_worker_processes(make_napari_viewer, qtbot,
                                                               monkeypatch):
-    monkeypatch.setitem(train_form.HIDDEN, "workers", "auto")  # the dock's own setting
+    monkeypatch.setattr(train_form, "hidden_settings", lambda: {"workers": "auto"})  # the
+    # dock's own setting
     viewer = make_napari_viewer()
     widget, image_layer, _, _ = open_dock(viewer, iterations=LONG)
     assert widget.config().workers == "auto"
@@ -507,7 +510,7 @@ def test_settings_survive_a_fresh_widget_and_reset(make_napari_viewer):
     assert second.model_choice.current_source() == "modified"
     second.settings.reset()
     fresh = second.config()
-    assert fresh.minutes == train_form.DOCK_DEFAULTS["minutes"]
+    assert fresh.minutes == declared(TrainConfig, "minutes").setting.dock_default == 3.0
     assert fresh.preset == second.train_form.default_preset
     assert fresh.augment.flips is True and second.train_form.preview.isChecked()
     second.shutdown()

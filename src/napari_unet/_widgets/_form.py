@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from ._jobs import JobRunner
 from .tooltips import tooltip
@@ -77,6 +78,8 @@ class Field:
     none_text: str | None = None
     choices: tuple[Any, ...] = ()
     text: str | None = None
+    help: str | None = None
+    advanced: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -88,6 +91,35 @@ class Field:
 
 def _choice_pairs(choices: Iterable[Any]) -> list[tuple[str, Any]]:
     return [c if isinstance(c, tuple) else (str(c), c) for c in choices]
+
+
+# A combo box item's data cannot be None (Qt reads it as "no data"): None is stored as this.
+_NONE_DATA = "napari_unet_none"
+
+
+def setting_fields(cls: type, defaults: Mapping[str, Any] | None = None) -> list[Field]:
+    """The rows of every setting of ``cls`` declared for the docks (``core.settings``), in
+    declaration order: label, help, range, choices and advanced from the declaration; the
+    default is the declared dock default, else ``defaults`` (e.g. a preset's), else the
+    field's."""
+    from ..core.settings import settings_of
+
+    rows = []
+    for item in settings_of(cls):
+        s = item.setting
+        if not s.dock:
+            continue
+        default = (defaults or {}).get(item.name, item.default)
+        if s.dock_default is not s.UNSET:
+            default = s.dock_default
+        label = f"{s.label} ({s.unit})" if s.unit else s.label
+        rows.append(Field(item.name, label, s.kind, default, minimum=s.minimum,
+                          maximum=s.maximum, step=s.step, decimals=s.decimals,
+                          none_text=s.none_text,
+                          choices=tuple((text, value) for value, text in s.choices),
+                          text=label if s.kind == "bool" else None, help=s.help,
+                          advanced=s.advanced))
+    return rows
 
 
 def make_control(field: Field) -> QWidget:
@@ -112,7 +144,7 @@ def make_control(field: Field) -> QWidget:
     elif field.kind == "choice":
         widget = QComboBox()
         for text, value in _choice_pairs(field.choices):
-            widget.addItem(text, value)
+            widget.addItem(text, _NONE_DATA if value is None else value)
     else:
         widget = QLineEdit()
     widget.setObjectName(field.name)
@@ -131,6 +163,8 @@ def control_value(widget: QWidget) -> Any:
         return widget.isChecked()
     if isinstance(widget, QComboBox):
         data = widget.currentData()
+        if isinstance(data, str) and data == _NONE_DATA:
+            return None
         return widget.currentText() if data is None else data
     if isinstance(widget, QLineEdit):
         return widget.text()
@@ -155,7 +189,7 @@ def set_control_value(widget: QWidget, value: Any) -> None:
             raise TypeError(f"{widget.objectName()!r} needs True or False, got {value!r}")
         widget.setChecked(value)
     elif isinstance(widget, QComboBox):
-        index = widget.findData(value)
+        index = _find_data(widget, _NONE_DATA if value is None else value)
         if index < 0:
             index = widget.findText(str(value))
         if index < 0:
@@ -167,6 +201,15 @@ def set_control_value(widget: QWidget, value: Any) -> None:
         widget.setText(value)
     else:
         raise TypeError(f"cannot set a {type(widget).__name__}")
+
+
+def _find_data(widget: QComboBox, value: Any) -> int:
+    """The item whose data is ``value`` of the same type (Qt's findData takes True for 1)."""
+    for index in range(widget.count()):
+        data = widget.itemData(index)
+        if type(data) is type(value) and data == value:
+            return index
+    return -1
 
 
 def change_signal(widget: QWidget) -> Any:
@@ -191,31 +234,59 @@ class Form:
         if len(self.fields) != len(fields):
             raise ValueError("field names of a form must be distinct")
         self.layout = QFormLayout()
+        # advanced settings are folded away (a laptop screen holds the main ones)
+        self.advanced_box: QCollapsible | None = None
+        self.advanced_layout: QFormLayout | None = None
         self.widgets: dict[str, QWidget] = {}
         for field in fields:
             widget = make_control(field)
-            widget.setToolTip(tooltip(dock, field.name))
+            widget.setToolTip(field.help or tooltip(dock, field.name))
             self.widgets[field.name] = widget
-            if field.kind == "bool":
-                self.layout.addRow(widget)
-            else:
-                self.layout.addRow(field.label, widget)
+            self.add_row(None if field.kind == "bool" else field.label, widget,
+                         advanced=field.advanced)
+
+    def _advanced(self) -> QFormLayout:
+        if self.advanced_layout is None:
+            self.advanced_box = QCollapsible("advanced settings")
+            self.advanced_box.setObjectName("advanced_settings")
+            toggle = self.advanced_box.toggleButton()
+            toggle.setObjectName("advanced_settings")
+            toggle.setToolTip(tooltip(self.dock, "advanced_settings"))
+            inner = QWidget()
+            self.advanced_layout = QFormLayout(inner)
+            self.advanced_layout.setContentsMargins(0, 0, 0, 0)
+            self.advanced_box.addWidget(inner)
+            self.layout.addRow(self.advanced_box)
+        return self.advanced_layout
+
+    def _layout_of(self, widget: QWidget) -> QFormLayout:
+        row, _ = self.layout.getWidgetPosition(widget)
+        return self.layout if row >= 0 or self.advanced_layout is None else self.advanced_layout
 
     def __getitem__(self, name: str) -> QWidget:
         return self.widgets[name]
 
-    def add_row(self, label: str | None, widget: QWidget) -> None:
-        """A hand-made row (e.g. a spin box with a button next to it)."""
+    def add_row(self, label: str | None, widget: QWidget, advanced: bool = False) -> None:
+        """A row of the main part (before the folded advanced settings) or of the advanced
+        part (e.g. a spin box with a button next to it, made by hand)."""
+        if advanced:
+            layout = self._advanced()
+            layout.addRow(label, widget) if label else layout.addRow(widget)
+            return
+        row = self.layout.rowCount()
+        if self.advanced_box is not None:
+            row, _ = self.layout.getWidgetPosition(self.advanced_box)
         if label:
-            self.layout.addRow(label, widget)
+            self.layout.insertRow(row, label, widget)
         else:
-            self.layout.addRow(widget)
+            self.layout.insertRow(row, widget)
 
     def add_beside(self, name: str, widget: QWidget) -> None:
         """Put ``widget`` (e.g. an "Estimate" button) to the right of control ``name``."""
         control = self.widgets[name]
-        row, _ = self.layout.getWidgetPosition(control)
-        taken = self.layout.takeRow(row)  # removes the row, keeps its widgets
+        layout = self._layout_of(control)
+        row, _ = layout.getWidgetPosition(control)
+        taken = layout.takeRow(row)  # removes the row, keeps its widgets
         label = taken.labelItem.widget() if taken.labelItem is not None else None
         box = QWidget()
         line = QHBoxLayout(box)
@@ -223,9 +294,9 @@ class Form:
         line.addWidget(control, 1)
         line.addWidget(widget)
         if label is not None:
-            self.layout.insertRow(row, label, box)
+            layout.insertRow(row, label, box)
         else:
-            self.layout.insertRow(row, box)
+            layout.insertRow(row, box)
 
     def value(self, name: str) -> Any:
         return control_value(self.widgets[name])
@@ -249,7 +320,8 @@ class Form:
             change_signal(widget).connect(lambda *_: callback())
 
     def set_row_visible(self, name: str, visible: bool) -> None:
-        set_row_visible(self.layout, self.widgets[name], visible)
+        widget = self.widgets[name]
+        set_row_visible(self._layout_of(widget), widget, visible)
 
 
 def set_row_visible(form: QFormLayout, field_widget: QWidget, visible: bool) -> None:
@@ -324,4 +396,4 @@ class RunBlock(QWidget):
 
 
 __all__ = ["Field", "Form", "RunBlock", "ask_yes_no", "change_signal", "control_value",
-           "make_control", "set_control_value", "set_row_visible", "with_browse"]
+           "make_control", "set_control_value", "set_row_visible", "setting_fields", "with_browse"]

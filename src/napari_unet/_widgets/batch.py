@@ -22,7 +22,7 @@ from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
 from .dock_jobs import batch_job
 from .model_choice import ModelChoice
-from .predict import objects_fields, predict_config_defaults, views_field, views_setting
+from .predict import config_values, prediction_settings
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
 
@@ -65,20 +65,14 @@ def _describe(item: Any) -> str:
 
 
 def batch_fields() -> tuple[Field, ...]:
-    """The table of the Batch dock's options (names are tooltip and settings keys)."""
-    d = predict_config_defaults()
-    fields = objects_fields(d)
-    fields.append(Field("tiling", "tiling", "choice", d["tiling"],
-                        choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
-    fields += [
-        Field("tile_size", "tile size", "int", d["tile_size"], 0, 4096, 16, none_text="auto"),
-        Field("tta", "", "bool", d["tta"], text="test-time augmentation (8x slower, smoother)"),
-        views_field(d, "Z stacks: also predict XZ/YZ slices (2.5D, ~3.5x slower)"),
+    """The Batch dock's rows: the declared prediction settings, then what only this dock has
+    (names are tooltip and settings keys)."""
+    return (
+        *prediction_settings(),
         Field("probabilities", "", "bool", False, text="also write probability TIFFs"),
         Field("suffix", "name suffix", "text", ""),
         Field("overwrite", "", "bool", False, text="replace existing labels files"),
-    ]
-    return tuple(fields)
+    )
 
 
 class BatchWidget(QWidget):
@@ -149,18 +143,14 @@ class BatchWidget(QWidget):
     def options(self) -> dict[str, Any]:
         """``batch_segment`` overrides from the form (BatchConfig and PredictConfig fields)."""
         values = self.form.values()
-        options = dict(threshold=values["threshold"], min_size=values["min_size"],
-                       object_diameter=values["diameter"],
-                       split_touching=values["split_touching"], tile_size=values["tile_size"],
-                       tta=values["tta"], probabilities=values["probabilities"],
-                       suffix=values["suffix"].strip(), overwrite=values["overwrite"],
-                       tiling=values["tiling"],
-                       orthogonal_views=views_setting(values["orthogonal_views"]))
+        options = dict(config_values(self.form), probabilities=values["probabilities"],
+                       suffix=values["suffix"].strip(), overwrite=values["overwrite"])
         return options
 
     def run(self) -> Any:
         """Check the inputs and start the worker; returns it, or None (with a notification)."""
-        from ..core.inference.batch import BatchConfig, find_inputs, output_paths
+        from ..core.inference.batch import BatchConfig
+        from ..core.inference.batch_files import find_inputs, output_paths
         from ..core.inference.config import PredictConfig
         from ..core.io.outputs import confirm_overwrite
 
@@ -190,7 +180,7 @@ class BatchWidget(QWidget):
         self.runner.stop()
 
     def _on_event(self, event: Any) -> None:
-        from ..core.inference.batch import BatchSummary, FileDone, SliceProgress
+        from ..core.events import BatchSummary, FileDone, SliceProgress
 
         if isinstance(event, SliceProgress):
             self.block.say(f"{event.path.name}: slice {event.step}/{event.total}")

@@ -12,7 +12,6 @@ its scale, or the file napari opened it from). Settings are remembered between s
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
 
 from ..core.events import Message
 from . import AXES_KEY, PIXEL_SIZE_KEY, ROLE_KEY
-from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible
+from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible, setting_fields
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
 from .annotate import is_training_layer, replace_with_history
 from .dock_jobs import PredictInput, diameter_job, place, prediction_input, prediction_job
@@ -38,77 +37,33 @@ DOCK = "predict"
 
 
 # -- the dock --------------------------------------------------------------------------------
-def predict_config_defaults() -> dict[str, Any]:
-    """``PredictConfig``'s defaults: the docks start where the CLI and the core start."""
+def prediction_settings() -> list[Field]:
+    """The rows of ``PredictConfig``'s settings declared for the docks (Predict and Batch)."""
     from ..core.inference.config import PredictConfig
 
-    return {f.name: f.default for f in dataclasses.fields(PredictConfig)
-            if f.default is not dataclasses.MISSING}
+    return setting_fields(PredictConfig)
 
 
-def objects_fields(d: dict[str, Any]) -> list[Field]:
-    """Rows shared by the Predict and Batch docks: how probabilities become objects."""
-    return [
-        Field("threshold", "threshold", "float", d["threshold"], 0.01, 0.99, 0.05),
-        Field("min_size", "minimum size (px)", "int", d["min_size"], 0, 1_000_000, 10,
-              none_text="auto"),
-        Field("diameter", "object diameter (px)", "float", None, 0.0, 10_000.0, 1.0,
-              decimals=1, none_text="model scale"),
-        Field("split_touching", "", "bool", d["split_touching"],
-              text="split touching objects by shape (watershed)"),
-    ]
-
-
-def views_field(d: dict[str, Any], text: str) -> Field:
-    """The orthogonal-views checkbox of the Predict and Batch docks: checked means
-    ``PredictConfig``'s default (the views wherever objects are built in 3D; see
-    :func:`views_setting`), unchecked XY slices only."""
-    return Field("orthogonal_views", "", "bool", d["orthogonal_views"] is not False, text=text)
-
-
-def views_setting(checked: bool) -> bool | None:
-    """``PredictConfig.orthogonal_views`` for the checkbox: None (where they apply: no note on
-    2D images) or False."""
-    return None if checked else False
+def config_values(form: Form) -> dict[str, Any]:
+    """The ``PredictConfig`` keywords of a form's generated rows."""
+    names = {field.name for field in prediction_settings()}
+    return {name: value for name, value in form.values().items() if name in names}
 
 
 def predict_fields() -> tuple[Field, ...]:
-    """The table of the Predict dock's settings (names are tooltip and settings keys)."""
-    d = predict_config_defaults()
-    fields = [
-        *objects_fields(d),
-        Field("own_normalization", "", "bool", False, text="own normalisation percentiles"),
-        Field("norm_low", "low percentile", "float", 1.0, 0.0, 50.0, 0.5),
-        Field("norm_high", "high percentile", "float", 99.8, 50.0, 100.0, 0.1),
-    ]
-    fields.append(Field("tiling", "tiling", "choice", d["tiling"],
-                        choices=(("exact (same as untiled)", "exact"), ("fast", "fast"))))
-    fields += [
-        Field("tile_size", "tile size", "int", d["tile_size"], 0, 4096, 16, none_text="auto"),
-        Field("tta", "", "bool", d["tta"], text="test-time augmentation (8 flips/rotations)"),
-    ]
-    fields.append(Field("volume", "Z stacks", "choice", "auto",
-                        choices=(("auto (3D when the file says Z)", "auto"),
-                                 ("3D objects", "3d"), ("slice by slice", "2d"))))
-    fields.append(views_field(d, "3D: also predict XZ/YZ slices (2.5D, ~3.5x slower)"))
-    fields += [
+    """The Predict dock's rows: the declared settings, then what only this dock has (names are
+    tooltip and settings keys)."""
+    return (
+        *prediction_settings(),
+        Field("own_normalization", "", "bool", False, text="own normalisation percentiles",
+              advanced=True),
+        Field("norm_low", "low percentile", "float", 1.0, 0.0, 50.0, 0.5, advanced=True),
+        Field("norm_high", "high percentile", "float", 99.8, 50.0, 100.0, 0.1, advanced=True),
         Field("scope", "predict", "choice", SCOPES[0], choices=SCOPES),
         Field("probabilities", "", "bool", False, text="probability layer"),
-        Field("uncertainty", "", "bool", False, text="uncertainty layer (where to paint next)"),
-    ]
-    return tuple(fields)
-
-
-VOLUME_VALUES = {"auto": None, "3d": True, "2d": False}
-
-
-def diameter_estimator() -> Callable[..., Any] | None:
-    """``core.diameter.estimate_diameter`` when this version has it, else None."""
-    try:
-        from ..core.inference.diameter import estimate_diameter
-    except ImportError:
-        return None
-    return estimate_diameter
+        Field("uncertainty_layer", "", "bool", False,
+              text="uncertainty layer (where to paint next)"),
+    )
 
 
 class PredictWidget(QWidget):
@@ -132,13 +87,11 @@ class PredictWidget(QWidget):
             combo.native.setToolTip(tooltip(DOCK, name))
         self.model_choice = ModelChoice(allow_new=False)
         self.form = Form(predict_fields(), DOCK)
-        self.estimate_button: QPushButton | None = None
-        if diameter_estimator() is not None:
-            self.estimate_button = QPushButton("Estimate")
-            self.estimate_button.setObjectName("estimate_diameter")
-            self.estimate_button.setToolTip(tooltip(DOCK, "estimate_diameter"))
-            self.estimate_button.clicked.connect(self.estimate_diameter)
-            self.form.add_beside("diameter", self.estimate_button)
+        self.estimate_button = QPushButton("Estimate")
+        self.estimate_button.setObjectName("estimate_diameter")
+        self.estimate_button.setToolTip(tooltip(DOCK, "estimate_diameter"))
+        self.estimate_button.clicked.connect(self.estimate_diameter)
+        self.form.add_beside("object_diameter", self.estimate_button)
         self.block = RunBlock("Predict", DOCK)
         self.run_button, self.stop_button = self.block.run_button, self.block.stop_button
         self.progress, self.status = self.block.progress, self.block.status
@@ -164,9 +117,7 @@ class PredictWidget(QWidget):
         layout.addStretch(1)
 
         controls = [self.image_combo, self.channel_combo, self.channel_pick, self.model_choice,
-                    *self.form.widgets.values(), self.output_combo]
-        if self.estimate_button is not None:
-            controls.append(self.estimate_button)
+                    *self.form.widgets.values(), self.output_combo, self.estimate_button]
         self.runner = self.block.runner(self._on_event, self._on_finished, controls,
                                         label="napari-unet: predict")
         self.runner.stop_on_destroy(self)
@@ -264,17 +215,12 @@ class PredictWidget(QWidget):
         values = self.form.values()
         geometry = layer_geometry(image)
         kwargs: dict[str, Any] = dict(
-            tile_size=values["tile_size"], tta=values["tta"],
-            split_touching=values["split_touching"], threshold=values["threshold"],
-            min_size=values["min_size"], object_diameter=values["diameter"],
-            uncertainty=values["uncertainty"], keep_probabilities=values["probabilities"],
-            pixel_size=geometry.pixel_size, device="auto")
+            config_values(self.form), uncertainty=values["uncertainty_layer"],
+            keep_probabilities=values["probabilities"], pixel_size=geometry.pixel_size)
         if geometry.z_spacing is not None:
             kwargs["z_spacing"] = geometry.z_spacing
         if request is not None:
             kwargs.update(channel_axis=request.channel_axis, axes=request.axes)
-        kwargs.update(tiling=values["tiling"], volume=VOLUME_VALUES[values["volume"]],
-                      orthogonal_views=views_setting(values["orthogonal_views"]))
         return PredictConfig(**kwargs)
 
     def _slice_index(self, image: Image, channel_axis: int | None) -> tuple[int, ...]:
@@ -393,7 +339,7 @@ class PredictWidget(QWidget):
                                                    "failed (see the notification)"))
             return
         if estimate.usable and estimate.diameter:
-            self.form.set_value("diameter", round(float(estimate.diameter), 1))
+            self.form.set_value("object_diameter", round(float(estimate.diameter), 1))
         self.block.say(estimate.note)
 
     def _labels_metadata(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 _COMMON = {
+    "advanced_settings": "show or hide the settings that rarely need changing",
     "reset_settings": "put every setting of this dock back to its default (settings are "
                       "otherwise remembered between napari sessions)",
 }
@@ -50,44 +51,19 @@ _MODEL = {
 
 _PREDICT = {
     "image": "the image layer to segment",
-    "channel_axis": "axis of the image that holds channels; 'none' for single-channel or RGB "
-                    "images",
     "channel": "which channel the model sees: one channel for a single-channel model, or "
                "all channels when the model was trained on all of them",
-    "tile_size": "input tile size in pixels; auto fits the available memory. Results do not "
-                 "depend on it with exact tiling",
-    "tiling": "exact: tiles overlap by the net's full context, so the result equals predicting "
-              "the whole image at once; fast: less overlap, faster, rare differences at tile "
-              "borders",
-    "tta": "test-time augmentation: average the 8 flips/rotations (8x slower, smoother)",
-    "split_touching": "cut merged round objects at their necks (distance watershed); switch "
-                      "off for long or irregular objects",
-    "threshold": "foreground probability above which a pixel belongs to an object; lower "
-                 "gives bigger and more objects",
-    "min_size": "objects smaller than this many pixels are dropped; auto uses the model's "
-                "default",
-    "diameter": "typical object diameter in pixels in this image; if it lies outside the "
-                "sizes the model was trained on, the image is rescaled so objects come out at "
-                "the nearest of them; inside them, to the training diameter when the model is "
-                "surer of its objects there. 'model scale' uses the image as it is (or its "
-                "pixel size, when both image and model record one)",
     "estimate_diameter": "estimate the typical object diameter from the image",
     "own_normalization": "normalise the image with the percentiles below instead of the ones "
                          "the model was trained with",
     "norm_low": "intensity percentile mapped to 0 before the net sees the image",
     "norm_high": "intensity percentile mapped to 1 before the net sees the image",
-    "volume": "Z stacks: auto builds 3D objects when the file says the stack is Z (axes), "
-              "else segments slice by slice; or choose 3D objects / slice by slice",
-    "orthogonal_views": "3D objects (2.5D, on by default): also predict every XZ and YZ slice "
-                        "and keep a voxel where all three views see an object, which separates "
-                        "nuclei stacked along z; about 3.5x the prediction time (untick for XY "
-                        "slices only). The z spacing comes from the layer's scale",
     "scope": "predict the whole stack, or only the slice on screen (fast check)",
     "output": "write the labels into a new layer, or replace an existing (non-training) labels "
               "layer after confirmation",
     "probabilities": "also add the foreground probability as an image layer",
-    "uncertainty": "also add a per-pixel uncertainty layer: bright where the model is unsure, "
-                   "so where to paint next",
+    "uncertainty_layer": "also add a per-pixel uncertainty layer: bright where the model is "
+                         "unsure, so where to paint next",
     "run": "segment the image with the model (runs in the background; see napari's activity "
            "panel)",
     "stop": "stop the prediction at its next tile; nothing is written",
@@ -99,20 +75,6 @@ _BATCH = {
     "output_dir": "folder for the label TIFFs (created if missing); one file per image, with "
                   "the image's name and pixel size",
     "output_browse": "choose the folder for the labels",
-    "tile_size": _PREDICT["tile_size"],
-    "tiling": _PREDICT["tiling"],
-    "tta": _PREDICT["tta"],
-    "split_touching": _PREDICT["split_touching"],
-    "orthogonal_views": "Z stacks with 3D objects (the file says Z; on by default): also "
-                        "predict every XZ and YZ slice and keep a voxel where all three views "
-                        "see an object; about 3.5x the prediction time (untick for XY slices "
-                        "only). The z spacing comes from each file",
-    "threshold": _PREDICT["threshold"],
-    "min_size": _PREDICT["min_size"],
-    "diameter": "typical object diameter in pixels in these images; if it lies outside the "
-                "sizes the model was trained on, they are rescaled so objects come out at the "
-                "nearest of them; inside them, to the training diameter when the model is "
-                "surer of its objects there. 'model scale' uses each image as it is",
     "probabilities": "also write <name>_probabilities.tif (float32, one channel per class)",
     "suffix": "appended to each image's name for its labels file (empty: the same name)",
     "overwrite": "replace labels files that already exist; otherwise they are skipped, so an "
@@ -143,8 +105,7 @@ _ANNOTATE = {
 }
 
 #: Train dock entries (object name -> tooltip). The controls generated from TrainConfig and the
-#: augmentation switches get their text from TrainConfig's / AugmentConfig's docstrings
-#: (``train_form.register_tooltips`` fills them in; an entry written here wins).
+#: augmentation switches get the help of their setting declarations (:func:`tooltip`).
 _TRAIN: dict[str, str] = {
     "image": "the image layer to train on",
     "training_labels": "the painted training labels (make them in the Annotate dock); edits "
@@ -179,13 +140,36 @@ TOOLTIPS: dict[str, dict[str, str]] = {
 _SHARED_SECTIONS = ("model", "common")
 
 
+def settings_classes(dock: str) -> tuple[type, ...]:
+    """The settings dataclasses whose declarations (``core.settings``) give ``dock``'s
+    generated controls their help."""
+    if dock in ("predict", "batch"):
+        from ..core.inference.config import PredictConfig
+
+        return (PredictConfig,)
+    if dock == "train":
+        from ..core.training.augment import AugmentConfig
+        from ..core.training.config import TrainConfig
+
+        return (TrainConfig, AugmentConfig)
+    return ()
+
+
 def tooltip(dock: str, name: str) -> str:
-    """The tooltip of control ``name`` in ``dock``; ``KeyError`` naming a missing entry."""
+    """The tooltip of control ``name`` in ``dock``: the dock's table, then the declared help
+    of the setting of that name; ``KeyError`` naming a missing entry."""
+    from ..core.settings import declared
+
     if dock not in TOOLTIPS:
         raise KeyError(f"no tooltip table for dock {dock!r}; known: {sorted(TOOLTIPS)}")
     for section in (dock, *_SHARED_SECTIONS):
         if name in TOOLTIPS[section]:
             return TOOLTIPS[section][name]
+    for cls in settings_classes(dock):
+        try:
+            return declared(cls, name).setting.help
+        except KeyError:
+            continue
     raise KeyError(f"no tooltip for {name!r} in the {dock!r} dock: add it to "
                    "napari_unet._widgets.tooltips.TOOLTIPS")
 

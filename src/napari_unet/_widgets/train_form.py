@@ -1,10 +1,9 @@
-"""The Train dock's settings form, generated from ``TrainConfig`` (one source for the settings).
+"""The Train dock's settings form, generated from ``TrainConfig``'s setting declarations.
 
-Each shown field's control comes from the dataclass: its kind from the field's type, its default
-from ``TrainConfig()``, its choices from the core's registries (``LOSSES``, ``DEVICE_CHOICES``),
-its tooltip from ``TrainConfig``'s docstring (put into the one tooltip table,
-``tooltips.TOOLTIPS["train"]``). Only presentation lives here: which fields, their labels and
-spin-box ranges. Fields the installed ``TrainConfig`` lacks are left out.
+Each setting declared for the docks (``core.settings``) becomes a control with the declaration's
+label, help, range, choices and fold (advanced); it starts at the chosen preset's value, or at
+the declared dock default (the time budget). Only the preset combo, the augmentation switches
+and the preview switch are made here.
 
 The preset combo shows the chosen recipe's values in the controls when the *user* changes it;
 restoring remembered settings sets it without applying, so restored values stay.
@@ -13,48 +12,19 @@ restoring remembered settings sets it without applying, so restored values stay.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
-from ..core.runtime.device import DEVICE_CHOICES
+from ..core.settings import Setting, settings_of
 from ..core.training.augment import AugmentConfig
-from ..core.training.config import LOSSES, OPTIMIZERS, PRESETS, TrainConfig
-from ._form import Field, Form, make_control
+from ..core.training.config import PRESETS, TrainConfig
+from ._form import Field, Form, make_control, setting_fields
 from .settings import Binding
-from .tooltips import TOOLTIPS, tooltip
+from .tooltips import tooltip
 
 DOCK = "train"
 
-#: Shown TrainConfig fields, in order, with how they look (label, range, step, decimals; a
-#: ``none_text`` makes the spin box's minimum mean None).
-LOOK: dict[str, dict[str, Any]] = {
-    "minutes": dict(label="train for (minutes)", minimum=0.0, maximum=24 * 60.0, step=0.5,
-                    decimals=2, none_text="no time limit"),
-    "iterations": dict(label="at most (steps)", minimum=0, maximum=10**7, step=50,
-                       none_text="no step limit"),
-    "lr": dict(label="learning rate", minimum=0.0, maximum=1.0, step=1e-4, decimals=6),
-    "batch_size": dict(label="batch size", minimum=1, maximum=256),
-    "tile_size": dict(label="tile size (px)", minimum=16, maximum=4096, step=16),
-    "loss": dict(label="loss"),
-    "w0": dict(label="border weight w0", minimum=0.0, maximum=1000.0, step=0.5),
-    "sigma": dict(label="border sigma (px)", minimum=0.0, maximum=1000.0, step=0.5),
-    "validate_every": dict(label="validate every (steps)", minimum=0, maximum=10**6, step=10),
-    "preview_every_s": dict(label="preview every (s)", minimum=0.0, maximum=3600.0, step=0.5,
-                            decimals=1),
-    "device": dict(label="device"),
-}
-#: Where the dock's default differs from TrainConfig's: a person thinks "train for a few
-#: minutes", not "500 steps" (10-40 minutes on a laptop CPU before issue 11's loop, 1.6 on this
-#: 2-core machine with it): the minutes are the budget, with no step limit.
-DOCK_DEFAULTS: dict[str, Any] = {"minutes": 3.0, "iterations": None}
-#: Settings the dock always uses and does not show: batches are prepared in worker processes,
-#: whose GIL-holding warps and weight maps cannot stall the viewer.
-HIDDEN: dict[str, Any] = {"workers": "auto"}
-#: Choice fields and their registry in the core.
-CHOICES: dict[str, tuple[str, ...]] = {"loss": tuple(LOSSES), "device": tuple(DEVICE_CHOICES),
-                                       "optimizer": tuple(OPTIMIZERS)}
 #: Boolean AugmentConfig fields become check boxes; "intensity" toggles the three ranges.
 AUGMENT_TOGGLES = tuple(f.name for f in dataclasses.fields(AugmentConfig)
                         if f.type in ("bool", bool))
@@ -62,80 +32,19 @@ _INTENSITY = ("brightness", "contrast", "gamma")
 _NEUTRAL_INTENSITY = {"brightness": (0.0, 0.0), "contrast": (1.0, 1.0), "gamma": (1.0, 1.0)}
 
 
-def docstring_fields(cls: type) -> dict[str, str]:
-    """Per-field text of a numpy-style ``Parameters`` section (``name : type`` + indented text).
-
-    Fields documented without text get their type line (e.g. ``{"sgd", "adam"}``).
-    """
-    docs: dict[str, str] = {}
-    current: list[str] = []
-    in_parameters = False
-    previous = ""
-    for line in (cls.__doc__ or "").splitlines():
-        if line.strip() and set(line.strip()) == {"-"}:  # a section's underline
-            in_parameters = previous.strip() == "Parameters"
-            current = []
-            continue
-        previous = line
-        if not in_parameters:
-            continue
-        if line.startswith("    ") and not line.startswith("        ") and " : " in line:
-            names, kind = line.split(" : ", 1)
-            current = [n.strip() for n in names.split(",")]
-            for name in current:
-                docs[name] = ""
-                docs[f"{name} (type)"] = kind.strip()
-        elif line.startswith("        ") and current:
-            for name in current:
-                docs[name] = (docs[name] + " " + line.strip()).strip()
-        elif not line.strip():
-            continue
-        else:
-            current = []
-    out = {}
-    for name, text in docs.items():
-        if not name.endswith(" (type)"):
-            out[name] = text or docs.get(f"{name} (type)", "")
-    return out
-
-
-def register_tooltips() -> None:
-    """Put TrainConfig's and AugmentConfig's field docs into the one tooltip table.
-
-    The table's hand-written entries win; the docstrings fill in every other field, so a new
-    TrainConfig field gets its tooltip from where it is documented.
-    """
-    table = TOOLTIPS[DOCK]
-    for name, text in {**docstring_fields(AugmentConfig),
-                       **docstring_fields(TrainConfig)}.items():
-        if text:
-            table.setdefault(name, text)
-
-
-def shown_fields() -> tuple[str, ...]:
-    """The LOOK fields the installed TrainConfig has."""
-    have = {f.name for f in dataclasses.fields(TrainConfig)}
-    return tuple(name for name in LOOK if name in have)
-
-
-def _plain_type(hint: Any) -> Any:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
 def config_fields(preset: str | None = None) -> list[Field]:
-    """The form's rows: kinds and defaults from TrainConfig (``preset`` or its default)."""
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = TrainConfig() if preset is None else TrainConfig(preset=preset)
-    rows = []
-    for name in shown_fields():
-        look = dict(LOOK[name])
-        label = look.pop("label")
-        default = DOCK_DEFAULTS.get(name, getattr(defaults, name))
-        kind = {int: "int", float: "float", bool: "bool", str: "choice"}[_plain_type(hints[name])]
-        choices = CHOICES.get(name, ())
-        rows.append(Field(name, label, kind, default, choices=choices, **look))
-    return rows
+    """The form's rows: ``TrainConfig``'s settings declared for the docks, starting at
+    ``preset``'s values (or the default preset's), or at a declared dock default."""
+    config = TrainConfig() if preset is None else TrainConfig(preset=preset)
+    return setting_fields(TrainConfig, {f.name: getattr(config, f.name)
+                                        for f in dataclasses.fields(TrainConfig)})
+
+
+def hidden_settings() -> dict[str, Any]:
+    """Settings the dock uses without showing them: their declared dock defaults (batches are
+    prepared in worker processes, whose GIL-holding work cannot stall the viewer)."""
+    return {item.name: item.setting.dock_default for item in settings_of(TrainConfig)
+            if not item.setting.dock and item.setting.dock_default is not Setting.UNSET}
 
 
 class TrainForm(QWidget):
@@ -155,7 +64,6 @@ class TrainForm(QWidget):
 
     def __init__(self, preset: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        register_tooltips()
         self.default_preset = TrainConfig().preset if preset is None else preset
         self.preset = QComboBox()
         self.preset.setObjectName("preset")
@@ -218,10 +126,8 @@ class TrainForm(QWidget):
         elif not augment.has_intensity:
             default = AugmentConfig()
             changes.update({k: getattr(default, k) for k in _INTENSITY})
-        have = {f.name for f in dataclasses.fields(TrainConfig)}
-        hidden = {k: v for k, v in HIDDEN.items() if k in have}
         return TrainConfig(preset=preset, augment=dataclasses.replace(augment, **changes),
-                           **hidden, **self.form.values())
+                           **hidden_settings(), **self.form.values())
 
     def controls(self) -> list[QWidget]:
         """Everything to disable while a training runs."""
@@ -254,5 +160,4 @@ def _checker(box: Any) -> Any:
     return set_checked
 
 
-__all__ = ["AUGMENT_TOGGLES", "CHOICES", "DOCK_DEFAULTS", "LOOK", "TrainForm", "config_fields",
-           "docstring_fields", "register_tooltips", "shown_fields"]
+__all__ = ["AUGMENT_TOGGLES", "TrainForm", "config_fields", "hidden_settings"]

@@ -546,7 +546,12 @@ def test_cli_and_dock_agree_on_the_recipe():
     _cli_train.add_arguments(parser)
     args = parser.parse_args(["--image", "a", "--labels", "b", "--out", "m.pt"])
     assert args.preset is None and args.model == "default"  # -> preset_for(from_trained=True)
-    assert args.workers == "auto"
+    config = _cli_train.train_config(args)
+    assert config.preset == preset_for(from_trained=True) == "finetune"
+    assert config.workers == "auto"  # as the dock: batches in worker processes
+    new = _cli_train.train_config(parser.parse_args(["--image", "a", "--labels", "b", "--out",
+                                                     "m.pt", "--model", "small"]))
+    assert new.preset == preset_for(from_trained=False) == "fast"
 
 
 def test_warmup_and_encoder_rate():
@@ -652,7 +657,7 @@ def test_cli_minutes_stops_within_the_budget_and_saves(cli_data, capsys):
 @pytest.mark.parametrize(("extra", "message"), [
     (["--minutes", "0"], "minutes must be a time budget"),
     (["--minutes", "1441"], "at most a day"),
-    (["--workers", "many"], "--workers must be a number or 'auto'"),
+    (["--workers", "many"], "--workers: must be a whole number or 'auto'"),
     (["--sparse", "--labels", "one_class.tif"], "only one class annotated"),
 ])
 def test_cli_bad_budget_or_labels_write_nothing(cli_data, capsys, extra, message):
@@ -662,7 +667,11 @@ def test_cli_bad_budget_or_labels_write_nothing(cli_data, capsys, extra, message
     args = cli_args(cli_data, "--out", str(out), *extra)
     if "--labels" in extra:  # the second --labels wins; point it at the file
         args[len(args) - 1] = str(cli_data / "one_class.tif")
-    assert main(args) == 2
+    try:
+        status = main(args)
+    except SystemExit as stop:  # refused while the options are read
+        status = stop.code
+    assert status == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..constants import DEFAULT_TILING
-from ..runtime.device import check_device_name
+from ..runtime.device import DEVICE_CHOICES, check_device_name
+from ..settings import setting
 from .blockwise import (
     DEFAULT_BLOCK,
     MIN_BLOCK,
@@ -21,128 +22,154 @@ BLEND_MODES = ("discard", "gaussian")
 UNCERTAINTY_METHODS = ("entropy", "variance")
 
 
+def _diameter_value(text: str) -> float | str:
+    """A typed object diameter: a number of pixels or "auto"."""
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"must be a number of pixels or 'auto', got {text!r}") from None
+
+
 # -- settings and results --------------------------------------------------------------------
 @dataclass(frozen=True)
 class PredictConfig:
-    """Settings of one prediction job.
+    """Settings of one prediction job; each field's help is in its declaration below.
 
-    Parameters
-    ----------
-    tile_size : int or (int, int), optional
-        Input tile size ``(H, W)``; legal sizes for valid nets, multiples of ``model.divisor``
-        for padded nets. None chooses it from a memory budget (free CUDA memory, or
-        ``memory_budget`` / a quarter of the free RAM on CPU).
-    batch_size : int, optional
-        Tiles per forward pass; None chooses it with the tile size (:func:`.tiles.plan_tiles`:
-        one large tile per pass on CPU, as many as the memory holds on CUDA).
-    tta : bool
-        Test-time augmentation: average the 8 flips/rotations of every tile.
-    uncertainty : bool
-        Also return a per-pixel uncertainty map in [0, 1] (``uncertainty_method``).
-    uncertainty_method : {"entropy", "variance"}
-        Normalised entropy of the (mean) class probabilities, or the variance of the class
-        probabilities over the TTA views (needs ``tta``), averaged over classes, times 4.
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-    channel_axis : int, optional
-        Axis of the channels in the image; None guesses it from ``model.in_channels`` (or takes
-        the "C" of ``axes``).
-    threshold : float
-        Foreground probability threshold for instances.
-    min_size : int, optional
-        Instances smaller than this many pixels are dropped; None = post-processing default.
-    split_touching : bool
-        Also split instances at the necks between round parts (distance-transform
-        watershed), for touching objects whose gap the net did not separate. Measured on the
-        default model's held-out nuclei (docs/models.md); switch it off for long or
-        irregular objects, which it may cut.
-    object_diameter : float or "auto", optional
-        Typical object diameter (pixels) in the image; with the model's ``object_diameter``,
-        objects outside the model's band are resampled into it, and those inside it to the
-        training diameter when the net is surer of its objects there
-        (:func:`.diameter.choose_scale`, decided once per job on a crop); their instances are
-        found at that scale and brought back (:func:`labels_at_image_scale`). ``"auto"``
-        measures it with the model first (:mod:`.diameter`).
-    pixel_size : float, optional
-        Micrometres per pixel of the image; used with the model's ``pixel_size`` when no
-        diameter is given.
-    half : {"auto", True, False}
-        float16 on CUDA. ``"auto"`` tries it on the first batch and keeps it only if the labels
-        (argmax) are identical to float32. Ignored on CPU/MPS.
-    blend : {"discard", "gaussian"}
-        Padded nets: keep each tile's centre part, or Gaussian-weighted averaging.
-    overlap : int, optional
-        Padded nets: pixels of context kept on each side of a tile's kept part. None = the
-        net's receptive radius (exact stitching) or the fast fraction of it (``tiling``).
-    tiling : {"fast", "exact"}
-        Padded nets: ``"exact"`` overlaps tiles by the receptive radius, so the result equals
-        the un-tiled prediction to float rounding; ``"fast"`` keeps a third of it, computing
-        fewer pixels, with seam differences measured on the shipped model (docs/tiling.md).
-    memory_budget : int, optional
-        Bytes for the automatic tile size on CPU (default: :func:`.tiles.plan_tiles`'s, and
-        ``BLOCKWISE_FORWARD_BUDGET`` for planes predicted block by block).
-    keep_probabilities : bool
-        Return the probability maps (they are the biggest output: ``num_classes`` float32
-        values per pixel).
-    axes : str, optional
-        The image's axes, one letter from "TZCYX" per axis (e.g. ``"ZYX"``, ``"TCYX"``), from
-        the file or the layer. A "Z" stack gives 3D objects; "T" stays slice by slice.
-    volume : bool, optional
-        True: the stack is a Z stack, build 3D objects (a 3D image without ``axes`` is taken
-        as ZYX); False: slice by slice; None: 3D only when ``axes`` says Z (an ambiguous stack
-        is segmented slice by slice, with a :class:`Message` saying so).
-    z_spacing : float, optional
-        Volumes: the distance between slices in lateral pixels (z pixel size / x pixel size);
-        None = 1. Used by the 3D split (distances, seed spacing) and the z halo.
-    stitch_threshold : float, optional
-        Volumes: None labels and splits the foreground in 3D (measured best); a number in
-        (0, 1] instead links the 2D objects of neighbouring slices whose IoU reaches it
-        (cellpose's stitching).
-    orthogonal_views : bool, optional
-        Volumes ("2.5D", :mod:`.views`): also predict every XZ and YZ slice (stretched along z
-        by ``z_spacing``) and keep a voxel as foreground only where all three views see it, so
-        nuclei stacked along z get the gap the net draws between neighbours (merged + split
-        nuclei 5.3 % -> 2.7 %, AP@0.75 0.66 -> 0.88), for about 3.5x the prediction time
-        (measured, docs/big-images-and-volumes.md). None (default): wherever the objects are
-        labelled in 3D (a Z stack, an instance model, no ``stitch_threshold``); True: asked
-        for (a note when it cannot apply; not with ``stitch_threshold``); False: XY slices
-        only. The uncertainty's entropy is then that of the combined probabilities (the
-        variance stays the XY slices').
-    block_size : int
-        Planes with a side longer than this are predicted and labelled block by block with
-        bounded memory (blocks of this side, plus a halo); the objects are those of the
-        whole-plane path. Volumes use blocks of 16 slices x ``block_size / 8`` px.
-    block_halo : int, optional
-        Pixels around each block that are labelled with it; must exceed the largest object
-        (a :class:`Message` warns when objects reach it). None: 3x the model's object
-        diameter, at least 64.
+    Notes for developers: ``tile_size`` may also be ``(H, W)``; legal sizes are checked where
+    the config meets the model (:func:`.tiles.check_tile_size`). ``object_diameter`` outside
+    the model's band resamples the image into it, inside it the scale is chosen once per job
+    on a crop (:func:`.diameter.choose_scale`); instances are found at that scale and brought
+    back (:func:`.scaling.labels_at_image_scale`). Planes longer than ``block_size`` are
+    labelled block by block (:mod:`.blockwise`) with the objects of the whole-plane path;
+    volumes use blocks of 16 slices x ``block_size / 8`` px. ``orthogonal_views`` is
+    :mod:`.views` (measured in docs/big-images-and-volumes.md).
     """
 
-    tile_size: int | tuple[int, int] | None = None
-    batch_size: int | None = None
-    tta: bool = False
-    uncertainty: bool = False
-    uncertainty_method: str = "entropy"
-    device: str = "auto"
-    channel_axis: int | None = None
-    threshold: float = 0.5
-    min_size: int | None = None
-    split_touching: bool = True
-    object_diameter: float | str | None = None
-    pixel_size: float | None = None
-    half: bool | str = "auto"
-    blend: str = "discard"
-    overlap: int | None = None
-    tiling: str = DEFAULT_TILING
-    memory_budget: int | None = None
-    keep_probabilities: bool = True
-    axes: str | None = None
-    volume: bool | None = None
-    z_spacing: float | None = None
-    stitch_threshold: float | None = None
-    orthogonal_views: bool | None = None
-    block_size: int = DEFAULT_BLOCK
-    block_halo: int | None = None
+    tile_size: int | tuple[int, int] | None = setting(
+        None, label="tile size", unit="px", kind="int", flag="--tile-size", aliases=("--tile",),
+        minimum=0, maximum=8192, step=16, none_text="auto", advanced=True,
+        help="Side of the square pieces the image is cut into for the network. Auto picks it "
+             "from the memory available; set it lower only if prediction runs out of memory.")
+    batch_size: int | None = setting(
+        None, label="tiles per pass", kind="int", flag="--batch-size", minimum=0, maximum=256,
+        none_text="auto", advanced=True, dock=False,
+        help="How many tiles the network takes at once. Auto picks what computes the fewest "
+             "pixels within the memory available.")
+    tta: bool = setting(
+        False, label="test-time augmentation", flag="--tta",
+        help="Average the predictions of 8 flipped and rotated copies of each tile: slightly "
+             "smoother outlines and a better uncertainty map, 8 times slower.")
+    uncertainty: bool = setting(
+        False, label="uncertainty map", dock=False,
+        elsewhere="`--uncertainty FILE` (predict); the Predict dock's uncertainty layer",
+        help="Also make a map of how unsure the model is at each pixel, from 0 (sure) to 1: "
+             "paint where it is bright, then fine-tune.")
+    uncertainty_method: str = setting(
+        "entropy", label="uncertainty measure", flag="--uncertainty-method", advanced=True,
+        dock=False, choices=(("entropy", "entropy"), ("variance", "variance over augmentations")),
+        help="Entropy: how evenly the model splits a pixel between classes. Variance: how much "
+             "the 8 test-time augmentations disagree (needs test-time augmentation).")
+    device: str = setting(
+        "auto", label="device", flag="--device", kind="choice", advanced=True, dock=False,
+        choices=tuple((d, d) for d in DEVICE_CHOICES), parse=check_device_name,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="Where the network runs. Auto takes an NVIDIA GPU, then an Apple GPU, then the "
+             "processor.")
+    channel_axis: int | None = setting(
+        None, label="channel axis", kind="int", flag="--channel-axis", minimum=-8, maximum=8,
+        none_text="from the file", dock=False,
+        help="Which axis of the image holds the channels, counted from 0; none for images of "
+             "one channel and for RGB images. Taken from the file when it says.")
+    threshold: float = setting(
+        0.5, label="threshold", flag="--threshold", minimum=0.01, maximum=0.99, step=0.05,
+        help="Foreground probability above which a pixel belongs to an object. Lower it when "
+             "objects come out too small or are missed; raise it when they merge.")
+    min_size: int | None = setting(
+        None, label="minimum size", unit="px", kind="int", flag="--min-size", minimum=0,
+        maximum=1_000_000, step=10, none_text="auto",
+        help="Objects smaller than this many pixels are dropped. Auto drops only specks.")
+    split_touching: bool = setting(
+        True, label="split touching objects", flag="--split",
+        help="Cut objects that touch apart at the narrow neck between them. Turn it off for "
+             "long or irregular objects, which it may cut in pieces.")
+    object_diameter: float | str | None = setting(
+        None, label="object diameter", unit="px", kind="float", flag="--diameter",
+        minimum=0.0, maximum=10_000.0, step=1.0, decimals=1, none_text="model scale",
+        metavar="PX|auto", parse=_diameter_value,
+        help="Typical diameter of your objects in pixels. Images whose objects are much smaller "
+             "or larger than the model's are rescaled to its size first. Auto measures it "
+             "with the model; leave it empty when your objects look like the model's.")
+    pixel_size: float | None = setting(
+        None, label="pixel size", unit="µm", kind="float", dock=False,
+        elsewhere="from the file or the layer",
+        help="Micrometres per pixel of the image, from the file or the layer; used with the "
+             "model's pixel size when no object diameter is given.")
+    half: bool | str = setting(
+        "auto", label="half precision", dock=False,
+        choices=(("auto", "auto"), (True, "on"), (False, "off")),
+        help="Compute in 16-bit floats on an NVIDIA GPU: faster, and auto keeps it only when "
+             "the labels come out identical.")
+    blend: str = setting(
+        "discard", label="tile blending", dock=False,
+        choices=(("discard", "keep each tile's centre"), ("gaussian", "weighted average")),
+        help="How overlapping tiles are joined: each pixel from the tile it is most central "
+             "in, or a weighted average of the tiles that see it.")
+    overlap: int | None = setting(
+        None, label="tile overlap", unit="px", kind="int", dock=False, none_text="auto",
+        help="Pixels of context around the part of a tile that is kept. Auto follows the "
+             "tiling setting.")
+    tiling: str = setting(
+        DEFAULT_TILING, label="tiling", flag="--tiling", advanced=True,
+        choices=(("exact", "exact (same as untiled)"), ("fast", "fast")),
+        help="Exact: tiles overlap enough that the result equals predicting the whole image "
+             "at once. Fast: less overlap, fewer pixels computed, a few pixels may differ "
+             "along tile borders.")
+    memory_budget: int | None = setting(
+        None, label="memory budget", unit="bytes", kind="int", dock=False, none_text="auto",
+        help="Memory the automatic tile size may plan for on the processor.")
+    keep_probabilities: bool = setting(
+        True, label="probability maps", dock=False,
+        elsewhere="`--probabilities` (predict, batch); the docks' probability outputs",
+        help="Also keep the probability of each class at each pixel (the largest output).")
+    axes: str | None = setting(
+        None, label="axes", kind="text", flag="--axes", metavar="LETTERS", dock=False,
+        none_text="from the file",
+        help="The image's axes as letters from TZCYX, for example ZYX for a Z stack. Leave it "
+             "out to take them from the file.")
+    volume: bool | None = setting(
+        None, label="Z stacks", flag="--3d", kind="choice",
+        choices=((None, "auto (3D when the file says Z)"), (True, "3D objects"),
+                 (False, "slice by slice")),
+        help="Whether the slices of a stack are one 3D volume (objects are joined across "
+             "slices) or separate images. Auto follows the file's axes.")
+    z_spacing: float | None = setting(
+        None, label="z spacing", kind="float", flag="--z-spacing", minimum=0.0,
+        maximum=1000.0, none_text="from the file", advanced=True, dock=False,
+        help="3D: the distance between slices, in pixels of the image plane (z step divided "
+             "by pixel size). Leave it out to take it from the file.")
+    stitch_threshold: float | None = setting(
+        None, label="link slices by overlap", kind="float", flag="--stitch-threshold",
+        minimum=0.0, maximum=1.0, none_text="off", advanced=True, dock=False,
+        help="3D: instead of building 3D objects, join objects of neighbouring slices that "
+             "overlap at least this much (0 to 1).")
+    orthogonal_views: bool | None = setting(
+        None, label="side views", flag="--orthogonal-views", kind="choice", advanced=True,
+        choices=((None, "where 3D objects are built"), (True, "always"),
+                 (False, "off: XY slices only")),
+        help="3D: also predict the stack seen from the side and keep only what all views "
+             "see, which separates objects stacked on top of each other; about 3.5 times "
+             "slower.")
+    block_size: int = setting(
+        DEFAULT_BLOCK, label="block size", unit="px", flag="--block-size", minimum=MIN_BLOCK,
+        maximum=1_000_000, step=256, advanced=True, dock=False,
+        help="Images wider or taller than this are segmented block by block, so memory stays "
+             "small whatever the image size.")
+    block_halo: int | None = setting(
+        None, label="block margin", unit="px", kind="int", dock=False, none_text="auto",
+        help="Pixels around each block that are labelled with it; must be larger than the "
+             "largest object. Auto: three object diameters.")
 
     def __post_init__(self) -> None:
         tile = self.tile_size

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..settings import setting
+
 # scipy's "reflect" is the half-sample symmetric mirror, i.e. np.pad(mode="symmetric").
 MIRROR_MODE = "reflect"
 
@@ -57,11 +59,18 @@ class AugmentConfig:
         Spline order of the image interpolation (labels always use nearest neighbour).
     """
 
-    elastic: bool = True
+    elastic: bool = setting(
+        True, label="elastic", dock=False,
+        help="Random smooth stretching of the training pieces, as the paper does: teaches "
+             "shapes from few examples.")
     elastic_grid: int = 3
     elastic_sigma: float = 10.0
-    flips: bool = True
-    rot90: bool = True
+    flips: bool = setting(
+        True, label="flips", dock=False,
+        help="Random mirror images of the training pieces.")
+    rot90: bool = setting(
+        True, label="quarter turns", dock=False,
+        help="Random rotations of the training pieces by quarter turns.")
     rotation: float = 10.0
     shift: float = 0.0
     brightness: tuple[float, float] = (-0.1, 0.1)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from ..model.unet import UNet
-from ..runtime.device import DEVICE_CHOICES
+from ..runtime.device import DEVICE_CHOICES, check_device_name
+from ..settings import setting
 from . import losses as _losses
 from .augment import AugmentConfig
 from .batch_workers import auto_workers
@@ -56,6 +57,16 @@ def preset_for(from_trained: bool) -> str:
     """The recipe the CLI and the Train dock use by default: ``"finetune"`` when training starts
     from a trained model (the shipped default or a model file), ``"fast"`` for a new net."""
     return "finetune" if from_trained else "fast"
+
+
+def _workers_value(text: str) -> int | str:
+    """A typed number of batch processes: a whole number or "auto"."""
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"must be a whole number or 'auto', got {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -177,37 +188,157 @@ class TrainConfig:
         exactly; calling ``events()`` again does too.
     """
 
-    preset: str = "fast"
-    iterations: int | None = None
-    minutes: float | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    encoder_lr_scale: float | None = None
-    frozen_levels: int | None = None
-    batch_size: int | None = None
-    tile_size: int | None = None
-    optimizer: str | None = None
-    momentum: float | None = None
-    weight_decay: float = 0.0
-    w0: float = 10.0
-    sigma: float = 5.0
-    class_weights: str | tuple[float, ...] | None = "auto"
-    separate_touching: bool = True
-    loss: str = "weighted_ce"
+    preset: str = setting(
+        "fast", label="recipe", flag="--preset", dock=False,
+        choices=(("finetune", "finetune"), ("fast", "fast"), ("paper", "paper")),
+        help="A set of training settings. finetune: adapt a trained model to a few painted "
+             "objects (the choice when starting from a trained model); fast: train a new "
+             "network quickly; paper: the original paper's settings.")
+    iterations: int | None = setting(
+        None, label="at most", unit="steps", kind="int", flag="--iterations", minimum=0,
+        maximum=10**7, step=50, none_text="no step limit", dock_default=None,
+        help="Stop after this many training steps. With a time budget and no step count, "
+             "training runs for the time given; with neither, for 500 steps.")
+    minutes: float | None = setting(
+        None, label="train for", unit="minutes", kind="float", flag="--minutes", minimum=0.0,
+        maximum=MAX_MINUTES, step=0.5, none_text="no time limit", dock_default=3.0,
+        help="Time budget: training stops after this many minutes or the step count, "
+             "whichever comes first, and the model is saved either way.")
+    lr: float | None = setting(
+        None, label="learning rate", kind="float", flag="--lr", minimum=0.0, maximum=1.0,
+        step=1e-4, decimals=6, advanced=True,
+        help="How big each training step is. The recipe's value suits most cases; lower it "
+             "if the loss jumps around, raise it if it falls very slowly.")
+    warmup_steps: int | None = setting(
+        None, label="warm-up", unit="steps", kind="int", flag="--warmup-steps", minimum=0,
+        maximum=10**6, advanced=True, dock=False,
+        help="Steps over which the learning rate rises from zero, so the first steps do not "
+             "upset a trained model.")
+    encoder_lr_scale: float | None = setting(
+        None, label="encoder learning-rate factor", kind="float", flag="--encoder-lr-scale",
+        minimum=0.0, maximum=10.0, advanced=True, dock=False,
+        help="The learning rate of the network's first half (which reads the image) relative "
+             "to the rest; 0 keeps it as it is.")
+    frozen_levels: int | None = setting(
+        None, label="frozen levels", kind="int", flag="--frozen-levels", minimum=0,
+        maximum=8, advanced=True, dock=False,
+        help="How many of the network's finest levels keep their trained weights. Fine-tuning "
+             "on a few objects then changes only the coarser levels, and steps are faster.")
+    batch_size: int | None = setting(
+        None, label="batch size", kind="int", flag="--batch-size", minimum=1, maximum=256,
+        advanced=True,
+        help="How many image pieces one training step looks at. Larger batches give steadier "
+             "steps but each takes longer.")
+    tile_size: int | None = setting(
+        None, label="tile size", unit="px", kind="int", flag="--tile-size", aliases=("--tile",),
+        minimum=16, maximum=4096, step=16, advanced=True,
+        help="Side of the image pieces the network trains on. Larger pieces show more context "
+             "and take longer per step.")
+    optimizer: str | None = setting(
+        None, label="optimizer", flag="--optimizer", advanced=True, dock=False,
+        choices=tuple((o, o) for o in OPTIMIZERS),
+        help="sgd: the paper's gradient descent with momentum; adam: adapts the step size "
+             "itself and usually learns faster.")
+    momentum: float | None = setting(
+        None, label="momentum", kind="float", flag="--momentum", minimum=0.0, maximum=1.0,
+        advanced=True, dock=False,
+        help="sgd only: how much of the previous steps carries into the next (0.99 in the "
+             "paper).")
+    weight_decay: float = setting(
+        0.0, label="weight decay", flag="--weight-decay", minimum=0.0, maximum=1.0,
+        advanced=True, dock=False,
+        help="A small pull of all weights towards zero that can reduce overfitting; 0 is off.")
+    w0: float = setting(
+        10.0, label="border weight", flag="--border-weight", minimum=0.0, maximum=1000.0,
+        step=0.5, advanced=True,
+        help="How much more the narrow gaps between touching objects count in the loss than "
+             "other pixels (the paper uses 10). Raise it when touching objects merge.")
+    sigma: float = setting(
+        5.0, label="border width", unit="px", flag="--border-width", minimum=0.0,
+        maximum=1000.0, step=0.5, advanced=True,
+        help="How far from a gap between objects its extra weight reaches, in pixels (the "
+             "paper uses 5).")
+    class_weights: str | tuple[float, ...] | None = setting(
+        "auto", label="class balance", flag="--class-weights", advanced=True, dock=False,
+        choices=tuple((c, c) for c in CLASS_WEIGHTS),
+        help="How background and objects are weighed against each other. balanced: equally "
+             "within each piece; predicted: by how much of each the model sees in the whole "
+             "images (for sparse paint); auto: what the recipe uses.")
+    separate_touching: bool = setting(
+        True, label="gap between touching objects", flag="--separate-touching",
+        advanced=True, dock=False,
+        help="Teach a one-pixel background gap between touching objects, so that they come "
+             "out as separate objects.")
+    loss: str = setting(
+        "weighted_ce", label="loss", flag="--loss", advanced=True,
+        choices=tuple((name, name.replace("weighted_ce", "weighted cross-entropy")
+                       .replace("+", " + ")) for name in LOSSES),
+        help="What training minimises: the paper's weighted cross-entropy, the Dice overlap, "
+             "or both added.")
     augment: AugmentConfig | None = None
-    annotated_bias: float | None = None
-    freeze_norm: bool = False
-    keep_best: bool = True
-    validate_every: int = 50
-    preview_every_s: float = 2.0
-    seed: int = 0
-    device: str = "auto"
-    prefetch: int = 2
-    workers: int | str = 0
-    threads: int | None = None
-    channels_last: bool | None = None
-    distill: float | None = None
-    average: float | None = None
+    annotated_bias: float | None = setting(
+        None, label="share of pieces on painted pixels", kind="float",
+        flag="--annotated-bias", minimum=0.0, maximum=1.0, none_text="auto", advanced=True,
+        dock=False,
+        help="Share of training pieces centred on a painted pixel (the rest anywhere). Auto "
+             "centres every piece on something painted.")
+    freeze_norm: bool = setting(
+        False, label="keep normalisation statistics", flag="--freeze-norm", advanced=True,
+        dock=False,
+        help="Keep the trained model's batch-normalisation statistics, which a few painted "
+             "pieces would otherwise overwrite.")
+    keep_best: bool = setting(
+        True, label="keep the best model", flag="--keep-best", advanced=True, dock=False,
+        help="Keep the weights that scored best on the held-out part of the paint, when that "
+             "part is large enough to measure; otherwise the last weights are kept.")
+    validate_every: int = setting(
+        50, label="validate every", unit="steps", flag="--validate-every", minimum=0,
+        maximum=10**6, step=10, advanced=True,
+        help="How often the model is scored on the held-out part of the paint; 0 never.")
+    preview_every_s: float = setting(
+        2.0, label="preview every", unit="s", minimum=0.0, maximum=3600.0, step=0.5,
+        decimals=1, advanced=True,
+        help="How often the live preview of the view is updated while training.")
+    seed: int = setting(
+        0, label="random seed", flag="--seed", minimum=0, maximum=2**31 - 1, advanced=True,
+        dock=False,
+        help="Start of the random choices (pieces, augmentation); the same seed and settings "
+             "repeat a run.")
+    device: str = setting(
+        "auto", label="device", flag="--device", kind="choice", advanced=True,
+        choices=tuple((d, d) for d in DEVICE_CHOICES), parse=check_device_name,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="Where the network trains. Auto takes an NVIDIA GPU, then an Apple GPU, then the "
+             "processor.")
+    prefetch: int = setting(
+        2, label="batches ahead", flag="--prefetch", minimum=1, maximum=64, advanced=True,
+        dock=False,
+        help="How many batches are prepared ahead of the training step.")
+    workers: int | str = setting(
+        0, label="batch processes", kind="text", flag="--workers", parse=_workers_value,
+        metavar="N|auto", advanced=True, dock=False, dock_default="auto",
+        help="Processes that prepare batches beside the training: a number (0 prepares them "
+             "in a thread) or auto.")
+    threads: int | None = setting(
+        None, label="threads", kind="int", flag="--threads", minimum=0, maximum=1024,
+        none_text="as set", advanced=True, dock=False,
+        help="Processor threads the network uses while training (given back afterwards).")
+    channels_last: bool | None = setting(
+        None, label="channels-last memory layout", flag="--channels-last", kind="choice",
+        advanced=True, dock=False,
+        choices=((None, "the recipe's"), (True, "on"), (False, "off")),
+        help="A memory layout that makes steps faster on most processors.")
+    distill: float | None = setting(
+        None, label="keep what was not painted", kind="float", flag="--distill", minimum=0.0,
+        maximum=100.0, advanced=True, dock=False,
+        help="How strongly the unpainted parts of each piece are held to what the starting "
+             "model predicted there, so that a few painted objects do not make it forget the "
+             "rest; 0 is off.")
+    average: float | None = setting(
+        None, label="weight averaging", kind="float", flag="--average", minimum=0.0,
+        maximum=0.99999, advanced=True, dock=False,
+        help="Keep a running average of the weights over the last steps (0.995 averages about "
+             "the last 200); the average is what is previewed and saved. 0 is off.")
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:

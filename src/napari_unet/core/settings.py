@@ -1,0 +1,149 @@
+"""How a setting is declared once, next to the job it configures.
+
+A field of a job's settings dataclass (``PredictConfig``, ``TrainConfig``) is declared with
+:func:`setting`: its default plus what a person needs to use it (the label a dock shows, help in
+plain words, a range or choices, the command-line flag, whether it is an advanced setting). The
+command-line options (``_cli_settings``), the dock controls and their tooltips (``_widgets``)
+and the settings tables of the docs (:func:`settings_table`) are generated from these
+declarations, so a new setting is one declaration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+KINDS = ("int", "float", "bool", "choice", "text")
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a person sees of one setting.
+
+    ``kind`` is one of :data:`KINDS`; ``choices`` are ``(value, text)`` pairs (the text is what
+    a dock shows); ``none_text`` says what None means where a number may be left out ("auto",
+    "no limit"); ``flag`` is the command-line option (None: not on the command line) and
+    ``aliases`` are older spellings it still accepts without showing them; ``dock`` False keeps
+    it out of the docks (set from the layer, or only for scripts); ``advanced`` settings are
+    folded away in the docks; ``dock_default`` is where a dock starts when that differs from
+    the job's default (a person thinks "train for 3 minutes", not "500 steps"); ``elsewhere``
+    says how the commands and docks offer a setting that has no generated option or control
+    (an output file, the layer's scale).
+    """
+
+    label: str
+    help: str
+    kind: str
+    flag: str | None = None
+    aliases: tuple[str, ...] = ()
+    choices: tuple[tuple[Any, str], ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    decimals: int = 2
+    unit: str = ""
+    none_text: str | None = None
+    advanced: bool = False
+    dock: bool = True
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None
+    dock_default: Any = _UNSET
+    elsewhere: str = ""
+
+    #: ``dock_default`` when the docks start where the job's default starts.
+    UNSET: ClassVar[object] = _UNSET
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"setting {self.label!r}: a choice needs choices")
+
+    def text_of(self, value: Any) -> str:
+        """How a value reads for a person (a choice's text, ``none_text`` for None)."""
+        for choice, text in self.choices:
+            if choice == value and type(choice) is type(value):
+                return text
+        if value is None:
+            return self.none_text or "none"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting(default: Any = dataclasses.MISSING, *, label: str, help: str,
+            kind: str | None = None, choices: Sequence[Any] = (),
+            default_factory: Any = dataclasses.MISSING, **look: Any) -> Any:
+    """A dataclass field with its :class:`Setting` in the field's metadata.
+
+    ``kind`` defaults from the default's type (a bool, an int, a float, else text; choices make
+    it a choice). ``choices`` may be plain values or ``(value, text)`` pairs.
+    """
+    pairs = tuple(c if isinstance(c, tuple) and len(c) == 2 else (c, str(c)) for c in choices)
+    if kind is None:
+        kind = "choice" if pairs else _kind_of(default)
+    described = Setting(label=label, help=" ".join(help.split()), kind=kind, choices=pairs,
+                        **look)
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"setting": described})
+
+
+def _kind_of(default: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    return "text"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared field: its name in the dataclass, its default and its :class:`Setting`."""
+
+    name: str
+    default: Any
+    setting: Setting
+
+
+def settings_of(cls: type) -> list[Declared]:
+    """The declared settings of a settings dataclass, in declaration order."""
+    declared = []
+    for f in dataclasses.fields(cls):
+        described = f.metadata.get("setting")
+        if described is None:
+            continue
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        declared.append(Declared(f.name, default, described))
+    return declared
+
+
+def declared(cls: type, name: str) -> Declared:
+    """The declaration of field ``name`` of ``cls``; ``KeyError`` naming it when undeclared."""
+    for item in settings_of(cls):
+        if item.name == name:
+            return item
+    raise KeyError(f"{cls.__name__}.{name} is not a declared setting")
+
+
+def settings_table(cls: type, defaults: dict[str, Any] | None = None) -> str:
+    """A Markdown table of ``cls``'s settings for the docs: the dock's label, the command-line
+    option, the default, and the help. ``defaults`` overrides shown defaults (a dock's own)."""
+    rows = ["| setting | option | default | what it does |", "|---|---|---|---|"]
+    for item in settings_of(cls):
+        s = item.setting
+        default = (defaults or {}).get(item.name, item.default)
+        option = f"`{s.flag}`" if s.flag else s.elsewhere or "(Python only)"
+        label = s.label + (f" ({s.unit})" if s.unit else "") + (" *" if s.advanced else "")
+        rows.append(f"| {label} | {option} | {s.text_of(default)} | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
+__all__ = ["KINDS", "Declared", "Setting", "declared", "setting", "settings_of",
+           "settings_table"]
