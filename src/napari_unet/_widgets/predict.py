@@ -24,12 +24,12 @@ from ..core.events import Message
 from . import AXES_KEY, PIXEL_SIZE_KEY, ROLE_KEY
 from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible, setting_fields
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
-from .annotate import is_training_layer, replace_with_history
 from .dock_jobs import PredictInput, diameter_job, place, prediction_input, prediction_job
 from .layer_info import layer_geometry
 from .model_choice import ModelChoice
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
+from .training_layers import is_training_layer, replace_with_history
 
 NEW_LAYER = "new layer"
 SCOPES = ("whole stack", "current slice")
