@@ -53,14 +53,14 @@ def data_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     if args.image is None or args.labels is None:
         raise ValueError("--image and --labels go together")
     image, labels = Path(args.image), Path(args.labels)
-    if image.is_dir() or labels.is_dir():
-        if not (image.is_dir() and labels.is_dir()):
-            raise ValueError("--image and --labels must both be files or both be folders")
-        return match_folders(image, labels)
-    for path in (image, labels):
-        if not path.is_file():
-            raise ValueError(f"file {str(path)!r} does not exist")
-    return [(image, labels)]
+    for option, path in (("--image", image), ("--labels", labels)):
+        if not path.exists():
+            raise ValueError(f"{option} {str(path)!r} does not exist")
+        if not (path.is_file() or path.is_dir()):
+            raise ValueError(f"{option} {str(path)!r} is not a file or a folder")
+    if image.is_dir() != labels.is_dir():
+        raise ValueError("--image and --labels must both be files or both be folders")
+    return match_folders(image, labels) if image.is_dir() else [(image, labels)]
 
 
 def match_folders(images: Path, masks: Path) -> list[tuple[Path, Path]]:

@@ -23,7 +23,7 @@ from napari_unet._widgets import CONVENTION_KEY, train_form
 from napari_unet._widgets.loss_plot import LossPlot
 from napari_unet._widgets.session import SESSION_DIR_ENV, Session
 from napari_unet._widgets.tooltips import controls_without_tooltip
-from napari_unet._widgets.train import TrainWidget, format_duration, progress_text
+from napari_unet._widgets.train import TrainWidget
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.events import Progress
 from napari_unet.core.model.checkpoint import load_model
@@ -124,28 +124,19 @@ def no_workers_left() -> bool:
     return not multiprocessing.active_children() and not worker_processes()
 
 
-# -- pure helpers ---------------------------------------------------------------------------------
-def test_progress_text_shows_rate_and_time_left():
-    assert format_duration(42.4) == "42 s" and format_duration(185) == "3:05"
-    assert format_duration(3723) == "1:02:03"
-    text = progress_text(Progress(120, 360, eta_s=125.0, rate=1.94), loss=0.2345)
-    assert text == "step 120 / 360 · 1.9 steps/s · 2:05 left · loss 0.234"
-    assert progress_text(Progress(3, 500)) == "step 3 / 500"
-
-
 # -- loss plot ------------------------------------------------------------------------------------
 def test_dock_repaints_bar_status_and_plot_together_every_2_s_and_with_previews(
         make_napari_viewer, monkeypatch):
     # Each dock repaint re-composes the window with the GL canvas (30-50 ms under software
     # OpenGL), so the events of the steps in between only update the dock's state.
-    from napari_unet._widgets import train as train_module
+    from napari_unet._widgets import train_run
     from napari_unet.core.events import LossReport, Preview
 
     widget = add_dock(make_napari_viewer())
     now = [100.0]
-    monkeypatch.setattr(train_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(train_run.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(widget.preview, "show", lambda event: None)
-    bar, plot = widget.run_block.progress, widget.loss_plot
+    bar, plot = widget.run.block.progress, widget.loss_plot
     redraws = []
     monkeypatch.setattr(plot, "redraw", lambda: redraws.append(len(plot.steps)))
 
@@ -267,9 +258,9 @@ def test_dock_form_is_generated_from_the_config_with_a_tooltip_on_every_control(
     viewer = make_napari_viewer()
     widget, _, labels_layer, _ = open_dock(viewer)
     assert isinstance(widget, TrainWidget)
-    assert widget.image_combo.currentText() == "cells"
-    assert widget.labels_combo.currentText() == "training"
-    assert widget.convention_combo.currentText() == "sparse"  # from the layer metadata
+    assert widget.inputs.image_combo.currentText() == "cells"
+    assert widget.inputs.labels_combo.currentText() == "training"
+    assert widget.inputs.convention_combo.currentText() == "sparse"  # from the layer metadata
     assert widget.device_label.text() == "device: cpu"
     # (scroll bars inside the combo boxes' pop-up lists are not controls of the dock)
     assert [c for c in controls_without_tooltip(widget) if c != "QScrollBar"] == []
@@ -290,7 +281,7 @@ def test_dock_form_is_generated_from_the_config_with_a_tooltip_on_every_control(
     assert config.minutes == 2.5 and config.lr == pytest.approx(0.00025) and config.w0 == 7.5
     assert config.augment.elastic is False and config.augment.flips == paper.augment.flips
 
-    widget.convention_combo.setCurrentText("dense")
+    widget.inputs.convention_combo.setCurrentText("dense")
     assert labels_layer.metadata[CONVENTION_KEY] == "dense"  # remembered with the layer
 
 
@@ -304,19 +295,19 @@ def test_train_to_the_step_count_then_the_saved_model_predicts(make_napari_viewe
     with qtbot.waitSignal(widget.job_finished, timeout=180_000):
         assert widget.start()
         assert not widget.start_button.isEnabled() and widget.stop_button.isEnabled()
-        assert not widget.save_button.isEnabled()
+        assert not widget.run.save_button.isEnabled()
         # nothing animates while training (an animation repaints the window around the
         # OpenGL canvas): no napari activity entry (its spinner), no "busy" bar
         assert not [p for p in progress._all_instances if "training" in p.desc]
-        assert widget.run_block.progress.maximum() > 0
+        assert widget.run.block.progress.maximum() > 0
     assert widget.worker is None and widget.start_button.isEnabled()
     assert torch.get_num_threads() == threads_before  # the job put torch's setting back
     assert widget.trainer.step == 20
     np.testing.assert_array_equal(widget.loss_plot.steps, np.arange(1, 21))
     assert widget.loss_plot.validation[0].size >= 1  # validated every 5 steps
-    assert widget.progress.value() == widget.progress.maximum()
+    assert widget.run.block.progress.value() == widget.run.block.progress.maximum()
     step, _best = widget.saved_from
-    assert f"step {step}" in widget.saved_label.text()
+    assert f"step {step}" in widget.run.saved_label.text()
 
     with qtbot.waitSignal(widget.saved, timeout=60_000) as saved:
         widget.save_model(tmp_path / "mine.pt")
@@ -346,7 +337,7 @@ def test_time_budget_ends_training_and_saves(make_napari_viewer, qtbot):
         assert widget.start()
     assert 0 < widget.trainer.step < LONG  # the budget ended it, not the step count
     assert gc.get_freeze_count() == 0  # the heap frozen for the run is given back
-    assert "time budget" in widget.note_label.text()
+    assert "time budget" in widget.run.note_label.text()
     _, meta = load_model(widget.session.model_path)
     assert meta.step == widget.trainer.step
 
@@ -409,8 +400,8 @@ def test_live_preview_layer_updates_in_place(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget, _, _, _ = open_dock(viewer, iterations=LONG)
     assert widget.start()
-    qtbot.waitUntil(lambda: widget.preview_updates >= 1, timeout=120_000)
-    layer = widget.preview_layer
+    qtbot.waitUntil(lambda: widget.preview.updates >= 1, timeout=120_000)
+    layer = widget.preview.layer
     seen = []
     layer.events.data.connect(lambda e: seen.append(e))
     qtbot.waitUntil(lambda: len(seen) >= 2, timeout=120_000)
@@ -462,16 +453,16 @@ def test_bad_input_and_failures_are_shown_once(make_napari_viewer, qtbot):
         assert len(errors) == 1 and match in errors[0], errors
 
     small = viewer.add_labels(np.ones((32, 32), np.int32), name="other shape")
-    widget.labels_combo.setCurrentText(small.name)
+    widget.inputs.labels_combo.setCurrentText(small.name)
     refused("does not match image shape")
     empty = viewer.add_labels(np.zeros((64, 64), np.int32), name="empty")
-    widget.labels_combo.setCurrentText(empty.name)
+    widget.inputs.labels_combo.setCurrentText(empty.name)
     refused("no annotation yet")
     only_background = viewer.add_labels(np.ones((64, 64), np.int32), name="background only",
                                         metadata={CONVENTION_KEY: "sparse"})
-    widget.labels_combo.setCurrentText(only_background.name)
+    widget.inputs.labels_combo.setCurrentText(only_background.name)
     refused("only one class annotated")
-    widget.labels_combo.setCurrentText(labels_layer.name)
+    widget.inputs.labels_combo.setCurrentText(labels_layer.name)
     configure(widget, sigma=0.0)
     refused("sigma must be")
     configure(widget, sigma=5.0)
@@ -485,7 +476,7 @@ def test_bad_input_and_failures_are_shown_once(make_napari_viewer, qtbot):
     assert widget.start_button.isEnabled()
 
     viewer.layers.remove(image_layer)  # only non-image layers left
-    assert widget.image_combo.count() == 0
+    assert widget.inputs.image_combo.count() == 0
     widget.model_choice.overrides = dict(TINY)
     refused("choose an image layer")
     assert not any(lay.name.endswith("preview") for lay in viewer.layers)
@@ -525,9 +516,9 @@ def test_restore_session_brings_back_labels_and_model(make_napari_viewer, qtbot)
     painted = np.array(labels_layer.data)
     viewer.layers.remove(labels_layer)
     widget.model_choice.set_source("small")
-    assert widget.restore_button.isEnabled()
+    assert widget.inputs.restore_button.isEnabled()
     widget.restore_session()
-    restored = viewer.layers[widget.labels_combo.currentText()]
+    restored = viewer.layers[widget.inputs.labels_combo.currentText()]
     assert restored is not labels_layer
     np.testing.assert_array_equal(restored.data, painted)
     assert restored.metadata[CONVENTION_KEY] == "sparse"
@@ -555,9 +546,9 @@ def test_stack_trains_on_its_annotated_slices_and_previews_the_current_one(
         assert widget.start()
     assert widget.samples.n_samples == 1  # the two empty slices are not training data
     assert widget.trainer.step == 4
-    assert widget.preview_updates >= 1
-    assert widget.preview_layer.data.shape == (64, 64)
-    assert widget.preview_region == (2, slice(0, 64), slice(0, 64))  # the slice in view
+    assert widget.preview.updates >= 1
+    assert widget.preview.layer.data.shape == (64, 64)
+    assert widget.preview.region == (2, slice(0, 64), slice(0, 64))  # the slice in view
 
 
 @pytest.mark.gui
@@ -574,9 +565,9 @@ def test_semantic_labels_train_a_multi_class_model_with_its_names(make_napari_vi
         CONVENTION_KEY: "semantic-sparse", "napari_unet_class_names": names,
         "napari_unet_image": "cells"})
     _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
-    widget.labels_combo.setCurrentText("classes")
-    assert widget.image_combo.currentText() == "cells"  # named by the labels layer
-    assert widget.convention_combo.currentText() == "semantic-sparse"
+    widget.inputs.labels_combo.setCurrentText("classes")
+    assert widget.inputs.image_combo.currentText() == "cells"  # named by the labels layer
+    assert widget.inputs.convention_combo.currentText() == "semantic-sparse"
     widget.model_choice.set_source("modified")
     widget.model_choice.overrides = dict(TINY)
     configure(widget, minutes=None, iterations=3, tile_size=64, batch_size=1,

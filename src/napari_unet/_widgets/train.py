@@ -5,123 +5,51 @@ A thin view that wires small parts together:
 - ``train_inputs.TrainInputs``: image / labels / convention choice;
 - ``model_choice.ModelChoice``: the model to start from;
 - ``train_form.TrainForm``: the settings, generated from ``TrainConfig`` (time budget first);
-- ``train_job.TrainJob``: the generator run by the worker thread (``_jobs.JobRunner``, which
-  also moves the progress bar and napari's activity panel);
+- ``train_run.RunPanel``: Start/Stop, progress, notes, Save/Export and the loss plot, which
+  render the run's events; its ``_jobs.JobRunner`` runs the job in a worker thread;
+- ``train_job.TrainJob``: the generator the worker runs;
 - ``train_preview.LivePreview``: the live preview of the view;
+- ``train_labels.LabelsFollower``: edits of the labels layer, once the painting pauses;
 - ``train_io.BackgroundIO``: one background thread for saves and label updates, one callback
-  per submission;
+  per submission; ``train_saving``: file dialogs and the export work;
 - ``train_session``: autosave folder and restore; ``settings.DockSettings``: remembered settings;
 - ``train_lifecycle.CloseWatcher``: stops everything when the dock or the viewer closes;
 - ``gc_freeze.FrozenHeap``: keeps the garbage collector's pauses short while a run goes.
 
-Every GUI-thread handler is short: events only append to the loss plot (redrawn on its own
-timer), swap the preview layer's data, or set a label; saving and labels updates run on the
-background thread. Stop asks the worker to quit at its next yield; the trainer is closed (its
-batch worker processes end) and the model auto-saved once the worker has finished.
+Every GUI-thread handler is short: events only append to the loss plot (redrawn with the
+progress bar), swap the preview layer's data, or set a label; saving and labels updates run on
+the background thread. Stop asks the worker to quit at its next yield; the trainer is closed
+(its batch worker processes end) and the model auto-saved once the worker has finished.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import (
-    QApplication,
-    QFileDialog,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QApplication, QGroupBox, QLabel, QVBoxLayout, QWidget
 
-from ..core.events import LossReport, Message, Preview, Progress, ValidationReport
+from ..core.events import Preview
 from ..core.runtime.device import resolve_device
 from ..core.training.config import preset_for
 from . import train_session
-from ._form import RunBlock
 from ._jobs import notify_error, notify_info, notify_warning
 from .gc_freeze import FrozenHeap
-from .loss_plot import LossPlot
 from .model_choice import ModelChoice
 from .settings import Binding, DockSettings
-from .tooltips import tooltip
-from .train_data import arrange_image, labels_mode, training_data
+from .train_data import training_data
 from .train_form import TrainForm
 from .train_inputs import TrainInputs, same_layer
 from .train_io import BackgroundIO
 from .train_job import Started, TrainJob, warm_up_in_background
+from .train_labels import LabelsFollower
 from .train_lifecycle import CloseWatcher
-from .train_preview import LivePreview, preview_region
-
-log = logging.getLogger(__name__)
-
-LABELS_DEBOUNCE_MS = 500
-#: The progress bar, status line and loss plot are repainted together, at most this often and
-#: with each preview: under software OpenGL (remote desktops, virtual machines) every repaint of
-#: a dock re-composes the whole window with napari's GL canvas, 30-50 ms of the GUI thread on
-#: the 2-core test machine; one repaint per step (progress bar, plot, status, each on its own)
-#: stalled the viewer ~1.5 times a second (benchmarks/bench_gui_latency.py).
-REFRESH_EVERY_S = 2.0
-
-
-def format_duration(seconds: float) -> str:
-    """``"42 s"``, ``"3:05"`` (min:s) or ``"1:02:03"`` (h:min:s)."""
-    s = int(round(max(0.0, seconds)))
-    if s < 60:
-        return f"{s} s"
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def progress_text(event: Progress, loss: float | None = None) -> str:
-    """The status line while training: step, steps/s, time left, last loss."""
-    parts = [f"step {event.step} / {event.total}"]
-    if event.rate:
-        parts.append(f"{event.rate:.2g} steps/s" if event.rate < 10 else
-                     f"{event.rate:.0f} steps/s")
-    if event.eta_s is not None:
-        parts.append(f"{format_duration(event.eta_s)} left")
-    if loss is not None:
-        parts.append(f"loss {loss:.3g}")
-    return " · ".join(parts)
-
-
-def _say(label: QLabel, text: str) -> None:
-    """Set a note line; an empty one takes no room in the dock."""
-    label.setText(text)
-    label.setVisible(bool(text))
-
-
-def napari_is_dark(viewer: Any) -> bool | None:
-    """Whether the viewer's napari theme is dark (None when it cannot tell)."""
-    try:
-        from napari.utils.theme import get_theme
-
-        theme = viewer.theme
-        if theme == "system":
-            from napari.utils.theme import get_system_theme
-
-            theme = get_system_theme()
-        r, g, b = get_theme(theme).background.as_rgb_tuple()[:3]
-    except (AttributeError, ValueError, KeyError, ImportError):
-        return None
-    return (r + g + b) / 3 < 128
-
-
-def saved_step(trainer: Any) -> tuple[int, bool]:
-    """``(step, is_best)``: which step the saved model holds (best validation step if the
-    trainer keeps one, else the last step)."""
-    best = getattr(trainer, "best_step", None)
-    if best is not None:
-        return int(best), True
-    return int(trainer.step), False
+from .train_preview import LivePreview
+from .train_run import RunPanel, napari_is_dark, start_text
+from .train_saving import ask_model_path, ask_package_path, export_package, saved_step
 
 
 class TrainWidget(QWidget):
@@ -153,16 +81,13 @@ class TrainWidget(QWidget):
         self._job: TrainJob | None = None
         self._run_labels: Any = None  # the labels layer the running job trains on
         self._run_session: train_session.Session | None = None  # where the run autosaves
-        self._followed: Any = None  # the labels layer whose edits we follow
-        self._last_loss: float | None = None
-        self._last_refresh = 0.0
-        self._progress: Progress | None = None
         self._frozen: FrozenHeap | None = None  # short garbage collections during a run
         self._closed = False
         self._offered_sessions: set[str] = set()
         self._auto_choice = False
         self.io = BackgroundIO(parent=self)
         self.preview = LivePreview(napari_viewer, self)
+        self.label_edits = LabelsFollower(self._on_labels_edited, parent=self)
         self._build_ui()
         self.settings = self._make_settings()
         self.settings.restore()
@@ -178,79 +103,33 @@ class TrainWidget(QWidget):
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         layout = QVBoxLayout(self)
-        data_box = QGroupBox("Data")
         self.inputs = TrainInputs(self.viewer)
-        QVBoxLayout(data_box).addWidget(self.inputs)
-        layout.addWidget(data_box)
-
-        model_box = QGroupBox("Model")
         self.model_choice = ModelChoice(allow_new=True)
-        QVBoxLayout(model_box).addWidget(self.model_choice)
-        layout.addWidget(model_box)
-
-        settings_box = QGroupBox("Training")
-        settings_layout = QVBoxLayout(settings_box)
         self.train_form = TrainForm(preset=preset_for(self._from_trained()))
-        settings_layout.addWidget(self.train_form)
         self.device_label = QLabel()
-        settings_layout.addWidget(self.device_label)
-        layout.addWidget(settings_box)
-
-        run_box = QGroupBox("Run")
-        run = QVBoxLayout(run_box)
-        self.run_block = RunBlock("Start", "train")
-        self.start_button = self.run_block.run_button
-        self.stop_button = self.run_block.stop_button
-        self.progress = self.run_block.progress
-        self.status_label = self.run_block.status
-        self.status_label.setText("idle")
-        run.addWidget(self.run_block)
-        self.note_label = QLabel("")
-        self.note_label.setWordWrap(True)
-        self.note_label.setVisible(False)
-        run.addWidget(self.note_label)
-        self.saved_label = QLabel("")
-        self.saved_label.setWordWrap(True)
-        self.saved_label.setVisible(False)
-        run.addWidget(self.saved_label)
-        row = QHBoxLayout()
-        self.save_button = QPushButton("Save model...")
-        self.save_button.setObjectName("save")
-        self.save_button.setToolTip(tooltip("train", "save"))
-        self.save_button.clicked.connect(lambda *_: self._save_dialog())
-        row.addWidget(self.save_button)
-        self.export_button = QPushButton("Export to Model Zoo...")
-        self.export_button.setObjectName("export")
-        self.export_button.setToolTip(tooltip("train", "export"))
-        self.export_button.clicked.connect(lambda *_: self._export_dialog())
-        row.addWidget(self.export_button)
-        run.addLayout(row)
-        # no timer of its own: repainted with the rest of the dock (:meth:`_refresh`)
-        self.loss_plot = LossPlot(max_fps=None, dark=napari_is_dark(self.viewer))
-        run.addWidget(self.loss_plot)
-        layout.addWidget(run_box)
+        self.run = RunPanel(self._save_dialog, self._export_dialog,
+                            dark=napari_is_dark(self.viewer))
+        for title, parts in (("Data", [self.inputs]), ("Model", [self.model_choice]),
+                             ("Training", [self.train_form, self.device_label]),
+                             ("Run", [self.run])):
+            box = QGroupBox(title)
+            box_layout = QVBoxLayout(box)
+            for part in parts:
+                box_layout.addWidget(part)
+            layout.addWidget(box)
         layout.addStretch(1)
-
-        self.jobs = self.run_block.runner(
+        self.start_button, self.stop_button = self.run.block.run_button, self.run.block.stop_button
+        self.status_label, self.loss_plot = self.run.status_label, self.run.loss_plot
+        self.jobs = self.run.runner(
             self._on_event, self._on_job_finished,
-            controls=[*self.inputs.controls(), self.model_choice, *self.train_form.controls()],
-            # the dock's own bar shows steps/s and the time left; napari's activity spinner
-            # would cost the GUI thread while training (see _jobs.JobRunner)
-            label="U-Net training", activity=False, deferred_bar=True)
+            controls=[*self.inputs.controls(), self.model_choice, *self.train_form.controls()])
         self.start_button.clicked.connect(lambda *_: self.start())
         # A model chosen by the user brings its recipe (the CLI picks it the same way);
         # ``activated`` is the user's choice only, not a restore or the switch to an autosave.
         self.model_choice.source.activated.connect(
             lambda *_: self.train_form.apply_preset(preset_for(self._from_trained())))
-        self.stop_button.clicked.connect(
-            lambda *_: self.status_label.setText("stopping after the current step..."))
         self.train_form.form["device"].currentIndexChanged.connect(lambda *_: self._show_device())
         self._show_device()
-
-        self._labels_timer = QTimer(self)
-        self._labels_timer.setSingleShot(True)
-        self._labels_timer.setInterval(LABELS_DEBOUNCE_MS)
-        self._labels_timer.timeout.connect(self._push_labels)
 
     def _make_settings(self) -> DockSettings:
         choice = self.model_choice
@@ -283,47 +162,14 @@ class TrainWidget(QWidget):
         except ValueError as err:
             self.device_label.setText(f"device: {err}")
 
-    # -- compatibility accessors (tests, scripts) ---------------------------------------------
-    @property
-    def image_combo(self) -> Any:
-        return self.inputs.image_combo
-
-    @property
-    def labels_combo(self) -> Any:
-        return self.inputs.labels_combo
-
-    @property
-    def convention_combo(self) -> Any:
-        return self.inputs.convention_combo
-
-    @property
-    def restore_button(self) -> Any:
-        return self.inputs.restore_button
-
     @property
     def worker(self) -> Any:
         """The worker of the running training, or None."""
         return self.jobs.worker
 
-    @property
-    def preview_layer(self) -> Any:
-        return self.preview.layer
-
-    @property
-    def preview_updates(self) -> int:
-        return self.preview.updates
-
-    @property
-    def preview_region(self) -> Any:
-        return self.preview.region
-
     def config(self) -> Any:
         """The TrainConfig of the current settings; ``ValueError`` for impossible values."""
         return self.train_form.config()
-
-    def set_layers(self, image: Any = None, labels: Any = None) -> None:
-        """Select ``image`` and/or ``labels`` in the dock (also used by tests and scripts)."""
-        self.inputs.set_layers(image, labels)
 
     # -- layers and session --------------------------------------------------------------------
     def _on_image_changed(self, layer: Any) -> None:
@@ -340,20 +186,8 @@ class TrainWidget(QWidget):
 
     def _on_labels_changed(self, layer: Any) -> None:
         if self.worker is None and not self._closed:
-            self._follow_labels(layer)
+            self.label_edits.follow(layer)
         self.preview.forget_deleted_layer()
-
-    def _follow_labels(self, layer: Any) -> None:
-        old = self._followed
-        if same_layer(old, layer):
-            return
-        if old is not None:
-            old.events.paint.disconnect(self._on_labels_edited)
-            old.events.data.disconnect(self._on_labels_edited)
-        self._followed = layer
-        if layer is not None:
-            layer.events.paint.connect(self._on_labels_edited)
-            layer.events.data.connect(self._on_labels_edited)
 
     def restore_session(self) -> None:
         """Bring back the autosaved labels (as a new layer) and model of the chosen image."""
@@ -374,9 +208,9 @@ class TrainWidget(QWidget):
 
     def _update_buttons(self) -> None:
         running = self.worker is not None
-        self.save_button.setEnabled(not running and self.trainer is not None)
-        self.export_button.setEnabled(not running and self.trainer is not None)
-        self.restore_button.setEnabled(not running and train_session.has_saved(self.session))
+        self.run.enable_saving(not running and self.trainer is not None)
+        self.inputs.restore_button.setEnabled(
+            not running and train_session.has_saved(self.session))
 
     # -- start / stop ----------------------------------------------------------------------------
     def start(self) -> bool:
@@ -393,20 +227,11 @@ class TrainWidget(QWidget):
         self.samples, self.trainer, self.saved_from = data.samples, None, None
         self._run_labels = labels_layer
         self._run_session = self.session
-        self._follow_labels(labels_layer)
-        self._last_loss = None
-        _say(self.saved_label, "")
-        _say(self.note_label, "")
-        self.loss_plot.clear()
-        self._progress, self._last_refresh = None, 0.0
-        self.loss_plot.set_total(config.iterations)
+        self.label_edits.follow(labels_layer)
+        self.run.begin(config.iterations, start_text(spec.describe(), config,
+                                                     data.samples.n_annotated_pixels))
         self.device_label.setText(f"device: {resolve_device(config.device).type}")
-        budget = getattr(config, "minutes", None)
-        steps = f"{config.iterations} steps" if config.iterations is not None else None
-        limit = " or ".join(t for t in (f"{budget:g} min" if budget else None, steps) if t)
-        self.status_label.setText(f"starting: {spec.describe()}, {limit}, "
-                                  f"{data.samples.n_annotated_pixels} annotated pixels")
-        self._autosave_labels(labels_layer)
+        self._autosave_labels(np.array(labels_layer.data, copy=True))
         self._offered_sessions.add(image_layer.name)  # its autosave is this run's own
         box = (self.preview.begin(image_layer, labels_layer)
                if self.train_form.preview.isChecked() else None)
@@ -418,16 +243,13 @@ class TrainWidget(QWidget):
         return True
 
     def _prepare(self) -> tuple:
+        from napari.layers import Image, Labels
+
         image_layer, labels_layer = self.inputs.image_layer(), self.inputs.labels_layer()
         if image_layer is None:
             raise ValueError("choose an image layer (open or add an image first)")
         if labels_layer is None:
             raise ValueError("choose a training labels layer (make one in the Annotate dock)")
-        return self._prepare_layers(image_layer, labels_layer)
-
-    def _prepare_layers(self, image_layer: Any, labels_layer: Any) -> tuple:
-        from napari.layers import Image, Labels
-
         if not isinstance(image_layer, Image):
             raise ValueError(f"layer '{image_layer.name}' is not an image layer")
         if not isinstance(labels_layer, Labels):
@@ -446,43 +268,14 @@ class TrainWidget(QWidget):
 
     # -- worker events (GUI thread; each must stay short) ---------------------------------------
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, LossReport):
-            self.loss_plot.add_loss(event.step, event.loss)
-            self._last_loss = event.loss
-        elif isinstance(event, Progress):
-            # With a time budget the total is an estimate that settles as the rate does: the
-            # plot's x axis follows it in coarse moves (each one is a full redraw).
-            shown = self.loss_plot.total
-            if shown is None or abs(event.total - shown) > 0.25 * shown:
-                self.loss_plot.set_total(event.total)
-            self._progress = event
-            if (time.monotonic() - self._last_refresh >= REFRESH_EVERY_S
-                    or event.step >= event.total):
-                self._refresh()
-        elif isinstance(event, ValidationReport):
-            self.loss_plot.add_validation(event.step, event.metrics)
-        elif isinstance(event, Preview):
-            self.preview.show(event)
-            self._refresh()  # the same window composition as the preview's
-        elif isinstance(event, Message):
-            # Notes of the trainer (budget reached, which weights are kept): in the dock, not
-            # a toast each; warnings are toasts.
-            log.info("napari-unet training: %s", event.text)
-            if event.level == "warning":
-                notify_warning(event.text)
-            else:
-                _say(self.note_label, event.text)
-        elif isinstance(event, Started):
+        if isinstance(event, Started):
             self.trainer = event.trainer
             self.device_label.setText(f"device: {event.trainer.device.type}")
-
-    def _refresh(self) -> None:
-        """Repaint the run's progress at once: bar, status line (steps/s, time left), plot."""
-        self._last_refresh = time.monotonic()
-        self.jobs.flush_progress()
-        if self._progress is not None:
-            self.status_label.setText(progress_text(self._progress, self._last_loss))
-        self.loss_plot.redraw()
+        elif isinstance(event, Preview):
+            self.preview.show(event)
+            self.run.refresh()  # the same window composition as the preview's
+        else:
+            self.run.add_event(event)
 
     def _on_job_finished(self, status: str) -> None:
         self.preview.end()
@@ -515,9 +308,17 @@ class TrainWidget(QWidget):
     # -- saving ----------------------------------------------------------------------------------
     def save_model(self, path: str | Path) -> None:
         """Write the trained model to ``path`` (atomic, in the background); emits ``saved``."""
-        if not self._can_write("save"):
-            return
-        self._save(self.trainer, Path(path), autosave=False)
+        if self._can_write("save"):
+            self._save(self.trainer, Path(path), autosave=False)
+
+    def export_model(self, path: str | Path) -> None:
+        """Write the trained model as a BioImage Model Zoo package ``path`` (.zip), in the
+        background. The file dialog has already asked before replacing a file."""
+        if self._can_write("export"):
+            self.io.submit(export_package, self.trainer, Path(path),
+                           on_done=lambda result: notify_info(f"Model exported to {result}"),
+                           on_error=lambda err: notify_error(f"Exporting the model failed: {err}"),
+                           what="exporting the model")
 
     def _can_write(self, verb: str) -> bool:
         """A trained model and no run in progress; else a message naming ``verb``."""
@@ -530,39 +331,14 @@ class TrainWidget(QWidget):
         return True
 
     def _save_dialog(self) -> None:
-        start = str(self.session.folder / "model.pt") if self.session else "model.pt"
-        path, _ = QFileDialog.getSaveFileName(self, "Save U-Net model", start, "Models (*.pt)")
+        path = ask_model_path(self, self.session.folder if self.session else None)
         if path:
             self.save_model(path)
 
-    def export_model(self, path: str | Path) -> None:
-        """Write the trained model as a BioImage Model Zoo package ``path`` (.zip), in the
-        background. The file dialog has already asked before replacing a file."""
-        if not self._can_write("export"):
-            return
-        trainer, path = self.trainer, Path(path)
-
-        def work() -> Any:
-            import tempfile
-
-            from ..core.io.export.bioimageio import ExportConfig, export_bioimageio
-            from ..core.model.checkpoint import load_model
-
-            # The package holds what "Save model" would write (the best weights if kept).
-            with tempfile.TemporaryDirectory() as tmp:
-                model, meta = load_model(trainer.save(Path(tmp) / "model.pt"))
-            return export_bioimageio(model, meta, path, ExportConfig(overwrite=True))
-
-        self.io.submit(work, on_done=lambda result: notify_info(f"Model exported to {result}"),
-                       on_error=lambda err: notify_error(f"Exporting the model failed: {err}"),
-                       what="exporting the model")
-
     def _export_dialog(self) -> None:
-        start = str(self.session.folder / "model.zip") if self.session else "model.zip"
-        path, _ = QFileDialog.getSaveFileName(self, "Export U-Net to the BioImage Model Zoo",
-                                              start, "bioimage.io packages (*.zip)")
+        path = ask_package_path(self, self.session.folder if self.session else None)
         if path:
-            self.export_model(path if path.endswith(".zip") else path + ".zip")
+            self.export_model(path)
 
     def _save(self, trainer: Any, path: Path, autosave: bool, job: TrainJob | None = None
               ) -> None:
@@ -573,9 +349,7 @@ class TrainWidget(QWidget):
 
         def done(result: Any) -> None:
             self.saved_from = saved_step(trainer)
-            step, best = self.saved_from
-            what = "best validation score" if best else "last step"
-            _say(self.saved_label, f"saved model: step {step} ({what}) in {Path(result).name}")
+            self.run.show_saved(*self.saved_from, Path(result).name)
             self.saved.emit(str(result))
             if autosave:  # the next Start continues from these weights
                 self._auto_choice = True
@@ -596,22 +370,9 @@ class TrainWidget(QWidget):
         self.io.submit(work, on_done=done, on_error=failed, what="saving the model")
 
     # -- paint while it trains -------------------------------------------------------------------
-    def _on_labels_edited(self, *_: Any) -> None:
-        self._labels_timer.start()  # restart: one push after the painting pauses
-
-    def _autosave_labels(self, layer: Any) -> None:
-        if self.session is not None:
-            snapshot = np.array(layer.data, copy=True)
-            self.io.submit(self.session.save_labels, snapshot, self.inputs.convention(),
-                           on_error=lambda err: notify_warning(
-                               f"Autosaving the training labels failed: {err}"),
-                           what="autosaving the labels")
-
-    def _push_labels(self) -> None:
-        layer = self._followed
-        if layer is None or self._closed:
+    def _on_labels_edited(self, layer: Any, snapshot: np.ndarray) -> None:
+        if self._closed:
             return
-        snapshot = np.array(layer.data, copy=True)  # GUI thread: no painting in between
         samples = self.samples
         if self.worker is not None and samples is not None and same_layer(layer,
                                                                           self._run_labels):
@@ -623,6 +384,9 @@ class TrainWidget(QWidget):
                            on_error=lambda err: notify_warning(
                                f"The running training could not take the new labels: {err}"),
                            what="updating the training labels")
+        self._autosave_labels(snapshot)
+
+    def _autosave_labels(self, snapshot: np.ndarray) -> None:
         if self.session is not None:
             self.io.submit(self.session.save_labels, snapshot, self.inputs.convention(),
                            on_error=lambda err: notify_warning(
@@ -641,7 +405,7 @@ class TrainWidget(QWidget):
             return
         try:  # the viewer may be removing its layers: the dock no longer follows them
             self.inputs.disconnect_viewer()
-            self._follow_labels(None)
+            self.label_edits.follow(None)
         except (RuntimeError, AttributeError, ValueError):
             pass  # the viewer is already being torn down
         if self.worker is not None:
@@ -653,7 +417,7 @@ class TrainWidget(QWidget):
                 QApplication.processEvents()
                 time.sleep(0.01)
         self._closed = True
-        self._labels_timer.stop()
+        self.label_edits.timer.stop()
         self.preview.end()
         self._thaw()
         self.loss_plot.stop()
@@ -680,6 +444,4 @@ def _release_accelerator_memory() -> None:
         mps.empty_cache()
 
 
-# Public helpers that used to live here (tests and scripts import them from the dock).
-__all__ = ["TrainWidget", "arrange_image", "format_duration", "labels_mode", "preview_region",
-           "progress_text", "saved_step"]
+__all__ = ["TrainWidget"]
