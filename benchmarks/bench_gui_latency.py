@@ -182,8 +182,8 @@ def main() -> int:
         dock.preview.show = timed("preview", dock.preview.show)
         dock.loss_plot._timer.timeout.disconnect()
         dock.loss_plot._timer.timeout.connect(timed("plot", dock.loss_plot.redraw))
-        dock._labels_timer.timeout.disconnect()
-        dock._labels_timer.timeout.connect(timed("labels", dock._push_labels))
+        dock.label_edits.timer.timeout.disconnect()
+        dock.label_edits.timer.timeout.connect(timed("labels", dock.label_edits.push))
         viewer.reset_view()
         started = time.perf_counter()
         if not dock.start():

@@ -36,7 +36,10 @@ from napari_unet.core.data.classical import otsu_watershed  # noqa: E402
 from napari_unet.core.data.evaluation import evaluate_dataset  # noqa: E402
 from napari_unet.core.data.synthetic import synthetic_nuclei, varied_nuclei  # noqa: E402
 from napari_unet.core.inference.diameter import estimate_diameter  # noqa: E402
-from napari_unet.core.inference.prediction import predict_image  # noqa: E402
+from napari_unet.core.inference.prediction import (
+    predict_at,  # noqa: E402
+    predict_image,  # noqa: E402
+)
 from napari_unet.core.model.card import render_model_card  # noqa: E402
 from napari_unet.core.model.checkpoint import load_model, save_model  # noqa: E402
 
@@ -82,7 +85,7 @@ def predictions(model, meta, pairs, method: str) -> list[np.ndarray]:
     if method == "auto":
         out = []
         for image, _ in pairs:
-            est = estimate_diameter(model, image, meta)
+            est = estimate_diameter(model, image, meta, predict_at=predict_at)
             out.append(predict_image(model, image, meta, object_diameter=est.diameter
                                      if est.usable else None).instances)
         return out

@@ -27,7 +27,10 @@ from evaluate_default_model import held_out_varied  # noqa: E402
 from napari_unet.core.data.evaluation import evaluate_dataset  # noqa: E402
 from napari_unet.core.data.synthetic import equivalent_diameters, synthetic_nuclei  # noqa: E402
 from napari_unet.core.inference.diameter import estimate_diameter  # noqa: E402
-from napari_unet.core.inference.prediction import predict_image  # noqa: E402
+from napari_unet.core.inference.prediction import (
+    predict_at,  # noqa: E402
+    predict_image,  # noqa: E402
+)
 from napari_unet.core.model.checkpoint import load_model  # noqa: E402
 
 
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         (lab, predict_image(model, im, m, object_diameter=true_d).instances))
                     if t != trained[-1]:  # the estimate only with the last (costly)
                         continue
-                    est = estimate_diameter(model, im, m)
+                    est = estimate_diameter(model, im, m, predict_at=predict_at)
                     d = est.diameter if est.usable else None
                     estimates.append((true_d, est.diameter))
                     rows.setdefault(f"auto, trained {t:.1f}", []).append(

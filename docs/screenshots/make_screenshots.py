@@ -70,7 +70,7 @@ def predict_shot(model: str | None) -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Predict")
     if model:
         widget.model_choice.set_source("file", model)
-    widget.form.set_value("uncertainty", True)
+    widget.form.set_value("uncertainty_layer", True)
     widget.run()
     _wait(QApplication.instance(), lambda: not widget.runner.running)
     viewer.layers["nuclei (cells3d z30) uncertainty"].opacity = 0.6

@@ -141,13 +141,14 @@ def diameter_job(spec: ModelSpec, request: PredictInput,
     """The worker's generator for the Estimate button: load the model, measure, yield the
     ``core.diameter.DiameterEstimate`` last."""
     from ..core.inference.diameter import estimate_diameter
+    from ..core.inference.prediction import predict_at
 
     model, meta = spec.build(request.in_channels, num_classes=None, device="cpu")
     if normalization is not None:
         meta = meta.replace(normalization=normalization)
     yield Message(f"measuring objects with {spec.describe()}...")
     yield estimate_diameter(model, request.array, meta, channel_axis=request.channel_axis,
-                            device="cpu", **options)
+                            device="cpu", predict_at=predict_at, **options)
 
 
 def place(result: Any, request: PredictInput, dtype: Any = np.int32) -> np.ndarray:

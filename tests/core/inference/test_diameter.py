@@ -12,15 +12,22 @@ from napari_unet.core.inference.config import PredictConfig
 from napari_unet.core.inference.diameter import (
     DiameterEstimate,
     band_text,
-    choose_scale,
     confident_diameters,
-    estimate_diameter,
     middle_crop,
     model_scale,
     object_confidence,
 )
-from napari_unet.core.inference.prediction import predict, predict_image
+from napari_unet.core.inference.prediction import predict, predict_at, predict_image
 from napari_unet.core.model.checkpoint import load_model
+
+
+def estimate_diameter(*args, predict_at=predict_at, **kwargs):
+    """The estimate with prediction's measuring pass, as the job and the dock give it."""
+    return diameter_module.estimate_diameter(*args, predict_at=predict_at, **kwargs)
+
+
+def choose_scale(*args, predict_at=predict_at, **kwargs):
+    return diameter_module.choose_scale(*args, predict_at=predict_at, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +141,14 @@ def test_the_estimates_passes_run_at_exactly_their_scales(default_model, monkeyp
     # the first passes run at exactly their scales, not at diameters the band would move
     model, meta = default_model
     seen = []
-    real = diameter_module.predict_at
-    monkeypatch.setattr(diameter_module, "predict_at",
-                        lambda m, plane, mt, f, **kw: seen.append(f) or real(m, plane, mt, f, **kw))
+
+    def spy(m, plane, mt, f, **kw):
+        seen.append(f)
+        return predict_at(m, plane, mt, f, **kw)
+
     image, _ = synthetic_nuclei((256, 256), radius=(22.0, 28.0), touching=0.2, seed=3)
-    estimate = estimate_diameter(model, image, meta.replace(object_diameter=16.0))
+    estimate = estimate_diameter(model, image, meta.replace(object_diameter=16.0),
+                                 predict_at=spy)
     assert estimate.usable and len(seen) == 4
     assert seen[:3] == [1.0, 0.75, 0.375]
     # the second pass: the ~50 px objects brought to the band's upper edge, 24 px
@@ -164,14 +174,14 @@ def test_choose_scale_outside_the_band_or_near_the_training_diameter_predicts_no
         default_model, monkeypatch):
     model, meta = default_model
     meta = meta.replace(object_diameter=20.0)
-    monkeypatch.setattr(diameter_module, "predict_at", _no_predictions)
     image = np.zeros((64, 64), np.float32)
-    factor, note = choose_scale(model, image, meta, 5.0)  # below 10-30 px: to its edge
+    factor, note = choose_scale(model, image, meta, 5.0,  # below 10-30 px: to its edge
+                                predict_at=_no_predictions)
     assert factor == pytest.approx(2.0) and "outside the model's 10.0-30.0 px" in note
-    factor, note = choose_scale(model, image, meta, 90.0)
+    factor, note = choose_scale(model, image, meta, 90.0, predict_at=_no_predictions)
     assert factor == pytest.approx(1 / 3) and "rescaled by 0.33" in note
     for near in (17.0, 20.0, 23.9):  # within TRY_TRAINED (1.2x) of 20 px: own scale
-        factor, note = choose_scale(model, image, meta, near)
+        factor, note = choose_scale(model, image, meta, near, predict_at=_no_predictions)
         assert factor == 1.0 and "own scale" in note and "within the model's" in note
 
 
@@ -192,9 +202,9 @@ def test_inside_the_band_the_scale_whose_objects_are_surer_wins(
         calls.append((plane.shape, factor))
         return Fake(sure_at_trained if factor != 1.0 else 0.8)
 
-    monkeypatch.setattr(diameter_module, "predict_at", fake_predict)
     image = np.zeros((3, 1500, 40), np.float32)  # a stack: its middle plane, a central crop
-    factor, note = choose_scale(model, image, meta, 10.0, max_side=1024)
+    factor, note = choose_scale(model, image, meta, 10.0, max_side=1024,
+                                predict_at=fake_predict)
     assert sorted(f for _, f in calls) == [1.0, 2.0]  # own scale and the training diameter
     assert all(shape == (1024, 40) for shape, _ in calls)
     assert factor == expected  # a tie keeps the image's own scale

@@ -34,7 +34,7 @@ is False); prediction then runs at the image's own scale.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,12 @@ from scipy import ndimage as ndi
 
 from ..constants import SCALE_BAND
 from ..model.meta import ModelMeta
+
+#: The measuring pass the estimate and the choice of scale are given (``prediction.predict_at``,
+#: injected so that this module, which prediction uses, does not import prediction):
+#: ``predict_at(model, plane, meta, factor, **predict_kwargs)`` -> a ``PredictionResult`` of the
+#: plane resized by exactly ``factor`` for the net.
+PredictAt = Callable[..., Any]
 
 #: The value of ``object_diameter`` / ``--diameter`` that asks for this estimate.
 AUTO = "auto"
@@ -116,6 +122,7 @@ def estimate_diameter(
     band: tuple[float, float] = SCALE_BAND,
     max_ratio: float = 6.0,
     max_side: int = 1024,
+    predict_at: PredictAt,
     **predict_kwargs: Any,
 ) -> DiameterEstimate:
     """Estimate the typical object diameter of ``image`` with ``model`` (see module docstring).
@@ -268,7 +275,7 @@ def _far(d: float, trained: float, max_ratio: float) -> str:
 
 
 def choose_scale(model: Any, image: Any, meta: ModelMeta, diameter: float, *,
-                 channel_axis: int | None = None, device: str = "cpu",
+                 predict_at: PredictAt, channel_axis: int | None = None, device: str = "cpu",
                  band: tuple[float, float] = SCALE_BAND, max_side: int = 512,
                  **predict_kwargs: Any) -> tuple[float, str]:
     """Factor from image to model pixels for objects of ``diameter`` px, and a note saying why.
@@ -334,16 +341,6 @@ def _pass_kwargs(predict_kwargs: dict[str, Any], device: str, axis: int | None
                 **{k: v for k, v in predict_kwargs.items() if k not in own})
 
 
-def predict_at(model: Any, plane: np.ndarray, meta: ModelMeta, factor: float,
-               **predict_kwargs: Any) -> Any:
-    """``predict_image`` with the image resized by exactly ``factor`` for the net (a pixel-size
-    ratio is applied as given; a diameter would go through the band)."""
-    from .prediction import predict_image  # prediction imports this module
-
-    return predict_image(model, plane, meta.replace(pixel_size=1.0), pixel_size=factor,
-                         **predict_kwargs)
-
-
 def middle_crop(model: Any, image: Any, channel_axis: int | None,
                 side: int) -> tuple[np.ndarray, int | None]:
     """The middle plane of ``image`` (a stack's; the plane itself otherwise), cut to a central
@@ -360,4 +357,4 @@ def middle_crop(model: Any, image: Any, channel_axis: int | None,
 
 __all__ = ["AUTO", "COARSE_PASSES", "SCALE_BAND", "SEEN_WHOLE", "TRY_TRAINED",
            "DiameterEstimate", "band_text", "choose_scale", "confident_diameters",
-           "estimate_diameter", "middle_crop", "model_scale", "object_confidence", "predict_at"]
+           "estimate_diameter", "middle_crop", "model_scale", "object_confidence"]

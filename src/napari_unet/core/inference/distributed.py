@@ -27,7 +27,7 @@ from ..model.unet import UNet
 from ..normalize import normalize_region
 from .config import PredictConfig, PredictionResult
 from .job import PredictionJob
-from .prediction import as_model_meta, check_model
+from .prediction import as_model_meta, check_model, predict_at
 from .predictor import PlanePredictor, drain, plane_predictor
 from .stack import is_dask
 from .tiles import auto_tile_size, receptive_radius, valid_axis_tiles
@@ -275,7 +275,7 @@ def segment_plane_distributed(
 
     check_model(model)
     config = replace(config or PredictConfig(), block_size=int(chunk))
-    job = _ClusterJob(client, model, image, config, as_model_meta(meta, model), out)
+    job = _ClusterJob(client, model, image, config, as_model_meta(meta, model), out, predict_at)
     result = None
     for event in job.run():
         if isinstance(event, PredictionResult):

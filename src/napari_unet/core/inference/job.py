@@ -28,7 +28,7 @@ from .blockwise import (
     tile_windows,
 )
 from .config import PredictConfig, PredictionResult
-from .diameter import choose_scale, estimate_diameter
+from .diameter import PredictAt, choose_scale, estimate_diameter
 from .labelling import entropy, instance_labels, min_size_for, semantic_labels
 from .predictor import OutOfMemory, drain, plane_predictor
 from .scaling import labels_at_image_scale, resize_plane, scale_factor
@@ -50,8 +50,9 @@ class PredictionJob:
     blocks are predicted."""
 
     def __init__(self, model: UNet, image: Any, config: PredictConfig, meta: ModelMeta,
-                 out: Mapping[str, Any] | None) -> None:
+                 out: Mapping[str, Any] | None, predict_at: PredictAt) -> None:
         self.model, self.config, self.meta = model, config, meta
+        self.predict_at = predict_at  # the measuring passes of the object size
         axes = config.axes
         channel_axis = channel_axis_of(image, axes, config.channel_axis)
         self.view, self.stacked = as_stack(image, model.in_channels, channel_axis)
@@ -90,7 +91,8 @@ class PredictionJob:
     def _setup(self) -> Iterator[Message]:
         config, model = self.config, self.model
         # the measuring passes on a crop (estimate, choice of scale) predict as the job does
-        passes = dict(channel_axis=self.channel_axis, device=config.device,
+        passes = dict(predict_at=self.predict_at, channel_axis=self.channel_axis,
+                      device=config.device,
                       tile_size=config.tile_size, batch_size=config.batch_size, tta=config.tta,
                       threshold=config.threshold)
         if config.object_diameter == "auto":

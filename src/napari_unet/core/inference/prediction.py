@@ -120,7 +120,7 @@ def predict(
     if not isinstance(config, PredictConfig):
         raise TypeError(f"config must be a PredictConfig, got {type(config).__name__}")
     meta = as_model_meta(meta, model)
-    job = PredictionJob(model, image, config, meta, out)
+    job = PredictionJob(model, image, config, meta, out, predict_at=predict_at)
     return job.run()
 
 
@@ -133,6 +133,14 @@ def run_to_result(events: Iterator[Any], callback: Callable[[Any], None] | None 
             callback(last)
         last = event
     return last
+
+
+def predict_at(model: Any, plane: Any, meta: ModelMeta, factor: float,
+               **predict_kwargs: Any) -> Any:
+    """``predict_image`` with the image resized by exactly ``factor`` for the net (a pixel-size
+    ratio is applied as given; a diameter would go through the band)."""
+    return predict_image(model, plane, meta.replace(pixel_size=1.0), pixel_size=factor,
+                         **predict_kwargs)
 
 
 def predict_image(model: UNet | str | os.PathLike, image: Any,
