@@ -54,8 +54,10 @@ def normalize(
 
     Notes
     -----
-    Flat images do not divide by ~0: if the percentile range is (almost) zero, the min-max range
-    is used instead, and if that is zero too, the image is only shifted (giving zeros).
+    The percentiles are those of every pixel up to :data:`MAX_SAMPLES` pixels per channel, of a
+    regular subsample beyond (:func:`intensity_range`, which prediction uses too). Flat images
+    do not divide by ~0: if the percentile range is (almost) zero, the min-max range is used
+    instead, and if that is zero too, the image is only shifted (giving zeros).
     """
     spec = check_normalization(spec)
     image = np.asarray(image)
@@ -69,25 +71,13 @@ def normalize(
         raise ValueError("image contains NaN or infinite values")
     if spec["method"] == "none":
         return image.astype(np.float32)
-    if channel_axis is None:
-        return _normalize_one(image, spec["low"], spec["high"])
-    axis = check_axis(channel_axis, image.ndim, "channel_axis")
-    moved = np.moveaxis(image, axis, 0)
-    out = np.stack([_normalize_one(c, spec["low"], spec["high"]) for c in moved])
-    return np.moveaxis(out, 0, axis)
-
-
-def _normalize_one(channel: np.ndarray, low: float, high: float) -> np.ndarray:
-    data = channel.astype(np.float64, copy=False)
-    p_low, p_high = np.percentile(data, [low, high])
-    scale = p_high - p_low
-    tiny = 1e-6 * max(1.0, abs(p_low), abs(p_high))
-    if scale <= tiny:
-        # e.g. a sparse spot image whose percentiles coincide: fall back to the full range.
-        scale = float(data.max() - data.min())
-        if scale <= tiny:
-            scale = 1.0
-    return ((data - p_low) / scale).astype(np.float32)
+    # one normaliser: the range of every pixel (a regular subsample beyond MAX_SAMPLES pixels),
+    # fitted and applied as prediction fits and applies it
+    axis = None if channel_axis is None else check_axis(channel_axis, image.ndim, "channel_axis")
+    channels = image[None] if axis is None else np.moveaxis(image, axis, 0)
+    planes = channels[None] if channels.ndim == 3 else channels.reshape(1, len(channels), 1, -1)
+    out = intensity_range(planes, spec).apply(planes[0]).reshape(channels.shape)
+    return out[0] if axis is None else np.moveaxis(out, 0, axis)
 
 
 def check_axis(axis: int, ndim: int, name: str) -> int:
