@@ -61,12 +61,11 @@ def load_model(spec: str, in_channels: int | None = None, num_classes: int | Non
 
 
 def model_file(spec: str) -> Path | None:
-    """The file behind a ``--model`` value, or None for a name (a preset, ``default``)."""
-    from .core.constants import ARCHITECTURES
+    """The file or package folder behind a ``--model`` value (the installed file for
+    ``default``): an input no output may replace; None for a new net's name."""
+    from .core.model.checkpoint import model_source_of
 
-    if spec in (*ARCHITECTURES, "default"):
-        return None
-    return Path(spec)
+    return model_source_of(spec)
 
 
 def plan(outputs: Iterable[Any], inputs: Iterable[Any], overwrite: bool,

@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._cli_common import add_model_argument, add_out_argument, add_overwrite_argument, plan
+from ._cli_common import (
+    add_model_argument,
+    add_out_argument,
+    add_overwrite_argument,
+    model_file,
+    plan,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     config = ExportConfig(authors=tuple(args.author) if args.author else ExportConfig().authors,
                           description=args.description, torchscript=args.torchscript,
                           overwrite=args.overwrite)
-    inputs = [p for p in (args.model if args.model != "default" else None, args.sample) if p]
+    inputs = [p for p in (model_file(args.model), args.sample) if p]
     plan([args.out], inputs, args.overwrite)  # before any work: never an input, never clobber
     sample = None if args.sample is None else read_sample(args.sample)
     model, meta = resolve_model(args.model)

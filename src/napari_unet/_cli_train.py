@@ -269,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
             # The model is consistent after every completed step: save what we have.
             interrupted = True
     trainer.close()
-    trainer.save(out)
+    # checked again as it is written: a file that appeared there while training is kept
+    trainer.save(out, overwrite=args.overwrite, hint="--overwrite")
     note = f" (interrupted at step {trainer.step})" if interrupted else ""
     print(f"wrote {out}{note}")
     if not args.no_plots and losses:

@@ -165,7 +165,8 @@ class BatchWidget(QWidget):
             predict_options = {k: v for k, v in options.items()
                                if k not in ("probabilities", "suffix", "overwrite")}
             BatchConfig(predict=PredictConfig(**predict_options), suffix=options["suffix"])
-            outputs = output_paths(files, dst, options["suffix"])
+            outputs = output_paths(files, dst, options["suffix"], options["probabilities"],
+                                   protected=[p for p in (spec.source_file(),) if p])
         except ValueError as err:
             notify_error(err)
             return None

@@ -171,7 +171,8 @@ def batch_job(spec: ModelSpec, input_dir: Path, output_dir: Path,
 
     model, meta = spec.build(None, num_classes=None, device="cpu")
     yield Message(f"model: {spec.describe()}")
-    yield from batch_segment(model, input_dir, output_dir, meta=meta, **options)
+    yield from batch_segment(model, input_dir, output_dir, meta=meta,
+                             model_source=spec.source_file(), **options)
 
 
 __all__ = ["PredictInput", "batch_job", "diameter_job", "place", "prediction_input",

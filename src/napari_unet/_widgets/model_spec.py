@@ -91,9 +91,19 @@ class ModelSpec:
             model = constructor(in_channels=in_channels, num_classes=num_classes,
                                 upsampling=self.upsampling, **self.overrides)
             return model.to(device), ModelMeta.for_model(model)
-        spec = "default" if self.source == "default" else self.path
-        return resolve_model(spec, in_channels=in_channels, num_classes=num_classes,
+        return resolve_model(self.loads(), in_channels=in_channels, num_classes=num_classes,
                              device=device)
+
+    def loads(self) -> str:
+        """What ``resolve_model`` loads: ``"default"`` or the file's path (a trained model)."""
+        return "default" if self.source == "default" else self.path
+
+    def source_file(self) -> Any:
+        """The file or package folder the model comes from (an input no output may replace),
+        or None for a new net."""
+        from ..core.model.checkpoint import model_source_of
+
+        return None if self.is_new else model_source_of(self.loads())
 
 
 def default_model_problem() -> str | None:

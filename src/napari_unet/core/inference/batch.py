@@ -32,6 +32,7 @@ from .batch_files import (
     output_name,
     output_paths,
     prepare_output_dir,
+    probabilities_path,
     write_probabilities,
 )
 from .config import PredictConfig, PredictionResult
@@ -143,15 +144,16 @@ def segment_file(
         labels, probs = yield from _predict_file(model, meta, path, array, pconfig, volumes)
         if lead_shape is not None:
             labels = labels.reshape(lead_shape + labels.shape[-2:])
-        written = write_labels(output, labels, label_axes, data.pixel_size,
-                               overwrite=config.overwrite)
-        if written.note:
-            yield Message(f"{path.name}: {written.note}", level="warning",
-                          data={"path": str(output)})
+        if config.overwrite or not output.is_file():  # else only its probabilities were missing
+            written = write_labels(output, labels, label_axes, data.pixel_size,
+                                   overwrite=config.overwrite)
+            if written.note:
+                yield Message(f"{path.name}: {written.note}", level="warning",
+                              data={"path": str(output)})
         if config.probabilities:
             if lead_shape is not None:
                 probs = probs.reshape(probs.shape[:1] + lead_shape + probs.shape[-2:])
-            write_probabilities(output.with_name(output.stem + "_probabilities.tif"), probs,
+            write_probabilities(probabilities_path(output), probs,
                                 label_axes, data.pixel_size, config.overwrite)
     except FILE_ERRORS as err:  # one bad file must not stop the batch
         yield FileDone(path, None, "failed", _describe(err))
@@ -215,6 +217,7 @@ def batch_segment(
     config: BatchConfig | None = None,
     meta: ModelMeta | Mapping[str, Any] | None = None,
     client: Any = None,
+    model_source: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> Iterator[Progress | SliceProgress | Message | FileDone | BatchSummary]:
     """Segment every input image into a labels TIFF in ``output_dir``.
@@ -234,6 +237,9 @@ def batch_segment(
         The model's metadata (taken from the file when ``model`` is a spec).
     client : dask.distributed.Client, optional
         Process the files on this cluster.
+    model_source : path-like, optional
+        The file or package folder a loaded ``model`` came from: no output replaces it or
+        anything inside it (found by itself when ``model`` is a spec).
     **overrides
         Fields of :class:`BatchConfig` (``overwrite``, ``probabilities``, ``suffix``) or of
         :class:`PredictConfig` (``tta``, ``tile_size``, ``device``, ``axes``, ``volume``...).
@@ -258,8 +264,9 @@ def batch_segment(
     config = _with_overrides(config or BatchConfig(), overrides)
     if isinstance(model, (str, os.PathLike)):
         from ..constants import ARCHITECTURES
-        from ..model.checkpoint import resolve_model
+        from ..model.checkpoint import model_source_of, resolve_model
 
+        model_source = model_source or model_source_of(model)
         counts = {} if str(model) in ARCHITECTURES else {"in_channels": None,
                                                           "num_classes": None}
         model, file_meta = resolve_model(model, **counts)
@@ -276,8 +283,10 @@ def batch_segment(
                         tile_margin(model, config.predict.tiling, config.predict.overlap))
     files = find_inputs(inputs)
     out_dir = prepare_output_dir(output_dir)
-    outputs = output_paths(files, out_dir, config.suffix)
+    outputs = output_paths(files, out_dir, config.suffix, config.probabilities,
+                           protected=[p for p in (model_source,) if p is not None])
     return _batch(model, meta, files, outputs, out_dir, config, client)
+
 
 
 def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path], out_dir: Path,
@@ -290,7 +299,11 @@ def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path],
     failed: list[tuple[Path, str]] = []
     todo: list[tuple[Path, Path]] = []
     for src, dst in zip(files, outputs, strict=True):
-        if dst.exists() and not config.overwrite:
+        # a file is done when all of its outputs are (a run that stopped between the labels
+        # and the probabilities makes the probabilities again)
+        done_before = dst.is_file() and (not config.probabilities
+                                         or probabilities_path(dst).is_file())
+        if done_before and not config.overwrite:
             skipped.append(src)
         else:
             todo.append((src, dst))
@@ -422,12 +435,13 @@ def segment_huge_plane(client: Any, model: UNet, meta: ModelMeta, path: Path, ou
             meta, chunk=chunk)
         labels = result.instances if result.instances is not None else result.semantic
         label_axes = data.axes.replace("C", "")
-        written = write_labels(output, labels, label_axes, data.pixel_size,
-                               overwrite=config.overwrite)
-        if written.note:
-            yield Message(f"{path.name}: {written.note}", level="warning")
+        if config.overwrite or not output.is_file():  # else only its probabilities were missing
+            written = write_labels(output, labels, label_axes, data.pixel_size,
+                                   overwrite=config.overwrite)
+            if written.note:
+                yield Message(f"{path.name}: {written.note}", level="warning")
         if config.probabilities:
-            write_probabilities(output.with_name(output.stem + "_probabilities.tif"),
+            write_probabilities(probabilities_path(output),
                                 result.probabilities, label_axes, data.pixel_size,
                                 config.overwrite)
     except FILE_ERRORS as err:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.outputs import atomic_write
+from ..io.outputs import PathLike, atomic_write, check_not_an_input
 
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -53,23 +53,50 @@ def output_name(path: Path, suffix: str = "") -> str:
     return f"{name}{suffix}.tif"
 
 
-def output_paths(files: Sequence[Path], output_dir: Path, suffix: str) -> list[Path]:
-    """Output path per input; ``ValueError`` if an output would replace an input or another's."""
+def probabilities_path(output: Path) -> Path:
+    """Where a labels file's probabilities go: ``<name>_probabilities.tif`` beside it."""
+    return output.with_name(output.stem + "_probabilities.tif")
+
+
+def output_paths(files: Sequence[Path], output_dir: Path, suffix: str,
+                 probabilities: bool = False, protected: Sequence[PathLike] = ()) -> list[Path]:
+    """Labels path per input; ``ValueError`` if an output (or, with ``probabilities``, its
+    probabilities file) would replace an input (hard links count) or another output, is a
+    folder, or would replace one of ``protected`` (the model's file or package folder) or
+    anything in the installed package."""
     outputs = [output_dir / output_name(p, suffix) for p in files]
-    inputs = {p.resolve() for p in files}
-    for src, dst in zip(files, outputs, strict=True):
-        if dst.resolve() in inputs:
+    by_path = {p.resolve(): p for p in files}
+    by_inode = {key: p for p in files if (key := _inode(p)) is not None}
+    written = list(zip(files, outputs, strict=True))
+    if probabilities:
+        written += [(src, probabilities_path(dst)) for src, dst in zip(files, outputs,
+                                                                       strict=True)]
+    for _, dst in written:
+        replaced = by_path.get(dst.resolve()) or by_inode.get(_inode(dst))
+        if replaced is not None:
             raise ValueError(
-                f"the output {str(dst)!r} would replace the input {str(src)!r}: the output "
-                "folder is the input folder and the names are the same; choose another output "
-                "folder or a suffix")
+                f"the output {str(dst)!r} would replace the input {str(replaced)!r}: the "
+                "output folder holds the inputs (or links to them) under the same names; "
+                "choose another output folder or a suffix")
+        if dst.is_dir():
+            raise ValueError(f"the output {str(dst)!r} is a folder; remove it or choose "
+                             "another output folder")
+        check_not_an_input(dst, protected)
     seen: dict[Path, Path] = {}
-    for src, dst in zip(files, outputs, strict=True):
+    for src, dst in written:
         if dst in seen:
             raise ValueError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to "
                              f"{str(dst)!r}")
         seen[dst] = src
     return outputs
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def prepare_output_dir(output_dir: str | os.PathLike) -> Path:
@@ -104,4 +131,4 @@ def write_probabilities(path: Path, probs: Any, label_axes: str,
 
 
 __all__ = ["IMAGE_SUFFIXES", "find_inputs", "output_name", "output_paths", "prepare_output_dir",
-           "write_probabilities"]
+           "probabilities_path", "write_probabilities"]

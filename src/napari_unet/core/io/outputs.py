@@ -4,7 +4,11 @@ Rules, checked by :func:`plan_outputs` *before* a job starts, so that nothing is
 an hour and then lost:
 
 - an output is never one of the command's inputs (compared as resolved paths and, for files
-  that exist, as the same inode: symlinks and hard links count);
+  that exist, as the same inode: symlinks and hard links count). The model a command uses is
+  an input too: its file, and every file of a model package folder, so no output is written
+  inside such a folder; nor inside the installed napari-unet package (:data:`PACKAGE_DIR`);
+- an output is a regular file or nothing yet: a folder, a device, a pipe or a link to one is
+  never replaced, and a name ending in a path separator names a folder;
 - an existing file is replaced only with ``overwrite`` (the CLI's ``--overwrite``, a dock's
   confirmation); a folder is never replaced;
 - the outputs of one command are distinct files;
@@ -48,6 +52,8 @@ _active_lock = threading.Lock()
 _counter = iter(range(1 << 62))  # distinct names for temps created in the same millisecond
 
 PathLike = str | os.PathLike
+#: The installed package (its shipped model, sample data, manifest): an input of every command.
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
 
 
 def _describe(path: Path) -> str:
@@ -100,15 +106,20 @@ def plan_outputs(
     """
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
-    outs = [Path(os.path.abspath(os.fspath(p))) for p in outputs if p is not None]
+    given = [os.fspath(p) for p in outputs if p is not None]
+    for text in given:
+        if text.endswith(("/", os.sep)):
+            raise ValueError(f"output {text!r} ends with a path separator, so it names a "
+                             "folder; give a file name")
+    outs = [Path(os.path.abspath(text)) for text in given]
     ins = [Path(p) for p in inputs if p is not None]
     for out in outs:
-        for src in ins:
-            if same_file(out, src) or (out.is_symlink() and same_file(out.resolve(), src)):
-                raise ValueError(f"output {_describe(out)} is the input {_describe(src)}; "
-                                 "choose another output name")
+        check_not_an_input(out, ins)
         if out.is_dir():
             raise ValueError(f"output {_describe(out)} is a folder; give a file name")
+        if os.path.lexists(out) and not out.resolve().is_file() and out.resolve().exists():
+            raise ValueError(f"output {_describe(out)} is not a regular file (a device, a pipe "
+                             "or a link to one); give a file name")
         if os.path.lexists(out) and not overwrite:
             raise ValueError(f"{_describe(out)} already exists (use {hint} to replace it)")
     for i, out in enumerate(outs):
@@ -128,6 +139,28 @@ def plan_outputs(
         check_writable(folder)
         check_free_space(folder, want)
     return outs
+
+
+def check_not_an_input(out: PathLike, inputs: Iterable[PathLike]) -> None:
+    """``ValueError`` when ``out`` is one of ``inputs`` (a symlink or hard link to one counts),
+    lies inside an input that is a folder (an unpacked model package) or inside the installed
+    package."""
+    out = Path(os.path.abspath(os.fspath(out)))
+    for src in (Path(p) for p in inputs):
+        if same_file(out, src) or (out.is_symlink() and same_file(out.resolve(), src)):
+            raise ValueError(f"output {_describe(out)} is the input {_describe(src)}; "
+                             "choose another output name")
+        if src.is_dir() and _inside(out, src):
+            raise ValueError(f"output {_describe(out)} is inside the model package folder "
+                             f"{_describe(src)}, which is an input; write it elsewhere")
+    if _inside(out, PACKAGE_DIR):
+        raise ValueError(f"output {_describe(out)} is inside the installed napari-unet "
+                         "package; write it elsewhere")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved, links followed) lies in ``folder``."""
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def check_writable(folder: PathLike) -> Path:
@@ -320,4 +353,4 @@ def clean_stale_temps(folder: PathLike) -> list[Path]:
 
 __all__ = ["STALE_AFTER_S", "TEMP_SUFFIX", "atomic_path", "atomic_write", "check_free_space",
            "check_writable", "clean_stale_temps", "confirm_overwrite", "format_bytes",
-           "is_stale_temp", "plan_outputs", "same_file"]
+           "check_not_an_input", "is_stale_temp", "plan_outputs", "same_file", "PACKAGE_DIR"]

@@ -32,7 +32,7 @@ import torch
 
 from ..constants import ARCHITECTURES, DEFAULT_MODEL
 from ..inference.predictor import predicts_channels_last
-from ..io.outputs import atomic_path
+from ..io.outputs import atomic_write
 from ..runtime.device import resolve_device
 from .meta import ModelMeta
 from .unet import UNet
@@ -66,6 +66,7 @@ def save_model(
     meta: ModelMeta | Mapping[str, Any] | None = None,
     optimizer_state: dict[str, Any] | None = None,
     overwrite: bool = True,
+    hint: str = "overwrite=True",
     live_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model`` with its ``meta`` (and optionally optimizer state, for resuming) to ``path``.
@@ -82,8 +83,9 @@ def save_model(
     optimizer_state : dict, optional
         ``optimizer.state_dict()``, stored so that training can resume exactly.
     overwrite : bool
-        Replace an existing file (atomically). Commands that must not replace files without
-        being asked check that first, with the output policy of ``core.outputs``.
+        Replace an existing file (atomically). Without it a file that exists, or appears while
+        the model is written (another run, the user), is never replaced; ``hint`` names how
+        the user allows it (``"--overwrite"`` on the command line).
     live_state : mapping, optional
         When ``model`` holds a moving average of a run's weights: the run's current weights (a
         ``state_dict`` of the same net), which ``optimizer_state`` belongs to.
@@ -101,7 +103,7 @@ def save_model(
     if not path.parent.is_dir():
         raise ValueError(f"cannot save model: folder {str(path.parent)!r} does not exist")
     if path.exists() and not overwrite:
-        raise ValueError(f"{str(path)!r} already exists (use overwrite to replace it)")
+        raise ValueError(f"{str(path)!r} already exists (use {hint} to replace it)")
     meta = as_meta(meta, model)
     weights = model.state_dict()
     if live_state is not None:
@@ -117,7 +119,7 @@ def save_model(
         "live_state_dict": None if live_state is None else
         {k: v.detach().to("cpu").clone() for k, v in live_state.items()},
     }
-    with atomic_path(path) as tmp:
+    with atomic_write(path, overwrite=overwrite, hint=hint) as tmp:
         torch.save(payload, tmp)
     return path
 
@@ -208,6 +210,19 @@ def default_model_path() -> Path:
             f"(expected {str(path)!r}); choose 'original', 'modified', 'small' or a model file"
         )
     return path
+
+
+def model_source_of(spec: str | os.PathLike) -> Path | None:
+    """The file or package folder a model spec loads (the installed file for ``"default"``):
+    an input no output may replace. None for a new net's name, or a default not installed."""
+    if str(spec) in ARCHITECTURES:
+        return None
+    if str(spec) == DEFAULT_MODEL:
+        try:
+            return default_model_path()
+        except ValueError:  # loading it says so
+            return None
+    return Path(spec)
 
 
 def resolve_model(

@@ -273,8 +273,10 @@ class Trainer:
         w = torch.from_numpy(weights)[None].to(self.device)
         return float(self._fitter.loss(logits[None], t, w))
 
-    def save(self, path: Any, best: bool = True) -> Any:
-        """Write the model with its meta (see :func:`napari_unet.core.model.checkpoint.save_model`).
+    def save(self, path: Any, best: bool = True, overwrite: bool = True,
+             hint: str = "overwrite=True") -> Any:
+        """Write the model with its meta (see :func:`napari_unet.core.model.checkpoint.save_model`,
+        which takes ``overwrite`` and ``hint``).
 
         With ``best`` (default) and a best validation step kept in memory, the file holds those
         weights (``meta.step == meta.best_step``, no optimizer state: resuming restarts the
@@ -286,7 +288,7 @@ class Trainer:
                 self.model.load_state_dict(self._best_state)
                 meta = self.meta().replace(step=int(self.best_step),
                                            best_step=int(self.best_step))
-                return save_model(path, self.model, meta, None)
+                return save_model(path, self.model, meta, None, overwrite=overwrite, hint=hint)
             finally:
                 self.model.load_state_dict(current)
         meta = self.meta()
@@ -295,7 +297,7 @@ class Trainer:
         live = self._averaging.live_state_dict()
         with self.evaluation_weights():
             return save_model(path, self.model, meta, self.optimizer.state_dict(),
-                              live_state=live)
+                              overwrite=overwrite, hint=hint, live_state=live)
 
     def restore_best(self) -> int | None:
         """Load the best validation weights into :attr:`model` (for predicting with them);
