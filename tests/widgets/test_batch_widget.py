@@ -105,7 +105,12 @@ def test_batch_bad_input_starts_nothing(make_napari_viewer, folders, tmp_path, m
     model_path, src, out = folders
     viewer = make_napari_viewer()
     widget = _dock(viewer, model_path, tmp_path / "missing", out)
+    widget.block.say("done 0, skipped 3")  # what the last run said
+    widget.progress.setRange(0, 3)
+    widget.progress.setValue(3)
     assert widget.run() is None and "does not exist" in errors[-1]
+    # a refused run does not leave the last one's summary and full bar
+    assert widget.status.text() == "" and widget.progress.value() == 0
     empty = tmp_path / "empty"
     empty.mkdir()
     widget.input_edit.setText(str(empty))

@@ -394,6 +394,13 @@ class RunBlock(QWidget):
     def say(self, text: str) -> None:
         self.status.setText(text)
 
+    def clear(self) -> None:
+        """Forget the last run: an empty status line and bar (a new attempt starts clean, even
+        when its input is refused)."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("")
+
 
 __all__ = ["Field", "Form", "RunBlock", "ask_yes_no", "change_signal", "control_value",
            "make_control", "set_control_value", "set_row_visible", "setting_fields", "with_browse"]

@@ -36,6 +36,7 @@ from ..core.constants import MODES
 from . import CLASS_NAMES_KEY, CONVENTION_KEY, ROLE_KEY
 from ._form import ask_yes_no
 from ._jobs import notify_error, notify_info
+from ._scroll import scroll_all_but
 from .settings import Binding, DockSettings
 from .tooltips import apply_tooltips
 from .training_layers import (
@@ -200,6 +201,7 @@ class AnnotateWidget(QWidget):
         layout.addWidget(reuse)
         layout.addWidget(self.settings.reset_button())
         layout.addStretch(1)
+        scroll_all_but(self, None)
 
     # -- choices -----------------------------------------------------------------------------
     def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:

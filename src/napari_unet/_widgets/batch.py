@@ -20,6 +20,7 @@ from qtpy.QtWidgets import QFileDialog, QFormLayout, QLineEdit, QVBoxLayout, QWi
 from ..core.events import Message
 from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
+from ._scroll import scroll_all_but
 from .dock_jobs import batch_job
 from .model_choice import ModelChoice
 from .predict import config_values, prediction_settings
@@ -120,6 +121,7 @@ class BatchWidget(QWidget):
         })
         layout.addWidget(self.settings.reset_button())
         layout.addStretch(1)
+        scroll_all_but(self, self.block)
 
         controls = [self.input_edit, self.output_edit, self.model_choice,
                     *self.form.widgets.values()]
@@ -157,6 +159,7 @@ class BatchWidget(QWidget):
         if self.runner.running:
             notify_warning("a batch is already running")
             return None
+        self.block.clear()
         options = self.options()
         try:
             src, dst = check_folders(self.input_edit.text(), self.output_edit.text())

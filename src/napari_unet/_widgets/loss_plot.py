@@ -37,6 +37,22 @@ VALIDATION_COLOUR = "#f39c12"
 MARGINS = (44, 8, 10, 30)  # left, top, right, bottom
 
 
+
+def step_ticks(end: float, most: int = 5) -> list[int]:
+    """Tick values for a step axis from 0 to ``end``: whole numbers 1, 2 or 5 x 10^k apart,
+    at most ``most`` of them (19.25 / 38.5 steps mean nothing to a person)."""
+    if end <= 0:
+        return [0]
+    spacing = next(s for s in _round_numbers() if end / s <= most - 1)
+    return list(range(0, int(end) + 1, spacing))
+
+
+def _round_numbers():
+    k = 1
+    while True:
+        yield from (k, 2 * k, 5 * k)
+        k *= 10
+
 class LossPlot(QWidget):
     """Training loss (raw and smoothed) and validation curve against the iteration.
 
@@ -228,12 +244,11 @@ class LossPlot(QWidget):
             text = f"{10.0 ** e:g}"
             p.drawText(QPointF(frame.left() - 5 - metrics.horizontalAdvance(text),
                                y + metrics.ascent() / 2 - 1), text)
-        # x: 0, quarters, end
-        for i in range(5):
-            value = self._xmax * i / 4
-            x = frame.left() + frame.width() * i / 4
+        # x: whole steps at a round spacing
+        for value in step_ticks(self._xmax):
+            x = frame.left() + frame.width() * value / self._xmax
             p.drawLine(QPointF(x, frame.bottom()), QPointF(x, frame.bottom() + 3))
-            text = f"{value:g}"
+            text = f"{value:d}"
             p.drawText(QPointF(x - metrics.horizontalAdvance(text) / 2,
                                frame.bottom() + 4 + metrics.ascent()), text)
         p.drawText(QPointF(frame.center().x() - metrics.horizontalAdvance("iteration") / 2,

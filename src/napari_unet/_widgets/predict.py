@@ -24,6 +24,7 @@ from ..core.events import Message
 from . import AXES_KEY, PIXEL_SIZE_KEY, ROLE_KEY
 from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible, setting_fields
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
+from ._scroll import scroll_all_but
 from .dock_jobs import PredictInput, diameter_job, place, prediction_input, prediction_job
 from .layer_info import layer_geometry
 from .model_choice import ModelChoice
@@ -115,6 +116,7 @@ class PredictWidget(QWidget):
                              self.model_choice.state())})
         layout.addWidget(self.settings.reset_button())
         layout.addStretch(1)
+        scroll_all_but(self, self.block)
 
         controls = [self.image_combo, self.channel_combo, self.channel_pick, self.model_choice,
                     *self.form.widgets.values(), self.output_combo, self.estimate_button]
@@ -248,6 +250,7 @@ class PredictWidget(QWidget):
         if self.runner.running:
             notify_warning("a prediction is already running")
             return None
+        self.block.clear()
         image = self.image_combo.value
         try:
             request, channel_axis = self._request_for(image)

@@ -37,6 +37,7 @@ from ..core.runtime.device import resolve_device
 from ..core.training.config import preset_for
 from . import train_session
 from ._jobs import notify_error, notify_info, notify_warning
+from ._scroll import scroll_all_but
 from .gc_freeze import FrozenHeap
 from .model_choice import ModelChoice
 from .settings import Binding, DockSettings
@@ -90,6 +91,7 @@ class TrainWidget(QWidget):
         self.label_edits = LabelsFollower(self._on_labels_edited, parent=self)
         self._build_ui()
         self.settings = self._make_settings()
+        scroll_all_but(self, self.run.block)  # the settings scroll, Start and Stop stay in view
         self.settings.restore()
         self.closer = CloseWatcher(self, self.shutdown)
         self.inputs.image_changed.connect(self._on_image_changed)

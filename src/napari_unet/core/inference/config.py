@@ -140,7 +140,7 @@ class PredictConfig:
              "out to take them from the file.")
     volume: bool | None = setting(
         None, label="Z stacks", flag="--3d", kind="choice",
-        choices=((None, "auto (3D when the file says Z)"), (True, "3D objects"),
+        choices=((None, "auto (from the file)"), (True, "3D objects"),
                  (False, "slice by slice")),
         help="Whether the slices of a stack are one 3D volume (objects are joined across "
              "slices) or separate images. Auto follows the file's axes.")

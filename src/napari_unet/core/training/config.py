@@ -194,16 +194,16 @@ class TrainConfig:
         help="A set of training settings. finetune: adapt a trained model to a few painted "
              "objects (the choice when starting from a trained model); fast: train a new "
              "network quickly; paper: the original paper's settings.")
-    iterations: int | None = setting(
-        None, label="at most", unit="steps", kind="int", flag="--iterations", minimum=0,
-        maximum=10**7, step=50, none_text="no step limit", dock_default=None,
-        help="Stop after this many training steps. With a time budget and no step count, "
-             "training runs for the time given; with neither, for 500 steps.")
     minutes: float | None = setting(
         None, label="train for", unit="minutes", kind="float", flag="--minutes", minimum=0.0,
         maximum=MAX_MINUTES, step=0.5, none_text="no time limit", dock_default=3.0,
         help="Time budget: training stops after this many minutes or the step count, "
              "whichever comes first, and the model is saved either way.")
+    iterations: int | None = setting(
+        None, label="at most", unit="steps", kind="int", flag="--iterations", minimum=0,
+        maximum=10**7, step=50, none_text="no step limit", dock_default=None,
+        help="Stop after this many training steps. With a time budget and no step count, "
+             "training runs for the time given; with neither, for 500 steps.")
     lr: float | None = setting(
         None, label="learning rate", kind="float", flag="--lr", minimum=0.0, maximum=1.0,
         step=1e-4, decimals=6, advanced=True,

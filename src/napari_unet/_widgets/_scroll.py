@@ -1,0 +1,52 @@
+"""Docks that fit a laptop screen: a dock's settings scroll, its run block stays in view.
+
+napari stacks plugin docks in one column, and a dock's minimum height becomes the window's:
+four docks laid out in full made the window 2,800 px tall, with Start, Stop and Predict below
+the screen's edge. :func:`scroll_all_but` moves everything a dock shows into a scroll area
+(whose minimum height is small) and keeps the block with its primary buttons, progress bar
+and status line below it, always visible.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QShowEvent
+from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+
+class VerticalScroll(QScrollArea):
+    """A scroll area that scrolls up and down only: as wide as its rows need, measured when it
+    is shown (napari's style and fonts then count), with room for the scroll bar."""
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt's name)
+        inner = self.widget()
+        if inner is not None:
+            bar = self.verticalScrollBar().sizeHint().width()
+            self.setMinimumWidth(inner.minimumSizeHint().width() + bar + 2 * self.frameWidth())
+        super().showEvent(event)
+
+
+def scroll_all_but(dock: QWidget, pinned: QWidget | None = None) -> VerticalScroll:
+    """Put the rows of ``dock``'s layout into a scroll area; ``pinned`` (taken out of the
+    layout that holds it) goes below the scroll area. Returns the scroll area."""
+    if pinned is not None:
+        holder = pinned.parentWidget()
+        if holder is not None and holder.layout() is not None:
+            holder.layout().removeWidget(pinned)
+    content = QWidget()
+    content.setLayout(dock.layout())  # the rows and their widgets move into the scrolled part
+    scroll = VerticalScroll()
+    scroll.setObjectName("settings_scroll")
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(content)
+    layout = QVBoxLayout(dock)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll, 1)
+    if pinned is not None:
+        layout.addWidget(pinned)
+    return scroll
+
+
+__all__ = ["VerticalScroll", "scroll_all_but"]
