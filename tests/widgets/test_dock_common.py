@@ -274,21 +274,47 @@ def test_estimate_button_fills_the_diameter(make_napari_viewer, qtbot, tiny_mode
 
 # -- napari's own feedback ----------------------------------------------------------------------
 @pytest.mark.gui
-def test_failed_job_is_shown_once_with_traceback_in_the_log(make_napari_viewer, qtbot,
-                                                            tmp_path, shown, caplog):
+def test_a_mistake_is_one_line_without_a_traceback(make_napari_viewer, qtbot, tmp_path, shown,
+                                                  caplog, monkeypatch):
+    monkeypatch.setenv("NAPARI_UNET_LOG", str(tmp_path / "log" / "napari-unet.log"))
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a model")
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((16, 16), np.float32), name="img")
     widget = _dock(viewer, "Predict")
     widget.model_choice.set_source("file", str(bad))
-    with caplog.at_level("ERROR", logger="napari_unet"):
+    with caplog.at_level("INFO", logger="napari_unet"):
         assert widget.run() is not None
         qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
     errors = [m for severity, m in shown if severity == "error"]
-    assert len(errors) == 1 and "broken.pt" in errors[0]
-    assert any(r.exc_info for r in caplog.records)  # the traceback went to the log
+    assert len(errors) == 1 and "broken.pt" in errors[0] and "bug" not in errors[0]
+    ours = [r for r in caplog.records if r.name.startswith("napari_unet")]
+    assert ours and not any(r.exc_info for r in ours)  # one line, no traceback
+    assert not (tmp_path / "log").exists()
     assert "failed" in widget.status.text() and widget.run_button.isEnabled()
+
+
+def test_a_bug_names_the_log_file_with_its_traceback(tmp_path, shown, monkeypatch, capsys):
+    import logging
+
+    from napari_unet._widgets._jobs import notify_error
+
+    path = tmp_path / "log" / "napari-unet.log"
+    monkeypatch.setenv("NAPARI_UNET_LOG", str(path))
+    try:
+        raise KeyError("a bug of ours")
+    except KeyError as err:
+        notify_error(err)
+    errors = [m for severity, m in shown if severity == "error"]
+    assert len(errors) == 1 and f"the details are in {path}" in errors[0]
+    logger = logging.getLogger("napari_unet")
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        handler.flush()
+        logger.removeHandler(handler)
+        handler.close()
+    text = path.read_text()
+    assert "Traceback" in text and "a bug of ours" in text
+    assert "Traceback" not in capsys.readouterr().err  # nothing on the terminal
 
 
 @pytest.mark.gui

@@ -50,7 +50,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,10 +78,52 @@ def user_message(err: BaseException | str) -> str:
     return f"{type(err).__name__}: {text}"
 
 
+#: What a person's input can cause (the command line's exit status 2): said in one line, with
+#: no traceback anywhere. Anything else is a bug, whose traceback goes to the log file.
+USER_MISTAKES = (ValueError, TypeError, OSError, MemoryError)
+#: The log file of bugs' tracebacks (its folder is created when the first bug is logged).
+LOG_FILE_ENV = "NAPARI_UNET_LOG"
+
+
+def log_file() -> Path:
+    """Where napari-unet writes the tracebacks of bugs (``$NAPARI_UNET_LOG`` or the user's log
+    folder)."""
+    if os.environ.get(LOG_FILE_ENV):
+        return Path(os.environ[LOG_FILE_ENV])
+    from platformdirs import user_log_path
+
+    return user_log_path("napari-unet") / "napari-unet.log"
+
+
+def _log_to_file() -> Path:
+    """Attach the log file to this package's logger (once): with a handler of its own, Python
+    prints nothing of it on the terminal."""
+    path = log_file()
+    root = logging.getLogger("napari_unet")
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path:
+            return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    return path
+
+
 def notify_error(err: BaseException | str) -> None:
-    """Show ``err`` as one napari error notification; an exception's traceback goes to the log."""
-    if isinstance(err, BaseException):
+    """Show ``err`` as one napari error notification. A mistake in the input is said in one
+    line (and one log line, no traceback); a bug's traceback goes to the log file, which the
+    notification names."""
+    if isinstance(err, BaseException) and not isinstance(err, USER_MISTAKES):
+        try:
+            where = f" (a bug; the details are in {_log_to_file()})"
+        except OSError:  # no log folder: the notification still says what went wrong
+            where = " (a bug)"
         log.error("napari-unet job failed: %s", user_message(err), exc_info=err)
+        notifications.show_error(user_message(err) + where)
+        return
+    if isinstance(err, BaseException):
+        log.info("napari-unet: %s", user_message(err))
     notifications.show_error(user_message(err))
 
 

@@ -121,7 +121,7 @@ _TRAIN: dict[str, str] = {
     "live_preview": "show the model's foreground probability of the part of the image in view "
                     "while it trains",
     "run": "train in the background until the time budget or the step count is reached; the "
-           "model is auto-saved next to the image (see napari's activity panel)",
+           "progress and time left show below, and the model is auto-saved next to the image",
     "stop": "stop after the current step; the model is auto-saved",
     "save": "save the trained model to a file of your choice",
     "export": "write the trained model as a BioImage Model Zoo package (.zip) for deepImageJ, "
