@@ -313,6 +313,17 @@ def test_train_to_the_step_count_then_the_saved_model_predicts(make_napari_viewe
         widget.save_model(tmp_path / "mine.pt")
     model, meta = load_model(saved.args[0])
     assert meta.mode == "instances" and meta.step == step
+    assert str(saved.args[0]) in widget.run.saved_label.text()  # the whole path, selectable
+    # the trained model is offered by Predict (one click away) and Batch, newest first
+    predict = widget.predict_with_model()
+    assert predict.model_choice.spec().path == str((tmp_path / "mine.pt").resolve())
+    assert predict.model_choice.source.currentText().startswith("cells, trained")
+    assert predict.image_combo.value is image_layer
+    _, batch = viewer.window.add_plugin_dock_widget("napari-original-unet", "Batch segment")
+    offered = [batch.model_choice.source.itemText(i)
+               for i in range(batch.model_choice.source.count())]
+    assert offered[0] == "Shipped default model" and offered[-1] == "Model file..."
+    assert offered[1].endswith("(mine.pt)") and offered[2].endswith("(model.pt)")  # autosave
     probs = foreground(model, image_layer.data)
     assert probs.shape == (64, 64) and np.isfinite(probs).all()
     restored, convention = widget.session.load_labels()  # autosaved with the session

@@ -22,7 +22,7 @@ from ._form import Field, Form, RunBlock, ask_yes_no, with_browse
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
 from ._scroll import scroll_all_but
 from .dock_jobs import batch_job
-from .model_choice import ModelChoice
+from .model_choice import ModelChoice, remember_file
 from .predict import config_values, prediction_settings
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
@@ -177,6 +177,7 @@ class BatchWidget(QWidget):
             return None
         self.summary = None
         self.block.say(f"segmenting {len(files)} image(s) from {src} ...")
+        remember_file(spec)
         return self.runner.start(*dock_process().background(batch_job, spec, src, dst, options))
 
     def stop(self) -> None:

@@ -8,9 +8,10 @@ process, through :meth:`ModelSpec.build`, which delegates to ``core.checkpoint``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -23,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from ._form import set_row_visible
 from .model_spec import NEW_VARIANTS, SOURCES, UPSAMPLINGS, ModelSpec, default_model_problem
+from .recent_models import recent_models
 from .tooltips import tooltip
 
 _SOURCE_TEXT = {
@@ -34,6 +36,20 @@ _SOURCE_TEXT = {
 }
 
 
+_RECENT = "recent:"
+
+
+def remember_file(spec: ModelSpec) -> None:
+    """A model file a dock runs is offered first next time (:mod:`.recent_models`)."""
+    if spec.source == "file" and spec.path:
+        recent_models().add(spec.path)
+
+
+def _recent_path(data: Any) -> str | None:
+    """The path of a remembered model's item data, None for the other entries."""
+    return data[len(_RECENT):] if isinstance(data, str) and data.startswith(_RECENT) else None
+
+
 class ModelChoice(QWidget):
     """Model source combo box, an upsampling choice for new nets and a file picker.
 
@@ -41,6 +57,9 @@ class ModelChoice(QWidget):
     ----------
     allow_new : bool
         Offer new untrained variants (the Train dock); the Predict dock sets it False.
+    offer_recent : bool, optional
+        List the models trained and opened lately (:mod:`.recent_models`); by default where
+        no new nets are offered (the Predict and Batch docks).
     parent : QWidget, optional
         Qt parent.
 
@@ -52,7 +71,8 @@ class ModelChoice(QWidget):
 
     changed = Signal()
 
-    def __init__(self, allow_new: bool = True, parent: QWidget | None = None) -> None:
+    def __init__(self, allow_new: bool = True, parent: QWidget | None = None,
+                 offer_recent: bool | None = None) -> None:
         super().__init__(parent)
         self.overrides: dict[str, Any] = {}
         self.source = QComboBox()
@@ -60,6 +80,11 @@ class ModelChoice(QWidget):
         sources = SOURCES if allow_new else ("default", "file")
         for name in sources:
             self.source.addItem(_SOURCE_TEXT[name], name)
+        # the models trained and opened lately, between the shipped one and "Model file..."
+        self.offer_recent = (not allow_new) if offer_recent is None else offer_recent
+        if self.offer_recent:
+            self._fill_recent()
+            recent_models().changed.connect(self._fill_recent)
         self.upsampling = QComboBox()
         self.upsampling.setObjectName("model_upsampling")
         self.upsampling.addItems(UPSAMPLINGS)
@@ -109,15 +134,20 @@ class ModelChoice(QWidget):
         return problem
 
     def current_source(self) -> str:
-        return self.source.currentData()
+        """One of :data:`SOURCES`: a remembered model is a ``"file"``."""
+        data = self.source.currentData()
+        return "file" if _recent_path(data) is not None else data
 
     def set_source(self, source: str, path: str | None = None) -> None:
-        """Select ``source`` (one of :data:`SOURCES`); ``path`` sets the file for ``"file"``."""
+        """Select ``source`` (one of :data:`SOURCES`); ``path`` sets the file for ``"file"``
+        (the remembered model of that file, when there is one)."""
         index = self.source.findData(source)
         if index < 0:
             raise ValueError(f"model source {source!r} is not offered here")
         if path is not None:
             self.path.setText(str(path))
+            remembered = self._recent_index(str(path)) if source == "file" else -1
+            index = remembered if remembered >= 0 else index
         self.source.setCurrentIndex(index)
         self._on_source()
 
@@ -149,9 +179,36 @@ class ModelChoice(QWidget):
     # -- private ---------------------------------------------------------------------------
     def _on_source(self, *_: Any) -> None:
         source = self.current_source()
+        remembered = _recent_path(self.source.currentData())
+        if remembered is not None:
+            self.path.setText(remembered)
         set_row_visible(self._form, self.upsampling, source in NEW_VARIANTS)
-        set_row_visible(self._form, self._file_row, source == "file")
+        set_row_visible(self._form, self._file_row, source == "file" and remembered is None)
         self.changed.emit()
+
+    def _recent_index(self, path: str) -> int:
+        wanted = str(Path(path).resolve())
+        for index in range(self.source.count()):
+            if _recent_path(self.source.itemData(index)) == wanted:
+                return index
+        return -1
+
+    def _fill_recent(self) -> None:
+        """(Re)list the remembered models, keeping the current choice."""
+        current = self.source.currentData()
+        self.source.blockSignals(True)
+        try:
+            for index in reversed(range(self.source.count())):
+                if _recent_path(self.source.itemData(index)) is not None:
+                    self.source.removeItem(index)
+            at = self.source.findData("default") + 1
+            for offset, entry in enumerate(recent_models().entries()):
+                self.source.insertItem(at + offset, entry.label, _RECENT + entry.path)
+                self.source.setItemData(at + offset, entry.path, Qt.ItemDataRole.ToolTipRole)
+            index = self.source.findData(current)
+            self.source.setCurrentIndex(index if index >= 0 else self.source.findData("file"))
+        finally:
+            self.source.blockSignals(False)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a napari-unet model",

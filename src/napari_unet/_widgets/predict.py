@@ -27,7 +27,7 @@ from ._jobs import dock_process, notify_error, notify_info, notify_warning
 from ._scroll import scroll_all_but
 from .dock_jobs import PredictInput, diameter_job, place, prediction_input, prediction_job
 from .layer_info import layer_geometry
-from .model_choice import ModelChoice
+from .model_choice import ModelChoice, remember_file
 from .settings import Binding, DockSettings
 from .tooltips import tooltip
 from .training_layers import is_training_layer, replace_with_history
@@ -279,6 +279,7 @@ class PredictWidget(QWidget):
         self._out_axes = axes if len(axes) == len(request.out_shape) else None
         self._job = "predict"
         self.block.say(f"predicting {image.name!r} with {spec.describe()}...")
+        remember_file(spec)
         return self.runner.start(*dock_process().background(
             prediction_job, spec, request, config, normalization))
 

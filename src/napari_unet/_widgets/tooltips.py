@@ -124,6 +124,8 @@ _TRAIN: dict[str, str] = {
            "progress and time left show below, and the model is auto-saved next to the image",
     "stop": "stop after the current step; the model is auto-saved",
     "save": "save the trained model to a file of your choice",
+    "predict_with": "open the Predict dock on this image with the model saved last (the "
+                    "Predict and Batch docks also list it among their models)",
     "export": "write the trained model as a BioImage Model Zoo package (.zip) for deepImageJ, "
               "ilastik, QuPath or bioimageio.core; it loads here too",
 }

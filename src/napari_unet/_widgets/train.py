@@ -40,6 +40,7 @@ from ._jobs import notify_error, notify_info, notify_warning
 from ._scroll import scroll_all_but
 from .gc_freeze import FrozenHeap
 from .model_choice import ModelChoice
+from .recent_models import recent_models
 from .settings import Binding, DockSettings
 from .train_data import training_data
 from .train_form import TrainForm
@@ -79,6 +80,7 @@ class TrainWidget(QWidget):
         self.samples: Any = None
         self.session: train_session.Session | None = None
         self.saved_from: tuple[int, bool] | None = None  # (step, best?) of the last save
+        self.last_saved: Path | None = None  # the model file written last
         self._job: TrainJob | None = None
         self._run_labels: Any = None  # the labels layer the running job trains on
         self._run_session: train_session.Session | None = None  # where the run autosaves
@@ -110,7 +112,7 @@ class TrainWidget(QWidget):
         self.train_form = TrainForm(preset=preset_for(self._from_trained()))
         self.device_label = QLabel()
         self.run = RunPanel(self._save_dialog, self._export_dialog,
-                            dark=napari_is_dark(self.viewer))
+                            dark=napari_is_dark(self.viewer), on_predict=self.predict_with_model)
         for title, parts in (("Data", [self.inputs]), ("Model", [self.model_choice]),
                              ("Training", [self.train_form, self.device_label]),
                              ("Run", [self.run])):
@@ -332,6 +334,23 @@ class TrainWidget(QWidget):
             return False
         return True
 
+    def _remember(self, path: Path) -> None:
+        """Offer the model in the Predict and Batch docks (named after its image and time)."""
+        layer = self.inputs.image_layer()
+        name = layer.name if layer is not None else path.stem
+        recent_models().add(path, f"{name}, trained {time.strftime('%H:%M')} ({path.name})")
+
+    def predict_with_model(self) -> Any:
+        """Open the Predict dock on this image with the model saved last; returns the dock."""
+        if self.last_saved is None:
+            return None
+        _, dock = self.viewer.window.add_plugin_dock_widget("napari-original-unet", "Predict")
+        dock.model_choice.set_source("file", str(self.last_saved))
+        image = self.inputs.image_layer()
+        if image is not None and image in dock.image_combo.choices:
+            dock.image_combo.value = image
+        return dock
+
     def _save_dialog(self) -> None:
         path = ask_model_path(self, self.session.folder if self.session else None)
         if path:
@@ -351,7 +370,9 @@ class TrainWidget(QWidget):
 
         def done(result: Any) -> None:
             self.saved_from = saved_step(trainer)
-            self.run.show_saved(*self.saved_from, Path(result).name)
+            self.run.show_saved(*self.saved_from, str(result))
+            self.last_saved = Path(result)
+            self._remember(Path(result))
             self.saved.emit(str(result))
             if autosave:  # the next Start continues from these weights
                 self._auto_choice = True

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..core.events import LossReport, Message, Progress, ValidationReport
@@ -112,7 +113,8 @@ class RunPanel(QWidget):
     """
 
     def __init__(self, on_save: Callable[[], None], on_export: Callable[[], None],
-                 dark: bool | None = None, parent: QWidget | None = None) -> None:
+                 dark: bool | None = None, parent: QWidget | None = None,
+                 on_predict: Callable[[], None] | None = None) -> None:
         super().__init__(parent)
         self.block = RunBlock("Start", "train")
         self.status_label = self.block.status
@@ -121,6 +123,11 @@ class RunPanel(QWidget):
         self.saved_label = _note()
         self.save_button = _button("Save model...", "save", on_save)
         self.export_button = _button("Export to Model Zoo...", "export", on_export)
+        self.predict_button = _button("Predict with this model", "predict_with",
+                                      on_predict or (lambda: None))
+        self.predict_button.setEnabled(False)  # once a model is saved
+        # the saved file's path can be selected and copied
+        self.saved_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # no timer of its own: repainted with the rest of the dock (:meth:`refresh`)
         self.loss_plot = LossPlot(max_fps=None, dark=dark)
         layout = QVBoxLayout(self)
@@ -131,6 +138,7 @@ class RunPanel(QWidget):
         row.addWidget(self.save_button)
         row.addWidget(self.export_button)
         layout.addLayout(row)
+        layout.addWidget(self.predict_button)
         layout.addWidget(self.loss_plot)
         self.jobs: JobRunner | None = None
         self._last_loss: float | None = None
@@ -195,9 +203,10 @@ class RunPanel(QWidget):
         self.loss_plot.redraw()
 
     def show_saved(self, step: int, best: bool, name: str) -> None:
-        """Say which step the saved model holds, and in which file."""
+        """Say which step the saved model holds, and in which file (its whole path)."""
         what = "best validation score" if best else "last step"
         _say(self.saved_label, f"saved model: step {step} ({what}) in {name}")
+        self.predict_button.setEnabled(True)
 
     def enable_saving(self, enabled: bool) -> None:
         self.save_button.setEnabled(enabled)
