@@ -26,6 +26,7 @@ _EXPORTS = {
     "TrainingSet": "napari_unet.core.training.trainingset",
     "TrainConfig": "napari_unet.core.training.trainer",
     "Trainer": "napari_unet.core.training.trainer",
+    "train": "napari_unet.core.training.trainer",
     "PredictConfig": "napari_unet.core.inference.prediction",
     "predict": "napari_unet.core.inference.prediction",
     "predict_image": "napari_unet.core.inference.prediction",

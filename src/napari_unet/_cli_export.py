@@ -19,7 +19,13 @@ from ._cli_common import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .core.constants import EXPORT_FORMATS
+
     add_model_argument(parser, help="'default' (the shipped model) or a model file to export")
+    parser.add_argument("--format", choices=tuple(EXPORT_FORMATS), default="bioimageio",
+                        help="what to write: " + "; ".join(
+                            f"{name}: {what}" for name, (_, _, what) in EXPORT_FORMATS.items())
+                        + " (default: bioimageio)")
     add_out_argument(parser, "the package to write, NAME.zip", metavar="NAME.zip")
     parser.add_argument("--author", action="append", default=None, metavar="NAME",
                         help="who to credit in the package (repeat for several; default: "
@@ -36,8 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.constants import ARCHITECTURES
-    from .core.io.export import ExportConfig, export_bioimageio
+    from importlib import import_module
+
+    from .core.constants import ARCHITECTURES, EXPORT_FORMATS
+    from .core.io.export import ExportConfig
     from .core.model.checkpoint import resolve_model
 
     if args.model in ARCHITECTURES:
@@ -50,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     plan([args.out], inputs, args.overwrite)  # before any work: never an input, never clobber
     sample = None if args.sample is None else read_sample(args.sample)
     model, meta = resolve_model(args.model)
-    path = export_bioimageio(model, meta, args.out, config, sample=sample)
-    print(f"wrote {path} (bioimage.io model, format 0.5)")
+    module, function, what = EXPORT_FORMATS[args.format]
+    path = getattr(import_module(module), function)(model, meta, args.out, config, sample=sample)
+    print(f"wrote {path} ({what})")
     return 0
 
 

@@ -41,6 +41,14 @@ DEFAULT_MODEL = "default"
 SCALE_BAND = (0.5, 1.5)
 
 
+#: Formats ``napari-unet export`` writes: name -> (module, function, what it is). A new format is
+#: one entry here plus its module (a function ``(model, meta, path, config, sample) -> Path``);
+#: named as text so that ``--help`` imports none of them.
+EXPORT_FORMATS: dict[str, tuple[str, str, str]] = {
+    "bioimageio": ("napari_unet.core.io.export.bioimageio", "export_bioimageio",
+                   "BioImage Model Zoo package (.zip, format 0.5)"),
+}
+
 def mode_for_classes(num_classes: int) -> str:
     """The mode of a net with ``num_classes`` outputs: 2 classes means instances."""
     return "instances" if int(num_classes) == 2 else "semantic"
@@ -59,6 +67,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_NORMALIZATION",
     "DEFAULT_TILING",
+    "EXPORT_FORMATS",
     "MODES",
     "NORMALIZATION_METHODS",
     "SCALE_BAND",
