@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--binary", action="store_true",
                         help="ground truth is binary: objects are its connected components")
     # the settings predict takes, so that eval scores what predict gives
-    add_setting_options(parser, _predict_config(), exclude=("channel_axis",))
+    add_setting_options(parser, _predict_config(), exclude=("channel_axis", "channel"))
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="also write the scores (per image and pooled) as JSON")
     add_overwrite_argument(parser, "--json file")

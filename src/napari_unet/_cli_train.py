@@ -43,7 +43,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", dest="labels", help=argparse.SUPPRESS)
     from .core.inference.config import PredictConfig  # the same words as predict's option
 
-    add_setting_options(parser, PredictConfig, only=("channel_axis",))
+    add_setting_options(parser, PredictConfig, only=("channel_axis", "channel"))
 
 
 def data_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
@@ -221,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
     samples = TrainingSet(images, labels, convention=convention, channel_axis=axis,
                           mode="semantic" if semantic else "instances",
                           num_classes=args.classes if semantic else 2,
-                          validation_fraction=args.validation_fraction, seed=config.seed)
+                          validation_fraction=args.validation_fraction, seed=config.seed,
+                          channel=args.channel)
 
     checkpoint_state = None
     if args.resume:

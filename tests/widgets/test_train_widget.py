@@ -589,3 +589,27 @@ def test_semantic_labels_train_a_multi_class_model_with_its_names(make_napari_vi
     assert model.num_classes == 3 and meta.mode == "semantic"
     assert tuple(meta.class_names) == tuple(names)
     assert meta.pixel_size == 0.5
+
+
+@pytest.mark.gui
+def test_an_rgb_image_trains_on_the_chosen_channel(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    image, instances = synthetic_nuclei((64, 64), seed=1)
+    rgb = np.stack([np.zeros_like(image), image, np.zeros_like(image)], axis=-1)
+    viewer.add_image(rgb, name="cells", rgb=True)
+    viewer.add_labels(sparse_labels(instances, 40), name="training",
+                      metadata={CONVENTION_KEY: "sparse"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
+    widget.model_choice.set_source("small")
+    widget.model_choice.overrides = dict(TINY)
+    configure(widget, minutes=None, iterations=2, tile_size=64, batch_size=1, device="cpu",
+              validate_every=0, preview_every_s=0.0)
+    combo = widget.inputs.channel_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == [
+        "all 3 channels", "channel 0", "channel 1", "channel 2"]
+    combo.setCurrentIndex(2)
+    assert widget.inputs.channel() == 1
+    with qtbot.waitSignal(widget.job_finished, timeout=120_000):
+        assert widget.start()
+    assert widget.trainer.model.in_channels == 1  # one channel, as the default model takes
+    assert widget.trainer.meta().channel == 1  # recorded: prediction takes it by default

@@ -51,8 +51,6 @@ _MODEL = {
 
 _PREDICT = {
     "image": "the image layer to segment",
-    "channel": "which channel the model sees: one channel for a single-channel model, or "
-               "all channels when the model was trained on all of them",
     "estimate_diameter": "estimate the typical object diameter from the image",
     "own_normalization": "normalise the image with the percentiles below instead of the ones "
                          "the model was trained with",
@@ -150,10 +148,11 @@ def settings_classes(dock: str) -> tuple[type, ...]:
 
         return (PredictConfig,)
     if dock == "train":
+        from ..core.inference.config import PredictConfig
         from ..core.training.augment import AugmentConfig
         from ..core.training.config import TrainConfig
 
-        return (TrainConfig, AugmentConfig)
+        return (TrainConfig, AugmentConfig, PredictConfig)  # the image's channel, as predicted
     return ()
 
 

@@ -259,7 +259,8 @@ class TrainWidget(QWidget):
         if not isinstance(labels_layer, Labels):
             raise ValueError(f"layer '{labels_layer.name}' is not a labels layer")
         config = self.train_form.config()
-        data = training_data(image_layer, labels_layer, self.inputs.convention())
+        data = training_data(image_layer, labels_layer, self.inputs.convention(),
+                             channel=self.inputs.channel())
         spec = self.model_choice.spec()
         resolve_device(config.device)  # an unavailable accelerator is refused here, not later
         return image_layer, labels_layer, data, config, spec

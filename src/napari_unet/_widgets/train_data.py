@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.layout import pick_channel
 from ..core.training.labels import SEMANTIC_CONVENTIONS, SEMANTIC_IGNORE
 from ..core.training.trainingset import TrainingSet
 from . import CLASS_NAMES_KEY
@@ -86,12 +87,14 @@ class TrainingData:
     channel_axis: int | None
 
 
-def training_data(image_layer: Any, labels_layer: Any, convention: str) -> TrainingData:
+def training_data(image_layer: Any, labels_layer: Any, convention: str,
+                  channel: int | None = None) -> TrainingData:
     """Build the training data of an image layer and its painted labels layer.
 
     The labels are copied (painting goes on during training; updates go through
     ``TrainingSet.update``). The model records one pixel size (x, in the layer's units), as the
-    CLI does; a scale of 1 is napari's "unknown". ``ValueError`` for layers that cannot train.
+    CLI does; a scale of 1 is napari's "unknown". With ``channel``, only that channel of the
+    image is trained on (and recorded in the model). ``ValueError`` for layers that cannot train.
     """
     data = image_layer.data[0] if image_layer.multiscale else image_layer.data
     labels = np.array(labels_layer.data, copy=True)
@@ -102,7 +105,10 @@ def training_data(image_layer: Any, labels_layer: Any, convention: str) -> Train
     names = labels_layer.metadata.get(CLASS_NAMES_KEY)
     mode, num_classes = labels_mode(convention, labels, names)
     samples = TrainingSet([image], [labels], convention=convention,
-                          channel_axis=channel_axis, mode=mode, num_classes=num_classes)
+                          channel_axis=channel_axis, mode=mode, num_classes=num_classes,
+                          channel=channel)
+    if channel is not None:  # what the preview shows the model: that channel alone
+        image, channel_axis = pick_channel(image, channel_axis, channel), None
     # Stored in the model's meta by Trainer.meta() (it reads these attributes if present).
     if mode == "semantic" and names and len(names) == num_classes:
         samples.class_names = list(names)

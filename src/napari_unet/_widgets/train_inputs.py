@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QPushButton, QWidget
 
 from ..core.training.labels import CONVENTIONS
 from . import CONVENTION_KEY, ROLE_KEY
+from ._form import set_row_visible
 from .tooltips import tooltip
 
 IMAGE_KEY = "napari_unet_image"  # set on training layers by the Annotate dock
@@ -45,18 +46,24 @@ class TrainInputs(QWidget):
         self.convention_combo = QComboBox()
         self.convention_combo.setObjectName("convention")
         self.convention_combo.addItems(CONVENTIONS)
+        self.channel_combo = QComboBox()  # shown for images with channels (RGB too)
+        self.channel_combo.setObjectName("channel")
         self.restore_button = QPushButton("Restore autosaved session")
         self.restore_button.setObjectName("restore")
         for widget in (self.image_combo, self.labels_combo, self.convention_combo,
-                       self.restore_button):
+                       self.channel_combo, self.restore_button):
             widget.setToolTip(tooltip("train", widget.objectName()))
         form = QFormLayout(self)
         form.addRow("image", self.image_combo)
         form.addRow("training labels", self.labels_combo)
         form.addRow("convention", self.convention_combo)
+        form.addRow("channel", self.channel_combo)
         form.addRow(self.restore_button)
+        self._form = form
         self.image_combo.currentIndexChanged.connect(
             lambda *_: self.image_changed.emit(self.image_layer()))
+        self.image_changed.connect(lambda *_: self._list_channels())
+        self.labels_changed.connect(lambda *_: self._list_channels())
         self.labels_combo.currentIndexChanged.connect(lambda *_: self._on_labels_changed())
         self.convention_combo.currentTextChanged.connect(self._on_convention_changed)
         self._connected = False
@@ -119,6 +126,34 @@ class TrainInputs(QWidget):
     def convention(self) -> str:
         return self.convention_combo.currentText()
 
+    def channel(self) -> int | None:
+        """The channel to train on, or None for all of them (or an image without channels)."""
+        return self.channel_combo.currentData() if self.channel_combo.count() > 1 else None
+
+    def _list_channels(self) -> None:
+        """List the image's channels (with its labels: the axis they do not cover)."""
+        from .train_data import arrange_image
+
+        image, labels = self.image_layer(), self.labels_layer()
+        count = 0
+        if image is not None and labels is not None:
+            data = image.data[0] if image.multiscale else image.data
+            try:
+                arranged, axis = arrange_image(data, image.rgb, tuple(labels.data.shape))
+                count = int(arranged.shape[axis]) if axis is not None else 0
+            except ValueError:  # the labels do not fit the image: Start says so
+                count = 0
+        current = self.channel_combo.currentData()
+        self.channel_combo.blockSignals(True)
+        self.channel_combo.clear()
+        self.channel_combo.addItem(f"all {count} channels", None)
+        for c in range(count):
+            self.channel_combo.addItem(f"channel {c}", c)
+        index = self.channel_combo.findData(current)
+        self.channel_combo.setCurrentIndex(max(index, 0))
+        self.channel_combo.blockSignals(False)
+        set_row_visible(self._form, self.channel_combo, count > 1)
+
     def set_layers(self, image: Any = None, labels: Any = None) -> None:
         """Select ``image`` and/or ``labels`` (layers of the viewer)."""
         if image is not None:
@@ -147,7 +182,7 @@ class TrainInputs(QWidget):
 
     def controls(self) -> list[QWidget]:
         """Everything to disable while a training runs."""
-        return [self.image_combo, self.labels_combo, self.convention_combo]
+        return [self.image_combo, self.labels_combo, self.convention_combo, self.channel_combo]
 
 
 __all__ = ["IMAGE_KEY", "TrainInputs", "same_layer"]

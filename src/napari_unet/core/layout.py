@@ -29,4 +29,19 @@ def channels_at_minus3(image: Any, channel_axis: int | None) -> tuple[Any, int]:
     return image.transpose(axes), int(image.shape[source])
 
 
-__all__ = ["channels_at_minus3"]
+def pick_channel(image: Any, channel_axis: int | None, channel: int) -> Any:
+    """``image`` with only ``channel`` along ``channel_axis`` (that axis dropped; a view, or
+    lazy for dask)."""
+    if channel_axis is None:
+        raise ValueError(f"channel {channel} was chosen but the image has no channel axis "
+                         "(give it with channel_axis, --channel-axis on the command line)")
+    axis = channel_axis % image.ndim
+    n = int(image.shape[axis])
+    if not 0 <= channel < n:
+        raise ValueError(f"channel {channel} does not exist: the image has {n} channel(s), "
+                         f"0 to {n - 1}")
+    index: list[Any] = [slice(None)] * image.ndim
+    index[axis] = channel
+    return image[tuple(index)]
+
+__all__ = ["channels_at_minus3", "pick_channel"]

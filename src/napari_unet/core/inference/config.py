@@ -80,8 +80,13 @@ class PredictConfig:
     channel_axis: int | None = setting(
         None, label="channel axis", kind="int", flag="--channel-axis", minimum=-8, maximum=8,
         none_text="from the file", dock=False,
-        help="Which axis of the image holds the channels, counted from 0; none for images of "
-             "one channel and for RGB images. Taken from the file when it says.")
+        help="Which axis of the image holds the channels, counted from 0 (an RGB image's "
+             "colours count as channels). Taken from the file when it says.")
+    channel: int | None = setting(
+        None, label="channel", kind="int", flag="--channel", minimum=0, maximum=1024,
+        none_text="all", dock=False, elsewhere="the docks' channel choice",
+        help="Which channel of a multi-channel or RGB image the model sees, counted from 0. "
+             "Needed when the model takes one channel and the image has several.")
     threshold: float = setting(
         0.5, label="threshold", flag="--threshold", minimum=0.01, maximum=0.99, step=0.05,
         help="Foreground probability above which a pixel belongs to an object. Lower it when "
@@ -184,6 +189,8 @@ class PredictConfig:
         if self.batch_size is not None and (not is_int(self.batch_size)
                                             or self.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.channel is not None and (not is_int(self.channel) or self.channel < 0):
+            raise ValueError(f"channel must be a channel number from 0, got {self.channel!r}")
         if self.channel_axis is not None and not is_int(self.channel_axis):
             raise TypeError(f"channel_axis must be an integer or None, got "
                             f"{self.channel_axis!r} ({type(self.channel_axis).__name__})")

@@ -17,6 +17,7 @@ from ..normalize import IntensityRange, intensity_range, normalize_region
 from ..runtime.device import resolve_device
 from ..runtime.heap import reuse_freed_memory
 from .blockwise import (
+    BLOCKWISE_FORWARD_BUDGET,
     MIN_BLOCK,
     Window,
     auto_halo,
@@ -32,16 +33,10 @@ from .diameter import PredictAt, choose_scale, estimate_diameter
 from .labelling import entropy, instance_labels, min_size_for, semantic_labels
 from .predictor import OutOfMemory, drain, plane_predictor
 from .scaling import labels_at_image_scale, resize_plane, scale_factor
-from .stack import allocate_output, as_stack, channel_axis_of, check_finite_in_memory
+from .stack import allocate_output, as_stack, check_finite_in_memory, image_layout
 from .tiles import check_tile_size, padded_axis_tiles, plan_tiles, tile_margin
 from .views import fold_orthogonal_views
 from .volume import VOLUME_BLOCK_SLICES, link_slices, stack_is_volume
-
-#: Forward-pass memory of blockwise planes on CPU when ``memory_budget`` is not set: with a
-#: block's labelling (~0.4 GB), which runs after it, the job stays under 1 GB (bench_memory.py).
-#: 768 MiB buys 1152 px tiles for the shipped model: 1.27x the plane's pixels computed at
-#: 4096^2 against 1.43x with 816 px tiles at 384 MiB.
-BLOCKWISE_FORWARD_BUDGET = 768 * 2**20
 
 
 class PredictionJob:
@@ -53,12 +48,13 @@ class PredictionJob:
                  out: Mapping[str, Any] | None, predict_at: PredictAt) -> None:
         self.model, self.config, self.meta = model, config, meta
         self.predict_at = predict_at  # the measuring passes of the object size
-        axes = config.axes
-        channel_axis = channel_axis_of(image, axes, config.channel_axis)
+        image, axes, channel_axis, channel_note = image_layout(image, config, model.in_channels,
+                                                               meta.channel)
         self.view, self.stacked = as_stack(image, model.in_channels, channel_axis)
         self.image, self.channel_axis = image, channel_axis
         check_finite_in_memory(image)
-        self.is_volume, self.layout_note = stack_is_volume(axes, self.stacked, config.volume)
+        self.is_volume, layout_note = stack_is_volume(axes, self.stacked, config.volume)
+        self.layout_note = "; ".join(n for n in (channel_note, layout_note) if n) or None
         self.device = resolve_device(config.device)
         if config.tile_size is not None:
             check_tile_size(model, config.tile_size,

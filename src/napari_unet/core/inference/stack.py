@@ -11,7 +11,7 @@ import numpy as np
 
 from ..io.outputs import check_free_space, format_bytes
 from ..io.resources import check_memory
-from ..layout import channels_at_minus3
+from ..layout import channels_at_minus3, pick_channel
 from .config import is_int
 
 # Outputs bigger than this are not allocated in RAM but as (unlinked) temporary memory maps.
@@ -32,6 +32,24 @@ def channel_axis_of(image: Any, axes: str | None, channel_axis: int | None) -> i
     if channel_axis is not None and channel_axis % ndim != axes.index("C"):
         raise ValueError(f"channel_axis {channel_axis} disagrees with axes {axes!r}")
     return axes.index("C")
+
+
+def image_layout(image: Any, config: Any, in_channels: int, recorded: int | None = None
+                 ) -> tuple[Any, str | None, int | None, str | None]:
+    """``(image, axes, channel_axis, note)`` as the model will see them: the channel axis from
+    ``config.axes`` where it says; with ``config.channel`` only that channel (no channel axis
+    left); without it, a one-channel model takes the channel it was trained on (``recorded``)
+    from a multi-channel image, and ``note`` says so."""
+    axes = config.axes
+    channel_axis = channel_axis_of(image, axes, config.channel_axis)
+    channel, note = config.channel, None
+    if channel is None and recorded is not None and in_channels == 1 \
+            and channel_axis is not None and image.shape[channel_axis] > 1:
+        channel, note = recorded, f"channel {recorded}: the one the model was trained on"
+    if channel is None:
+        return image, axes, channel_axis, None
+    picked = pick_channel(image, channel_axis, channel)
+    return picked, None if axes is None else axes.replace("C", ""), None, note
 
 
 def check_finite_in_memory(image: Any) -> None:
@@ -78,6 +96,10 @@ def as_stack(image: Any, in_channels: int, channel_axis: int | None) -> tuple[An
             raise ValueError(f"channel_axis {channel_axis} is out of range for an image of "
                              f"shape {shape}")
         ax = channel_axis % ndim
+        if shape[ax] != in_channels and in_channels == 1:
+            raise ValueError(f"the model takes one channel and the image has {shape[ax]}: "
+                             f"choose which one with the channel setting (0 to {shape[ax] - 1}; "
+                             "--channel on the command line)")
         if shape[ax] != in_channels:
             raise ValueError(f"the model expects {in_channels} channel(s) but the image has "
                              f"{shape[ax]} along channel_axis {channel_axis} (shape {shape})")

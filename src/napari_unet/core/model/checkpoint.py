@@ -264,8 +264,10 @@ def resolve_model(
     for what, want, have in (("input channels", in_channels, model.in_channels),
                              ("classes", num_classes, model.num_classes)):
         if want is not None and want != have:
+            hint = ("; choose one channel of the image (the channel setting, --channel on the "
+                    "command line)" if what == "input channels" and have == 1 else "")
             raise ValueError(
-                f"model {str(spec)!r} has {have} {what} but {want} are needed here"
+                f"model {str(spec)!r} has {have} {what} but {want} are needed here{hint}"
             )
     return model, meta
 

@@ -30,6 +30,9 @@ name, training_data, credits : str
     Shown on the model card: a display name, a description of the training data, credits.
 evaluation : dict or None
     Scores on held-out data, ``{data set: {metric: value}}``, plus anything a report adds.
+channel : int or None
+    For a one-channel net trained on one channel of multi-channel images: that channel, which
+    prediction then takes from a multi-channel image unless told otherwise.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class ModelMeta:
     training_data: str | None = None
     credits: str | None = None
     evaluation: dict[str, Any] | None = None
+    channel: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -114,9 +118,9 @@ class ModelMeta:
             if not (math.isfinite(float(value)) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
             object.__setattr__(self, name, float(value))
-        for name in ("step", "best_step"):
+        for name in ("step", "best_step", "channel"):
             value = getattr(self, name)
-            if value is None and name == "best_step":
+            if value is None and name in ("best_step", "channel"):
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

@@ -321,6 +321,8 @@ class Trainer:
         names = getattr(s, "class_names", None)
         if names:
             extra["class_names"] = tuple(names)
+        if getattr(s, "channel", None) is not None:
+            extra["channel"] = int(s.channel)
         return ModelMeta.for_model(self.model, **extra)
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..constants import DEFAULT_NORMALIZATION, MODES
-from ..layout import channels_at_minus3
+from ..layout import channels_at_minus3, pick_channel
 from ..model.meta import check_normalization
 from ..normalize import check_axis, normalize
 from .holdout import split_planes
@@ -53,6 +53,9 @@ class TrainingSet:
         Share of the annotated pixels held out for validation (see Notes).
     seed : int
         Seed of the choice of held-out samples.
+    channel : int, optional
+        Train on this channel of the images only (along ``channel_axis``); recorded in the
+        model, so that prediction takes the same channel by default.
 
     Notes
     -----
@@ -87,6 +90,7 @@ class TrainingSet:
         normalization: Mapping[str, Any] | None = DEFAULT_NORMALIZATION,
         validation_fraction: float = 0.1,
         seed: int = 0,
+        channel: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -109,6 +113,10 @@ class TrainingSet:
             raise ValueError(f"got {len(images)} images but {len(labels)} label arrays")
         if len(images) == 0:
             raise ValueError("no images given")
+        if channel is not None:  # one channel of each image: from here on, no channel axis
+            images = [pick_channel(image, channel_axis, int(channel)) for image in images]
+            channel_axis = None
+        self.channel = None if channel is None else int(channel)
         self._mode = mode
         self._convention = convention
         self._num_classes = int(num_classes)
