@@ -98,17 +98,18 @@ def _choice_pairs(choices: Iterable[Any]) -> list[tuple[str, Any]]:
 _NONE_DATA = "napari_unet_none"
 
 
-def setting_fields(cls: type, defaults: Mapping[str, Any] | None = None) -> list[Field]:
+def setting_fields(cls: type, defaults: Mapping[str, Any] | None = None,
+                   exclude: Iterable[str] = ()) -> list[Field]:
     """The rows of every setting of ``cls`` declared for the docks (``core.settings``), in
     declaration order: label, help, range, choices and advanced from the declaration; the
     default is the declared dock default, else ``defaults`` (e.g. a preset's), else the
     field's."""
     from ..core.settings import settings_of
 
-    rows = []
+    rows, skip = [], set(exclude)
     for item in settings_of(cls):
         s = item.setting
-        if not s.dock:
+        if not s.dock or item.name in skip:
             continue
         default = (defaults or {}).get(item.name, item.default)
         if s.dock_default is not s.UNSET:

@@ -38,11 +38,11 @@ DOCK = "predict"
 
 
 # -- the dock --------------------------------------------------------------------------------
-def prediction_settings() -> list[Field]:
+def prediction_settings(exclude: tuple[str, ...] = ()) -> list[Field]:
     """The rows of ``PredictConfig``'s settings declared for the docks (Predict and Batch)."""
     from ..core.inference.config import PredictConfig
 
-    return setting_fields(PredictConfig)
+    return setting_fields(PredictConfig, exclude=exclude)
 
 
 def config_values(form: Form) -> dict[str, Any]:
@@ -51,11 +51,15 @@ def config_values(form: Form) -> dict[str, Any]:
     return {name: value for name, value in form.values().items() if name in names}
 
 
+#: The Predict dock chooses the channel from the image layer's own channels, above the rows.
+LAYER_SETTINGS = ("channel",)
+
+
 def predict_fields() -> tuple[Field, ...]:
     """The Predict dock's rows: the declared settings, then what only this dock has (names are
     tooltip and settings keys)."""
     return (
-        *prediction_settings(),
+        *prediction_settings(exclude=LAYER_SETTINGS),
         Field("own_normalization", "", "bool", False, text="own normalisation percentiles",
               advanced=True),
         Field("norm_low", "low percentile", "float", 1.0, 0.0, 50.0, 0.5, advanced=True),

@@ -83,8 +83,8 @@ class PredictConfig:
         help="Which axis of the image holds the channels, counted from 0 (an RGB image's "
              "colours count as channels). Taken from the file when it says.")
     channel: int | None = setting(
-        None, label="channel", kind="int", flag="--channel", minimum=0, maximum=1024,
-        none_text="all", dock=False, elsewhere="the docks' channel choice",
+        None, label="channel", kind="int", flag="--channel", minimum=-1, maximum=1024,
+        none_text="all",
         help="Which channel of a multi-channel or RGB image the model sees, counted from 0. "
              "Needed when the model takes one channel and the image has several.")
     threshold: float = setting(

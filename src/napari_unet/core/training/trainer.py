@@ -173,10 +173,13 @@ class Trainer:
                            self.step)
         if self.step >= cfg.step_limit:
             return
-        meaningful, why = validation_is_meaningful(self.samples) if (
-            cfg.keep_best and cfg.validate_every) else (False, "")
-        if cfg.keep_best and cfg.validate_every and not meaningful:
-            yield Message(f"keeping the last weights, not the best: {why}")
+        # a held-out part too small to measure anything gives no figure at all (a score of 0
+        # or 1 from one object's outline would mislead), and cannot choose the kept weights
+        meaningful, why = validation_is_meaningful(self.samples) if cfg.validate_every \
+            else (False, "")
+        if cfg.validate_every and not meaningful:
+            yield Message(f"no validation score: {why}"
+                          + ("; the last weights are kept" if cfg.keep_best else ""))
         cw = self.class_weights()
         if cfg.class_weights == "predicted" and isinstance(cw, tuple):
             yield Message("sparse labels: class weights "
@@ -200,7 +203,7 @@ class Trainer:
                     yield Message(f"time budget of {cfg.minutes:g} min reached after "
                                   f"{self.step - first_step} steps (step {self.step})",
                                   data={"reason": "minutes", "step": self.step})
-                    if cfg.validate_every and self.step > first_step \
+                    if meaningful and self.step > first_step \
                             and validated_at != self.step and self._has_validation():
                         yield self._validate_and_track(meaningful)
                     break
@@ -214,7 +217,7 @@ class Trainer:
                                rate=budget.rate)
                 yield LossReport(self.step, loss, lr)
                 last = self.step == total
-                if cfg.validate_every and (self.step % cfg.validate_every == 0 or last) \
+                if meaningful and (self.step % cfg.validate_every == 0 or last) \
                         and self._has_validation():
                     yield self._validate_and_track(meaningful)
                     validated_at = self.step
