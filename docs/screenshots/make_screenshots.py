@@ -1,8 +1,10 @@
-"""Screenshots of the Annotate, Predict and Batch docks, for docs/user-guide.md.
+"""Screenshots of the Annotate, Train, Predict and Batch docks, for docs/user-guide.md, in the
+window of a 1366 x 768 laptop screen.
 
-Run under a virtual display from the repository root:
-``xvfb-run -a python docs/screenshots/make_screenshots.py [annotate|predict|batch ...]``.
-The model for the Predict shot is the shipped default, or ``--model path/to/model.pt``.
+Run under a virtual display of that size from the repository root:
+``xvfb-run -a -s "-screen 0 1366x768x24" python docs/screenshots/make_screenshots.py
+[annotate|train|predict|batch ...]``. The model for the Predict shot is the shipped default, or
+``--model path/to/model.pt``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _viewer():
     import napari
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 850)
+    viewer.window._qt_window.resize(1366, 768)  # a laptop's screen
     return viewer
 
 
@@ -58,6 +60,22 @@ def annotate_shot() -> None:
     viewer.layers.selection.active = layer
     QApplication.processEvents()
     viewer.screenshot(str(HERE / "annotate.png"), canvas_only=False)
+    viewer.close()
+
+
+def train_shot() -> None:
+    """The Train dock a few steps into fine-tuning the default model on the sample's labels."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = _viewer()
+    viewer.open_sample("napari-original-unet", "nuclei_cells3d")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
+    widget.train_form.set_value("minutes", None)
+    widget.train_form.set_value("iterations", 30)
+    widget.start()
+    _wait(QApplication.instance(), lambda: widget.worker is None)
+    QApplication.processEvents()
+    viewer.screenshot(str(HERE / "train_dock.png"), canvas_only=False)
     viewer.close()
 
 
@@ -132,12 +150,14 @@ def main() -> None:
     # the docks remember settings: keep the shots' choices out of the user's settings file
     os.environ["NAPARI_UNET_SETTINGS"] = os.path.join(tempfile.mkdtemp(), "docks.ini")
     parser = argparse.ArgumentParser()
-    parser.add_argument("shots", nargs="*", default=["annotate", "predict", "batch"])
+    parser.add_argument("shots", nargs="*", default=["annotate", "train", "predict", "batch"])
     parser.add_argument("--model", default=None)
     parser.add_argument("--work", default="/tmp/napari_unet_shots")
     args = parser.parse_args()
     if "annotate" in args.shots:
         annotate_shot()
+    if "train" in args.shots:
+        train_shot()
     if "predict" in args.shots:
         predict_shot(args.model)
     if "batch" in args.shots:

@@ -9,21 +9,30 @@ and status line below it, always visible.
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QShowEvent
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 
 class VerticalScroll(QScrollArea):
     """A scroll area that scrolls up and down only: as wide as its rows need, measured when it
-    is shown (napari's style and fonts then count), with room for the scroll bar."""
+    is shown and whenever the rows' layout changes (napari's style and fonts count, and a
+    longer layer name widens a row), with room for the scroll bar."""
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt's name)
+    def fit_width(self) -> None:
         inner = self.widget()
         if inner is not None:
             bar = self.verticalScrollBar().sizeHint().width()
             self.setMinimumWidth(inner.minimumSizeHint().width() + bar + 2 * self.frameWidth())
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt's name)
+        self.fit_width()
         super().showEvent(event)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.fit_width()
+        return super().eventFilter(watched, event)
 
 
 def scroll_all_but(dock: QWidget, pinned: QWidget | None = None) -> VerticalScroll:
@@ -41,6 +50,7 @@ def scroll_all_but(dock: QWidget, pinned: QWidget | None = None) -> VerticalScro
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(content)
+    content.installEventFilter(scroll)
     layout = QVBoxLayout(dock)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll, 1)
