@@ -44,3 +44,12 @@ def test_the_docs_table_has_a_row_per_setting():
     assert table[3] == "| mode * | (Python only) | first | Which one. |"
     assert table[4] == "| switch | (Python only) | on | On or off. |"
     assert len(table) == 5
+
+
+def test_number_or_a_word():
+    from napari_unet.core.settings import number_or
+
+    parse = number_or("auto", int, "a whole number")
+    assert parse("auto") == "auto" and parse("3") == 3
+    with pytest.raises(ValueError, match="must be a whole number or 'auto', got 'many'"):
+        parse("many")

@@ -101,6 +101,21 @@ def _kind_of(default: Any) -> str:
     return "text"
 
 
+def number_or(word: str, cast: type, what: str) -> Callable[[str], Any]:
+    """A parser for a setting typed as text: ``word`` (e.g. "auto") or a number made by
+    ``cast``, refused in words that name ``what`` ("a number of pixels")."""
+
+    def parse(text: str) -> Any:
+        if text == word:
+            return word
+        try:
+            return cast(text)
+        except ValueError:
+            raise ValueError(f"must be {what} or {word!r}, got {text!r}") from None
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Declared:
     """One declared field: its name in the dataclass, its default and its :class:`Setting`."""
@@ -145,5 +160,5 @@ def settings_table(cls: type, defaults: dict[str, Any] | None = None) -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["KINDS", "Declared", "Setting", "declared", "setting", "settings_of",
+__all__ = ["KINDS", "Declared", "Setting", "declared", "number_or", "setting", "settings_of",
            "settings_table"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..constants import DEFAULT_TILING
 from ..runtime.device import DEVICE_CHOICES, check_device_name
-from ..settings import setting
+from ..settings import number_or, setting
 from .blockwise import (
     DEFAULT_BLOCK,
     MIN_BLOCK,
@@ -20,16 +20,6 @@ from .volume import check_axes
 
 BLEND_MODES = ("discard", "gaussian")
 UNCERTAINTY_METHODS = ("entropy", "variance")
-
-
-def _diameter_value(text: str) -> float | str:
-    """A typed object diameter: a number of pixels or "auto"."""
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"must be a number of pixels or 'auto', got {text!r}") from None
 
 
 # -- settings and results --------------------------------------------------------------------
@@ -102,7 +92,7 @@ class PredictConfig:
     object_diameter: float | str | None = setting(
         None, label="object diameter", unit="px", kind="float", flag="--diameter",
         minimum=0.0, maximum=10_000.0, step=1.0, decimals=1, none_text="model scale",
-        metavar="PX|auto", parse=_diameter_value,
+        metavar="PX|auto", parse=number_or("auto", float, "a number of pixels"),
         help="Typical diameter of your objects in pixels. Images whose objects are much smaller "
              "or larger than the model's are rescaled to its size first. Auto measures it "
              "with the model; leave it empty when your objects look like the model's.")

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..model.unet import UNet
 from ..runtime.device import DEVICE_CHOICES, check_device_name
-from ..settings import setting
+from ..settings import number_or, setting
 from . import losses as _losses
 from .augment import AugmentConfig
 from .batch_workers import auto_workers
@@ -57,16 +57,6 @@ def preset_for(from_trained: bool) -> str:
     """The recipe the CLI and the Train dock use by default: ``"finetune"`` when training starts
     from a trained model (the shipped default or a model file), ``"fast"`` for a new net."""
     return "finetune" if from_trained else "fast"
-
-
-def _workers_value(text: str) -> int | str:
-    """A typed number of batch processes: a whole number or "auto"."""
-    if text == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"must be a whole number or 'auto', got {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -315,8 +305,9 @@ class TrainConfig:
         dock=False,
         help="How many batches are prepared ahead of the training step.")
     workers: int | str = setting(
-        0, label="batch processes", kind="text", flag="--workers", parse=_workers_value,
-        metavar="N|auto", advanced=True, dock=False, dock_default="auto",
+        0, label="batch processes", kind="text", flag="--workers",
+        parse=number_or("auto", int, "a whole number"), metavar="N|auto", advanced=True,
+        dock=False, dock_default="auto",
         help="Processes that prepare batches beside the training: a number (0 prepares them "
              "in a thread) or auto.")
     threads: int | None = setting(
