@@ -1,8 +1,9 @@
 """``napari-unet eval``: score a model on image/label pairs.
 
-Predicts every image with overlap-tile prediction (``core.prediction``) and compares the instances
+Predicts every image with overlap-tile prediction (``core.inference.prediction``) and compares the
+instances
 with the ground truth: foreground IoU and Dice, instance AP at IoU 0.5 and 0.75, and the split
-rate of touching objects, per image and pooled over the data set (``core.evaluation``).
+rate of touching objects, per image and pooled over the data set (``core.data.evaluation``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``napari-unet export``: write a model as a BioImage Model Zoo (bioimage.io) package.
 
-The package (``core.export.bioimageio``) runs in deepImageJ, ilastik, QuPath and
+The package (``core.io.export.bioimageio``) runs in deepImageJ, ilastik, QuPath and
 bioimageio.core, and ``--model PACKAGE.zip`` loads it back here with the same labels.
 """
 

@@ -32,9 +32,10 @@ progress_bar=None, activity=True, deferred_bar=False)``
     ``stop_on_destroy(widget)`` stops the job when ``widget`` is destroyed (dock closed).
 
 ``DockProcess`` / ``dock_process()``
-    The docks' job process (``core.jobprocess.JobProcess``, one for all docks, started when a
+    The docks' job process (``core.runtime.processes.JobProcess``, one for all docks, started when a
     dock that uses it opens): prediction runs in its main thread, where glibc keeps freed
-    memory for the net's passes (``core.heap``; a thread of the napari process pays for fresh
+    memory for the net's passes (``core.runtime.heap``; a thread of the napari process pays for
+    fresh
     pages on every pass) and the labelling does not hold the viewer's GIL.
     ``background(fn, *args)`` returns ``(factory, on_stop)`` for :meth:`JobRunner.start`: the
     process when it is ready and idle, else ``fn`` in the worker thread as before (the process

@@ -1,6 +1,7 @@
 """Batch dock: segment every image of a folder into label TIFFs, from the File menu.
 
-A thin view over ``core.batch.batch_segment`` with the CLI's options (threshold, minimum size,
+A thin view over ``core.inference.batch.batch_segment`` with the CLI's options (threshold, minimum
+size,
 object diameter, tiling, TTA, probabilities, suffix, overwrite): it checks the folders and the
 model choice in the GUI thread (bad input starts nothing; replacing existing labels is confirmed
 first), runs the batch generator in the docks' job process (or a worker thread while that

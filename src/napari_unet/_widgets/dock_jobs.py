@@ -139,7 +139,7 @@ def prediction_job(spec: ModelSpec, request: PredictInput, config: Any,
 def diameter_job(spec: ModelSpec, request: PredictInput,
                  normalization: dict[str, Any] | None, options: dict[str, Any]) -> Iterator[Any]:
     """The worker's generator for the Estimate button: load the model, measure, yield the
-    ``core.diameter.DiameterEstimate`` last."""
+    ``core.inference.diameter.DiameterEstimate`` last."""
     from ..core.inference.diameter import estimate_diameter
     from ..core.inference.prediction import predict_at
 

@@ -2,7 +2,7 @@
 
 The widget only describes the choice (:class:`.model_spec.ModelSpec`, a frozen value object
 without Qt); building or loading the net happens later, in a worker thread or the docks' job
-process, through :meth:`ModelSpec.build`, which delegates to ``core.checkpoint`` and
+process, through :meth:`ModelSpec.build`, which delegates to ``core.model.checkpoint`` and
 ``core.model``.
 """
 

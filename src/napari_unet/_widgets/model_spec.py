@@ -80,7 +80,7 @@ class ModelSpec:
         Returns
         -------
         (UNet, ModelMeta)
-            The net and its metadata (see ``core.checkpoint.resolve_model``).
+            The net and its metadata (see ``core.model.checkpoint.resolve_model``).
         """
         from ..core.model.checkpoint import resolve_model
         from ..core.model.meta import ModelMeta

@@ -1,7 +1,8 @@
 """Predict dock: segment an image layer with a model, in a worker, into a new Labels layer.
 
 The dock checks the inputs in the GUI thread (so bad input starts nothing), then loads the model
-and runs ``core.prediction.predict`` in the docks' job process, or in a worker thread while that
+and runs ``core.inference.prediction.predict`` in the docks' job process, or in a worker thread
+while that
 process starts (see ``_jobs.JobRunner`` and ``_jobs.DockProcess``; progress also shows in
 napari's activity panel). Instances (or classes, for semantic models) go into a new Labels layer
 named after the image, or into an existing non-training Labels layer after confirmation;
@@ -293,7 +294,8 @@ class PredictWidget(QWidget):
 
     def estimate_diameter(self) -> Any:
         """Measure the typical object diameter of the image with the model (in the worker:
-        ``core.diameter.estimate_diameter`` predicts twice) and put it in the diameter box.
+        ``core.inference.diameter.estimate_diameter`` predicts twice) and put it in the diameter
+        box.
         Returns the worker, or None (with a notification)."""
         if self.runner.running:
             notify_warning("wait for the running job, or stop it")

@@ -8,7 +8,7 @@ path, so same-named layers from different files do not share one. It holds
 
 - ``training_labels.tif``: the labels, ImageJ-readable, with the label convention stored in the
   TIFF metadata so that the labels come back with their meaning;
-- ``model.pt``: the model file written by ``core.checkpoint`` (atomic).
+- ``model.pt``: the model file written by ``core.model.checkpoint`` (atomic).
 
 Every write goes through the output policy (:mod:`napari_unet.core.io.outputs`): a temporary file
 in the same folder is renamed into place, so a crash while saving never destroys the previous

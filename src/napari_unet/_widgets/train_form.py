@@ -55,7 +55,8 @@ class TrainForm(QWidget):
     form : _form.Form
         The generated controls (``form[name]``, ``form.value(name)``, ``form.set_value``).
     preset : QComboBox
-        Its default (``default_preset``) is the form's default, e.g. ``core.train.preset_for``.
+        Its default (``default_preset``) is the form's default, e.g.
+        ``core.training.config.preset_for``.
     augment : dict[str, QCheckBox]
         ``elastic``, ``flips``, ``rot90``..., and ``intensity``.
     preview : QCheckBox

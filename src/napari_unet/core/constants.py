@@ -16,7 +16,7 @@ DEFAULT_NORMALIZATION: MappingProxyType[str, Any] = MappingProxyType(
 NORMALIZATION_METHODS = ("percentile", "none")
 
 #: Named architectures (``UNet.original()``, ``UNet.modified()``, ``UNet.small()``): a new,
-#: untrained net. Training recipes ("fast", "paper", ...) are ``core.train.PRESETS``.
+#: untrained net. Training recipes ("fast", "paper", ...) are ``core.training.config.PRESETS``.
 ARCHITECTURES = ("original", "modified", "small")
 
 #: What a net's output means: instance segmentation (2 classes: background, foreground with

@@ -1,7 +1,8 @@
 """Where an image's channels go: the one place that arranges images as ``(..., C, H, W)``.
 
-Training (``core.trainingset``) and prediction (``core.prediction``) check their inputs in their
-own words, then both call :func:`channels_at_minus3`, so both see the same arrangement.
+Training (``core.training.trainingset``) and prediction (``core.inference.prediction``) check
+their inputs in their own words, then both call :func:`channels_at_minus3`, so both see the same
+arrangement; :func:`pick_channel` takes one channel for a one-channel model.
 """
 
 from __future__ import annotations

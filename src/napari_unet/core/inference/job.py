@@ -224,7 +224,7 @@ class PredictionJob:
             self.plan.margin, config.half)
         volume_range = (intensity_range(self.view, self.spec) if self.is_volume else None)
         offset = 0
-        # the net's passes over a plane reuse freed memory (core.heap: a pass frees big maps
+        # the net's passes over a plane reuse freed memory (core.runtime.heap: a pass frees big maps
         # that its next layers and passes allocate again); the labelling after them allocates
         # as usual, so a heap kept for the passes does not add to its peak
         with torch.inference_mode():

@@ -35,7 +35,7 @@ MAX_CUDA_TILE = 2048
 # Bytes per input pixel of one forward pass of the predictors' ``UNet.lean_forward`` (no
 # concatenation, maps freed when used): 4 * (in + 2 * classes + 3 * base) + 300. Peak resident
 # memory above a warmed-up process, inference mode, freed memory kept as on the predictors'
-# main thread (core.heap), 2026-12-01: UNet.small 466-696 B/px at 816-1408 px tiles (704 by
+# main thread (core.runtime.heap), 2026-12-01: UNet.small 466-696 B/px at 816-1408 px tiles (704 by
 # the formula), the shipped base-16 net 288-513 B/px at 1152-1840 px (512). Most of the spread
 # is the kept heap's fragmentation (the same run repeated: 467, 601, 696 B/px), which is why
 # a part does not scale with the channels. Without kept memory: ~390 and ~245 B/px; the plain

@@ -88,7 +88,7 @@ class Up(nn.Module):
         x = self.up(x)
         # ``x`` now names the concatenation only, so in inference the upsampled half is freed
         # before the convolutions (a 1152² tile of the shipped net: peak ~600 instead of ~850
-        # MiB with core.heap's reuse, docs/big-images-and-volumes.md)
+        # MiB with core.runtime.heap's reuse, docs/big-images-and-volumes.md)
         x = torch.cat([center_crop(skip, x.shape[-2:]), x], dim=1)
         return self.conv(x)
 

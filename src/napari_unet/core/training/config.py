@@ -162,7 +162,8 @@ class TrainConfig:
         Weight of a distillation term on the non-annotated pixels of each tile: the net's
         probabilities are pulled towards those of the weights this run started from (frozen),
         so that fine-tuning on a few painted objects does not unlearn the rest of the image
-        (``core.losses.distillation``; ``finetune``: 6, the others 0). Costs one forward pass of
+        (``core.training.losses.distillation``; ``finetune``: 6, the others 0). Costs one forward
+        pass of
         the starting net per step. Measured on three protocol images of benchmarks/
         bench_finetune.py at 3 min, two runs each, mean AP@0.5 / pixel IoU on the unpainted half:
         3 -> 0.696 / 0.906, 6 -> 0.749 / 0.910 (the starting model: 0.706 / 0.917).

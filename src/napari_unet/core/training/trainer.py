@@ -120,7 +120,7 @@ class Trainer:
         self.device = resolve_device(self.config.device)
         model.to(self.device)
         # the layout the config asks for, whatever the net came in (models loaded for the CPU
-        # are channels-last: core.checkpoint)
+        # are channels-last: core.model.checkpoint)
         model.to(memory_format=torch.channels_last if self.config.channels_last
                  else torch.contiguous_format)
         self.optimizer = make_optimizer(model, self.config)

@@ -4,7 +4,7 @@ bioimage.io consumers rebuild a ``pytorch_state_dict`` net by importing one Pyth
 calling one class in it. The file is generated from the live ``core.blocks`` and ``core.model``
 sources (relative imports removed), so it cannot drift from the net napari-unet runs; the export
 checks that the generated class gives the same output as our net before writing a package.
-Reading a package never runs this file (see ``core.export.package``).
+Reading a package never runs this file (see ``core.io.export.package``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ itself can run:
 - ``rdf.yaml``: the description (format 0.5.4, the version current consumers read; built by
   :mod:`.rdf` with the ``README.md``);
 - ``weights.pt``: the net's ``state_dict`` (``pytorch_state_dict`` weights) with ``unet.py``, a
-  standalone copy of our U-Net source (``core.export.architecture``), whose ``UNetProbabilities``
+  standalone copy of our U-Net source (``core.io.export.architecture``), whose ``UNetProbabilities``
   ends with a softmax, so the package's output is class probabilities;
 - ``weights_torchscript.pt``: the same net traced with TorchScript. A trace of a padded net is
   right only for sizes that are multiples of 16, which are exactly the sizes the rdf allows;
