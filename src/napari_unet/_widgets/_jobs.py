@@ -87,13 +87,14 @@ LOG_FILE_ENV = "NAPARI_UNET_LOG"
 
 
 def log_file() -> Path:
-    """Where napari-unet writes the tracebacks of bugs (``$NAPARI_UNET_LOG`` or the user's log
-    folder)."""
+    """Where napari-unet writes the tracebacks of bugs (``$NAPARI_UNET_LOG``, else
+    ``napari-unet/napari-unet.log`` in the user's cache folder)."""
     if os.environ.get(LOG_FILE_ENV):
         return Path(os.environ[LOG_FILE_ENV])
-    from platformdirs import user_log_path
+    from qtpy.QtCore import QStandardPaths
 
-    return user_log_path("napari-unet") / "napari-unet.log"
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericCacheLocation)
+    return Path(base or Path.home() / ".cache") / "napari-unet" / "napari-unet.log"
 
 
 def _log_to_file() -> Path:
