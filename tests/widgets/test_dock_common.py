@@ -334,3 +334,14 @@ def test_prediction_reports_in_activity_panel_without_warnings(make_napari_viewe
     assert entries[0] not in progress._all_instances  # closed when the job ended
     assert "img prediction" in [layer.name for layer in viewer.layers]
     assert [m for severity, m in shown if severity in ("warning", "error")] == []
+
+
+def test_time_left_comes_from_the_pace_once_there_is_one():
+    from napari_unet._widgets._jobs import time_left
+    from napari_unet.core.events import Progress
+
+    assert time_left(Progress(1, 100), 1.0) is None  # too early to say
+    assert time_left(Progress(10, 100), 30.0) == "about 4 min left"  # 3 s per tile, 90 to go
+    assert time_left(Progress(50, 100), 20.0) == "about 20 s left"
+    assert time_left(Progress(1, 4, eta_s=7300.0), 0.0) == "about 2 h 2 min left"  # the job's
+    assert time_left(Progress(100, 100), 50.0) is None

@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,7 @@ class JobRunner:
         self.show_activity = activity
         self.deferred_bar = deferred_bar
         self._pending: Progress | None = None
+        self._started = time.monotonic()  # when the running job began (for the time left)
         self.worker: Any = None
         self.activity: progress | None = None
         self._status = "done"
@@ -207,6 +209,8 @@ class JobRunner:
             self.activity = progress(total=0, desc=self.label)
         if self.progress_bar is not None:  # empty until the first Progress; never "busy"
             set_bar(self.progress_bar, 0, 1)
+            self.progress_bar.setFormat("%p%")
+        self._started = time.monotonic()
         set_enabled(self.controls, False)
         if self.stop_button is not None:
             set_enabled([self.stop_button], True)
@@ -244,11 +248,15 @@ class JobRunner:
 
     def flush_progress(self) -> None:
         """Show the latest ``Progress`` on the bar (each event does this itself unless the bar
-        is deferred)."""
+        is deferred), with the time left (the job's estimate, or the pace so far)."""
         event, self._pending = self._pending, None
         if event is not None and self.progress_bar is not None:
             total = max(1, int(event.total))
-            set_bar(self.progress_bar, min(int(event.step), total), total)
+            step = min(int(event.step), total)
+            set_bar(self.progress_bar, step, total)
+            if not is_deleted(self.progress_bar):
+                left = time_left(event, time.monotonic() - self._started)
+                self.progress_bar.setFormat("%p%" if left is None else f"%p%, {left}")
 
     def _on_yielded(self, event: Any) -> None:
         if self._status == "stopped":
@@ -290,6 +298,7 @@ class JobRunner:
             return
         if self.progress_bar is not None:
             set_bar(self.progress_bar, 1 if self._status == "done" else 0, 1)
+            self.progress_bar.setFormat("%p%")
         set_enabled(self.controls, True)
         if self.stop_button is not None:
             set_enabled([self.stop_button], False)
@@ -374,6 +383,23 @@ def is_deleted(widget: Any) -> bool:
     return False
 
 
+def time_left(event: Progress, elapsed: float) -> str | None:
+    """"about 3 min left" from the job's own estimate, or from the pace so far (a few percent
+    done and a few seconds gone first, so that the first tile's start-up cost does not count as
+    the pace); None until then."""
+    seconds = event.eta_s
+    if seconds is None and event.total > 0 and event.step > 0 and elapsed >= 2.0 \
+            and event.step / event.total >= 0.02:
+        seconds = elapsed * (event.total - event.step) / event.step
+    if seconds is None or event.step >= event.total:
+        return None
+    if seconds < 60:
+        return f"about {max(5, 5 * round(seconds / 5)):.0f} s left"
+    if seconds < 3600:
+        return f"about {round(seconds / 60):.0f} min left"
+    return f"about {seconds // 3600:.0f} h {round(seconds % 3600 / 60):.0f} min left"
+
+
 def set_bar(bar: Any, value: int, total: int) -> None:
     """Move a QProgressBar without painting it now: ``setValue`` repaints synchronously when the
     shown percentage changes, one window composition of its own (see :class:`JobRunner`);
@@ -389,5 +415,5 @@ def set_bar(bar: Any, value: int, total: int) -> None:
 
 
 __all__ = ["DockProcess", "JobRunner", "PROCESS_COPY_LIMIT", "dock_process", "is_deleted",
-           "notify_error", "notify_info", "notify_warning", "set_bar", "set_enabled",
+           "notify_error", "notify_info", "notify_warning", "set_bar", "set_enabled", "time_left",
            "user_message"]

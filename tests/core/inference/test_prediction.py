@@ -538,3 +538,14 @@ def test_small_nuclei_of_a_rescaled_volume_stay_apart(shipped):
                            orthogonal_views=False)
     assert len(np.unique(truth)) - 1 == 21
     assert average_precision(truth, result.instances, (0.5,))[0.5] >= 0.8
+
+
+def test_a_run_that_costs_more_says_so_when_it_starts(model):
+    from napari_unet.core.events import Message
+
+    plain = [e.text for e in predict(model, _image(), PredictConfig(device="cpu"))
+             if isinstance(e, Message)]
+    assert not [t for t in plain if "times the time" in t]
+    notes = [e.text for e in predict(model, _image(), PredictConfig(device="cpu", tta=True))
+             if isinstance(e, Message)]
+    assert any("test-time augmentation: 8 passes per tile" in t for t in notes)

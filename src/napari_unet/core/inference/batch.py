@@ -35,7 +35,7 @@ from .batch_files import (
     probabilities_path,
     write_probabilities,
 )
-from .config import PredictConfig, PredictionResult
+from .config import PredictConfig, PredictionResult, cost_note
 from .prediction import predict
 from .tiles import check_tile_size, tile_margin
 
@@ -194,7 +194,8 @@ def _predict_events(model: UNet, meta: Any, path: Path, array: Any,
         if isinstance(event, Progress):
             yield SliceProgress(path, event.step, event.total)
         elif isinstance(event, Message):
-            yield event
+            if not event.data.get("cost"):  # the batch said what costs more when it began
+                yield event
         else:
             result = event
     if result is None:  # pragma: no cover - predict always ends with its result
@@ -308,6 +309,8 @@ def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path],
         else:
             todo.append((src, dst))
     total = len(files)
+    if cost := cost_note(config.predict, views=False):
+        yield Message(cost)
     for src in skipped:
         yield FileDone(src, out_dir / output_name(src, config.suffix), "skipped",
                        "output exists (use overwrite to replace it)")
@@ -479,8 +482,7 @@ def _run_distributed(client, model, meta, todo, config) -> Iterator[Any]:
         for future in as_completed(futures):
             src, _ = by_future[future]
             if future.status == "error":
-                # the task raised on the worker: a bug, or the worker died; report this file,
-                # log the traceback, go on with the others
+                # a bug, or the worker died: report this file, log it, go on with the others
                 err = future.exception()
                 _log.error("segmenting %s failed on the cluster", src,
                            exc_info=(type(err), err, future.traceback()))

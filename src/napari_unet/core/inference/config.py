@@ -257,6 +257,18 @@ def _check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
+def cost_note(config: PredictConfig, views: bool) -> str | None:
+    """What makes this run slower than a plain one, said when it starts (a setting remembered
+    from an earlier session should not make a run 8 times longer without a word)."""
+    costs = []
+    if config.tta:
+        costs.append("test-time augmentation: 8 passes per tile, about 8 times the time")
+    if views:
+        costs.append("side views of the stack (XZ and YZ slices too): about 3.5 times the "
+                     "time of the XY slices alone")
+    return "; ".join(costs) or None
+
+
 @dataclass(frozen=True)
 class PredictionResult:
     """What :func:`predict` returns.

@@ -28,7 +28,7 @@ from .blockwise import (
     predict_blocks,
     tile_windows,
 )
-from .config import PredictConfig, PredictionResult
+from .config import PredictConfig, PredictionResult, cost_note
 from .diameter import PredictAt, choose_scale, estimate_diameter
 from .labelling import entropy, instance_labels, min_size_for, semantic_labels
 from .predictor import OutOfMemory, drain, plane_predictor
@@ -110,6 +110,9 @@ class PredictionJob:
             yield self._note(self.layout_note)
         if self.views_note:
             yield self._note(self.views_note, "warning")
+        if cost := cost_note(config, self.views):  # batch says it once, not for every file
+            self.notes.append(cost)
+            yield Message(cost, data={"cost": True})
         hw_model = self._model_hw((self.h, self.w))
         if self.blockwise and not self._tiles_are_windows():
             # tiles are fitted to one block's window (a plane's own tiles need the whole plane)
