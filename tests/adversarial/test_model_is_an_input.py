@@ -163,3 +163,13 @@ def test_train_keeps_a_file_that_appears_at_its_output_while_it_trains(work, cap
                                        "--no-plots"))
     assert status == 2 and "already exists (use --overwrite" in err, err
     assert out.read_bytes() == b"another run's model"
+
+
+@pytest.mark.parametrize("extra", [("--batch-size", "1000000000"), ("--tile-size", "100000")])
+def test_train_refuses_batches_that_cannot_fit_before_any_work(work, capsys, extra):
+    before = snapshot(work)
+    status, _, err = cli(capsys, "train", "--model", work / "tiny.pt", "--image",
+                         work / "img.tif", "--labels", work / "lab.tif", "--out",
+                         work / "m.pt", *extra)
+    assert_one_line_error(status, err, "training on batches of", "of memory, but only")
+    assert snapshot(work) == before

@@ -14,6 +14,16 @@ from .config import TrainConfig
 from .sampling import BatchSpec, make_batch
 
 
+def training_bytes(model: UNet, tile: int, config: TrainConfig, device: str) -> int:
+    """Memory a training run of ``config`` takes for its batches: the batches made ahead
+    (image, target and weight tiles) and, on the processor, the net's activations kept for the
+    backward pass (about 12 maps of ``base_channels`` per pixel, summed over the levels)."""
+    pixels = int(tile) ** 2 * int(config.batch_size)
+    ahead = pixels * (model.in_channels + 3) * 4 * (int(config.prefetch) + 1)
+    base = int(model.config.get("base_channels", 64))
+    return ahead + (0 if device == "cuda" else pixels * 12 * base * 4)
+
+
 def batch_spec(config: TrainConfig, model: UNet, instances_mode: bool,
                class_weights: Any = None) -> BatchSpec:
     """What the batch makers need from ``config`` and ``model`` (plain values).

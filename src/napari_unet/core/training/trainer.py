@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ..events import LossReport, Message, Preview, Progress, ValidationReport
+from ..io.resources import check_memory
 from ..model.checkpoint import Checkpoint, save_model
 from ..model.meta import ModelMeta
 from ..model.unet import UNet
@@ -58,7 +59,7 @@ from .config import TrainConfig
 from .fitting import Fitter
 from .optimizer import make_optimizer
 from .sampling import mirror_indices
-from .sources import ThreadSource, batch_spec
+from .sources import ThreadSource, batch_spec, training_bytes
 from .validation import validation_is_meaningful, validation_metrics, validation_score
 from .weight_map import targets_and_weights
 
@@ -118,6 +119,8 @@ class Trainer:
         self.tile = self.config.tile_for(model)
         self.output_hw = model.output_shape((self.tile, self.tile))
         self.device = resolve_device(self.config.device)
+        check_memory(training_bytes(model, self.tile, self.config, self.device.type),  # refused
+                     f"training on batches of {self.config.batch_size} tiles of {self.tile} px")
         model.to(self.device)
         # the layout the config asks for, whatever the net came in (models loaded for the CPU
         # are channels-last: core.model.checkpoint)
