@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._cli_common import add_out_argument, add_overwrite_argument, model_file
-from ._cli_predict import add_common_arguments, load, predict_config_kwargs
+from ._cli_common import add_out_argument, add_overwrite_argument
+from ._cli_predict import add_common_arguments, predict_config_kwargs
 
 MAX_STATUS = 100
 
@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
     from .core.events import BatchSummary, FileDone, Message, Progress, SliceProgress
     from .core.inference.batch import batch_segment
-    from .core.inference.batch_files import find_inputs, output_paths
     from .core.io.outputs import clean_stale_temps
 
     if args.image is None:
@@ -51,11 +50,6 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.is_dir():
         for stale in clean_stale_temps(out_dir):
             print(f"note: removed {stale.name}, left by an interrupted run", file=sys.stderr)
-    # the outputs are checked before the model is loaded (it may be a package folder they
-    # would be written into)
-    output_paths(find_inputs(args.image), out_dir, args.suffix, args.probabilities,
-                 protected=[p for p in (model_file(args.model),) if p is not None])
-    model, meta = load(args.model)
     client = None
     if args.scheduler:
         from distributed import Client
@@ -65,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise ValueError(
                 f"cannot reach the dask scheduler at {args.scheduler!r}: {err}") from None
-    job = batch_segment(model, args.image, args.out, meta=meta, client=client,
-                        model_source=model_file(args.model),
+    # a model spec: batch_segment checks the outputs before it loads the model
+    job = batch_segment(args.model, args.image, args.out, client=client,
                         overwrite=args.overwrite, probabilities=args.probabilities,
                         suffix=args.suffix, **predict_config_kwargs(args))
     summary = None

@@ -34,11 +34,6 @@ def predict_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return settings_from_args(args, PredictConfig)
 
 
-def load(spec: str):
-    """``(UNet, ModelMeta)`` for ``--model`` (kept for ``batch``; see ``_cli_common``)."""
-    return load_model(spec)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="input image (TIFF stack, PNG, ...)")
     add_out_argument(parser, "labels TIFF to write", metavar="LABELS.tif")
@@ -83,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     # Everything about the outputs is checked before the model is loaded or a pixel predicted.
     plan([out, args.uncertainty, args.probabilities], [image_path, model_file(args.model)],
          args.overwrite)
-    model, meta = load(args.model)
+    model, meta = load_model(args.model)
     data = read_image(image_path)
     label_axes, lead = stack_layout(data.axes, tuple(data.array.shape))
     if lead is not None:

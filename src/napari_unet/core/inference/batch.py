@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from ..constants import ARCHITECTURES
 from ..events import BatchSummary, FileDone, Message, Progress, SliceProgress
+from ..model.checkpoint import model_source_of, resolve_model
 from ..model.meta import ModelMeta
 from ..model.unet import UNet
 from .batch_files import (
@@ -264,12 +266,13 @@ def batch_segment(
         raise TypeError(f"config must be a BatchConfig, got {type(config).__name__}")
     config = _with_overrides(config or BatchConfig(), overrides)
     if isinstance(model, (str, os.PathLike)):
-        from ..constants import ARCHITECTURES
-        from ..model.checkpoint import model_source_of, resolve_model
-
         model_source = model_source or model_source_of(model)
-        counts = {} if str(model) in ARCHITECTURES else {"in_channels": None,
-                                                          "num_classes": None}
+    # outputs checked before a model is loaded (a package folder is an input) or a folder made
+    files = find_inputs(inputs)
+    outputs = output_paths(files, Path(output_dir), config.suffix, config.probabilities,
+                           protected=[p for p in (model_source,) if p is not None])
+    if isinstance(model, (str, os.PathLike)):
+        counts = {} if str(model) in ARCHITECTURES else {"in_channels": None, "num_classes": None}
         model, file_meta = resolve_model(model, **counts)
         meta = meta if meta is not None else file_meta
     elif not isinstance(model, UNet):
@@ -282,12 +285,8 @@ def batch_segment(
     if config.predict.tile_size is not None:  # where settings and model meet: check once
         check_tile_size(model, config.predict.tile_size,
                         tile_margin(model, config.predict.tiling, config.predict.overlap))
-    files = find_inputs(inputs)
     out_dir = prepare_output_dir(output_dir)
-    outputs = output_paths(files, out_dir, config.suffix, config.probabilities,
-                           protected=[p for p in (model_source,) if p is not None])
     return _batch(model, meta, files, outputs, out_dir, config, client)
-
 
 
 def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path], out_dir: Path,
