@@ -93,6 +93,11 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def args(template, work, *extra) -> list[str]:
+    """A command line from a template whose "{w}" stands for the work folder."""
+    return [str(a).format(w=work) for a in (*template, *extra)]
+
+
 def assert_one_line_error(status: int, err: str, *needles: str) -> None:
     assert status == 2, err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -15,15 +15,11 @@ import tifffile
 
 from napari_unet.core.io.images import write_labels
 
-from .conftest import assert_one_line_error, cli, snapshot
+from .conftest import args, assert_one_line_error, cli, snapshot
 
 TRAIN = ("train", "--model", "{w}/tiny.pt", "--image", "{w}/img.tif", "--labels", "{w}/lab.tif",
          "--iterations", "2", "--tile", "32", "--batch-size", "1", "--device", "cpu",
          "--validation-fraction", "0")
-
-
-def args(template, work, *extra):
-    return [a.format(w=work) for a in template] + [str(e).format(w=work) for e in extra]
 
 
 def make_link(work, kind, target, name):

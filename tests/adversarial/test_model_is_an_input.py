@@ -14,7 +14,7 @@ import tifffile
 from napari_unet.core.io.outputs import PACKAGE_DIR, plan_outputs
 from napari_unet.core.model.checkpoint import default_model_path
 
-from .conftest import assert_one_line_error, cli, snapshot
+from .conftest import args, assert_one_line_error, cli, snapshot
 
 PREDICT = ("predict", "--image", "{w}/img.tif", "--tile-size", "64", "--device", "cpu")
 TRAIN = ("train", "--image", "{w}/img.tif", "--labels", "{w}/lab.tif", "--iterations", "1",
@@ -22,10 +22,6 @@ TRAIN = ("train", "--image", "{w}/img.tif", "--labels", "{w}/lab.tif", "--iterat
          "0", "--workers", "0")
 EVAL = ("eval", "--image", "{w}/img.tif", "--labels", "{w}/lab.tif", "--device", "cpu",
         "--tile-size", "64")
-
-
-def args(template, work, *extra):
-    return [str(a).format(w=work) for a in (*template, *extra)]
 
 
 def _digest(folder):
