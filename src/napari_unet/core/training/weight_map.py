@@ -19,9 +19,12 @@ with the same ``separate_touching`` value (or use :func:`targets_and_weights`, w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .object_distances import two_nearest_distances
 
 # The border term below this value is dropped: it decides the window around each object.
 _BORDER_EPS = 1e-6
@@ -119,14 +122,15 @@ def weight_map(
     -----
     ``d_k`` is the Euclidean distance to the nearest pixel of object ``k``. The border term is
     below 1e-6 once ``d1 + d2`` exceeds ``c = sigma * sqrt(2 ln(w0 / 1e-6))`` (28.4 px for the
-    defaults), so each object's distances are computed only in a window around it where it can
-    be one of the two nearest objects with ``d1 + d2 <= c`` (``c / 2`` px around it, up to
-    ``c - 1`` px towards neighbours); the cost grows with pixels x neighbours rather than pixels x
-    objects, and the result differs from the full-image definition by less than 1e-6.
+    defaults), so the distances are computed only where ``d1 + d2 <= c``
+    (:mod:`.object_distances`: per-object windows for a few hundred objects, a separable
+    transform whose cost does not grow with the number of objects for many), and the result
+    differs from the full-image definition by less than 1e-6. Ids may be any non-negative
+    integers (up to 2**64 - 1).
     """
     labels = _check_instances(instances)
     ignore = None if ignore_mask is None else _check_ignore(ignore_mask, labels.shape)
-    w0, sigma = float(w0), float(sigma)
+    w0, sigma = _number(w0, "w0"), _number(sigma, "sigma")
     if not np.isfinite(w0) or w0 < 0:
         raise ValueError(f"w0 must be a finite number >= 0, got {w0}")
     if not np.isfinite(sigma) or sigma <= 0:
@@ -139,7 +143,7 @@ def weight_map(
     table = _class_table(np.array([n_annotated - n_fg, n_fg]), class_weights)
     weights = np.where(foreground, np.float32(table[1]), np.float32(table[0]))
     if w0 > _BORDER_EPS:  # a smaller w0 keeps the whole term below the cut-off
-        d1, d2 = _two_nearest_distances(labels, sigma * np.sqrt(2.0 * np.log(w0 / _BORDER_EPS)))
+        d1, d2 = two_nearest_distances(labels, sigma * np.sqrt(2.0 * np.log(w0 / _BORDER_EPS)))
         # Only background pixels with a second object in reach get a border term.
         near = np.flatnonzero(np.isfinite(d2.ravel()) & ~foreground.ravel())
         total = d1.ravel()[near] + d2.ravel()[near]
@@ -287,69 +291,10 @@ def _class_table(counts: np.ndarray, class_weights: ClassWeights) -> np.ndarray:
     return table
 
 
-def _two_nearest_distances(labels: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """Distances ``(d1, d2)`` to the nearest and second-nearest object.
-
-    Exact wherever the true ``d1 + d2 <= cutoff`` on background pixels; elsewhere the result
-    may be larger than the truth (up to inf), which only shrinks a border term that is already
-    below the cut-off. Each object is measured inside a crop (:func:`_crops`) that holds the
-    whole object, so the cropped distance transform is exact there.
-    """
-    h, w = labels.shape
-    d1 = np.full((h, w), np.inf)
-    d2 = np.full((h, w), np.inf)
-    for k, (y0, x0, y1, x1) in _crops(labels, cutoff):
-        window = (slice(y0, y1), slice(x0, x1))
-        dist = ndi.distance_transform_edt(labels[window] != k)
-        near, second = d1[window], d2[window]
-        closer = np.minimum(near, dist)
-        np.minimum(second, np.maximum(near, dist, out=dist), out=second)
-        near[...] = closer
-    return d1, d2
-
-
-def _crops(labels: np.ndarray, cutoff: float, chunk: int = 256) -> list[tuple[int, tuple]]:
-    """``(id, (y0, x0, y1, x1))`` of every object that needs measuring, with its crop.
-
-    Let ``c = cutoff``. On a background pixel with ``d1 + d2 <= c``, ``d1 <= c / 2`` and
-    ``d2 <= c - d1 <= c - 1`` (a background pixel is >= 1 px from every object). Object ``k``
-    can therefore be one of the two only if another object ``j`` lies within ``c`` of it (its
-    partners; objects without any are skipped), and only on pixels ``t`` rows above its box with
-    ``t <= c / 2`` (``k`` nearest) or, ``j`` being the nearest, ``t <= min(c - 1, (c + e) / 2)``
-    where ``e`` is how far ``j``'s box reaches above ``k``'s: above that ``j``'s top edge too
-    is ``t - e`` rows away and ``2 t - e <= d_k + d_j <= c``. The same holds for each side, so
-    the crop is the object's box grown by that reach per side; it always holds the whole object.
-    """
-    found = [(i + 1, b) for i, b in enumerate(ndi.find_objects(labels)) if b is not None]
-    if len(found) < 2:
-        return []
-    ids = np.array([k for k, _ in found])
-    # Boxes as (y0, x0, y1, x1), half-open.
-    boxes = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for _, b in found])
-    # Signs turning (y0, x0, y1, x1) differences into "reach beyond" on each side.
-    outward = np.array([-1, -1, 1, 1])
-    crops = []
-    # All pairs at once, a chunk of rows at a time to bound the memory for many objects.
-    for start in range(0, len(ids), chunk):
-        rows = np.arange(start, min(start + chunk, len(ids)))
-        mine, theirs = boxes[rows, None, :], boxes[None, :, :]
-        # Pixel gap between the boxes along y and x (0 when they overlap in that axis).
-        gap_lo = theirs[..., :2] - mine[..., 2:] + 1
-        gap_hi = mine[..., :2] - theirs[..., 2:] + 1
-        gap = np.maximum(np.maximum(gap_lo, gap_hi), 0)
-        partner = np.hypot(gap[..., 0], gap[..., 1]) <= cutoff
-        partner[np.arange(len(rows)), rows] = False  # an object is no partner of itself
-        reach_beyond = (theirs - mine) * outward  # (rows, n, 4): e per side
-        reach = np.minimum(cutoff - 1.0, (cutoff + reach_beyond) / 2.0)
-        reach = np.where(partner[..., None], reach, -np.inf).max(axis=1)
-        reach = np.floor(np.maximum(reach, cutoff / 2.0)).astype(np.int64)
-        grown = boxes[rows] + outward * reach
-        lo = np.maximum(grown[:, :2], 0)
-        hi = np.minimum(grown[:, 2:], labels.shape)
-        for r in np.flatnonzero(partner.any(axis=1)):
-            crops.append((int(ids[rows[r]]), (int(lo[r, 0]), int(lo[r, 1]),
-                                              int(hi[r, 0]), int(hi[r, 1]))))
-    return crops
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def _check_instances(instances: np.ndarray) -> np.ndarray:
