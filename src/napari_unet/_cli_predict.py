@@ -47,18 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overwrite_argument(parser)
 
 
-def implied_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes: int,
-                  probabilities: bool, uncertainty: bool) -> int:
-    """Memory the outputs of one image take in this command: labels (int32), the
-    foreground/class probabilities, and the optional float maps, all held until written."""
-    pixels = 1
-    for i, n in enumerate(shape):
-        if channel_axis is None or i != channel_axis % len(shape):
-            pixels *= int(n)
-    per_pixel = 4 + 4 * num_classes * (2 if probabilities else 1) + (4 if uncertainty else 0)
-    return pixels * per_pixel
-
-
 def run(args: argparse.Namespace) -> int:
     from .core.inference.batch import file_settings, stack_layout
     from .core.inference.batch_files import write_probabilities
@@ -66,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from .core.inference.prediction import predict
     from .core.io.images import read_image, write_labels
     from .core.io.outputs import check_free_space
-    from .core.io.resources import check_memory
+    from .core.io.resources import check_memory, prediction_bytes
 
     image_path = Path(args.image)
     if not image_path.is_file():
@@ -89,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
                                          keep_probabilities=bool(args.probabilities),
                                          **predict_config_kwargs(args)), data)
     shape = tuple(int(n) for n in data.array.shape)
-    check_memory(implied_bytes(shape, config.channel_axis, model.num_classes,
-                               bool(args.probabilities), bool(args.uncertainty)),
+    check_memory(prediction_bytes(shape, config.channel_axis, model.num_classes,
+                                  bool(args.probabilities), bool(args.uncertainty)),
                  f"predicting {image_path.name} ({' x '.join(map(str, shape))}) with its outputs")
     # Room on disk for the files, uncompressed (the worst case), before predicting anything.
-    pixels = implied_bytes(shape, config.channel_axis, 0, False, False) // 4
+    pixels = prediction_bytes(shape, config.channel_axis, 0, False, False) // 4
     need = {out: 4 * pixels}
     for path, per_pixel in ((args.uncertainty, 4), (args.probabilities, 4 * model.num_classes)):
         if path:

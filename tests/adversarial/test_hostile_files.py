@@ -5,13 +5,38 @@ line naming the file or the parameter, and leaves its inputs byte-identical."""
 
 from __future__ import annotations
 
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 
+from napari_unet.core.io import resources
 from napari_unet.core.training.weight_map import weight_map
 
 from .conftest import cli, deadline, snapshot
+
+
+def shared_strip_bomb(path: Path, side: int = 65536) -> Path:
+    """A ~0.5 MB TIFF declaring ``side`` x ``side`` uint8 pixels in one zlib strip per row,
+    every strip pointing at the same compressed row of zeros (each strip is small, so the
+    per-block memory check passes; the whole image is 4 GiB)."""
+    row = zlib.compress(bytes(side), 9)
+    tags = 9
+    offsets_at = 8 + 2 + tags * 12 + 4
+    counts_at = offsets_at + 4 * side
+    strip_at = counts_at + 4 * side
+    entries = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, 1, 8), (259, 3, 1, 8),
+               (262, 3, 1, 1), (273, 4, side, offsets_at), (277, 3, 1, 1), (278, 4, 1, 1),
+               (279, 4, side, counts_at)]
+    path.write_bytes(b"II*\x00" + struct.pack("<IH", 8, tags)
+                     + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
+                     + struct.pack(f"<{side}I", *[strip_at] * side)
+                     + struct.pack(f"<{side}I", *[len(row)] * side) + row)
+    return path
 
 
 def one_pixel_objects(side: int) -> np.ndarray:
@@ -67,3 +92,23 @@ def test_train_on_labels_of_one_pixel_objects_runs(work, capsys):
     assert (work / "out.pt").is_file()
     after = snapshot(work)
     assert {k: v for k, v in after.items() if k != "out.pt"} == before
+
+
+# --- batch: a TIFF bomb whose every strip is small ----------------------------------------
+
+def test_batch_refuses_a_shared_strip_bomb_as_predict_does(work, capsys, monkeypatch):
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**30)
+    folder = work / "in"
+    folder.mkdir()
+    shared_strip_bomb(folder / "bomb.tif")
+    shutil.copy(work / "img.tif", folder / "ok.tif")
+    before = snapshot(folder)
+    with deadline(60):
+        status, out, err = cli(capsys, "batch", "--image", folder, "--out", work / "out",
+                               "--model", work / "tiny.pt", "--device", "cpu")
+    assert status == 1, err
+    assert "done 1, skipped 0 (already there), failed 1" in out + err
+    line = next(x for x in (out + err).splitlines() if "bomb.tif:" in x)
+    assert "65536 x 65536" in line and "needs 48.0 GiB of memory" in line, line
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["ok.tif"]
+    assert snapshot(folder) == before

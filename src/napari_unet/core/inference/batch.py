@@ -123,11 +123,18 @@ def segment_file(
     mid-file leaves no half-written output and no temporary file.
     """
     from ..io.images import read_image, write_labels
+    from ..io.resources import check_memory, prediction_bytes
 
     try:
         data = read_image(path)
         pconfig = file_settings(config.predict, data)
         array = data.array
+        # As predict does: a file whose outputs cannot fit fails now, not hours into it.
+        check_memory(prediction_bytes(tuple(array.shape), pconfig.channel_axis,
+                                      model.num_classes, config.probabilities,
+                                      bool(pconfig.uncertainty)),
+                     f"predicting {path.name} ({' x '.join(map(str, array.shape))}) with its "
+                     "outputs")
         label_axes, lead_shape = stack_layout(data.axes, tuple(array.shape))
         volumes = 1
         if lead_shape is not None:

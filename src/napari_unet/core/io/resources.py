@@ -78,4 +78,17 @@ def check_memory(need_bytes: int, what: str) -> None:
                          f"{format_bytes(have)} is available")
 
 
-__all__ = ["available_memory", "check_memory"]
+def prediction_bytes(shape: tuple[int, ...], channel_axis: int | None, num_classes: int,
+                     probabilities: bool, uncertainty: bool) -> int:
+    """Memory the outputs of predicting one image take, all held until written: labels
+    (int32), the foreground/class probabilities (twice when they are kept for a file) and the
+    optional uncertainty map (float32)."""
+    pixels = 1
+    for i, n in enumerate(shape):
+        if channel_axis is None or i != channel_axis % len(shape):
+            pixels *= int(n)
+    per_pixel = 4 + 4 * num_classes * (2 if probabilities else 1) + (4 if uncertainty else 0)
+    return pixels * per_pixel
+
+
+__all__ = ["available_memory", "check_memory", "prediction_bytes"]
