@@ -9,7 +9,8 @@
   closes it, so the job's clean-up (worker processes, temporary files) runs on Ctrl-C too.
 - Signals: :func:`signals_as_interrupt` makes SIGTERM (a cluster job's time limit, ``kill``)
   and SIGHUP (a closed terminal) behave like Ctrl-C; :class:`GracefulStop` lets a loop finish
-  its current step on the first Ctrl-C/SIGTERM (the second one interrupts at once).
+  its current step on the first Ctrl-C (the second one interrupts at once) and stops it at
+  once on SIGTERM/SIGHUP, unless the model is being written right then.
 """
 
 from __future__ import annotations
@@ -145,19 +146,28 @@ def signals_as_interrupt() -> Iterator[None]:
 
 
 class GracefulStop:
-    """Ctrl-C/SIGTERM/SIGHUP asks a loop to stop at its next step instead of interrupting mid-step.
+    """Ctrl-C asks a loop to stop at its next step instead of interrupting mid-step;
+    SIGTERM and SIGHUP stop it at once when the loop says when that is safe.
 
-    The first signal sets :attr:`requested` (the loop checks it after each event, so the
-    model stays consistent); a second one raises ``KeyboardInterrupt`` at once. Use as a
-    context manager; the previous handlers come back on exit.
+    The first Ctrl-C sets :attr:`requested` (the loop checks it after each event, so the
+    model stays consistent); a second one raises ``KeyboardInterrupt`` at once. With
+    ``busy`` (a callable: True while the model is being written, e.g. ``Trainer.updating``),
+    SIGTERM and SIGHUP raise ``KeyboardInterrupt`` at once unless ``busy()``, when they set
+    :attr:`requested` instead: a cluster's time limit does not wait for a step that takes
+    minutes. Without ``busy`` they act as Ctrl-C. Use as a context manager; the previous
+    handlers come back on exit.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, busy: Callable[[], bool] | None = None) -> None:
         self.requested = False
+        self._busy = busy
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self._busy is not None and self._busy():
+            self.requested = True  # the write ends first; the loop stops at its next event
+            return
+        if self.requested or (self._busy is not None and signum != signal.SIGINT):
             raise KeyboardInterrupt(f"signal {signum}")
         self.requested = True
         print("\nstopping after this step (press Ctrl-C again to stop at once)",

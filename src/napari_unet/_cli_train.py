@@ -247,10 +247,10 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     progress = None
     with tqdm(total=config.iterations, initial=trainer.step, unit="step", file=sys.stderr,
-              desc="train") as bar, GracefulStop() as stop:
+              desc="train") as bar, GracefulStop(lambda: trainer.updating) as stop:
         try:
             for event in trainer.events():
-                if stop.requested:  # Ctrl-C/SIGTERM: stop between steps, the model is whole
+                if stop.requested:  # Ctrl-C (or a signal during a write): the model is whole
                     raise KeyboardInterrupt
                 if isinstance(event, Progress):
                     bar.total = event.total  # a time budget: the steps it allows

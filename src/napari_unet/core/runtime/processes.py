@@ -45,6 +45,7 @@ from .spawning import (
     leave_group_signals_to_parent,
     main_script_left_out,
     spawn_context,
+    started_with_group_signals_blocked,
 )
 
 _NO_JOB = -1
@@ -86,7 +87,7 @@ class JobProcess:
             self._proc = self._ctx.Process(
                 target=_child_main, name="napari-unet-jobs", daemon=True,
                 args=(self._preload, self._tasks, self._results, self._ready, self._stop_id))
-            with main_script_left_out():
+            with main_script_left_out(), started_with_group_signals_blocked():
                 self._proc.start()
             self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._tasks)
 

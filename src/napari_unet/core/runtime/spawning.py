@@ -8,8 +8,10 @@ job process).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,9 +35,44 @@ def spawn_context(start_method: str) -> Any:
 
 def leave_group_signals_to_parent() -> None:
     """In a worker: ignore Ctrl-C, a closed terminal and a cluster's limit sent to the whole
-    process group; the parent handles them and ends its workers."""
+    process group; the parent handles them and ends its workers.
+
+    The worker was started with these signals blocked (:func:`started_with_group_signals_blocked`),
+    so one sent while it was still starting (importing numpy for seconds) is dropped here
+    rather than killing it half-way, which the parent would take for a crash."""
     for sig in GROUP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
+
+
+@contextmanager
+def started_with_group_signals_blocked() -> Iterator[None]:
+    """Processes started in this block begin with the group signals blocked (a blocked mask
+    is inherited through fork and exec); this process gets a signal that arrived meanwhile
+    when the block ends. Only in the main thread (where Python runs signal handlers)."""
+    if not hasattr(signal, "pthread_sigmask") \
+            or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def exit_with_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """In a worker: a daemon thread that ends this process at once when its parent is gone,
+    also while the main thread is busy (a batch that takes minutes): no orphan outlives a
+    parent that was killed or ended without closing it."""
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(0)  # nothing here to save; the parent owns every output
+            threading.Event().wait(poll_s)
+
+    threading.Thread(target=watch, name="napari-unet-parent-watch", daemon=True).start()
 
 
 @contextmanager
@@ -64,5 +101,6 @@ def main_script_left_out() -> Iterator[None]:
         main.__dict__.update(saved)
 
 
-__all__ = ["GROUP_SIGNALS", "PARENT_POLL_S", "START_METHODS", "leave_group_signals_to_parent",
-           "main_script_left_out", "spawn_context"]
+__all__ = ["GROUP_SIGNALS", "PARENT_POLL_S", "START_METHODS", "exit_with_parent",
+           "leave_group_signals_to_parent", "main_script_left_out", "spawn_context",
+           "started_with_group_signals_blocked"]

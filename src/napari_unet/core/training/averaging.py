@@ -8,8 +8,8 @@ that a next run (or a checkpoint, which stores them beside the average) goes on 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -27,6 +27,9 @@ class WeightAverage:
     decay : float
         ``TrainConfig.average``: each step the average moves ``1 - decay`` of the way to the
         live weights; 0 (off) never starts an average.
+    guard : callable returning a context manager, optional
+        Entered around every write to the weights (the trainer's :meth:`Trainer.updating`
+        flag: a stop request waits for the end of a write).
 
     Attributes
     ----------
@@ -36,9 +39,11 @@ class WeightAverage:
         The live weights while no run is going on and the model holds the average.
     """
 
-    def __init__(self, model: UNet, decay: float) -> None:
+    def __init__(self, model: UNet, decay: float,
+                 guard: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.model = model
         self.decay = decay
+        self.guard = guard
         self.average: list[torch.Tensor] | None = None
         self.live: list[torch.Tensor] | None = None
 
@@ -54,8 +59,9 @@ class WeightAverage:
     @torch.no_grad()
     def load(self, values: list[torch.Tensor]) -> None:
         """Copy ``values`` (in :meth:`float_state` order) into the model."""
-        for target, value in zip(self.float_state(), values, strict=True):
-            target.copy_(value)
+        with self.guard():
+            for target, value in zip(self.float_state(), values, strict=True):
+                target.copy_(value)
 
     def resume(self, live: dict[str, Any], device: torch.device) -> None:
         """Take over a checkpoint's live weights (the model holds the saved average).
@@ -86,8 +92,9 @@ class WeightAverage:
         if self.average is None:
             return
         weight = 1.0 - self.decay
-        for avg, value in zip(self.average, self.float_state(), strict=True):
-            avg.lerp_(value, weight)
+        with self.guard():
+            for avg, value in zip(self.average, self.float_state(), strict=True):
+                avg.lerp_(value, weight)
 
     def end(self) -> None:
         """A run stops: the run gives the average; the live weights wait in :attr:`live`."""

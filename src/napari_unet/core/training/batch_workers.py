@@ -20,9 +20,10 @@ instead:
 - ending: :meth:`close` (also on garbage collection and at interpreter exit, as daemon
   processes) asks the workers to stop, then kills stragglers. Workers ignore the signals a
   terminal or a cluster sends to the whole process group (Ctrl-C, SIGTERM, SIGHUP): the parent
-  stops between steps, saves, and closes them. A worker also exits on its
-  own within a second when its parent process is gone (SIGTERM, a crash), so no orphan outlives
-  the training.
+  stops, saves, and closes them (a second signal during the close still kills them). A
+  worker started while such a signal arrives ignores it too (it starts with them blocked). A
+  worker also exits on its own within a second when its parent process is gone (SIGKILL, a
+  crash), even in the middle of a batch, so no orphan outlives the training.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ import numpy as np
 
 from ..runtime.spawning import (
     PARENT_POLL_S,
+    exit_with_parent,
     leave_group_signals_to_parent,
     main_script_left_out,
     spawn_context,
+    started_with_group_signals_blocked,
 )
 from .sampling import BatchSpec, Snapshot, make_batch, restore_images, strip_images
 
@@ -92,17 +95,24 @@ class BatchWorkers:
         self._tasks = [ctx.Queue() for _ in range(self._n)]
         snapshot = samples.snapshot()
         self._version = snapshot.version
-        self._procs = []
-        for k in range(self._n):
-            shipped = strip_images(snapshot, self._known[k])
-            proc = ctx.Process(target=_worker_main, name=f"napari-unet-batch-{k}",
-                               args=(k, spec, shipped, self._tasks[k], self._results),
-                               daemon=True)
-            with main_script_left_out():  # a user's unguarded napari script is not re-run
-                proc.start()
-            self._procs.append(proc)
+        self._procs: list[Any] = []
+        # registered first: a signal that interrupts the start-up still ends what started
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._tasks,
                                            self._results)
+        try:
+            for k in range(self._n):
+                shipped = strip_images(snapshot, self._known[k])
+                proc = ctx.Process(target=_worker_main, name=f"napari-unet-batch-{k}",
+                                   args=(k, spec, shipped, self._tasks[k], self._results),
+                                   daemon=True)
+                self._procs.append(proc)
+                # a user's unguarded napari script is not re-run; a group signal sent while
+                # the worker starts reaches this process only (it stops and closes the worker)
+                with main_script_left_out(), started_with_group_signals_blocked():
+                    proc.start()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def pids(self) -> list[int]:
@@ -195,21 +205,27 @@ class BatchWorkers:
 
 
 def _shutdown(procs: list, tasks: list, results: Any, timeout: float = 2.0) -> None:
-    for q in tasks:
-        try:
-            q.put(("stop", -1, None))
-        except (ValueError, OSError):  # queue already closed
-            pass
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():  # a worker ignores SIGTERM (spawning.GROUP_SIGNALS), holds nothing to save
-            p.kill()
-            p.join(1.0)
-    for q in (*tasks, results):
-        q.cancel_join_thread()  # never block on data a dead worker will not read
-        q.close()
+    """Ask the workers to stop, wait ``timeout``, then kill those left; the kill also runs
+    when a second Ctrl-C or SIGTERM interrupts the polite part."""
+    procs = [p for p in procs if p.pid is not None]  # started (start-up may have been cut)
+    try:
+        for q in tasks:
+            try:
+                q.put(("stop", -1, None))
+            except (ValueError, OSError):  # queue already closed
+                pass
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.is_alive():  # a worker ignores group signals and holds nothing to save
+                p.kill()
+        for p in procs:
+            p.join(5.0)  # reaped: nothing of the run outlives close()
+        for q in (*tasks, results):
+            q.cancel_join_thread()  # never block on data a dead worker will not read
+            q.close()
 
 
 def _lower_priority() -> None:
@@ -228,8 +244,10 @@ def _worker_main(index: int, spec: BatchSpec, snapshot: Snapshot, tasks: Any,
     # parent handles it (stopping between steps and saving) and closes us. Dying here first
     # would make the parent's next get() fail before it saw its own signal.
     leave_group_signals_to_parent()
-    _lower_priority()
     parent = mp.parent_process()
+    if parent is not None:
+        exit_with_parent(parent.pid)  # even in the middle of a long batch
+    _lower_priority()
     cache: dict[tuple[int, int], np.ndarray] = {}
     snapshot = restore_images(snapshot, cache)
     results.put(("ready", index, None))

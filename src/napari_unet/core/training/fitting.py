@@ -1,17 +1,21 @@
 """One optimizer step on a batch: the net in train mode (normalisation frozen or not), the
 learning-rate warm-up, the configured loss with its distillation term, and dropout masks that a
-resumed run repeats."""
+resumed run repeats; the net's forward pass over a whole image (validation, previews)."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from ..model.unet import UNet
 from .config import TrainConfig
 from .losses import LOSSES, distillation
 from .optimizer import set_warmup_lr
+from .sampling import mirror_indices
 
 
 class Fitter:
@@ -34,6 +38,22 @@ class Fitter:
             self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         self.has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0
                                for m in model.modules())
+        self._writing = 0
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Marks a write to the weights (or to state that must change with them) that must
+        not be cut half-way: :attr:`updating` is True inside."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+
+    @property
+    def updating(self) -> bool:
+        """Whether a :meth:`writing` block runs now."""
+        return self._writing > 0
 
     def train_mode(self) -> None:
         """The model in train mode, its batch norms in eval mode with ``config.freeze_norm``."""
@@ -47,6 +67,14 @@ class Fitter:
              step: int) -> float:
         """One optimizer step on a batch; ``step`` counts the steps done before it. Returns
         the loss."""
+        loss = self.gradients(image, target, weights, step)
+        self.apply()
+        return loss
+
+    def gradients(self, image: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                  step: int) -> float:
+        """The loss of a batch and its gradients, the weights untouched (stopping here loses
+        nothing but this step). Returns the loss."""
         dev = self.device
         image = image.to(dev, non_blocking=True)
         if self.config.channels_last:
@@ -68,8 +96,11 @@ class Fitter:
         else:
             loss = self.loss(self.model(image), target, weights, image)
             loss.backward()
-        self.optimizer.step()
         return float(loss.detach())
+
+    def apply(self) -> None:
+        """Change the weights by the gradients of :meth:`gradients` (the optimizer's step)."""
+        self.optimizer.step()
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor,
              weights: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
@@ -83,4 +114,26 @@ class Fitter:
         return loss
 
 
-__all__ = ["Fitter"]
+def forward_full(model: UNet, image: np.ndarray, device: torch.device | str = "cpu"
+                 ) -> torch.Tensor:
+    """Logits ``(K, H, W)`` of a whole normalised ``(C, H, W)`` (or ``(H, W)``) image.
+
+    Valid nets see the image mirror-padded by their context (and up to a legal size). The
+    caller sets eval mode and ``torch.no_grad()``.
+    """
+    image = np.asarray(image, np.float32)
+    if image.ndim == 2:
+        image = image[None]
+    h, w = image.shape[-2:]
+    if model.is_valid:
+        c = model.context
+        th, tw = model.valid_input_shape((h + 2 * c, w + 2 * c))
+        rows = mirror_indices(-c, th, h)
+        cols = mirror_indices(-c, tw, w)
+        image = image[:, rows[:, None], cols[None, :]]
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+    logits = model(x)[0]
+    return logits[:, :h, :w]
+
+
+__all__ = ["Fitter", "forward_full"]

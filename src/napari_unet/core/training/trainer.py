@@ -56,9 +56,8 @@ from .batch_workers import BatchWorkers
 from .budget import RunBudget
 from .class_weights import predicted_class_weights
 from .config import TrainConfig
-from .fitting import Fitter
+from .fitting import Fitter, forward_full
 from .optimizer import make_optimizer
-from .sampling import mirror_indices
 from .sources import ThreadSource, batch_spec, training_bytes
 from .validation import validation_is_meaningful, validation_metrics, validation_score
 from .weight_map import targets_and_weights
@@ -132,7 +131,7 @@ class Trainer:
         self.step = 0
         # the moving average of the weights (config.average), started when a run starts; while
         # no run is going on the model holds it, and the live weights wait there
-        self._averaging = WeightAverage(model, self.config.average)
+        self._averaging = WeightAverage(model, self.config.average, self._fitter.writing)
         if checkpoint_state is not None:
             self._restore(checkpoint_state)
         self._source: weakref.ref | None = None
@@ -213,7 +212,6 @@ class Trainer:
                 image, target, weights = source.get(self.step)
                 loss = self._train_step(torch.from_numpy(image), torch.from_numpy(target),
                                         torch.from_numpy(weights))
-                self._averaging.update()
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 shown_total, eta = budget.step_done(self.step, self.clock())
                 yield Progress(self.step, shown_total, f"loss {loss:.4g}", eta_s=eta,
@@ -403,9 +401,19 @@ class Trainer:
 
     def _train_step(self, image: torch.Tensor, target: torch.Tensor,
                     weights: torch.Tensor) -> float:
-        loss = self._fitter.step(image, target, weights, self.step)
-        self.step += 1
+        loss = self._fitter.gradients(image, target, weights, self.step)
+        with self._fitter.writing():  # the step, its count and the average: all or nothing
+            self._fitter.apply()
+            self.step += 1
+            self._averaging.update()
         return loss
+
+    @property
+    def updating(self) -> bool:
+        """Whether the weights are being written now (see :meth:`Fitter.writing`): a stop
+        request from a signal handler waits for the end; stopped at any other moment, the
+        model is that of the last whole step."""
+        return self._fitter.updating
 
     def _has_validation(self) -> bool:
         return len(self._validation_items()) > 0
@@ -449,28 +457,6 @@ class Trainer:
         self._fitter.train_mode()
         # Semantic nets: "foreground" = anything but class 0.
         return (1.0 - probs[0]).cpu().numpy().astype(np.float32)
-
-
-def forward_full(model: UNet, image: np.ndarray, device: torch.device | str = "cpu"
-                 ) -> torch.Tensor:
-    """Logits ``(K, H, W)`` of a whole normalised ``(C, H, W)`` (or ``(H, W)``) image.
-
-    Valid nets see the image mirror-padded by their context (and up to a legal size). The
-    caller sets eval mode and ``torch.no_grad()``.
-    """
-    image = np.asarray(image, np.float32)
-    if image.ndim == 2:
-        image = image[None]
-    h, w = image.shape[-2:]
-    if model.is_valid:
-        c = model.context
-        th, tw = model.valid_input_shape((h + 2 * c, w + 2 * c))
-        rows = mirror_indices(-c, th, h)
-        cols = mirror_indices(-c, tw, w)
-        image = image[:, rows[:, None], cols[None, :]]
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    logits = model(x)[0]
-    return logits[:, :h, :w]
 
 
 def _optional_float(value: Any) -> float | None:
