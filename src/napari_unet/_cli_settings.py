@@ -18,16 +18,22 @@ from .core.settings import Declared, settings_of
 _ON_OFF = {None, True, False}
 
 
-def _typed(parse: Callable[[str], Any], label: str) -> Callable[[str], Any]:
-    """An argparse type that reports a refused value in the setting's words."""
+def _typed(parse: Callable[[str], Any], item: Declared) -> Callable[[str], Any]:
+    """An argparse type that reports a refused value in the setting's words: what ``parse``
+    refuses, and a number outside the declared range (the one bound the docks and the Python
+    API keep too)."""
 
     def convert(text: str) -> Any:
         try:
-            return parse(text)
+            value = parse(text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
+        refused = item.setting.refusal(value)
+        if refused is not None:
+            raise argparse.ArgumentTypeError(refused[1])
+        return value
 
-    convert.__name__ = label
+    convert.__name__ = item.setting.label
     return convert
 
 
@@ -45,11 +51,11 @@ def option_kwargs(item: Declared) -> dict[str, Any]:
         kwargs["action"] = argparse.BooleanOptionalAction
         return kwargs
     if s.parse is not None:
-        kwargs["type"] = _typed(s.parse, s.label)
+        kwargs["type"] = _typed(s.parse, item)
     elif s.kind == "choice":
         kwargs["choices"] = [v for v, _ in s.choices]
     elif s.kind in ("int", "float"):
-        kwargs["type"] = _typed(int if s.kind == "int" else float, s.label)
+        kwargs["type"] = _typed(int if s.kind == "int" else float, item)
     if s.metavar:
         kwargs["metavar"] = s.metavar
     elif s.kind in ("int", "float"):
@@ -99,4 +105,26 @@ def settings_from_args(args: argparse.Namespace, cls: type, exclude: Iterable[st
     return {**(defaults or {}), **given}
 
 
-__all__ = ["add_setting_options", "option_help", "option_kwargs", "settings_from_args"]
+def in_option_words(text: str, options: Mapping[str, str]) -> str:
+    """A job's message in the words of the command line: a message that begins with a setting's
+    name ("object_diameter must be ...", "iterations must be ...") begins with its option
+    instead ("--diameter must be ..."). ``options`` maps the command's declared settings to
+    their options (:func:`declared_options`)."""
+    name, space, rest = text.partition(" ")
+    flag = options.get(name)
+    return f"{flag}{space}{rest}" if flag and space else text
+
+
+def declared_options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The declared settings that ``parser`` offers, by field name, with their option."""
+    from .core.inference.config import PredictConfig
+    from .core.training.config import TrainConfig
+
+    offered = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    names = {item.name for cls in (PredictConfig, TrainConfig) for item in settings_of(cls)
+             if item.setting.flag}
+    return {name: flag for name, flag in offered.items() if name in names}
+
+
+__all__ = ["add_setting_options", "declared_options", "in_option_words", "option_help",
+           "option_kwargs", "settings_from_args"]

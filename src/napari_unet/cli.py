@@ -47,7 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         import_module(module).add_arguments(p)
+    parser.set_defaults(commands=sub.choices)
     return parser
+
+
+def error_line(err: BaseException, command: argparse.ArgumentParser) -> str:
+    """Bad input as one line in the command line's words: a message that begins with a
+    setting's name begins with its option (``object_diameter`` -> ``--diameter``), and an output
+    that is already there is replaced with ``--overwrite`` (not the Python keyword)."""
+    from ._cli_common import OVERWRITE_HINT, one_line
+    from ._cli_settings import declared_options, in_option_words
+    from .core.io.outputs import OutputExists
+
+    if isinstance(err, OutputExists):
+        err = err.with_hint(OVERWRITE_HINT)
+    return in_option_words(one_line(err), declared_options(command))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from ._cli_common import debug, one_line, signals_as_interrupt
+    from ._cli_common import debug, signals_as_interrupt
 
     prefix = f"napari-unet {args.command}"
     with signals_as_interrupt():
@@ -66,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, TypeError, OSError) as err:  # bad input: one clear line
             if debug():
                 raise
-            print(f"{prefix}: error: {one_line(err)}", file=sys.stderr)
+            print(f"{prefix}: error: {error_line(err, args.commands[args.command])}",
+                  file=sys.stderr)
             return 2
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: whatever could be saved was saved
             print(f"{prefix}: interrupted", file=sys.stderr)

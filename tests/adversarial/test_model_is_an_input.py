@@ -161,7 +161,9 @@ def test_train_keeps_a_file_that_appears_at_its_output_while_it_trains(work, cap
     assert out.read_bytes() == b"another run's model"
 
 
-@pytest.mark.parametrize("extra", [("--batch-size", "1000000000"), ("--tile-size", "100000")])
+# within the declared bounds (beyond them the option itself is refused: test_hostile_options)
+@pytest.mark.parametrize("extra", [("--batch-size", "256", "--tile-size", "4096"),
+                                   ("--tile-size", "4096", "--batch-size", "128")])
 def test_train_refuses_batches_that_cannot_fit_before_any_work(work, capsys, extra):
     before = snapshot(work)
     status, _, err = cli(capsys, "train", "--model", work / "tiny.pt", "--image",

@@ -11,8 +11,10 @@ declarations, so a new setting is one declaration.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 KINDS = ("int", "float", "bool", "choice", "text")
@@ -32,6 +34,11 @@ class Setting:
     the job's default (a person thinks "train for 3 minutes", not "500 steps"); ``elsewhere``
     says how the commands and docks offer a setting that has no generated option or control
     (an output file, the layer's scale).
+
+    ``minimum`` and ``maximum`` are the one bound of a number, for every caller: the docks'
+    range, the command-line option's and the Python API's (:meth:`refusal`). Where ``none_text``
+    is set, the docks show the minimum as that text (None); a job's own checks may refuse the
+    minimum itself (a step count of 0).
     """
 
     label: str
@@ -72,6 +79,57 @@ class Setting:
         if isinstance(value, bool):
             return "on" if value else "off"
         return f"{value:g}" if isinstance(value, float) else str(value)
+
+    def refusal(self, value: Any) -> tuple[type[Exception], str] | None:
+        """Why the declaration refuses ``value`` (its kind, its range), as the error type and
+        words without the setting's name ("must be 1 to 10000 px, got 1e+09"); None when it
+        passes. None passes; so do values of other types a job allows (a tile size ``(H, W)``,
+        "auto"): the job's own checks judge them."""
+        if value is None:
+            return None
+        if self.kind == "bool":
+            if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy's bool too
+                return None
+            return TypeError, f"must be True or False, got {value!r} ({type(value).__name__})"
+        if self.kind in ("int", "float") and isinstance(value, tuple):  # e.g. a tile's (H, W)
+            return next(filter(None, map(self.refusal, value)), None)
+        if self.kind not in ("int", "float") or isinstance(value, bool) \
+                or not isinstance(value, Real):
+            return None
+        if not math.isfinite(value):
+            return ValueError, f"must be a finite number, got {value!r}"
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        if low <= value <= high:
+            return None
+        unit = f" {self.unit}" if self.unit else ""
+        if self.maximum is None:
+            bound = f"at least {_number(low)}{unit}"
+        elif self.minimum is None:
+            bound = f"at most {_number(high)}{unit}"
+        else:
+            bound = f"{_number(low)} to {_number(high)}{unit}"
+        given = value if isinstance(value, Integral) else f"{float(value):g}"
+        return ValueError, f"must be {bound}, got {given}"
+
+
+def _number(value: float) -> str:
+    """A bound or a value as a person reads it: 10000, 0.5, 1e+09."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{float(value):g}"
+
+
+def check_declared(config: Any) -> None:
+    """Refuse a settings dataclass whose values its declarations refuse (:meth:`Setting.refusal`):
+    ``TypeError``/``ValueError`` naming the field, e.g. "object_diameter must be 1 to 10000 px,
+    got 1e+09". Settings dataclasses call it at the end of ``__post_init__``, after their own
+    checks with more particular words."""
+    for item in settings_of(type(config)):
+        refused = item.setting.refusal(getattr(config, item.name))
+        if refused is not None:
+            error, words = refused
+            raise error(f"{item.name} {words}")
 
 
 def setting(default: Any = dataclasses.MISSING, *, label: str, help: str,
@@ -160,5 +218,5 @@ def settings_table(cls: type, defaults: dict[str, Any] | None = None) -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["KINDS", "Declared", "Setting", "declared", "number_or", "setting", "settings_of",
-           "settings_table"]
+__all__ = ["KINDS", "Declared", "Setting", "check_declared", "declared", "number_or", "setting",
+           "settings_of", "settings_table"]

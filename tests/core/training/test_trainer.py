@@ -660,7 +660,7 @@ def test_cli_minutes_stops_within_the_budget_and_saves(cli_data, capsys):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--minutes", "0"], "minutes must be a time budget"),
-    (["--minutes", "1441"], "at most a day"),
+    (["--minutes", "1441"], "--minutes: must be 0 to 1440 minutes"),
     (["--workers", "many"], "--workers: must be a whole number or 'auto'"),
     (["--sparse", "--labels", "one_class.tif"], "only one class annotated"),
 ])

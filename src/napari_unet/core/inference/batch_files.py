@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.outputs import PathLike, atomic_write, check_not_an_input
+from ..io.outputs import OutputExists, PathLike, atomic_write, check_not_an_input
 
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -118,7 +118,7 @@ def write_probabilities(path: Path, probs: Any, label_axes: str,
     from ..io.images import imagej_writer
 
     if path.exists() and not overwrite:
-        raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
+        raise OutputExists(path)
     # (K, [lead...,] Y, X) -> ImageJ's T Z C Y X order: classes go just before Y, X
     data = np.moveaxis(np.asarray(probs, dtype=np.float32), 0, -3)
     axes = label_axes[:-2] + "CYX"

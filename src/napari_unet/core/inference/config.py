@@ -10,7 +10,7 @@ import numpy as np
 
 from ..constants import DEFAULT_TILING
 from ..runtime.device import DEVICE_CHOICES, check_device_name
-from ..settings import number_or, setting
+from ..settings import check_declared, number_or, setting
 from .blockwise import (
     DEFAULT_BLOCK,
     MIN_BLOCK,
@@ -91,7 +91,7 @@ class PredictConfig:
              "long or irregular objects, which it may cut in pieces.")
     object_diameter: float | str | None = setting(
         None, label="object diameter", unit="px", kind="float", flag="--diameter",
-        minimum=0.0, maximum=10_000.0, step=1.0, decimals=1, none_text="model scale",
+        minimum=1.0, maximum=10_000.0, step=1.0, decimals=1, none_text="model scale",
         metavar="PX|auto", parse=number_or("auto", float, "a number of pixels"),
         help="Typical diameter of your objects in pixels. Images whose objects are much smaller "
              "or larger than the model's are rescaled to its size first. Auto measures it "
@@ -238,6 +238,7 @@ class PredictConfig:
             raise ValueError(f"block_halo must be an integer >= 8 (pixels), got "
                              f"{self.block_halo!r}")
         check_device_name(self.device)
+        check_declared(self)  # the declared kinds and ranges: the docks' and options' bounds
 
 
 def is_int(value: Any) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .outputs import atomic_write, format_bytes
+from .outputs import OutputExists, atomic_write, format_bytes
 from .resources import check_memory
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
@@ -376,7 +376,7 @@ def write_labels(
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     if os.path.lexists(path) and not overwrite:
-        raise ValueError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
+        raise OutputExists(path)
     axes = axes.upper()
     ImageData(labels, axes, pixel_size)  # same axis/pixel-size checks as for reading
     if labels.dtype == bool:

@@ -60,6 +60,20 @@ def _describe(path: Path) -> str:
     return repr(str(path))
 
 
+class OutputExists(ValueError):
+    """An output that is already there. ``hint`` is how the caller allows replacing it, in the
+    caller's words: ``overwrite=True`` in Python; the command line rewords it as
+    ``--overwrite`` with :meth:`with_hint` (one place, whatever raised it)."""
+
+    def __init__(self, path: PathLike, hint: str = "overwrite=True") -> None:
+        self.path = Path(path)
+        self.hint = hint
+        super().__init__(f"{_describe(self.path)} already exists (use {hint} to replace it)")
+
+    def with_hint(self, hint: str) -> OutputExists:
+        return OutputExists(self.path, hint)
+
+
 # -- checks before the work ----------------------------------------------------------------
 def same_file(a: PathLike, b: PathLike) -> bool:
     """Whether ``a`` and ``b`` name the same file: equal resolved paths, or (both existing) the
@@ -121,7 +135,7 @@ def plan_outputs(
             raise ValueError(f"output {_describe(out)} is not a regular file (a device, a pipe "
                              "or a link to one); give a file name")
         if os.path.lexists(out) and not overwrite:
-            raise ValueError(f"{_describe(out)} already exists (use {hint} to replace it)")
+            raise OutputExists(out, hint)
     for i, out in enumerate(outs):
         for other in outs[:i]:
             if same_file(out, other):
@@ -242,7 +256,7 @@ def atomic_write(path: PathLike, overwrite: bool = False,
     if path.is_dir() and not path.is_symlink():
         raise ValueError(f"cannot write {_describe(path)}: it is a folder")
     if os.path.lexists(path) and not overwrite:
-        raise ValueError(f"{_describe(path)} already exists (use {hint} to replace it)")
+        raise OutputExists(path, hint)
     tmp = _temp_name(path)
     with _active_lock:
         _active.add(str(tmp))
@@ -273,11 +287,10 @@ def _rename_no_replace(tmp: Path, path: Path, hint: str) -> None:
     try:
         os.link(tmp, path, follow_symlinks=False)
     except FileExistsError:
-        raise ValueError(f"{_describe(path)} already exists (use {hint} to replace it)") from None
+        raise OutputExists(path, hint) from None
     except OSError:  # no hard links on this file system (FAT, some network shares)
         if os.path.lexists(path):
-            raise ValueError(
-                f"{_describe(path)} already exists (use {hint} to replace it)") from None
+            raise OutputExists(path, hint) from None
         os.replace(tmp, path)
         return
     os.unlink(tmp)
@@ -351,6 +364,7 @@ def clean_stale_temps(folder: PathLike) -> list[Path]:
     return removed
 
 
-__all__ = ["STALE_AFTER_S", "TEMP_SUFFIX", "atomic_path", "atomic_write", "check_free_space",
-           "check_writable", "clean_stale_temps", "confirm_overwrite", "format_bytes",
-           "check_not_an_input", "is_stale_temp", "plan_outputs", "same_file", "PACKAGE_DIR"]
+__all__ = ["OutputExists", "STALE_AFTER_S", "TEMP_SUFFIX", "atomic_path", "atomic_write",
+           "check_free_space", "check_writable", "clean_stale_temps", "confirm_overwrite",
+           "format_bytes", "check_not_an_input", "is_stale_temp", "plan_outputs", "same_file",
+           "PACKAGE_DIR"]

@@ -32,7 +32,7 @@ import torch
 
 from ..constants import ARCHITECTURES, DEFAULT_MODEL
 from ..inference.predictor import predicts_channels_last
-from ..io.outputs import atomic_write
+from ..io.outputs import OutputExists, atomic_write
 from ..runtime.device import resolve_device
 from .meta import ModelMeta
 from .unet import UNet
@@ -103,7 +103,7 @@ def save_model(
     if not path.parent.is_dir():
         raise ValueError(f"cannot save model: folder {str(path.parent)!r} does not exist")
     if path.exists() and not overwrite:
-        raise ValueError(f"{str(path)!r} already exists (use {hint} to replace it)")
+        raise OutputExists(path, hint)
     meta = as_meta(meta, model)
     weights = model.state_dict()
     if live_state is not None:

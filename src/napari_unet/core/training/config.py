@@ -11,7 +11,7 @@ import numpy as np
 
 from ..model.unet import UNet
 from ..runtime.device import DEVICE_CHOICES, check_device_name
-from ..settings import number_or, setting
+from ..settings import check_declared, number_or, setting
 from . import losses as _losses
 from .augment import AugmentConfig
 from .batch_workers import auto_workers
@@ -421,6 +421,7 @@ class TrainConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(
                 self.threads, (int, np.integer)) or self.threads < 1):
             raise ValueError(f"threads must be None or an integer >= 1, got {self.threads!r}")
+        check_declared(self)  # the declared kinds and ranges: the docks' and options' bounds
 
     @property
     def step_limit(self) -> int:

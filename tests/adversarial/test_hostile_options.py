@@ -1,0 +1,109 @@
+"""Hostile options and Python arguments (issue 42): a value out of its declared bound is refused
+by every command and by the Python API alike, before any work, in words that name the option
+(command line) or the parameter (Python)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.core.inference.config import PredictConfig
+from napari_unet.core.settings import declared
+from napari_unet.core.training.config import TrainConfig
+
+from .conftest import assert_one_line_error, cli, leftovers
+
+PREDICT = ["predict", "--model", "{w}/tiny.pt", "--image", "{w}/img.tif", "--out", "{w}/l.tif",
+           "--device", "cpu"]
+BATCH = ["batch", "--model", "{w}/tiny.pt", "--image", "{w}/img.tif", "--out", "{w}/o",
+         "--device", "cpu"]
+TRAIN = ["train", "--model", "{w}/tiny.pt", "--image", "{w}/img.tif", "--labels", "{w}/lab.tif",
+         "--out", "{w}/m.pt", "--device", "cpu", "--workers", "0", "--no-plots"]
+
+
+def run(capsys, work, template, *extra):
+    return cli(capsys, *(str(a).format(w=work) for a in (*template, *extra)))
+
+
+# -- 1. one bound per setting, for every command and the API ----------------------------------
+@pytest.mark.parametrize("value", ["1e-9", "0.5", "1e9", "1e308", "nan", "-3"])
+@pytest.mark.parametrize("template", [PREDICT, BATCH], ids=["predict", "batch"])
+def test_diameter_out_of_its_bound_is_refused_by_every_command(work, capsys, template, value):
+    before = leftovers(work)
+    status, _, err = run(capsys, work, template, "--diameter", value)
+    assert_one_line_error(status, err, "--diameter")
+    assert leftovers(work) == before  # nothing written, no output folder made
+
+
+@pytest.mark.parametrize("value", [1e-9, 0.5, 1e9, 1e308, float("inf")])
+def test_diameter_out_of_its_bound_is_refused_by_the_api(value):
+    with pytest.raises(ValueError, match="object_diameter"):
+        PredictConfig(object_diameter=value)
+
+
+def test_the_bound_is_the_declared_one_the_docks_use():
+    bound = declared(PredictConfig, "object_diameter").setting
+    PredictConfig(object_diameter=bound.maximum)  # the dock's largest value is legal
+    PredictConfig(object_diameter=bound.minimum)
+    with pytest.raises(ValueError, match=f"object_diameter must be 1 to {bound.maximum:g} px"):
+        PredictConfig(object_diameter=bound.maximum * 1.01)
+
+
+def test_iterations_have_a_declared_upper_bound(work, capsys):
+    top = declared(TrainConfig, "iterations").setting.maximum
+    assert top is not None
+    status, _, err = run(capsys, work, TRAIN, "--iterations", str(int(top) + 1))
+    assert_one_line_error(status, err, "--iterations")
+    with pytest.raises(ValueError, match="iterations"):
+        TrainConfig(iterations=int(top) + 1)
+    assert not (work / "m.pt").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--iterations", "0"), ("--validate-every", "-1"),
+                                              ("--seed", "-1"), ("--minutes", "1e9")])
+def test_train_options_out_of_bound_name_the_option(work, capsys, flag, value):
+    status, _, err = run(capsys, work, TRAIN, flag, value)
+    assert_one_line_error(status, err, flag)
+    assert not (work / "m.pt").exists()
+
+
+def test_validate_every_zero_means_never_as_its_help_says():
+    """0 is the documented "never" of this setting (help, docs, the Train dock): kept."""
+    help_text = declared(TrainConfig, "validate_every").setting.help
+    assert "0 never" in help_text
+    assert TrainConfig(validate_every=0).validate_every == 0
+
+
+# -- 7. the losing side of two runs is told the option, not the Python keyword ----------------
+def test_an_output_that_appears_during_predict_is_kept_and_names_the_option(work, capsys,
+                                                                            monkeypatch):
+    import napari_unet.core.inference.prediction as prediction
+
+    out = work / "l.tif"
+    real = prediction.predict
+
+    def other_run_wins(*args, **kwargs):  # another run writes the same output meanwhile
+        out.write_bytes(b"the other run's labels")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prediction, "predict", other_run_wins)
+    status, _, err = run(capsys, work, PREDICT)
+    assert_one_line_error(status, err, "already exists", "--overwrite")
+    assert "overwrite=True" not in err
+    assert out.read_bytes() == b"the other run's labels"
+
+
+def test_the_python_api_names_the_keyword(work):
+    from napari_unet.core.io.images import write_labels
+    from napari_unet.core.io.outputs import OutputExists
+
+    (work / "l.tif").write_bytes(b"x")
+    with pytest.raises(OutputExists, match=r"use overwrite=True to replace it"):
+        write_labels(work / "l.tif", np.zeros((4, 4), np.uint16))
+
+
+@pytest.mark.parametrize("extra", [("--batch-size", "1000000000"), ("--tile-size", "100000")])
+def test_train_batches_beyond_the_declared_bounds_are_refused_as_options(work, capsys, extra):
+    status, _, err = run(capsys, work, TRAIN, *extra)
+    assert_one_line_error(status, err, extra[0])
+    assert not (work / "m.pt").exists()
