@@ -66,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
     # Everything about the outputs is checked before the model is loaded or a pixel predicted.
     plan([out, args.uncertainty, args.probabilities], [image_path, model_file(args.model)],
          args.overwrite)
+    for flag in ("out", "uncertainty", "probabilities"):  # what the writers can write
+        path = getattr(args, flag)
+        if path and not str(path).lower().endswith((".tif", ".tiff")):
+            raise ValueError(f"--{flag} {str(path)!r}: predict writes TIFF files; give a name "
+                             "ending in .tif")
     model, meta = load_model(args.model)
     data = read_image(image_path)
     label_axes, lead = stack_layout(data.axes, tuple(data.array.shape))

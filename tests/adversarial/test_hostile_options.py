@@ -107,3 +107,23 @@ def test_train_batches_beyond_the_declared_bounds_are_refused_as_options(work, c
     status, _, err = run(capsys, work, TRAIN, *extra)
     assert_one_line_error(status, err, extra[0])
     assert not (work / "m.pt").exists()
+
+
+# -- 2. an output format no writer has is refused before any work ----------------------------
+@pytest.mark.parametrize("extra", [("--out", "{w}/o.png"), ("--uncertainty", "{w}/u.png"),
+                                   ("--probabilities", "{w}/p.jpg"), ("--out", "{w}/o")])
+def test_predict_refuses_an_output_it_cannot_write_before_predicting(work, capsys, monkeypatch,
+                                                                     extra):
+    import napari_unet.core.inference.prediction as prediction
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("predicted before the outputs were checked")
+
+    monkeypatch.setattr(prediction, "predict", must_not_run)
+    before = leftovers(work)
+    template = [a for a in PREDICT if a not in ("--out", "{w}/l.tif")]
+    if extra[0] != "--out":
+        template += ["--out", "{w}/l.tif"]
+    status, _, err = run(capsys, work, template, *extra)
+    assert_one_line_error(status, err, extra[0], ".tif")
+    assert leftovers(work) == before

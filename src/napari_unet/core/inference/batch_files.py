@@ -117,6 +117,8 @@ def write_probabilities(path: Path, probs: Any, label_axes: str,
     """Float32 ImageJ hyperstack with the classes as channels, written atomically."""
     from ..io.images import imagej_writer
 
+    if not path.name.lower().endswith((".tif", ".tiff")):
+        raise ValueError(f"probabilities are written as TIFF; {str(path)!r} needs a .tif suffix")
     if path.exists() and not overwrite:
         raise OutputExists(path)
     # (K, [lead...,] Y, X) -> ImageJ's T Z C Y X order: classes go just before Y, X
