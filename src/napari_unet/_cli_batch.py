@@ -52,13 +52,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: removed {stale.name}, left by an interrupted run", file=sys.stderr)
     client = None
     if args.scheduler:
-        from distributed import Client
+        from .core.inference.distributed import connect_scheduler
 
-        try:
-            client = Client(args.scheduler, timeout="20s")
-        except OSError as err:
-            raise ValueError(
-                f"cannot reach the dask scheduler at {args.scheduler!r}: {err}") from None
+        client = connect_scheduler(args.scheduler)
     # a model spec: batch_segment checks the outputs before it loads the model
     job = batch_segment(args.model, args.image, args.out, client=client,
                         overwrite=args.overwrite, probabilities=args.probabilities,

@@ -4,6 +4,9 @@ by every command and by the Python API alike, before any work, in words that nam
 
 from __future__ import annotations
 
+import socket
+import sys
+
 import numpy as np
 import pytest
 
@@ -127,3 +130,44 @@ def test_predict_refuses_an_output_it_cannot_write_before_predicting(work, capsy
     status, _, err = run(capsys, work, template, *extra)
     assert_one_line_error(status, err, extra[0], ".tif")
     assert leftovers(work) == before
+
+
+# -- 3. a scheduler that cannot be reached: one line, before any work -------------------------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:{port}", "127.0.0.1:{port}", "garbage",
+                                     "tcp://no-such-host.invalid:8786", "tcp://127.0.0.1:99999"])
+def test_batch_with_an_unreachable_scheduler_says_so_in_one_line(work, capsys, address):
+    address = address.format(port=_closed_port())
+    status, _, err = run(capsys, work, BATCH, "--scheduler", address)
+    assert_one_line_error(status, err, f"cannot reach the scheduler at {address!r}")
+    assert not (work / "o").exists()
+
+
+def test_a_scheduler_without_a_working_distributed_is_one_line_too(work, capsys, monkeypatch):
+    with socket.socket() as listening:  # something answers on the port
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"tcp://127.0.0.1:{listening.getsockname()[1]}"
+        monkeypatch.setitem(sys.modules, "distributed", None)  # "import distributed" fails
+        status, _, err = run(capsys, work, BATCH, "--scheduler", address)
+    assert_one_line_error(status, err, "cannot reach the scheduler", "dask.distributed")
+    assert not (work / "o").exists()
+
+
+def test_a_running_scheduler_is_reached():
+    from distributed import LocalCluster
+
+    from napari_unet.core.inference.distributed import connect_scheduler
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        client = connect_scheduler(cluster.scheduler_address)
+        try:
+            assert client.submit(sum, [1, 2]).result() == 3
+        finally:
+            client.close()

@@ -9,12 +9,13 @@ it, so the labels equal the local result. The net's weights go to each worker on
 and a worker builds the net once per weights, keyed by a hash of their content.
 
 :func:`predict_tiles_dask` is the lazy ``dask.array.map_overlap`` form for callers that want
-probabilities as a dask array.
+probabilities as a dask array; :func:`connect_scheduler` is how a batch reaches a cluster.
 """
 
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -285,4 +286,56 @@ def segment_plane_distributed(
     return result
 
 
-__all__ = ["predict_tiles_dask", "segment_plane_distributed", "weights_token"]
+# -- reaching a cluster --------------------------------------------------------------------
+#: Seconds a scheduler's port may take to accept a connection before it counts as unreachable.
+CONNECT_CHECK_S = 5.0
+
+
+def connect_scheduler(address: str, timeout_s: float = 20.0) -> Any:
+    """A ``dask.distributed`` Client of the scheduler at ``address`` (``tcp://host:port``,
+    ``host:port``; other protocols are left to distributed).
+
+    ``ValueError`` in one line, "cannot reach the scheduler at ...", when it cannot be reached:
+    no port in the address, a host name that does not resolve, a closed port (found at once
+    with a plain connection, not after distributed's timeout), no answer, or a dask.distributed
+    that does not import; ``TypeError`` for an address that is not text.
+    """
+    if not isinstance(address, str):
+        raise TypeError(f"address must be text such as 'tcp://10.0.0.5:8786', got "
+                        f"{type(address).__name__}")
+    where = f"cannot reach the scheduler at {address!r}"
+    scheme, _, rest = address.strip().rpartition("://")
+    if scheme in ("", "tcp", "tls"):
+        host, port = _host_port(rest, where)
+        try:
+            socket.create_connection((host, port), timeout=min(timeout_s, CONNECT_CHECK_S)).close()
+        except socket.gaierror:
+            raise ValueError(f"{where}: no computer of the name {host!r} is known") from None
+        except ConnectionRefusedError:
+            raise ValueError(f"{where}: nothing listens on port {port} there (is the "
+                             "scheduler running?)") from None
+        except OSError as err:
+            raise ValueError(f"{where}: {err.strerror or 'no answer'}") from None
+    try:
+        from distributed import Client
+    except ImportError as err:
+        raise ValueError(f"{where}: the dask.distributed package does not import "
+                         f"({' '.join(str(err).split())})") from None
+    try:
+        return Client(address, timeout=f"{timeout_s:g}s")
+    except (OSError, ValueError, TimeoutError) as err:
+        raise ValueError(f"{where}: {' '.join(str(err).split())}") from None
+
+
+def _host_port(text: str, where: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as a host and a port number."""
+    host, colon, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{where}: give its address as host:port, for example "
+                         "tcp://10.0.0.5:8786")
+    return host, int(port)
+
+
+__all__ = ["connect_scheduler", "predict_tiles_dask", "segment_plane_distributed",
+           "weights_token"]
