@@ -171,3 +171,73 @@ def test_a_running_scheduler_is_reached():
             assert client.submit(sum, [1, 2]).result() == 3
         finally:
             client.close()
+
+
+# -- 4. the Python API: TypeError/ValueError naming the parameter -----------------------------
+@pytest.fixture
+def tiny(work):
+    from napari_unet.core.model.checkpoint import load_model
+
+    return load_model(work / "tiny.pt")
+
+
+@pytest.mark.parametrize(("kwargs", "error", "name"), [
+    (dict(tta="yes"), TypeError, "tta"),
+    (dict(uncertainty="yes"), TypeError, "uncertainty"),
+    (dict(split_touching=1), TypeError, "split_touching"),
+    (dict(out=5), TypeError, "out"),
+    (dict(out={"probability": np.zeros((2, 32, 32), np.float32)}), ValueError, "out"),
+    (dict(out={"instances": 7}), TypeError, "out"),
+])
+def test_predict_image_names_the_bad_parameter(tiny, kwargs, error, name):
+    from napari_unet.core.inference.prediction import predict_image
+
+    model, meta = tiny
+    with pytest.raises(error, match=rf"^{name}\b"):
+        predict_image(model, np.zeros((32, 32), np.float32), meta=meta, **kwargs)
+
+
+def test_predict_image_fills_the_arrays_it_is_given(tiny):
+    from napari_unet.core.inference.prediction import predict_image
+
+    model, meta = tiny
+    into = np.full((32, 32), -1, np.int32)
+    result = predict_image(model, np.random.default_rng(1).random((32, 32)), meta=meta,
+                           device="cpu", out={"instances": into})
+    assert result.instances is into and into.min() >= 0
+
+
+@pytest.mark.parametrize("device", [5, 1.5, object(), "gpu"])
+def test_load_model_names_a_bad_device(work, device):
+    from napari_unet.core.model.checkpoint import load_model, resolve_model
+
+    with pytest.raises((TypeError, ValueError), match="device"):
+        load_model(work / "tiny.pt", device=device)
+    with pytest.raises((TypeError, ValueError), match="device"):
+        resolve_model("small", device=device)
+
+
+def test_load_model_device_none_means_auto(work):
+    from napari_unet.core.model.checkpoint import load_model
+    from napari_unet.core.runtime.device import resolve_device
+
+    model, _ = load_model(work / "tiny.pt", device=None)
+    assert next(model.parameters()).device.type == resolve_device("auto").type
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    (dict(inputs=None), "inputs"), (dict(inputs=5), "inputs"), (dict(inputs=[None]), "inputs"),
+    (dict(output_dir=None), "output_dir"), (dict(output_dir=3), "output_dir"),
+    (dict(suffix=None), "suffix"), (dict(suffix=5), "suffix"),
+    (dict(overwrite="yes"), "overwrite"), (dict(probabilities=1), "probabilities"),
+    (dict(model_source=4), "model_source"), (dict(tta="no"), "tta"),
+])
+def test_batch_segment_names_the_bad_parameter(work, tiny, kwargs, name):
+    from napari_unet.core.inference.batch import batch_segment
+
+    model, meta = tiny
+    given = dict(inputs=str(work / "img.tif"), output_dir=str(work / "o"))
+    given.update(kwargs)
+    with pytest.raises(TypeError, match=rf"^{name}\b"):
+        batch_segment(model, given.pop("inputs"), given.pop("output_dir"), meta=meta, **given)
+    assert not (work / "o").exists()

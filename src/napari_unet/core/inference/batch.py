@@ -71,6 +71,12 @@ class BatchConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.predict, PredictConfig):
             raise ValueError(f"predict must be a PredictConfig, got {type(self.predict).__name__}")
+        for name in ("overwrite", "probabilities"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.suffix, str):
+            raise TypeError(f"suffix must be text appended to each output name, got "
+                            f"{self.suffix!r} ({type(self.suffix).__name__})")
         if os.sep in self.suffix or "/" in self.suffix:
             raise ValueError(f"suffix must not contain a path separator, got {self.suffix!r}")
 
@@ -272,6 +278,11 @@ def batch_segment(
     if config is not None and not isinstance(config, BatchConfig):
         raise TypeError(f"config must be a BatchConfig, got {type(config).__name__}")
     config = _with_overrides(config or BatchConfig(), overrides)
+    for name, value in (("output_dir", output_dir), ("model_source", model_source)):
+        if not isinstance(value, (str, os.PathLike)) and (value is not None
+                                                          or name == "output_dir"):
+            raise TypeError(f"{name} must be a path (text or a pathlib.Path), got "
+                            f"{type(value).__name__}")
     if isinstance(model, (str, os.PathLike)):
         model_source = model_source or model_source_of(model)
     # outputs checked before a model is loaded (a package folder is an input) or a folder made

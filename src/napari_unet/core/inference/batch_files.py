@@ -18,7 +18,8 @@ IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jp
 
 
 def find_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Files from a folder (its images, sorted), a glob pattern, one file, or a list."""
+    """Files from a folder (its images, sorted), a glob pattern, one file, or a list of paths;
+    ``TypeError`` naming ``inputs`` for anything else."""
     if isinstance(inputs, (str, os.PathLike)):
         text = str(inputs)
         path = Path(text)
@@ -33,8 +34,11 @@ def find_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         else:
             raise ValueError(f"input {text!r} is not a file, a folder or a glob pattern that "
                              "matches files")
-    else:
+    elif isinstance(inputs, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in inputs):
         found = [Path(p) for p in inputs]
+    else:
+        raise TypeError(f"inputs must be a folder, a glob pattern, a file or a list of files, "
+                        f"got {inputs!r}"[:200])
     if not found:
         raise ValueError(f"no images found in {str(inputs)!r}")
     return found

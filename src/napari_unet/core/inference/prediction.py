@@ -119,10 +119,32 @@ def predict(
     config = config or PredictConfig()
     if not isinstance(config, PredictConfig):
         raise TypeError(f"config must be a PredictConfig, got {type(config).__name__}")
+    check_out(out)
     meta = as_model_meta(meta, model)
     job = PredictionJob(model, image, config, meta, out, predict_at=predict_at)
     return job.run()
 
+
+
+#: The outputs a caller may hand :func:`predict` arrays for (``out=``).
+OUTPUT_NAMES = ("probabilities", "semantic", "instances", "uncertainty")
+
+
+def check_out(out: Any) -> None:
+    """``out`` is None or a dict of arrays named from :data:`OUTPUT_NAMES`: ``TypeError`` or
+    ``ValueError`` naming ``out`` otherwise (a misspelt name would leave the array unfilled)."""
+    if out is None:
+        return
+    if not isinstance(out, Mapping):
+        raise TypeError(f"out must be a dict of arrays by output name ({', '.join(OUTPUT_NAMES)})"
+                        f" or None, got {type(out).__name__}")
+    unknown = sorted(str(name) for name in out if name not in OUTPUT_NAMES)
+    if unknown:
+        raise ValueError(f"out has no output named {', '.join(map(repr, unknown))}; the outputs "
+                         f"are {', '.join(OUTPUT_NAMES)}")
+    for name, array in out.items():
+        if array is not None and not hasattr(array, "shape"):
+            raise TypeError(f"out[{name!r}] must be an array, got {type(array).__name__}")
 
 
 def run_to_result(events: Iterator[Any], callback: Callable[[Any], None] | None = None) -> Any:

@@ -147,7 +147,7 @@ def load_checkpoint(path: str | os.PathLike,
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a model file must be a path, got {type(path).__name__}")
-    target = resolve_device(device) if isinstance(device, str) else device
+    target = _target(device)
     path = default_model_path() if str(path) == DEFAULT_MODEL else Path(path)
     from ..io.export.package import is_bioimageio_package, load_bioimageio_package
 
@@ -188,9 +188,18 @@ def load_checkpoint(path: str | os.PathLike,
 
 def load_model(path: str | os.PathLike,
                device: str | torch.device = "cpu") -> tuple[UNet, ModelMeta]:
-    """Load ``(model, meta)`` from ``path`` or ``"default"``; the model is in eval mode."""
+    """Load ``(model, meta)`` from ``path`` or ``"default"``; the model is in eval mode.
+
+    ``device`` is "cpu", "auto", "cuda", "cuda:N", "mps" or a ``torch.device``; None means
+    "auto"."""
     ckpt = load_checkpoint(path, device)
     return ckpt.model, ckpt.meta
+
+
+def _target(device: str | torch.device | None) -> torch.device:
+    """Where a loaded net goes: ``device`` checked by ``resolve_device`` (``TypeError`` or
+    ``ValueError`` naming it, never torch's own error); None means "auto"."""
+    return resolve_device("auto" if device is None else device)
 
 
 def _laid_out(model: UNet, device: torch.device) -> UNet:
@@ -255,7 +264,7 @@ def resolve_model(
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"a model must be 'default', one of {ARCHITECTURES} or a model file, "
                         f"got {type(spec).__name__}")
-    target = resolve_device(device) if isinstance(device, str) else device
+    target = _target(device)
     if isinstance(spec, str) and spec in ARCHITECTURES:
         model = getattr(UNet, spec)(in_channels=in_channels or 1,
                                     num_classes=num_classes or 2)
