@@ -14,7 +14,7 @@ from napari_unet.core.inference.config import PredictConfig
 from napari_unet.core.settings import declared
 from napari_unet.core.training.config import TrainConfig
 
-from .conftest import assert_one_line_error, cli, leftovers
+from .conftest import assert_one_line_error, cli, leftovers, snapshot
 
 PREDICT = ["predict", "--model", "{w}/tiny.pt", "--image", "{w}/img.tif", "--out", "{w}/l.tif",
            "--device", "cpu"]
@@ -241,3 +241,74 @@ def test_batch_segment_names_the_bad_parameter(work, tiny, kwargs, name):
     with pytest.raises(TypeError, match=rf"^{name}\b"):
         batch_segment(model, given.pop("inputs"), given.pop("output_dir"), meta=meta, **given)
     assert not (work / "o").exists()
+
+
+# -- 5. batch into its own input folder with a suffix, run again: resumes ---------------------
+def _folder_of_two(work):
+    folder = work / "f"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif"):
+        (folder / name).write_bytes((work / "img.tif").read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("extra", [(), ("--probabilities",)])
+def test_batch_into_its_input_folder_twice_skips_its_own_outputs(work, capsys, extra):
+    folder = _folder_of_two(work)
+    command = ["batch", "--model", work / "tiny.pt", "--image", folder, "--out", folder,
+               "--suffix", "_seg", "--device", "cpu", *extra]
+    status, out, err = cli(capsys, *command)
+    assert status == 0, err
+    assert "done 2" in out
+    made = snapshot(folder)
+    assert set(made) == {"a.tif", "b.tif", "a_seg.tif", "b_seg.tif"} | (
+        {"a_seg_probabilities.tif", "b_seg_probabilities.tif"} if extra else set())
+    status, out, err = cli(capsys, *command)
+    assert status == 0, err
+    assert "done 0, skipped 2 (already there), failed 0" in out
+    assert "this batch's own outputs" in err and "a_seg.tif" in err
+    assert snapshot(folder) == made  # nothing new (no a_seg_seg.tif), nothing replaced
+
+
+def test_batch_overwrite_never_reaches_an_earlier_output_that_is_an_input(work, capsys):
+    folder = _folder_of_two(work)
+    command = ["batch", "--model", work / "tiny.pt", "--image", folder, "--out", folder,
+               "--suffix", "_seg", "--device", "cpu"]
+    assert cli(capsys, *command)[0] == 0
+    made = snapshot(folder)
+    status, _, err = cli(capsys, *command, "--overwrite")
+    assert_one_line_error(status, err, "a_seg.tif", "an input too")
+    assert snapshot(folder) == made
+
+
+# -- 6. messages about an option's value name the option ---------------------------------------
+@pytest.mark.parametrize(("template", "extra", "needle"), [
+    (PREDICT, ("--channel-axis", "5"), "--channel-axis 5"),
+    (PREDICT, ("--channel-axis", "-10"), "--channel-axis"),
+    (BATCH, ("--channel-axis", "-10"), "--channel-axis"),
+    (TRAIN, ("--channel-axis", "-10"), "--channel-axis"),
+    (TRAIN, ("--seed", "-1"), "--seed"),
+    (PREDICT, ("--device", "gpu"), "--device"),
+], ids=["predict-5", "predict--10", "batch--10", "train--10", "seed", "device"])
+def test_a_refused_value_names_its_option(work, capsys, template, extra, needle):
+    before = leftovers(work)
+    status, _, err = run(capsys, work, template, *extra)
+    assert_one_line_error(status, err, needle)
+    assert "channel_axis" not in err
+    assert leftovers(work) == before
+
+
+def test_an_api_message_in_option_words_only_on_the_command_line():
+    from napari_unet._cli_settings import in_option_words
+
+    options = {"channel_axis": "--channel-axis", "object_diameter": "--diameter"}
+    assert in_option_words("channel_axis 5 is out of range for an image of shape (64, 64)",
+                           options) == ("--channel-axis 5 is out of range for an image of "
+                                        "shape (64, 64)")
+    assert in_option_words("channel_axisy is not a word", options) == "channel_axisy is not a word"
+    with pytest.raises(ValueError, match=r"^channel_axis"):
+        from napari_unet.core.inference.prediction import predict_image
+        from napari_unet.core.model.unet import UNet
+
+        predict_image(UNet(1, 2, base_channels=4, depth=2, padding="same"),
+                      np.zeros((32, 32), np.float32), channel_axis=5, device="cpu")

@@ -31,6 +31,8 @@ from ..model.meta import ModelMeta
 from ..model.unet import UNet
 from .batch_files import (
     find_inputs,
+    leave_out_own_outputs,
+    left_out_note,
     output_name,
     output_paths,
     prepare_output_dir,
@@ -286,7 +288,8 @@ def batch_segment(
     if isinstance(model, (str, os.PathLike)):
         model_source = model_source or model_source_of(model)
     # outputs checked before a model is loaded (a package folder is an input) or a folder made
-    files = find_inputs(inputs)
+    files, left_out = leave_out_own_outputs(find_inputs(inputs), Path(output_dir), config.suffix,
+                                            config.overwrite, config.probabilities)
     outputs = output_paths(files, Path(output_dir), config.suffix, config.probabilities,
                            protected=[p for p in (model_source,) if p is not None])
     if isinstance(model, (str, os.PathLike)):
@@ -304,11 +307,11 @@ def batch_segment(
         check_tile_size(model, config.predict.tile_size,
                         tile_margin(model, config.predict.tiling, config.predict.overlap))
     out_dir = prepare_output_dir(output_dir)
-    return _batch(model, meta, files, outputs, out_dir, config, client)
+    return _batch(model, meta, files, outputs, out_dir, config, client, left_out)
 
 
 def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path], out_dir: Path,
-           config: BatchConfig, client: Any) -> Iterator[Any]:
+           config: BatchConfig, client: Any, left_out: list[Path]) -> Iterator[Any]:
     from ..io.outputs import clean_stale_temps
 
     clean_stale_temps(out_dir)  # left by a killed run
@@ -326,6 +329,8 @@ def _batch(model: UNet, meta: ModelMeta, files: list[Path], outputs: list[Path],
         else:
             todo.append((src, dst))
     total = len(files)
+    if left_out:
+        yield Message(left_out_note(left_out))
     if cost := cost_note(config.predict, views=False):
         yield Message(cost)
     for src in skipped:

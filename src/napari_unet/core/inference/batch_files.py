@@ -75,8 +75,14 @@ def output_paths(files: Sequence[Path], output_dir: Path, suffix: str,
     if probabilities:
         written += [(src, probabilities_path(dst)) for src, dst in zip(files, outputs,
                                                                        strict=True)]
-    for _, dst in written:
+    for src, dst in written:
         replaced = by_path.get(dst.resolve()) or by_inode.get(_inode(dst))
+        if replaced is not None and replaced.resolve() != src.resolve():
+            raise ValueError(
+                f"the output {str(dst)!r} of {str(src)!r} would replace {str(replaced)!r}, "
+                "which is an input too (an earlier run's output in the input folder, or an "
+                "image of that name): inputs are never replaced; move the earlier outputs away "
+                "or write to another folder")
         if replaced is not None:
             raise ValueError(
                 f"the output {str(dst)!r} would replace the input {str(replaced)!r}: the "
@@ -93,6 +99,36 @@ def output_paths(files: Sequence[Path], output_dir: Path, suffix: str,
                              f"{str(dst)!r}")
         seen[dst] = src
     return outputs
+
+
+def leave_out_own_outputs(files: Sequence[Path], output_dir: Path, suffix: str,
+                          overwrite: bool, probabilities: bool) -> tuple[list[Path], list[Path]]:
+    """The inputs to segment, and those left out: files that are another input's output in
+    this batch (its labels, or a probabilities file), left by an earlier run into the folder
+    the inputs come from, which this run does not write (so a second run with ``suffix`` into
+    the input folder resumes instead of refusing). A file this run would replace stays an
+    input, and :func:`output_paths` refuses it: ``overwrite`` never reaches an input."""
+    made: dict[Path, tuple[Path, bool]] = {}  # output -> (its input, written by this run)
+    for src in files:
+        labels = output_dir / output_name(src, suffix)
+        made[labels.resolve()] = (src.resolve(), overwrite)
+        made[probabilities_path(labels).resolve()] = (src.resolve(), overwrite and probabilities)
+    keep, left_out = [], []
+    for path in files:
+        origin = made.get(path.resolve())
+        if origin is not None and origin[0] != path.resolve() and not origin[1]:
+            left_out.append(path)
+        else:
+            keep.append(path)
+    return keep, left_out
+
+
+def left_out_note(left_out: Sequence[Path]) -> str:
+    """What :func:`leave_out_own_outputs` left out, in words."""
+    names = ", ".join(p.name for p in left_out[:5])
+    more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+    return (f"left out {len(left_out)} file(s) that are this batch's own outputs from an "
+            f"earlier run: {names}{more}")
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
@@ -136,5 +172,6 @@ def write_probabilities(path: Path, probs: Any, label_axes: str,
         imagej_writer(data, axes, sizes)(tmp)
 
 
-__all__ = ["IMAGE_SUFFIXES", "find_inputs", "output_name", "output_paths", "prepare_output_dir",
-           "probabilities_path", "write_probabilities"]
+__all__ = ["IMAGE_SUFFIXES", "find_inputs", "leave_out_own_outputs", "left_out_note",
+           "output_name", "output_paths", "prepare_output_dir", "probabilities_path",
+           "write_probabilities"]
