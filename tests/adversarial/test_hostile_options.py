@@ -312,3 +312,21 @@ def test_an_api_message_in_option_words_only_on_the_command_line():
 
         predict_image(UNet(1, 2, base_channels=4, depth=2, padding="same"),
                       np.zeros((32, 32), np.float32), channel_axis=5, device="cpu")
+
+
+def test_an_output_that_appears_during_batch_is_kept_and_said_so(work, capsys, monkeypatch):
+    import napari_unet.core.io.images as images
+
+    out = work / "o" / "img.tif"
+    real = images.write_labels
+
+    def other_run_wins(*args, **kwargs):  # another run writes the same output just before
+        out.write_bytes(b"the other run's labels")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images, "write_labels", other_run_wins)
+    status, stdout, err = run(capsys, work, BATCH)
+    assert status == 1  # one file failed
+    assert "appeared while this file was being segmented" in stdout + err
+    assert "overwrite=True" not in stdout + err
+    assert out.read_bytes() == b"the other run's labels"

@@ -221,6 +221,11 @@ def _predict_events(model: UNet, meta: Any, path: Path, array: Any,
 
 
 def _describe(err: BaseException) -> str:
+    from ..io.outputs import OutputExists
+
+    if isinstance(err, OutputExists):  # written meanwhile by another run: a batch never replaces
+        return (f"{str(err.path)!r} appeared while this file was being segmented (another run?) "
+                "and was kept")
     text = str(err).strip().splitlines()
     if isinstance(err, (ValueError, MemoryError)) and text:
         return text[0]
