@@ -345,3 +345,18 @@ def test_time_left_comes_from_the_pace_once_there_is_one():
     assert time_left(Progress(50, 100), 20.0) == "about 20 s left"
     assert time_left(Progress(1, 4, eta_s=7300.0), 0.0) == "about 2 h 2 min left"  # the job's
     assert time_left(Progress(100, 100), 50.0) is None
+    # the pace since a phase began (a stack's side views after its slices): 20 steps in 10 s
+    assert time_left(Progress(70, 100), 10.0, first_step=50) == "about 15 s left"
+
+
+def test_pace_starts_again_when_the_bar_does():
+    from napari_unet._widgets._jobs import Pace
+    from napari_unet.core.events import Progress
+
+    pace = Pace(0.0)
+    assert pace.time_left(Progress(50, 100), 100.0) == "about 2 min left"  # 2 s a step
+    # the side views: a new total; their first event starts the clock, then their own pace
+    assert pace.time_left(Progress(1, 20), 100.0) is None
+    assert pace.time_left(Progress(11, 20), 110.0) == "about 10 s left"  # 1 s a step
+    # a bar that goes back (the same total, a new part) starts again too
+    assert pace.time_left(Progress(2, 20), 120.0) is None

@@ -88,6 +88,25 @@ def test_predict_current_slice_of_stack(make_napari_viewer, qtbot, tiny_model):
 
 
 @pytest.mark.gui
+def test_status_shows_where_the_run_is_and_keeps_what_makes_it_slower(
+        make_napari_viewer, qtbot, tiny_model, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(1).random((3, 32, 32)).astype(np.float32),
+                     name="stack")
+    widget = _dock(viewer, tiny_model)
+    widget.form.set_value("tta", True)
+    said = []
+    monkeypatch.setattr(widget.block, "say", said.append)
+    widget.run()
+    _wait(qtbot, widget)
+    running = [text for text in said if text.startswith("predicting 'stack' with tiny.pt: ")]
+    assert [t.split(": ")[1].split("\n")[0] for t in running][-1] == "slice 3/3"
+    # the cost of TTA stays under the progress line; the model's name is said once, up front
+    assert all("test-time augmentation" in t.split("\n", 1)[1] for t in running)
+    assert not any(text.startswith("model: ") for text in said)
+
+
+@pytest.mark.gui
 def test_stop_ends_worker_and_writes_nothing(make_napari_viewer, qtbot, tiny_model):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(2).random((30, 64, 64)).astype(np.float32),

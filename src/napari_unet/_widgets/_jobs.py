@@ -175,7 +175,7 @@ class JobRunner:
         self.show_activity = activity
         self.deferred_bar = deferred_bar
         self._pending: Progress | None = None
-        self._started = time.monotonic()  # when the running job began (for the time left)
+        self._pace = Pace(time.monotonic())
         self.worker: Any = None
         self.activity: progress | None = None
         self._status = "done"
@@ -210,7 +210,7 @@ class JobRunner:
         if self.progress_bar is not None:  # empty until the first Progress; never "busy"
             set_bar(self.progress_bar, 0, 1)
             self.progress_bar.setFormat("%p%")
-        self._started = time.monotonic()
+        self._pace = Pace(time.monotonic())
         set_enabled(self.controls, False)
         if self.stop_button is not None:
             set_enabled([self.stop_button], True)
@@ -255,7 +255,7 @@ class JobRunner:
             step = min(int(event.step), total)
             set_bar(self.progress_bar, step, total)
             if not is_deleted(self.progress_bar):
-                left = time_left(event, time.monotonic() - self._started)
+                left = self._pace.time_left(event, time.monotonic())
                 self.progress_bar.setFormat("%p%" if left is None else f"%p%, {left}")
 
     def _on_yielded(self, event: Any) -> None:
@@ -383,14 +383,32 @@ def is_deleted(widget: Any) -> bool:
     return False
 
 
-def time_left(event: Progress, elapsed: float) -> str | None:
-    """"about 3 min left" from the job's own estimate, or from the pace so far (a few percent
-    done and a few seconds gone first, so that the first tile's start-up cost does not count as
-    the pace); None until then."""
+class Pace:
+    """The time left of a job from its pace since its current phase began: a job whose bar
+    starts again (a stack's side views after its slices, with their own total) is timed
+    afresh, not by the pace of the phase before."""
+
+    def __init__(self, started: float):
+        self.started, self.first_step, self.last = started, 0, None
+
+    def time_left(self, event: Progress, now: float) -> str | None:
+        last = self.last
+        if last is not None and (event.total != last.total or event.step < last.step):
+            self.started, self.first_step = now, event.step
+        self.last = event
+        return time_left(event, now - self.started, self.first_step)
+
+
+def time_left(event: Progress, elapsed: float, first_step: int = 0) -> str | None:
+    """"about 3 min left" from the job's own estimate, or from the pace since ``elapsed``
+    seconds ago, when the job was at ``first_step`` (a few percent done and a few seconds gone
+    first, so that the first tile's start-up cost does not count as the pace); None until
+    then."""
     seconds = event.eta_s
-    if seconds is None and event.total > 0 and event.step > 0 and elapsed >= 2.0 \
-            and event.step / event.total >= 0.02:
-        seconds = elapsed * (event.total - event.step) / event.step
+    done, left = event.step - first_step, event.total - event.step
+    if seconds is None and event.total > 0 and done > 0 and elapsed >= 2.0 \
+            and done / max(event.total - first_step, 1) >= 0.02:
+        seconds = elapsed * left / done
     if seconds is None or event.step >= event.total:
         return None
     if seconds < 60:
@@ -414,6 +432,6 @@ def set_bar(bar: Any, value: int, total: int) -> None:
         bar.setUpdatesEnabled(True)
 
 
-__all__ = ["DockProcess", "JobRunner", "PROCESS_COPY_LIMIT", "dock_process", "is_deleted",
-           "notify_error", "notify_info", "notify_warning", "set_bar", "set_enabled", "time_left",
-           "user_message"]
+__all__ = ["DockProcess", "JobRunner", "PROCESS_COPY_LIMIT", "Pace", "dock_process",
+           "is_deleted", "notify_error", "notify_info", "notify_warning", "set_bar", "set_enabled",
+           "time_left", "user_message"]

@@ -21,7 +21,7 @@ from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
 
-from ..core.events import Message
+from ..core.events import Message, Progress
 from . import AXES_KEY, PIXEL_SIZE_KEY, ROLE_KEY
 from ._form import Field, Form, RunBlock, ask_yes_no, set_row_visible, setting_fields
 from ._jobs import dock_process, notify_error, notify_info, notify_warning
@@ -283,7 +283,9 @@ class PredictWidget(QWidget):
         axes = (layer_geometry(image).axes or "").replace("C", "")
         self._out_axes = axes if len(axes) == len(request.out_shape) else None
         self._job = "predict"
-        self.block.say(f"predicting {image.name!r} with {spec.describe()}...")
+        self._doing = f"predicting {image.name!r} with {spec.describe()}"
+        self._notes: list[str] = []
+        self.block.say(self._doing + "...")
         remember_file(spec)
         return self.runner.start(*dock_process().background(
             prediction_job, spec, request, config, normalization))
@@ -319,8 +321,17 @@ class PredictWidget(QWidget):
         if isinstance(event, Message):
             if event.level == "warning":
                 notify_warning(event.text)
-            else:
+            elif self._job != "predict":
                 self.block.say(event.text)
+            elif not event.text.startswith("model: "):  # (named in the status already)
+                # what the run does differently (a cost, the views, the channel) stays under
+                # the progress line while it runs
+                self._notes = [*self._notes[-1:], event.text]
+                self.block.say("\n".join([self._doing + "...", *self._notes]))
+        elif isinstance(event, Progress) and event.message and self._job == "predict":
+            # where the run is ("block 3/81", "slice 2/24", "XZ slices 170/2048"): the line
+            # that stays on screen while a long run goes on
+            self.block.say("\n".join([f"{self._doing}: {event.message}", *self._notes]))
         elif isinstance(event, PredictionResult):
             self._result = event
         elif self._job == "estimate" and hasattr(event, "usable"):  # a DiameterEstimate

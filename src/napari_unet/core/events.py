@@ -104,6 +104,27 @@ def collect_messages(gen: Generator[Message, None, Any], messages: list[Message]
             return stop.value
 
 
+#: Progress steps a part of a job (a block of a plane, a slice of a stack) counts for: its
+#: sub-job's progress is mapped into them (:func:`within`).
+PART_STEPS = 100
+
+
+def within(gen: Generator[Any, None, Any], start: int, span: int, total: int, message: str
+           ) -> Generator[Any, None, Any]:
+    """Run a sub-job that is steps ``start`` to ``start + span`` of its caller's ``total``:
+    its messages pass on as they are, its progress mapped into that span (so a long part, a
+    slice of a stack or a block of a plane, reports in the caller's bar, and a Stop waits for
+    its next event, not for the whole part). Returns the sub-job's value."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, Progress):
+            event = Progress(start + span * event.step // max(event.total, 1), total, message)
+        yield event
+
+
 def pass_messages_on(gen: Generator[Any, None, Any], forward_progress: bool, notes: list[str]
                      ) -> Generator[Any, None, Any]:
     """Pass a sub-job's messages on (and its progress, if asked); return its value."""

@@ -408,21 +408,63 @@ def test_orthogonal_views_settings_and_notes(model):
         return any(m.startswith("XZ slices") for m in labels) and any(
             m.startswith("YZ slices 32/32") for m in labels), res
 
-    # a Z stack: the XZ and YZ slices are predicted (progress through both orientations),
-    # asked for or by default; False: the XY slices only
-    for views in (True, None):
-        seen, res = side_views(PredictConfig(device="cpu", axes="ZYX", z_spacing=3.0,
-                                             orthogonal_views=views, uncertainty=True))
-        assert seen and res.volume and res.uncertainty.shape == (3, 32, 32)
+    # a Z stack: the XZ and YZ slices are predicted (progress through both orientations)
+    # when asked for; by default only on stacks of 32 slices or more (this one has 3), and
+    # the status says so; False: the XY slices only
+    seen, res = side_views(PredictConfig(device="cpu", axes="ZYX", z_spacing=3.0,
+                                         orthogonal_views=True, uncertainty=True))
+    assert seen and res.volume and res.uncertainty.shape == (3, 32, 32)
+    events, res = _events(predict(model, image, PredictConfig(device="cpu", axes="ZYX")))
+    assert res.volume and not any(isinstance(e, Progress) and e.message.startswith("XZ")
+                                  for e in events)
+    notes = [e.text for e in events if isinstance(e, Message)]
+    assert any("XY slices only" in n and "32 slices or more" in n and "has 3" in n
+               for n in notes)
+    tall = np.concatenate([image] * 11)  # 33 slices: the views by default
+    events, res = _events(predict(model, tall, PredictConfig(device="cpu", axes="ZYX")))
+    assert any(isinstance(e, Progress) and e.message.startswith("YZ slices 32/32")
+               for e in events)
     seen, xy = side_views(PredictConfig(device="cpu", axes="ZYX", orthogonal_views=False,
                                         tta=True, uncertainty=True,
                                         uncertainty_method="variance"))
     assert not seen
     # the TTA variance stays the XY slices' (the side views have none)
     seen, res = side_views(PredictConfig(device="cpu", axes="ZYX", tta=True, uncertainty=True,
-                                         uncertainty_method="variance"))
+                                         uncertainty_method="variance", orthogonal_views=True))
     assert seen
     np.testing.assert_array_equal(res.uncertainty, xy.uncertainty)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_side_slices_are_predicted_many_per_net_pass(padding, monkeypatch):
+    """The thin XZ/YZ slices share the net's passes (as many as the XY pass's pixels per pass):
+    one pass per slice cost a 4-slice stack 9 times its XY pass. The result is the same as
+    slice by slice."""
+    from napari_unet.core.inference.predictor import PlanePredictor
+
+    torch.manual_seed(0)
+    net = UNet(1, 2, base_channels=4, depth=2, padding=padding).eval()
+    stack = np.stack([_image((64, 72), seed=s) for s in range(4)])
+    batches = []
+    forward = PlanePredictor.forward_passes
+
+    def spy(self, batch, keep=None):
+        batches.append(batch.shape)
+        return (yield from forward(self, batch, keep))
+
+    monkeypatch.setattr(PlanePredictor, "forward_passes", spy)
+    settings = dict(device="cpu", axes="ZYX", orthogonal_views=True, keep_probabilities=True)
+    batched = predict_image(net, stack, **settings)
+    side = [shape for shape in batches if shape[-2] < 64]  # the XZ/YZ slices' passes
+    # every slice once, at least two per pass (the XY pass's pixels here: one small plane)
+    assert sum(shape[0] for shape in side) == 64 + 72 and len(side) <= (64 + 72) // 2 + 2
+    # one slice per pass: the same probabilities
+    monkeypatch.setattr("napari_unet.core.inference.job.side_predictor",
+                        lambda xy, hw, plan: PlanePredictor(xy.net, xy.model, xy.device,
+                                                            plan.tile, 1, xy.blend, xy.margin))
+    one = predict_image(net, stack, **settings)
+    np.testing.assert_allclose(batched.probabilities, one.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(batched.instances, one.instances)
 
 
 def test_freed_memory_is_kept_for_each_planes_passes_and_returned_before_labelling(
@@ -498,7 +540,7 @@ def test_a_rescaled_volume_is_labelled_at_the_models_scale(shipped, monkeypatch)
     settings = dict(axes="ZYX", z_spacing=2.0, object_diameter=meta.object_diameter / 4)
     calls = _spy_on_labelling(monkeypatch)
     predict_image(model, image, meta, orthogonal_views=False, **settings)
-    result = predict_image(model, image, meta, **settings)  # the views: the default in 3D
+    result = predict_image(model, image, meta, orthogonal_views=True, **settings)
     xy_only, with_views = calls
     for seen in (xy_only, with_views):
         assert seen["fg"].shape == (8, 96, 80)  # 2x in XY, every slice

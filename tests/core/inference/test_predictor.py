@@ -243,6 +243,35 @@ def test_tta_wrapper_averages_the_eight_views_by_hand():
     torch.testing.assert_close(with_var[:, 2], var, atol=1e-6, rtol=0)
 
 
+def test_tta_yields_between_its_views_so_a_job_can_stop_mid_tile():
+    """With TTA one batch is 8 net passes; the plane's run reports after each, so Stop waits
+    for one pass, not eight (a big CPU tile takes seconds per pass)."""
+    model = _net("same")
+    plane = _image((1, 70, 90), seed=4)
+    calls = []
+
+    def spy(x, keep=None):
+        calls.append(torch.is_inference_mode_enabled())
+        return _pointwise(x, keep)
+
+    predictor = PlanePredictor(with_tta(spy), model, CPU, (32, 48), margin=6)
+    run = predictor.run(plane)
+    first = next(run)
+    assert (first.step, len(calls)) == (1, 1)  # one view done, seven to go in this tile
+    steps = [first.step] + [event.step for event in iter(lambda: next(run, None), None)]
+    tiles = len(calls) // 8
+    assert steps == list(range(1, 8 * tiles + 1)) and first.total == 8 * tiles
+    assert all(calls)  # every pass in inference mode ...
+    run2 = predictor.run(plane)
+    next(run2)
+    assert not torch.is_inference_mode_enabled()  # ... and none left on while a job waits
+    run2.close()  # stopping between two views
+    probs, _ = drain(PlanePredictor(with_tta(_pointwise), model, CPU, (32, 48),
+                                    margin=6).run(plane))
+    plain, _ = drain(PlanePredictor(_pointwise, model, CPU, (32, 48), margin=6).run(plane))
+    np.testing.assert_allclose(probs, plain, atol=1e-6)
+
+
 def test_precision_wrappers_compose_with_tta():
     model = _net("same", depth=2, base=8)
     x = torch.from_numpy(_image((2, 1, 32, 32), seed=6))

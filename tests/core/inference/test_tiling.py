@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.events import Message, Progress
+from napari_unet.core.events import PART_STEPS, Message, Progress
 from napari_unet.core.inference.config import PredictConfig, PredictionResult
 from napari_unet.core.inference.distributed import predict_tiles_dask
 from napari_unet.core.inference.prediction import predict, predict_image
@@ -47,7 +47,13 @@ def test_stack_is_predicted_slice_by_slice_with_progress_per_slice():
     stack = np.stack([_image((40, 52), seed=s) for s in range(3)])
     events = list(predict(model, stack, PredictConfig(tile_size=60, device="cpu"), RAW))
     progress = [e for e in events if isinstance(e, Progress)]
-    assert [(p.step, p.total) for p in progress] == [(1, 3), (2, 3), (3, 3)]
+    # each slice's tiles report inside its share of the bar (a Stop waits for one tile, not
+    # a slice); the slice's end is its last step
+    assert all(p.total == 3 * PART_STEPS for p in progress)
+    assert [p.step for p in progress] == sorted(p.step for p in progress)
+    ends = [p.step for p in progress if p.step % PART_STEPS == 0 and p.step]
+    assert ends[-3:] == [PART_STEPS, 2 * PART_STEPS, 3 * PART_STEPS]
+    assert {p.message for p in progress} == {"slice 1/3", "slice 2/3", "slice 3/3"}
     result = events[-1]
     assert isinstance(result, PredictionResult)
     assert result.probabilities.shape == (2, 3, 40, 52)

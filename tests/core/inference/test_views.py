@@ -9,10 +9,12 @@ from napari_unet.core.events import Progress
 from napari_unet.core.inference.views import fold_orthogonal_views
 
 
-def _as_probabilities(plane: np.ndarray) -> np.ndarray:
-    """A stand-in net: the foreground probability is the (single-channel) plane itself."""
-    fg = plane[0]
-    return np.stack([1.0 - fg, fg])
+def _as_probabilities(planes: np.ndarray):
+    """A stand-in net (a sub-job): the foreground probability is the (single-channel) slice
+    itself."""
+    fg = planes[:, 0]
+    yield Progress(1, 2, "half the band")
+    return np.stack([1.0 - fg, fg], axis=1)
 
 
 def _volume(shape=(6, 8, 10), seed=0):
@@ -29,7 +31,10 @@ def test_every_voxel_keeps_the_minimum_of_the_three_views(band_bytes):
     np.testing.assert_array_equal(xy, np.minimum(image, 0.6))
     assert all(isinstance(e, Progress) for e in events)
     assert (events[-1].step, events[-1].total) == (8 + 10, 8 + 10)
-    assert len(events) == (18 if band_bytes == 1 else 2)
+    # the net's progress within each band, mapped into the band's share, then the band's end
+    assert len(events) == (2 * 18 if band_bytes == 1 else 2 * 2)
+    if band_bytes > 1:
+        assert [e.step for e in events] == [4, 8, 8 + 5, 18]
 
 
 def test_each_orientation_is_read_along_its_own_axis():
@@ -37,15 +42,17 @@ def test_each_orientation_is_read_along_its_own_axis():
     image = _volume((4, 6, 7))
     seen = []
 
-    def predict(plane):
-        seen.append(plane.shape)
-        fg = np.ones(plane.shape[1:], np.float32)
-        fg[:, 2] = 0.0  # column 2 of the slice: x = 2 in XZ slices, y = 2 in YZ slices
-        return np.stack([1 - fg, fg])
+    def predict(planes):
+        seen.append(planes.shape)
+        fg = np.ones((len(planes), *planes.shape[2:]), np.float32)
+        fg[:, :, 2] = 0.0  # column 2 of each slice: x = 2 in XZ slices, y = 2 in YZ slices
+        return np.stack([1 - fg, fg], axis=1)
+        yield  # a sub-job
 
     fg = np.ones(image.shape, np.float32)
     list(fold_orthogonal_views(image[:, None], fg, None, predict, 1.0))
-    assert seen == [(1, 4, 7)] * 6 + [(1, 4, 6)] * 7
+    # one call per band (here: all XZ slices, then all YZ slices), not one per slice
+    assert seen == [(6, 1, 4, 7), (7, 1, 4, 6)]
     expected = np.ones(image.shape, np.float32)
     expected[:, :, 2] = 0.0
     expected[:, 2, :] = 0.0
@@ -58,9 +65,9 @@ def test_slices_are_stretched_along_z_and_sampled_back():
     image = np.broadcast_to(z[:, None, None], (4, 5, 6)).copy()
     shapes = []
 
-    def predict(plane):
-        shapes.append(plane.shape)
-        return _as_probabilities(plane)
+    def predict(planes):
+        shapes.append(planes.shape[1:])
+        return (yield from _as_probabilities(planes))
 
     fg = np.ones(image.shape, np.float32)
     list(fold_orthogonal_views(image[:, None], fg, None, predict, 2.5))

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..events import Message, Progress
+from ..events import PART_STEPS, Message, Progress, within
 from ..normalize import IntensityRange, normalize_region
 from .postprocess import DEFAULT_MIN_SIZE, base_instances, seed_distance, split_touching
 
@@ -179,21 +179,27 @@ def tile_windows(ys: list[tuple[int, int, int, int]],
 def predict_blocks(
     plane: Any,
     rng: IntensityRange | None,
-    predict: Callable[[np.ndarray, Window], Any],
+    predict: Callable[[np.ndarray, Window], Generator[Any, None, Any]],
     sink: Callable[[Window, Any], None],
     windows: list[Window],
-) -> Iterator[Progress]:
+) -> Iterator[Any]:
     """Run ``predict`` over a ``(C, H, W)`` plane window by window (:func:`block_windows` or
     :func:`tile_windows`).
 
-    ``predict(region, window)`` gets the window's normalised pixels and the window (so it may
-    keep only the core, ``window.inner`` in the region, or write it straight where it goes);
-    ``sink(window, result)`` receives what it returned.
+    ``predict(region, window)`` is a sub-job (a generator of events) that gets the window's
+    normalised pixels and the window (so it may keep only the core, ``window.inner`` in the
+    region, or write it straight where it goes); its events pass on, its progress mapped into
+    the window's share of the plane (:func:`~napari_unet.core.events.within`); ``sink(window,
+    result)`` receives what it returned.
     """
+    n = len(windows)
     for i, win in enumerate(windows, start=1):
         region = normalize_region(plane[(slice(None), *win.window)], rng)
-        sink(win, predict(region, win))
-        yield Progress(i, len(windows), f"block {i}/{len(windows)}")
+        message = f"block {i}/{n}"
+        result = yield from within(predict(region, win), (i - 1) * PART_STEPS, PART_STEPS,
+                                   n * PART_STEPS, message)
+        sink(win, result)
+        yield Progress(i * PART_STEPS, n * PART_STEPS, message)
 
 
 # -- passes 2 and 3: objects -------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..constants import DEFAULT_NORMALIZATION, mode_for_classes
-from ..events import Message, Progress, collect_messages, pass_messages_on
+from ..events import PART_STEPS, Message, Progress, pass_messages_on, within
 from ..model.meta import ModelMeta
 from ..model.unet import UNet
 from ..normalize import IntensityRange, intensity_range, normalize_region
@@ -31,11 +31,11 @@ from .blockwise import (
 from .config import PredictConfig, PredictionResult, cost_note
 from .diameter import PredictAt, choose_scale, estimate_diameter
 from .labelling import entropy, instance_labels, min_size_for, semantic_labels
-from .predictor import OutOfMemory, drain, plane_predictor
+from .predictor import OutOfMemory, PlanePredictor, plane_predictor
 from .scaling import labels_at_image_scale, resize_plane, scale_factor
 from .stack import allocate_output, as_stack, check_finite_in_memory, image_layout
 from .tiles import check_tile_size, padded_axis_tiles, plan_tiles, tile_margin
-from .views import fold_orthogonal_views
+from .views import VIEWS_MIN_SLICES, fold_orthogonal_views, side_predictor
 from .volume import VOLUME_BLOCK_SLICES, link_slices, stack_is_volume
 
 
@@ -82,6 +82,12 @@ class PredictionJob:
             self.views_note = ("orthogonal views ignored: they need 3D objects of an "
                                "instance model" + ("" if self.is_volume else
                                                    " and this image is not taken as a Z stack"))
+        elif self.views and config.orthogonal_views is None and self.n_z < VIEWS_MIN_SLICES:
+            # a thin stack has little to show from the side, for the same cost per voxel
+            self.views = False
+            self.views_note = (f"XY slices only: side views are used on stacks of "
+                               f"{VIEWS_MIN_SLICES} slices or more, and this one has "
+                               f"{self.n_z} (set side views to always to use them)")
 
     # -- setup that may need the model (auto diameter) -------------------------------------
     def _setup(self) -> Iterator[Message]:
@@ -108,8 +114,8 @@ class PredictionJob:
             yield self._note(self.scale_note, "warning")
         if self.layout_note:
             yield self._note(self.layout_note)
-        if self.views_note:
-            yield self._note(self.views_note, "warning")
+        if self.views_note:  # a warning where the views were asked for
+            yield self._note(self.views_note, "warning" if config.orthogonal_views else "info")
         if cost := cost_note(config, self.views):  # batch says it once, not for every file
             self.notes.append(cost)
             yield Message(cost, data={"cost": True})
@@ -235,14 +241,15 @@ class PredictionJob:
                 rng = volume_range if self.is_volume else intensity_range(
                     self.view[z:z + 1], self.spec)
                 with reuse_freed_memory():
-                    if self.blockwise:
-                        yield from self._plane_blockwise(z, rng)
-                    else:
-                        yield from self._plane_whole(z, rng)
+                    plane = (self._plane_blockwise(z, rng) if self.blockwise
+                             else self._plane_whole(z, rng))
+                    yield from self._slice_part(plane, z, 0.0, 0.9)
                 if self.instances is not None and not self.label_3d:
-                    offset = yield from self._plane_instances(z, offset)
+                    offset = yield from self._slice_part(self._plane_instances(z, offset), z,
+                                                         0.9, 1.0)
                 if self.stacked:
-                    yield Progress(z + 1, self.n_z, f"slice {z + 1}/{self.n_z}")
+                    yield Progress((z + 1) * PART_STEPS, self.n_z * PART_STEPS,
+                                   f"slice {z + 1}/{self.n_z}")
             if self.views:
                 with reuse_freed_memory():
                     yield from self._orthogonal_views(volume_range)
@@ -252,34 +259,38 @@ class PredictionJob:
                                self.uncertainty, tuple(self.predictor.tile), str(self.device),
                                tuple(self.notes), self.is_volume)
 
+    def _slice_part(self, gen: Generator[Any, None, Any], z: int, start: float, stop: float
+                    ) -> Generator[Any, None, Any]:
+        """A plane's sub-job: a stack's slice ``z`` reports its progress as that share
+        (``start`` to ``stop``) of the slice's steps; a single plane's passes on as it is."""
+        if not self.stacked:
+            return (yield from gen)
+        return (yield from within(gen, z * PART_STEPS + round(start * PART_STEPS),
+                                  round((stop - start) * PART_STEPS), self.n_z * PART_STEPS,
+                                  f"slice {z + 1}/{self.n_z}"))
+
     def _at(self, z: int, where: tuple[slice, ...] = ()) -> tuple:
         return ((z,) if self.stacked else ()) + where
 
-    def _predict(self, plane: np.ndarray, progress: bool, into: np.ndarray | None = None,
-                 keep: tuple[slice, slice] | None = None
-                 ) -> Generator[Progress | Message, None, tuple[np.ndarray, Any]]:
-        """One normalised plane or window, with out-of-memory retries on smaller tiles: the
-        probabilities (and variance) of its part ``keep`` (all of it when None), stitched into
-        ``into`` where that fits (see :meth:`PlanePredictor.run`)."""
-        probs, var = yield from self._predict_at_model_scale(plane, progress, into, keep)
-        return self._at_image_scale(probs, var, plane.shape[-2:], keep)
-
-    def _predict_at_model_scale(self, plane: np.ndarray, progress: bool,
-                                into: np.ndarray | None = None,
-                                keep: tuple[slice, slice] | None = None
+    def _predict_at_model_scale(self, plane: np.ndarray, into: np.ndarray | None = None,
+                                keep: tuple[slice, slice] | None = None,
+                                predictor: PlanePredictor | None = None
                                 ) -> Generator[Progress | Message, None, tuple[np.ndarray, Any]]:
-        """As :meth:`_predict`, but a rescaled plane's probabilities stay at the model's scale
-        (whole: ``keep`` and ``into`` apply at the image's scale only)."""
+        """One normalised plane or window (or a stack of planes of one shape), with
+        out-of-memory retries on smaller tiles: the probabilities (and variance) at the model's
+        scale, of the part ``keep`` (all of it when None) and stitched into ``into`` where that
+        fits (see :meth:`PlanePredictor.run`; at the image's scale only: a rescaled plane's are
+        whole, cut by :meth:`_at_image_scale`)."""
         h, w = plane.shape[-2:]
         if self.scale != 1.0:
             plane = resize_plane(plane, self._model_hw((h, w)), order=1)
-        predictor = self.predictor
+        predictor = predictor or self.predictor
         while True:
             try:
                 # (no contiguous copy first: the predictor copies each tile into its batch)
                 run = (predictor.run(plane, into, keep) if self.scale == 1.0
                        else predictor.run(plane))  # rescaled: cut after scaling back
-                probs, var = (yield from run) if progress else drain(run)
+                probs, var = yield from run
                 break
             except OutOfMemory as err:
                 if self.device.type == "cuda":
@@ -308,8 +319,8 @@ class PredictionJob:
             if var is not None:
                 var = resize_plane(var, (h, w), order=1)
             if keep is not None:
-                probs = probs[(slice(None), *keep)]
-                var = None if var is None else var[keep]
+                probs = probs[(..., *keep)]
+                var = None if var is None else var[(..., *keep)]
         return probs, var
 
     def _store(self, z: int, where: tuple[slice, slice], probs: np.ndarray,
@@ -350,8 +361,7 @@ class PredictionJob:
         # the plane's probabilities stitched straight into an output array in memory
         into = (self.probabilities[(slice(None), *self._at(z))]
                 if isinstance(self.probabilities, np.ndarray) else None)
-        model_probs, var = yield from self._predict_at_model_scale(
-            plane, progress=not self.stacked, into=into)
+        model_probs, var = yield from self._predict_at_model_scale(plane, into=into)
         probs, var = self._at_image_scale(model_probs, var, plane.shape[-2:])
         self._store(z, (slice(None), slice(None)), probs, var)
         # instances are found where the net saw the objects: on a rescaled plane, at the
@@ -363,63 +373,54 @@ class PredictionJob:
             self.model_foreground[z] = model_probs[1]
 
     def _plane_blockwise(self, z: int, rng: IntensityRange | None) -> Iterator[Any]:
-        messages: list[Message] = []
-
         # the windows' cores stitched straight into an output array in memory
         plane_out = (self.probabilities[(slice(None), *self._at(z))]
                      if isinstance(self.probabilities, np.ndarray) else None)
 
-        def predict_window(region: np.ndarray, win: Window) -> tuple[np.ndarray, Any]:
+        def predict_window(region: np.ndarray, win: Window) -> Generator[Any, None, Any]:
             into = None if plane_out is None else plane_out[(slice(None), *win.core)]
-            # the messages wait until the block is done
-            job = self._predict_at_model_scale(region, False, into, win.inner)
-            probs, var = collect_messages(job, messages)
+            probs, var = yield from self._predict_at_model_scale(region, into, win.inner)
             self._keep_at_model_scale(z, win, probs)
             return self._at_image_scale(probs, var, region.shape[-2:], win.inner)
 
         def sink(win: Window, result: tuple[np.ndarray, Any]) -> None:
             self._store(z, win.core, *result)
 
-        for event in predict_blocks(self.view[z], rng, predict_window, sink, self._windows()):
-            yield from messages
-            messages.clear()
-            if not self.stacked:
-                yield event
+        yield from predict_blocks(self.view[z], rng, predict_window, sink, self._windows())
         self._last_fg = self._last_image_fg = None
 
     def _orthogonal_views(self, rng: IntensityRange | None) -> Iterator[Any]:
         """Fold the XZ/YZ slices' foreground into the XY pass's (:mod:`.views`), then write the
         combined probabilities back into every output."""
-        messages: list[Message] = []
+        zs, config = float(self.config.z_spacing or 1.0), self.config
+        hw = self._model_hw((max(1, round(self.n_z * zs)), max(self.h, self.w)))
+        side = side_predictor(self.predictor, hw, plan_tiles(
+            self.model, hw, self.device, tiling=config.tiling, overlap=config.overlap,
+            memory_budget=config.memory_budget))
 
-        def predict(plane: np.ndarray) -> np.ndarray:
-            return collect_messages(self._predict(plane, progress=False), messages)[0]
+        def predict(planes: np.ndarray) -> Generator[Any, None, np.ndarray]:
+            probs, _ = yield from self._predict_at_model_scale(planes, predictor=side)
+            return self._at_image_scale(probs, None, planes.shape[-2:])[0]
 
-        zs = float(self.config.z_spacing or 1.0)
         # a rescaled volume: the side views' own minimum, folded into the XY pass at the
         # image's scale and, resampled, at the model's (where its instances are found)
         sides = self.foreground
         if self.model_foreground is not None:
             sides = allocate_output("side views", self.spatial, np.float32)
             sides[...] = 1.0
-        for event in fold_orthogonal_views(self.view, sides, rng, predict, zs):
-            yield from messages
-            messages.clear()
-            yield event
-        if sides is not self.foreground:
-            hw = self.model_foreground.shape[-2:]
-            for z in range(self.n_z):
-                side = np.asarray(sides[z])
-                self.foreground[z] = np.minimum(np.asarray(self.foreground[z]), side)
-                self.model_foreground[z] = np.minimum(np.asarray(self.model_foreground[z]),
-                                                      resize_plane(side, hw, order=1))
-        whole = (slice(None), slice(None))
+        yield from fold_orthogonal_views(self.view, sides, rng, predict, zs)
+        for z in range(self.n_z) if sides is not self.foreground else ():
+            seen, model_fg = np.asarray(sides[z]), self.model_foreground
+            self.foreground[z] = np.minimum(np.asarray(self.foreground[z]), seen)
+            model_fg[z] = np.minimum(np.asarray(model_fg[z]),
+                                     resize_plane(seen, model_fg.shape[-2:], order=1))
         # the TTA variance is the XY slices' (there is none of the side views); an entropy is
         # that of the combined probabilities
         entropy = self.config.uncertainty_method == "entropy"
         for z in range(self.n_z):
             fg = np.asarray(self.foreground[z], np.float32)
-            self._store(z, whole, np.stack([1.0 - fg, fg]), None, uncertainty=entropy)
+            self._store(z, (slice(None),) * 2, np.stack([1.0 - fg, fg]), None,
+                        uncertainty=entropy)
 
     def _plane_instances(self, z: int, offset: int) -> Generator[Any, None, int]:
         config = self.config

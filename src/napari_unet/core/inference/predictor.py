@@ -132,28 +132,40 @@ def d4_inverse(y: torch.Tensor, k: int) -> torch.Tensor:
     return y
 
 
-def with_tta(predictor: Predictor, variance: bool = False) -> Predictor:
+class with_tta:  # noqa: N801 - used as the wrapper function it replaced
     """Average ``predictor`` over the 8 flips/rotations of its input.
 
     With ``variance`` one channel is appended: the variance of the probabilities over the views,
     averaged over classes, times 4 (so the largest possible variance, 0.25, maps to 1).
     The views run whole (a rotated view's wanted rows are columns); ``keep`` is cut after.
+    :meth:`passes` runs the same as a generator that yields after each view, so a job can stop
+    between two views: one view of a big CPU tile takes seconds, all eight tens of seconds
+    (Stop waited 26 s on a 17,000² plane before, docs/performance.md).
     """
 
-    def predict(x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
+    n_passes = 8
+
+    def __init__(self, predictor: Predictor, variance: bool = False):
+        self.predictor, self.variance = predictor, variance
+
+    def __call__(self, x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
+        return drain(self.passes(x, keep))
+
+    def passes(self, x: torch.Tensor, keep: Keep = None
+               ) -> Generator[None, None, torch.Tensor]:
         total = sq = None
-        for k in range(8):
-            p = d4_inverse(predictor(d4_view(x, k)), k)
+        for k in range(self.n_passes):
+            p = d4_inverse(self.predictor(d4_view(x, k)), k)
             total = p if total is None else total + p
-            if variance:
+            if self.variance:
                 sq = p * p if sq is None else sq + p * p
-        mean = total / 8
-        if variance:
-            var = 4 * (sq / 8 - mean * mean).clamp_min(0).mean(1, keepdim=True)
+            if k + 1 < self.n_passes:
+                yield
+        mean = total / self.n_passes
+        if self.variance:
+            var = 4 * (sq / self.n_passes - mean * mean).clamp_min(0).mean(1, keepdim=True)
             mean = torch.cat([mean, var], dim=1)
         return kept_part(mean, keep)
-
-    return predict
 
 
 def build_predictor(model: UNet, device: torch.device, *, tta: bool = False,
@@ -220,51 +232,89 @@ class PlanePredictor:
                 ) -> tuple[np.ndarray, np.ndarray | None]:
         """``(N, C, h, w)`` -> probabilities ``(N, K, h', w')`` and variance ``(N, h', w')``
         (or their part ``keep`` (rows, columns))."""
-        with torch.inference_mode():
-            out = self.net(torch.from_numpy(batch).to(self.device), keep).cpu().numpy()
+        return drain(self.forward_passes(batch, keep))
+
+    @property
+    def passes_per_batch(self) -> int:
+        """Net passes per batch of tiles (8 with TTA): :meth:`forward_passes` yields between
+        them."""
+        return getattr(self.net, "n_passes", 1)
+
+    def forward_passes(self, batch: np.ndarray, keep: Keep = None
+                       ) -> Generator[None, None, tuple[np.ndarray, np.ndarray | None]]:
+        """As :meth:`forward`, yielding between the net's passes (see :class:`with_tta`)."""
+        x = torch.from_numpy(batch).to(self.device)
+        passes = getattr(self.net, "passes", None)
+        run = passes(x, keep) if passes is not None else iter(())
+        while True:
+            # inference mode per pass: a context held across a yield would leak into the caller
+            with torch.inference_mode():
+                try:
+                    next(run)
+                except StopIteration as end:
+                    y = end.value if passes is not None else self.net(x, keep)
+                    out = y.cpu().numpy()
+                    break
+            yield
         k = self.model.num_classes
         return out[:, :k], (out[:, k] if out.shape[1] > k else None)
 
-    # one plane -------------------------------------------------------------------------------
+    # one plane, or a stack of planes of one shape --------------------------------------------
     def run(self, plane: np.ndarray, into: np.ndarray | None = None,
             keep: tuple[slice, slice] | None = None
             ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
         """Generator of tile progress; returns ``(probabilities (K,H,W), variance or None)``.
 
+        ``plane`` may also be a stack ``(B, C, H, W)`` of planes of one shape: then the results
+        are ``(B, K, H, W)`` and ``(B, H, W)``, and tiles of different planes share a batch
+        (the thin XZ/YZ slices of a stack: one call of the net for many, not one each).
         ``keep``: only this part of the plane is wanted (e.g. a block's core inside the window
         read around it): the result covers it alone, and tiles that keep nothing of it are not
         computed. ``into``: a float32 ``(K, h, w)`` array of the kept part's shape that the
         probabilities are stitched into (then returned), so that a caller keeping them needs no
         copy; left out when the net returns more channels (a variance).
         """
-        h, w = plane.shape[-2:]
+        stacked = plane.ndim == 4
+        planes = plane if stacked else plane[None]
+        h, w = planes.shape[-2:]
         if self.model.is_valid:
-            jobs, src = self._valid_jobs(plane)
+            jobs, src = self._valid_jobs(planes)
             gauss = False
         else:
-            jobs, src = self._padded_jobs(plane)
+            jobs, src = self._padded_jobs(planes)
             gauss = self.blend == "gaussian"
         (y0, y1, _), (x0, x1, _) = (keep[0].indices(h), keep[1].indices(w)) if keep else (
             (0, h, 1), (0, w, 1))
         jobs = [job for job in (_kept(job, (y0, y1), (x0, x1)) for job in jobs) if job]
         groups: dict[tuple[int, int], list] = {}
-        for job in jobs:
-            groups.setdefault(job[0], []).append(job)
-        total, done = len(jobs), 0
+        for b in range(len(planes)):
+            for job in jobs:
+                groups.setdefault(job[0], []).append((b, *job))
+        passes = self.passes_per_batch
+        n_tiles = len(jobs) * len(planes)
+        total, done = n_tiles * passes, 0
         stitched = weights = None
         for shape_jobs in groups.values():
             for i in range(0, len(shape_jobs), self.batch_size):
                 chunk = shape_jobs[i:i + self.batch_size]
                 if len(chunk) == 1:  # no copy when one tile is the whole (contiguous) plane
-                    _, (sy, sx), _, _ = chunk[0]
-                    batch = np.ascontiguousarray(src[None, :, sy, sx])
+                    b, _, (sy, sx), _, _ = chunk[0]
+                    batch = np.ascontiguousarray(src[b, None, :, sy, sx])
                 else:
-                    batch = np.stack([src[:, sy, sx] for _, (sy, sx), _, _ in chunk])
+                    batch = np.stack([src[b, :, sy, sx] for b, _, (sy, sx), _, _ in chunk])
                 # only the rows and columns the chunk's tiles keep (a padded net skips the
                 # others' rows in its expanding path: ~8 % of a 4096² plane's time, docs/tiling.md)
                 box = _bounding_box([own for *_, own in chunk])
                 try:
-                    out, var = self.forward(batch, box)
+                    forward = self.forward_passes(batch, box)
+                    while True:  # a Progress between the net's passes (8 with TTA)
+                        try:
+                            next(forward)
+                        except StopIteration as end:
+                            out, var = end.value
+                            break
+                        done += len(chunk)
+                        yield Progress(done, total, f"tile {done // passes + 1}/{n_tiles}")
                 except RuntimeError as err:  # torch's CPU allocator fails with a RuntimeError
                     if is_out_of_memory(err):
                         raise OutOfMemory(str(err)) from err
@@ -274,28 +324,30 @@ class PlanePredictor:
                 if var is not None:
                     out = np.concatenate([out, var[:, None]], axis=1)
                 if stitched is None:  # channels as the wrappers return them
-                    shape = (out.shape[1], y1 - y0, x1 - x0)
-                    if into is not None and into.shape == shape and into.dtype == np.float32:
-                        stitched = into
+                    shape = (len(planes), out.shape[1], y1 - y0, x1 - x0)
+                    if (not stacked and into is not None and into.shape == shape[1:]
+                            and into.dtype == np.float32):
+                        stitched = into[None]
                     else:  # discarded overlaps: the kept parts cover every pixel once
                         stitched = np.empty(shape, np.float32)
                     if gauss:
                         stitched[...] = 0
-                        weights = np.zeros(shape[1:], np.float32)
-                for j, (tile, _, (ty, tx), (oy, ox)) in enumerate(chunk):
+                        weights = np.zeros((shape[0], 1, *shape[2:]), np.float32)
+                for j, (b, tile, _, (ty, tx), (oy, ox)) in enumerate(chunk):
                     part = out[j][:, _shifted(oy, box[0]), _shifted(ox, box[1])]
                     if weights is None:  # torch's copy: on all threads (NumPy's: on one)
-                        torch.from_numpy(stitched[:, ty, tx]).copy_(torch.from_numpy(part))
+                        torch.from_numpy(stitched[b, :, ty, tx]).copy_(torch.from_numpy(part))
                     else:  # (Gaussian blending: padded nets, whose output is the tile's size)
                         g = self._window(tile)[oy, ox]
-                        stitched[:, ty, tx] += part * g
-                        weights[ty, tx] += g
+                        stitched[b, :, ty, tx] += part * g
+                        weights[b, 0, ty, tx] += g
                 done += len(chunk)
-                yield Progress(done, total, f"tile {done}/{total}")
+                yield Progress(done, total, f"tile {done // passes}/{n_tiles}")
         if weights is not None:
             stitched /= weights
         k = self.model.num_classes
-        return stitched[:k], (stitched[k] if stitched.shape[0] > k else None)
+        probs, var = stitched[:, :k], (stitched[:, k] if stitched.shape[1] > k else None)
+        return (probs, var) if stacked else (probs[0], None if var is None else var[0])
 
     def _window(self, shape: tuple[int, int]) -> np.ndarray:
         if shape not in self._windows:
@@ -313,7 +365,8 @@ class PlanePredictor:
         xs = valid_axis_tiles(w, tile[1], c, d)
         after_y = ys[-1] + tile[0] - h - c
         after_x = xs[-1] + tile[1] - w - c
-        padded = np.pad(plane, ((0, 0), (c, after_y), (c, after_x)), mode="symmetric")
+        padded = np.pad(plane, ((0, 0),) * (plane.ndim - 2) + ((c, after_y), (c, after_x)),
+                        mode="symmetric")
         jobs = []
         for y in ys:
             for x in xs:

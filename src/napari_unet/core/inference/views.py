@@ -15,20 +15,28 @@ of the foreground (about :data:`BAND_BYTES`), never a second volume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
 from skimage.transform import resize
 
-from ..events import Progress
+from ..events import Progress, within
 from ..normalize import IntensityRange, normalize_region
+from .predictor import PlanePredictor
+from .tiles import TilePlan
 
-PredictFn = Callable[[np.ndarray], np.ndarray]
-"""One normalised ``(C, h, w)`` float32 slice -> its ``(K, h, w)`` probabilities."""
+PredictFn = Callable[[np.ndarray], Generator[Any, None, np.ndarray]]
+"""A sub-job: normalised ``(B, C, h, w)`` float32 slices -> (as its value) their
+``(B, K, h, w)`` probabilities; what it yields (progress, messages) passes on."""
 
 #: Bytes of input read per band of XZ/YZ slices (float32 after normalisation).
 BAND_BYTES = 64 * 2**20
+
+#: Stacks with fewer slices are predicted from XY alone unless the views are asked for: seen
+#: from the side, a thin stack is a few rows, which show little that XY does not (the views
+#: still cost about twice the XY pass's pixels).
+VIEWS_MIN_SLICES = 32
 
 
 def fold_orthogonal_views(
@@ -38,7 +46,7 @@ def fold_orthogonal_views(
     predict: PredictFn,
     z_spacing: float = 1.0,
     band_bytes: int = BAND_BYTES,
-) -> Iterator[Progress]:
+) -> Iterator[Any]:
     """Predict every XZ and YZ slice of ``stack`` and fold its foreground into ``foreground``.
 
     Parameters
@@ -50,8 +58,10 @@ def fold_orthogonal_views(
     rng : IntensityRange or None
         The volume's normalisation (the XY pass's), or None for none.
     predict : callable
-        One normalised ``(C, h, w)`` plane -> ``(K, h, w)`` probabilities; class 1 is the
-        foreground.
+        A sub-job (generator): normalised ``(B, C, h, w)`` slices -> ``(B, K, h, w)``
+        probabilities as its value; class 1 is the foreground. Its progress is mapped into the
+        band's share and its other events pass on. It gets a band of slices at a time: thin
+        slices predicted one by one cost more in calls than in pixels.
     z_spacing : float
         Distance between slices in lateral pixels: the slices are stretched along z by this
         factor before prediction, so objects look as round as in XY.
@@ -61,7 +71,7 @@ def fold_orthogonal_views(
     Yields
     ------
     Progress
-        One per band; ``step``/``total`` count slices of both orientations.
+        Per band and within it; ``step``/``total`` count slices of both orientations.
     """
     n_z, channels, h, w = (int(n) for n in stack.shape)
     if foreground.shape != (n_z, h, w):
@@ -84,29 +94,48 @@ def fold_orthogonal_views(
             fg_where = tuple(where[i] for i in (0, 2, 3))
             fg = np.asarray(foreground[fg_where])  # (Z, b, W) or (Z, H, b)
             fg_planes = np.moveaxis(fg, axis - 1, 0)  # (b, Z, other)
-            for i, raw in enumerate(planes):
-                seen = _predict_slice(raw, rng, predict, stretched, n_z)
-                np.minimum(fg_planes[i], seen, out=fg_planes[i])
+            message = f"{name} slices {stop}/{length}"
+            seen = yield from within(_predict_slices(planes, rng, predict, stretched, n_z),
+                                     done, stop - start, total, message)
+            np.minimum(fg_planes, seen, out=fg_planes)
             foreground[fg_where] = fg  # a no-op for numpy/memmap views; needed for zarr
             done += stop - start
-            yield Progress(done, total, f"{name} slices {stop}/{length}")
+            yield Progress(done, total, message)
 
 
-def _predict_slice(raw: np.ndarray, rng: IntensityRange | None, predict: PredictFn,
-                   stretched: int, n_z: int) -> np.ndarray:
-    """Foreground of one ``(C, Z, L)`` slice, predicted with z stretched to ``stretched``."""
-    plane = normalize_region(raw, rng)
-    length = plane.shape[-1]
+def side_predictor(xy: PlanePredictor, hw: tuple[int, int], plan: TilePlan) -> PlanePredictor:
+    """The XY pass's predictor for side slices of ``hw`` (``Z x z_spacing`` rows, at the
+    model's scale) tiled by ``plan``: as many slices per net pass as the XY pass has pixels
+    per pass (so a pass takes about as long, and as much memory). One slice per call made the
+    views of a 4-slice stack cost 9 times its XY pass (docs/performance.md)."""
+    model = xy.model
+    if model.is_valid:  # tiles shrink to cover a small slice
+        cover = model.input_shape_for_output(hw)
+        extent = [min(t, n) for t, n in zip(plan.tile, cover, strict=True)]
+    else:  # one slice's tile, padded by the net to a multiple of its divisor
+        d = model.divisor
+        extent = [-(-min(t, n) // d) * d for t, n in zip(plan.tile, hw, strict=True)]
+    batch = max(1, xy.tile[0] * xy.tile[1] * xy.batch_size // (extent[0] * extent[1]))
+    return PlanePredictor(xy.net, model, xy.device, plan.tile, batch, xy.blend, xy.margin,
+                          xy.notes)
+
+
+def _predict_slices(raw: np.ndarray, rng: IntensityRange | None, predict: PredictFn,
+                    stretched: int, n_z: int) -> Generator[Any, None, np.ndarray]:
+    """Foreground of ``(B, C, Z, L)`` slices, predicted with z stretched to ``stretched``."""
+    # (the range is per channel, along the first axis)
+    planes = np.moveaxis(normalize_region(np.moveaxis(raw, 1, 0), rng), 0, 1)
+    b, c, _, length = planes.shape
     if stretched != n_z:
-        plane = resize(plane, (plane.shape[0], stretched, length), order=1, mode="symmetric",
-                       preserve_range=True, anti_aliasing=False).astype(np.float32)
-    fg = np.asarray(predict(np.ascontiguousarray(plane)))[1]
+        planes = resize(planes, (b, c, stretched, length), order=1, mode="symmetric",
+                        preserve_range=True, anti_aliasing=False).astype(np.float32)
+    fg = np.asarray((yield from predict(np.ascontiguousarray(planes))))[:, 1]
     if stretched != n_z:
         # sample back at the slices' own positions: no anti-aliasing, which would blur the
         # one-voxel gaps the net drew between stacked objects
-        fg = resize(fg, (n_z, length), order=1, mode="edge", preserve_range=True,
+        fg = resize(fg, (b, n_z, length), order=1, mode="edge", preserve_range=True,
                     anti_aliasing=False)
     return fg.astype(np.float32, copy=False)
 
 
-__all__ = ["BAND_BYTES", "fold_orthogonal_views"]
+__all__ = ["BAND_BYTES", "VIEWS_MIN_SLICES", "fold_orthogonal_views", "side_predictor"]
