@@ -48,17 +48,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .core.inference.batch import file_settings, stack_layout
     from .core.inference.batch_files import write_probabilities
-    from .core.inference.config import PredictConfig, PredictionResult
+    from .core.inference.config import (
+        PredictConfig,
+        PredictionResult,
+        file_settings,
+        stack_layout,
+    )
     from .core.inference.prediction import predict
     from .core.io.images import read_image, write_labels
+    from .core.io.inputs import check_input_file
     from .core.io.outputs import check_free_space
-    from .core.io.resources import check_memory, prediction_bytes
+    from .core.io.resources import check_prediction_memory, prediction_bytes
 
-    image_path = Path(args.image)
-    if not image_path.is_file():
-        raise ValueError(f"image file {str(image_path)!r} does not exist")
+    image_path = check_input_file(args.image, "image file")
     out = Path(args.out)
     for name in ("uncertainty", "probabilities"):  # given without a file: beside the labels
         if getattr(args, name) is True:
@@ -73,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
                              "ending in .tif")
     model, meta = load_model(args.model)
     data = read_image(image_path)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
     label_axes, lead = stack_layout(data.axes, tuple(data.array.shape))
     if lead is not None:
         raise ValueError(f"{image_path.name} has axes {data.axes}; one of Z/T at most is "
@@ -82,9 +87,8 @@ def run(args: argparse.Namespace) -> int:
                                          keep_probabilities=bool(args.probabilities),
                                          **predict_config_kwargs(args)), data)
     shape = tuple(int(n) for n in data.array.shape)
-    check_memory(prediction_bytes(shape, config.channel_axis, model.num_classes,
-                                  bool(args.probabilities), bool(args.uncertainty)),
-                 f"predicting {image_path.name} ({' x '.join(map(str, shape))}) with its outputs")
+    check_prediction_memory(image_path.name, shape, config.channel_axis, model.num_classes,
+                            bool(args.probabilities), bool(args.uncertainty))
     # Room on disk for the files, uncompressed (the worst case), before predicting anything.
     pixels = prediction_bytes(shape, config.channel_axis, 0, False, False) // 4
     need = {out: 4 * pixels}

@@ -5,6 +5,7 @@ line naming the file or the parameter, and leaves its inputs byte-identical."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import zlib
@@ -15,9 +16,11 @@ import pytest
 import tifffile
 
 from napari_unet.core.io import resources
+from napari_unet.core.io.images import read_image
+from napari_unet.core.model.checkpoint import load_model
 from napari_unet.core.training.weight_map import weight_map
 
-from .conftest import cli, deadline, snapshot
+from .conftest import assert_one_line_error, cli, deadline, snapshot
 
 
 def shared_strip_bomb(path: Path, side: int = 65536) -> Path:
@@ -112,3 +115,139 @@ def test_batch_refuses_a_shared_strip_bomb_as_predict_does(work, capsys, monkeyp
     assert "65536 x 65536" in line and "needs 48.0 GiB of memory" in line, line
     assert sorted(p.name for p in (work / "out").iterdir()) == ["ok.tif"]
     assert snapshot(folder) == before
+
+
+# --- spacings and pixel sizes from a file's metadata ---------------------------------------
+
+def imagej_stack(path: Path, spacing: float) -> Path:
+    stack = (np.random.default_rng(0).random((4, 64, 64)) * 1000).astype(np.uint16)
+    tifffile.imwrite(path, stack, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": spacing, "unit": "um", "axes": "ZYX"})
+    return path
+
+
+@pytest.mark.parametrize("spacing", [1e6, 1e30, 1e-5])
+def test_an_absurd_z_spacing_from_a_file_is_taken_as_unknown_with_a_note(work, capsys, spacing):
+    stack = imagej_stack(work / "stack.tif", spacing)
+    data = read_image(stack)
+    assert data.pixel_size == (1.0, 0.5, 0.5)  # z unknown, as if the file did not say
+    assert len(data.notes) == 1 and data.notes[0].startswith("stack.tif: the file's z spacing")
+    assert "taken as unknown" in data.notes[0]
+    before = snapshot(work)
+    with deadline(120):  # the side views used to allocate GiBs (1e6) or fail (1e30)
+        status, _, err = cli(capsys, "predict", "--model", work / "tiny.pt", "--image", stack,
+                             "--out", work / "out.tif", "--orthogonal-views", "--device", "cpu")
+    assert status == 0, err
+    assert f"note: {data.notes[0]}" in err
+    assert {k: v for k, v in snapshot(work).items() if k != "out.tif"} == before
+
+
+def test_a_plausible_z_spacing_is_kept(tmp_path):
+    # within 0.001 to 1000 pixel widths: 2 um over 0.5 um pixels is 4
+    data = read_image(imagej_stack(tmp_path / "ok.tif", 2.0))
+    assert data.pixel_size == (2.0, 0.5, 0.5) and data.notes == ()
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_ome_pixel_size_zero_or_negative_is_no_pixel_size(work, capsys, size):
+    path = work / "plane.ome.tif"
+    tifffile.imwrite(path, (np.random.default_rng(1).random((64, 64)) * 1000).astype(np.uint16),
+                     ome=True, metadata={"axes": "YX", "PhysicalSizeX": size,
+                                         "PhysicalSizeY": size})
+    data = read_image(path)
+    assert data.pixel_size is None
+    assert data.notes == (f"plane.ome.tif: the file's pixel size (Y {size} µm, X {size} µm) is "
+                          "not a size: no pixel size used",)
+    status, _, err = cli(capsys, "predict", "--model", work / "tiny.pt", "--image", path,
+                         "--out", work / "out.tif", "--device", "cpu")
+    assert status == 0, err
+    assert "Traceback" not in err and "no pixel size used" in err
+
+
+def test_batch_says_what_it_ignored_in_a_file(work, capsys):
+    folder = work / "in"
+    folder.mkdir()
+    imagej_stack(folder / "stack.tif", 1e6)
+    status, out, err = cli(capsys, "batch", "--image", folder, "--out", work / "out",
+                           "--model", work / "tiny.pt", "--device", "cpu")
+    assert status == 0, err
+    assert "stack.tif: the file's z spacing of 1e+06 µm" in out + err
+
+
+# --- headers, folders, pipes, devices, unreadable files ---------------------------------------
+
+def test_a_tiff_of_eight_header_bytes_is_not_a_readable_tiff(work, capsys):
+    path = work / "eight.tif"
+    path.write_bytes(b"II*\x00\x08\x00\x00\x00")
+    with pytest.raises(ValueError, match=r"not a readable TIFF \(no image in its 8 bytes\)"):
+        read_image(path)
+    status, _, err = cli(capsys, "predict", "--model", work / "tiny.pt", "--image", path,
+                         "--out", work / "out.tif", "--device", "cpu")
+    assert_one_line_error(status, err, "eight.tif", "no image in its 8 bytes")
+    assert "list index" not in err
+
+
+def special_path(work: Path, kind: str) -> Path:
+    if kind == "folder":
+        (work / "folder.tif").mkdir()
+        return work / "folder.tif"
+    if kind == "fifo":
+        os.mkfifo(work / "pipe.tif")
+        return work / "pipe.tif"
+    return Path("/dev/zero")
+
+
+SPECIAL = [("folder", "is a folder, not a file"),
+           ("fifo", "is not a regular file (it is a named pipe)"),
+           ("device", "is not a regular file (it is a device)")]
+
+
+@pytest.mark.parametrize("kind,says", SPECIAL)
+@pytest.mark.parametrize("role", ["--image", "--model"])
+def test_an_input_that_is_a_folder_pipe_or_device_says_what_it_is(work, capsys, kind, says,
+                                                                   role):
+    path = special_path(work, kind)
+    files = {"--image": work / "img.tif", "--model": work / "tiny.pt"}
+    files[role] = path
+    with deadline(30):  # opening a FIFO for reading would wait for a writer forever
+        status, _, err = cli(capsys, "predict", "--model", files["--model"], "--image",
+                             files["--image"], "--out", work / "out.tif", "--device", "cpu")
+    assert_one_line_error(status, err, str(path), says)
+    assert not (work / "out.tif").exists()
+
+
+@pytest.mark.parametrize("kind,says", SPECIAL)
+def test_read_image_and_load_model_name_a_special_path(work, kind, says):
+    path = special_path(work, kind)
+    with deadline(30):
+        with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)")):
+            read_image(path)
+        with pytest.raises(ValueError, match="model file .*" + says.split(" (")[0]):
+            load_model(path)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root reads a mode-000 file")
+def test_a_mode_000_file_cannot_be_read_permission_denied(work, capsys):
+    os.chmod(work / "img.tif", 0)
+    try:
+        status, _, err = cli(capsys, "predict", "--model", work / "tiny.pt", "--image",
+                             work / "img.tif", "--out", work / "out.tif", "--device", "cpu")
+    finally:
+        os.chmod(work / "img.tif", 0o644)
+    assert_one_line_error(status, err, "img.tif", "cannot be read (permission denied)")
+
+
+def test_a_file_that_cannot_be_opened_is_permission_denied_not_corrupt(work, monkeypatch):
+    # what a mode-000 file gives a user who is not root (the suite may run as root)
+    from napari_unet.core.io import inputs
+
+    def denied(path, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(inputs, "open", denied, raising=False)
+    with pytest.raises(ValueError, match=r"^image file .*img.tif' cannot be read \(permission "
+                                         r"denied\)$"):
+        read_image(work / "img.tif")
+    with pytest.raises(ValueError, match=r"cannot be read \(permission denied\)"):
+        load_model(work / "tiny.pt")

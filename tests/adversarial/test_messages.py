@@ -112,8 +112,10 @@ def test_reader_messages_name_the_file(tmp_path):
             read_image(tmp_path / name)
         assert name in str(info.value)
     (tmp_path / "folder.tif").mkdir()
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="is a folder, not a file"):
         read_image(tmp_path / "folder.tif")
+    with pytest.raises(ValueError, match="does not exist"):
+        read_image(tmp_path / "missing.tif")
 
 
 # -- the prediction API (helper B's code; these are the cases) ---------------------------

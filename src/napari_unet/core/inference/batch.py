@@ -26,6 +26,8 @@ import numpy as np
 
 from ..constants import ARCHITECTURES
 from ..events import BatchSummary, FileDone, Message, Progress, SliceProgress
+from ..io.images import plane_pixels
+from ..io.resources import check_prediction_memory
 from ..model.checkpoint import model_source_of, resolve_model
 from ..model.meta import ModelMeta
 from ..model.unet import UNet
@@ -39,11 +41,12 @@ from .batch_files import (
     probabilities_path,
     write_probabilities,
 )
-from .config import PredictConfig, PredictionResult, cost_note
+from .config import PredictConfig, PredictionResult, cost_note, file_settings, stack_layout
 from .prediction import predict
 from .tiles import check_tile_size, tile_margin
 
 _log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class BatchConfig:
@@ -89,33 +92,6 @@ class BatchConfig:
 FILE_ERRORS = (ValueError, OSError, MemoryError)
 
 
-def stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...] | None]:
-    """Label axes (no C) and, when more than one axis leads Y, X, the merged stack shape."""
-    label_axes = axes.replace("C", "")
-    lead = [a for a in label_axes if a not in "YX"]
-    if len(lead) <= 1:
-        return label_axes, None
-    lead_shape = tuple(shape[axes.index(a)] for a in lead)
-    return label_axes, lead_shape
-
-
-def file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
-    """The file's own channel axis, axes and z spacing, each unless the settings give it
-    (``data``: a ``core.io.read_image`` result). The z spacing comes from the file's voxel size
-    whenever the file has a Z axis and the settings give no spacing, also when they give the
-    axes (shared by ``batch`` and ``predict`` on the command line and the Batch dock)."""
-    changes: dict[str, Any] = {}
-    if pconfig.channel_axis is None and data.channel_axis is not None:
-        changes["channel_axis"] = data.channel_axis
-    if pconfig.axes is None and data.axes:
-        changes["axes"] = data.axes
-    sizes = data.pixel_size
-    if pconfig.z_spacing is None and sizes and "Z" in data.axes and len(sizes) == 3 \
-            and sizes[0] and sizes[-1]:
-        changes["z_spacing"] = float(sizes[0]) / float(sizes[-1])
-    return replace(pconfig, **changes) if changes else pconfig
-
-
 def segment_file(
     model: UNet,
     meta: ModelMeta | Mapping[str, Any] | None,
@@ -131,18 +107,15 @@ def segment_file(
     mid-file leaves no half-written output and no temporary file.
     """
     from ..io.images import read_image, write_labels
-    from ..io.resources import check_memory, prediction_bytes
 
     try:
         data = read_image(path)
+        for note in data.notes:
+            yield Message(note, level="warning", data={"path": str(path)})
         pconfig = file_settings(config.predict, data)
         array = data.array
-        # As predict does: a file whose outputs cannot fit fails now, not hours into it.
-        check_memory(prediction_bytes(tuple(array.shape), pconfig.channel_axis,
-                                      model.num_classes, config.probabilities,
-                                      bool(pconfig.uncertainty)),
-                     f"predicting {path.name} ({' x '.join(map(str, array.shape))}) with its "
-                     "outputs")
+        check_prediction_memory(path.name, tuple(array.shape), pconfig.channel_axis,  # as predict
+                                model.num_classes, config.probabilities, bool(pconfig.uncertainty))
         label_axes, lead_shape = stack_layout(data.axes, tuple(array.shape))
         volumes = 1
         if lead_shape is not None:
@@ -422,26 +395,6 @@ def _segment_on_worker(plugin_name: str, src: str, dst: str,
     events = [e for e in segment_file(plugin.model, plugin.meta, Path(src), Path(dst), config)
               if not isinstance(e, SliceProgress)]
     return events
-
-
-def plane_pixels(path: Path) -> int | None:
-    """Pixels of a single-plane TIFF (no Z/T axis); None for stacks and other formats.
-
-    Raises the reader's ``OSError``/``ValueError`` for an unreadable file (never a silent 0,
-    which would switch the huge-plane path off unnoticed).
-    """
-    import tifffile
-
-    if not path.name.lower().endswith((".tif", ".tiff")):
-        return None
-    with tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise ValueError(f"{path.name}: no image found in the TIFF file")
-        series = tif.series[0]
-        axes, shape = series.axes, series.shape
-    if "Y" not in axes or any(a not in "YXCS" for a in axes if shape[axes.index(a)] > 1):
-        return None
-    return int(shape[axes.index("Y")] * shape[axes.index("X")])
 
 
 def segment_huge_plane(client: Any, model: UNet, meta: ModelMeta, path: Path, output: Path,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -304,3 +304,30 @@ class PredictionResult:
     device: str
     messages: tuple[str, ...] = field(default_factory=tuple)
     volume: bool = False
+
+
+def stack_layout(axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...] | None]:
+    """Label axes (no C) and, when more than one axis leads Y, X, the merged stack shape."""
+    label_axes = axes.replace("C", "")
+    lead = [a for a in label_axes if a not in "YX"]
+    if len(lead) <= 1:
+        return label_axes, None
+    lead_shape = tuple(shape[axes.index(a)] for a in lead)
+    return label_axes, lead_shape
+
+
+def file_settings(pconfig: PredictConfig, data: Any) -> PredictConfig:
+    """The file's own channel axis, axes and z spacing, each unless the settings give it
+    (``data``: a ``core.io.read_image`` result). The z spacing comes from the file's voxel size
+    whenever the file has a Z axis and the settings give no spacing, also when they give the
+    axes (shared by ``batch`` and ``predict`` on the command line and the Batch dock)."""
+    changes: dict[str, Any] = {}
+    if pconfig.channel_axis is None and data.channel_axis is not None:
+        changes["channel_axis"] = data.channel_axis
+    if pconfig.axes is None and data.axes:
+        changes["axes"] = data.axes
+    sizes = data.pixel_size
+    if pconfig.z_spacing is None and sizes and "Z" in data.axes and len(sizes) == 3 \
+            and sizes[0] and sizes[-1]:
+        changes["z_spacing"] = float(sizes[0]) / float(sizes[-1])
+    return replace(pconfig, **changes) if changes else pconfig

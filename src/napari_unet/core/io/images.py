@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,22 +25,15 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from .inputs import check_input_file
+from .metadata import IMAGEJ_ORDER, SPATIAL, normalise_axes, plane_pixels, tiff_pixel_size
 from .outputs import OutputExists, atomic_write, format_bytes
 from .resources import check_memory
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 OTHER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-SPATIAL = "ZYX"
-IMAGEJ_ORDER = "TZCYX"
 # Files bigger than this are opened lazily (memory map or dask over tifffile's zarr store).
 LAZY_BYTES = 512 * 2**20
-
-_UNIT_TO_UM = {
-    "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-    "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3,
-    "cm": 1e4, "m": 1e6, "pixel": None, "pixels": None, "": None,
-}
-
 
 @dataclass(frozen=True)
 class ImageData:
@@ -58,12 +50,16 @@ class ImageData:
         or None when the file does not say.
     channel_axis : int or None
         Index of the ``"C"`` axis in ``array``, None for single-channel images.
+    notes : tuple of str
+        One line per value of the file's metadata that was not used (a pixel size of 0, an
+        absurd z spacing: :mod:`.metadata`), each starting with the file's name.
     """
 
     array: Any
     axes: str
     pixel_size: tuple[float, ...] | None = None
     channel_axis: int | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.axes) != self.array.ndim:
@@ -117,12 +113,11 @@ def read_image(path: str | os.PathLike, lazy_bytes: int = LAZY_BYTES) -> ImageDa
     Raises
     ------
     ValueError
-        The file does not exist, has an unsupported suffix, or is not a readable image
-        (truncated or corrupt); the message names the file.
+        The file does not exist, is not a regular file (a folder, a pipe, a device), cannot be
+        opened, has an unsupported suffix, or is not a readable image (truncated or corrupt);
+        the message names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image file {str(path)!r} does not exist")
+    path = check_input_file(path, "image file")
     name = path.name.lower()
     if name.endswith(TIFF_SUFFIXES):
         return _read_tiff(path, lazy_bytes)
@@ -155,11 +150,14 @@ def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
             len(tif.pages)
             if errors.messages:
                 raise RuntimeError(errors.messages[0].replace(repr(tif), "").strip())
+            if not tif.series:  # e.g. a bare 8-byte header
+                raise ValueError(f"cannot read {str(path)!r}: not a readable TIFF (no image in "
+                                 f"its {format_bytes(path.stat().st_size)})")
             series = tif.series[0]
             if errors.messages:
                 raise RuntimeError(errors.messages[0].replace(repr(tif), "").strip())
-            axes = _normalise_axes(series.axes)
-            pixel_size = _tiff_pixel_size(tif, axes)
+            axes = normalise_axes(series.axes)
+            pixel_size, notes = tiff_pixel_size(tif, axes)
             nbytes = int(np.prod(series.shape, dtype=object)) * series.dtype.itemsize
             contiguous = series.dataoffset is not None
             _check_declared_size(path, series, nbytes, lazy_bytes, contiguous)
@@ -177,6 +175,8 @@ def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
         if str(path) in str(err):
             raise
         raise ValueError(f"cannot read {str(path)!r}: not a readable TIFF ({err})") from err
+    except PermissionError as err:
+        raise ValueError(f"cannot read {str(path)!r} (permission denied)") from err
     except Exception as err:  # tifffile raises many kinds on corrupt/truncated files
         raise ValueError(
             f"cannot read {str(path)!r}: the TIFF is truncated or corrupt ({_first_line(err)})"
@@ -186,7 +186,8 @@ def _read_tiff(path: Path, lazy_bytes: int) -> ImageData:
     if array.ndim != len(axes):  # squeezed singleton axes
         array = array.reshape(series.shape)
     channel_axis = axes.index("C") if "C" in axes else None
-    return ImageData(array, axes, pixel_size, channel_axis)
+    return ImageData(array, axes, pixel_size, channel_axis,
+                     tuple(f"{path.name}: {note}" for note in notes))
 
 
 def _check_declared_size(path: Path, series: Any, nbytes: int, lazy_bytes: int,
@@ -237,78 +238,6 @@ def _lazy_tiff(path: Path, contiguous: bool) -> Any:
 
     store = tifffile.imread(path, aszarr=True)
     return da.from_zarr(store)
-
-
-def _normalise_axes(axes: str) -> str:
-    """tifffile's axis letters -> ours: samples are channels; unknown stacking axes (tifffile's
-    I, Q, ...) become Z, or T then Z when there are two."""
-    axes = axes.replace("S", "C") if "C" not in axes else axes
-    unknown = [i for i, a in enumerate(axes) if a not in IMAGEJ_ORDER]
-    free = [a for a in "TZ" if a not in axes]
-    if len(unknown) > len(free):
-        raise ValueError(f"cannot map TIFF axes {axes!r} onto {IMAGEJ_ORDER!r}")
-    out = list(axes)
-    for i, letter in zip(unknown, free[len(free) - len(unknown):], strict=True):
-        out[i] = letter
-    if len(set(out)) != len(out):
-        raise ValueError(f"cannot map TIFF axes {axes!r} onto {IMAGEJ_ORDER!r}")
-    return "".join(out)
-
-
-def _tiff_pixel_size(tif: tifffile.TiffFile, axes: str) -> tuple[float, ...] | None:
-    sizes: dict[str, float] = {}
-    if tif.is_ome and tif.ome_metadata:
-        sizes = _ome_sizes(tif.ome_metadata)
-    elif tif.is_imagej and tif.imagej_metadata is not None:
-        meta = tif.imagej_metadata
-        factor = _UNIT_TO_UM.get(str(meta.get("unit", "")).strip().lower())
-        if factor is not None:
-            xy = _resolution_um(tif.pages.first, factor)
-            if xy is not None:
-                sizes["Y"], sizes["X"] = xy
-            if "spacing" in meta:
-                sizes["Z"] = float(meta["spacing"]) * factor
-    else:
-        # Plain TIFF: only centimetre resolution means a physical pixel size; inch resolution
-        # (72/300 dpi) is print metadata that most microscopy software leaves at a default.
-        page = tif.pages.first
-        if page.resolutionunit == tifffile.RESUNIT.CENTIMETER:
-            xy = _resolution_um(page, 1e4)
-            if xy is not None:
-                sizes["Y"], sizes["X"] = xy
-    if "X" not in sizes or "Y" not in sizes:
-        return None
-    # A Z spacing the file does not give is left at 1 (unknown), not guessed from XY.
-    return tuple(float(sizes.get(a, 1.0)) for a in axes if a in SPATIAL)
-
-
-def _resolution_um(page: tifffile.TiffPage, unit_um: float) -> tuple[float, float] | None:
-    """(Y, X) micrometres per pixel from the resolution tags (pixels per unit)."""
-    x_res, y_res = page.get_resolution()
-    if not x_res or not y_res or x_res <= 0 or y_res <= 0:
-        return None
-    if x_res == 1 and y_res == 1 and unit_um == 1e4:
-        return None  # the tag default: nothing was recorded
-    return unit_um / float(y_res), unit_um / float(x_res)
-
-
-def _ome_sizes(xml: str) -> dict[str, float]:
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return {}
-    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
-    if pixels is None:
-        return {}
-    sizes: dict[str, float] = {}
-    for a in SPATIAL:
-        value = pixels.get(f"PhysicalSize{a}")
-        if value is None:
-            continue
-        factor = _UNIT_TO_UM.get(pixels.get(f"PhysicalSize{a}Unit", "µm").strip().lower())
-        if factor is not None:
-            sizes[a] = float(value) * factor
-    return sizes
 
 
 def _read_other(path: Path) -> ImageData:
@@ -451,4 +380,5 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-__all__ = ["ImageData", "LabelsWritten", "read_image", "write_labels"]
+__all__ = ["IMAGEJ_ORDER", "SPATIAL", "ImageData", "LabelsWritten", "plane_pixels", "read_image",
+           "write_labels"]

@@ -91,4 +91,12 @@ def prediction_bytes(shape: tuple[int, ...], channel_axis: int | None, num_class
     return pixels * per_pixel
 
 
-__all__ = ["available_memory", "check_memory", "prediction_bytes"]
+def check_prediction_memory(name: str, shape: tuple[int, ...], channel_axis: int | None,
+                            num_classes: int, probabilities: bool, uncertainty: bool) -> None:
+    """:func:`check_memory` for the outputs of predicting the image ``name`` (one message for
+    ``predict`` and ``batch``)."""
+    check_memory(prediction_bytes(shape, channel_axis, num_classes, probabilities, uncertainty),
+                 f"predicting {name} ({' x '.join(map(str, shape))}) with its outputs")
+
+
+__all__ = ["available_memory", "check_memory", "check_prediction_memory", "prediction_bytes"]

@@ -32,6 +32,7 @@ import torch
 
 from ..constants import ARCHITECTURES, DEFAULT_MODEL
 from ..inference.predictor import predicts_channels_last
+from ..io.inputs import check_input_file
 from ..io.outputs import OutputExists, atomic_write
 from ..runtime.device import resolve_device
 from .meta import ModelMeta
@@ -154,8 +155,7 @@ def load_checkpoint(path: str | os.PathLike,
     if is_bioimageio_package(path):  # a BioImage Model Zoo package (.zip or folder)
         model, meta = load_bioimageio_package(path, target)
         return Checkpoint(_laid_out(model, target), meta, optimizer_state=None)
-    if not path.is_file():
-        raise ValueError(f"model file {str(path)!r} does not exist")
+    check_input_file(path, "model file", " (a model package folder holds an rdf.yaml)")
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:
         raise ValueError(f"{str(path)!r} is {size / 2**30:.1f} GiB, more than any napari-unet "
