@@ -5,15 +5,21 @@ line naming the file or the parameter, and leaves its inputs byte-identical."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
 import shutil
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import torch
+import yaml
 
 from napari_unet.core.io import resources
 from napari_unet.core.io.images import read_image
@@ -251,3 +257,119 @@ def test_a_file_that_cannot_be_opened_is_permission_denied_not_corrupt(work, mon
         read_image(work / "img.tif")
     with pytest.raises(ValueError, match=r"cannot be read \(permission denied\)"):
         load_model(work / "tiny.pt")
+
+
+# --- model packages: malformed fields and weights that cannot be read safely -----------------
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    from napari_unet.core.io.export import ExportConfig, export_bioimageio
+    from napari_unet.core.model.meta import ModelMeta
+    from napari_unet.core.model.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(1, 2, base_channels=4, depth=2).eval()
+    return export_bioimageio(model, ModelMeta.for_model(model),
+                             tmp_path_factory.mktemp("zoo") / "pkg.zip",
+                             ExportConfig(torchscript=False))
+
+
+def rewritten(src: Path, dst: Path, edit=None, replace: dict[str, bytes] | None = None) -> Path:
+    """A copy of package ``src`` with its rdf edited by ``edit(rdf)`` and members replaced
+    (their sha256 updated, as a careful author would)."""
+    with zipfile.ZipFile(src) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    files.update(replace or {})
+    rdf = yaml.safe_load(files["rdf.yaml"])
+    for entry in rdf["weights"].values():
+        entry["sha256"] = hashlib.sha256(files[entry["source"]]).hexdigest()
+    if edit is not None:
+        edit(rdf)
+    files["rdf.yaml"] = yaml.safe_dump(rdf).encode()
+    with zipfile.ZipFile(dst, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return dst
+
+
+def _set(path: str, value):
+    def edit(rdf):
+        *keys, last = path.split(".")
+        node = rdf
+        for key in keys:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[last] = value
+    return edit
+
+
+MALFORMED = [
+    ("weights.pytorch_state_dict.architecture", "unet.py:UNet",
+     "weights.pytorch_state_dict.architecture must be a mapping (key: value), not a text"),
+    ("inputs.0.preprocessing.0.kwargs", [1, 2],
+     "inputs[0].preprocessing[0].kwargs must be a mapping (key: value), not a list"),
+    ("weights", ["pytorch_state_dict"], "weights must be a mapping of weight formats, not a "
+                                        "list"),
+]
+
+
+@pytest.mark.parametrize("field,value,says", MALFORMED)
+def test_a_malformed_package_field_is_named(package, tmp_path, capsys, field, value, says):
+    if field == "weights":
+        def edit(rdf):  # keep the sha256 step working, then break the field
+            rdf["weights"] = value
+    else:
+        edit = _set(field, value)
+    bad = rewritten(package, tmp_path / "bad.zip", edit)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        load_model(bad)
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((32, 32), np.uint8))
+    status, _, err = cli(capsys, "predict", "--model", bad, "--image", tmp_path / "img.tif",
+                         "--out", tmp_path / "out.tif", "--device", "cpu")
+    assert_one_line_error(status, err, "bad.zip", says)
+
+
+def test_scale_range_axes_that_are_a_number_are_named(package, tmp_path):
+    def edit(rdf):
+        for step in rdf["inputs"][0]["preprocessing"]:
+            if step["id"] == "scale_range":
+                step["kwargs"]["axes"] = 3
+    bad = rewritten(package, tmp_path / "bad.zip", edit)
+    with pytest.raises(ValueError, match=re.escape(
+            "inputs[0].preprocessing[0].kwargs.axes must be a list of axis names, not a number")):
+        load_model(bad)
+
+
+class _System:
+    """Unpickles as os.system(<touch a marker>): what a hostile weights file holds."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "random", "zeros"])
+def test_weights_that_cannot_be_read_safely_say_so_without_torchs_advice(package, tmp_path,
+                                                                        capsys, kind):
+    marker = tmp_path / "code-ran"
+    if kind == "pickle":
+        buffer = io.BytesIO()
+        torch.save({"w": _System(marker)}, buffer)
+        weights = buffer.getvalue()
+    elif kind == "random":
+        weights = np.random.default_rng(0).bytes(100_000)
+    else:
+        weights = bytes(20 * 2**20)
+    bad = rewritten(package, tmp_path / "bad.zip", replace={"weights.pt": weights})
+    with pytest.raises(ValueError) as info:
+        load_model(bad)
+    text = str(info.value)
+    assert "'weights.pt' is not a safe weights file" in text and "never runs code" in text
+    assert "weights_only" not in text and "Re-running" not in text
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((32, 32), np.uint8))
+    status, _, err = cli(capsys, "predict", "--model", bad, "--image", tmp_path / "img.tif",
+                         "--out", tmp_path / "out.tif", "--device", "cpu")
+    assert_one_line_error(status, err, "not a safe weights file")
+    assert "weights_only" not in err
+    assert not marker.exists()

@@ -29,6 +29,7 @@ import yaml
 
 from ...model.meta import ModelMeta
 from ...model.unet import UNet
+from ..resources import check_memory
 from .rdf import PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, channel_names
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -76,6 +77,7 @@ class _Package:
             if info.file_size > limit:
                 raise ValueError(f"{self._where()}: {what} {name!r} is {info.file_size} bytes, "
                                  f"more than the {limit} napari-unet accepts")
+            check_memory(info.file_size, f"{self._where()}: reading {what} {name!r}")
             try:
                 return self.zip.read(info)
             except (zipfile.BadZipFile, OSError, EOFError) as err:  # corrupt member
@@ -186,7 +188,9 @@ def _our_config(rdf: Mapping[str, Any], where: str) -> dict[str, Any]:
     config = rdf.get("config")
     ours = config.get("napari_unet") if isinstance(config, dict) else None
     if not isinstance(ours, dict) or ours.get("format") != PACKAGE_FORMAT:
-        formats = ", ".join(sorted(rdf.get("weights") or {})) or "none"
+        weights = rdf.get("weights")
+        formats = ", ".join(sorted(map(str, weights))) if isinstance(weights, dict) else ""
+        formats = formats or "none"
         raise ValueError(
             f"{where} was not made by napari-unet (weights: {formats}). napari-unet loads only "
             "its own packages: rebuilding another program's net means running the Python code "
@@ -239,8 +243,13 @@ def _check_io(rdf: Mapping[str, Any], ours: Mapping[str, Any], where: str) -> tu
     return in_ch, out_ch
 
 
+def _listed(value: Any) -> list[Any]:
+    """``value`` when it is a list, else nothing (a malformed field lists nothing)."""
+    return value if isinstance(value, list) else []
+
+
 def _channel_count(tensor: Mapping[str, Any]) -> int:
-    for axis in tensor.get("axes") or []:
+    for axis in _listed(tensor.get("axes")):
         if isinstance(axis, dict) and axis.get("type") == "channel":
             names = axis.get("channel_names")
             return len(names) if isinstance(names, list) else -1
@@ -248,7 +257,7 @@ def _channel_count(tensor: Mapping[str, Any]) -> int:
 
 
 def _output_channels(rdf: Mapping[str, Any]) -> list[str]:
-    for axis in rdf["outputs"][0].get("axes") or []:
+    for axis in _listed(rdf["outputs"][0].get("axes")):
         if isinstance(axis, dict) and axis.get("type") == "channel":
             names = axis.get("channel_names")
             return [str(n) for n in names] if isinstance(names, list) else []
@@ -261,13 +270,19 @@ def _normalization(tensor: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(steps, list):
         raise ValueError(f"{where}: preprocessing must be a list")
     found: dict[str, Any] = {"method": "none"}
-    for step in steps:
+    for i, step in enumerate(steps):
         name = step.get("id") if isinstance(step, dict) else None
         kwargs = (step.get("kwargs") or {}) if isinstance(step, dict) else {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"{where}: its rdf field inputs[0].preprocessing[{i}].kwargs must "
+                             f"be a mapping (key: value), not {_kind(kwargs)}")
         if name == "ensure_dtype" and kwargs.get("dtype") == "float32":
             continue
-        if name == "scale_range" and found["method"] == "none" and isinstance(kwargs, dict):
+        if name == "scale_range" and found["method"] == "none":
             axes = kwargs.get("axes")
+            if axes is not None and not isinstance(axes, list):
+                raise ValueError(f"{where}: its rdf field inputs[0].preprocessing[{i}].kwargs."
+                                 f"axes must be a list of axis names, not {_kind(axes)}")
             if axes is None or sorted(map(str, axes)) != ["x", "y"] \
                     or kwargs.get("reference_tensor") not in (None, tensor.get("id")):
                 raise ValueError(f"{where}: scale_range over axes {axes} is not the per-image, "
@@ -283,10 +298,18 @@ def _normalization(tensor: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _build(ours: Mapping[str, Any], rdf: Mapping[str, Any], where: str,
            in_channels: int, num_classes: int) -> UNet:
     arch = dict(ours["architecture"])
-    entry = (rdf.get("weights") or {}).get("pytorch_state_dict")
+    weights = rdf.get("weights")
+    if not isinstance(weights, dict):
+        raise ValueError(f"{where}: its rdf field weights must be a mapping of weight formats, "
+                         f"not {_kind(weights)}")
+    entry = weights.get("pytorch_state_dict")
     if not isinstance(entry, dict):
         raise ValueError(f"{where} has no pytorch_state_dict weights")
-    kwargs = (entry.get("architecture") or {}).get("kwargs")
+    architecture = entry.get("architecture") or {}
+    if not isinstance(architecture, dict):
+        raise ValueError(f"{where}: its rdf field weights.pytorch_state_dict.architecture must "
+                         f"be a mapping (key: value), not {_kind(architecture)}")
+    kwargs = architecture.get("kwargs")
     if kwargs != arch:
         raise ValueError(f"{where}: the architecture of its weights ({kwargs}) is not the one "
                          f"napari-unet recorded ({arch})")
@@ -306,13 +329,22 @@ def _read_weights(package: _Package, rdf: Mapping[str, Any], where: str) -> dict
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
-            zipfile.BadZipFile) as err:  # not torch's format, truncated, disallowed objects
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{where}: cannot read its weights: {first}") from None
+            zipfile.BadZipFile):  # not torch's format, truncated, disallowed objects
+        # torch's own message suggests loading with weights_only=False: never for such a file
+        raise ValueError(f"{where}: cannot read its weights: {entry.get('source')!r} is not a "
+                         "safe weights file (PyTorch tensors only); napari-unet never runs "
+                         "code stored in one") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise ValueError(f"{where}: its weights are not a state_dict of tensors")
     return state
+
+
+def _kind(value: Any) -> str:
+    """What a malformed field holds, in words."""
+    names = {str: "a text", int: "a number", float: "a number", bool: "true/false",
+             list: "a list", dict: "a mapping", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)
 
 
 __all__ = ["RDF_NAMES", "is_bioimageio_package", "load_bioimageio_package"]
