@@ -48,18 +48,29 @@ def leave_group_signals_to_parent() -> None:
 
 @contextmanager
 def started_with_group_signals_blocked() -> Iterator[None]:
-    """Processes started in this block begin with the group signals blocked (a blocked mask
-    is inherited through fork and exec); this process gets a signal that arrived meanwhile
-    when the block ends. Only in the main thread (where Python runs signal handlers)."""
-    if not hasattr(signal, "pthread_sigmask") \
-            or threading.current_thread() is not threading.main_thread():
+    """Start processes in this block: they begin with the group signals blocked (a blocked
+    mask is inherited through fork and exec), and a group signal that reaches this process
+    meanwhile is held and delivered when the block ends, so a start is never cut half-way
+    (which leaves a child that prints a traceback and a worker the parent did not record).
+    Only in the main thread (where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    held: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in GROUP_SIGNALS}
+    for sig in GROUP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    blocking = hasattr(signal, "pthread_sigmask")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS) if blocking else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
 
 
 def exit_with_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
