@@ -38,3 +38,30 @@ def test_viewer_opens_and_loads_sample(make_napari_viewer):
     assert image.data.shape == labels.data.shape == (256, 256)
     assert labels.data.max() > 20
     assert np.issubdtype(labels.data.dtype, np.integer)
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("sample", ["synthetic_nuclei", "nuclei_cells3d"])
+def test_sample_ground_truth_is_never_preselected_for_training_or_correction(
+        make_napari_viewer, sample):
+    """The samples' reference labels are there to compare with: Train does not offer them as
+    training labels unasked, Annotate not as the prediction to correct. Painted labels are."""
+    from napari_unet._widgets import GROUND_TRUTH, ROLE_KEY
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-original-unet", sample)
+    image, truth = viewer.layers
+    assert truth.metadata[ROLE_KEY] == GROUND_TRUTH
+    _, train = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
+    _, annotate = viewer.window.add_plugin_dock_widget("napari-original-unet", "Annotate")
+    # (the docks see napari's proxies of the layers: compared by name)
+    assert train.inputs.image_layer().name == image.name
+    assert train.inputs.labels_layer() is None
+    assert annotate.prediction_combo.value is None
+    # still there to pick by hand
+    assert truth.name in [c.name for c in annotate.prediction_combo.choices if c is not None]
+    annotate.create_training_layer()
+    painted = annotate.labels_combo.value
+    assert painted is not None and painted.name != truth.name
+    train.inputs.refresh()
+    assert train.inputs.labels_layer().name == painted.name

@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._widgets import GROUND_TRUTH, ROLE_KEY
 from .core.data.synthetic import synthetic_nuclei
 
 
@@ -14,7 +15,8 @@ def synthetic_nuclei_sample() -> list[tuple[Any, dict, str]]:
     image, labels = synthetic_nuclei((256, 256), seed=2015)
     return [
         (image, {"name": "synthetic nuclei", "colormap": "gray"}, "image"),
-        (labels, {"name": "synthetic nuclei ground truth", "opacity": 0.4}, "labels"),
+        (labels, {"name": "synthetic nuclei ground truth", "opacity": 0.4,
+                  "metadata": {ROLE_KEY: GROUND_TRUTH}}, "labels"),
     ]
 
 
@@ -42,6 +44,7 @@ def nuclei_cells3d_sample() -> list[tuple[Any, dict, str]]:
         (image.array, {"name": "nuclei (cells3d z30)", "colormap": "gray",
                        "scale": image.scale, "metadata": {"credit": credit}}, "image"),
         (labels.array.astype("int32"), {"name": "nuclei (cells3d z30) labels", "opacity": 0.4,
-                                        "scale": labels.scale, "metadata": {"credit": credit}},
+                                        "scale": labels.scale,
+                                        "metadata": {"credit": credit, ROLE_KEY: GROUND_TRUTH}},
          "labels"),
     ]

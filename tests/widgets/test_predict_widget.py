@@ -210,6 +210,9 @@ def test_stop_in_the_job_process_writes_nothing_and_the_process_goes_on(
     widget.stop()
     _wait(qtbot, widget)
     assert "stopped" in widget.status.text()
+    # the bar stays where the run got to, and says it stopped there
+    assert 0 < widget.progress.value() < widget.progress.maximum()
+    assert widget.progress.format() == "stopped at %p%"
     assert [layer.name for layer in viewer.layers] == ["stack"]
     qtbot.waitUntil(lambda: not job_process.process.busy, timeout=10000)
     # the same process takes the next job, once the stopped one has ended there

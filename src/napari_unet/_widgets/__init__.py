@@ -8,7 +8,9 @@ import torch. Layer metadata keys shared by the docks:
   c + 1; or any convention of ``core.data``).
 - ``napari_unet_class_names``: class names of a multi-class layer, background first.
 - ``napari_unet_role``: ``"training"`` for layers made by the Annotate dock, ``"prediction"`` for
-  layers written by the Predict dock. Predictions are never written into training layers.
+  layers written by the Predict dock, ``"ground truth"`` for the sample data's reference
+  labels (listed, never preselected as training labels or as a prediction). Predictions are
+  never written into training layers.
 - ``napari_unet_axes``: axes of a labels layer's data (e.g. ``"ZYX"``), set by the Predict dock
   from the image's file; the labels writer uses it.
 - ``napari_unet_pixel_size``: micrometres per Z/Y/X axis of a labels layer's data, set by the
@@ -19,5 +21,6 @@ import torch. Layer metadata keys shared by the docks:
 CONVENTION_KEY = "napari_unet_convention"
 CLASS_NAMES_KEY = "napari_unet_class_names"
 ROLE_KEY = "napari_unet_role"
+GROUND_TRUTH = "ground truth"  # the role of reference labels (the samples')
 AXES_KEY = "napari_unet_axes"
 PIXEL_SIZE_KEY = "napari_unet_pixel_size"

@@ -297,8 +297,12 @@ class JobRunner:
         if self._dock_gone():  # nothing left to show the end on
             return
         if self.progress_bar is not None:
-            set_bar(self.progress_bar, 1 if self._status == "done" else 0, 1)
-            self.progress_bar.setFormat("%p%")
+            # a finished job fills the bar; a stopped or failed one stays where it got to (a
+            # stopped training keeps its steps: 0 % read as "nothing kept")
+            if self._status == "done":
+                set_bar(self.progress_bar, 1, 1)
+            self.progress_bar.setFormat("stopped at %p%" if self._status == "stopped"
+                                        else "%p%")
         set_enabled(self.controls, True)
         if self.stop_button is not None:
             set_enabled([self.stop_button], False)

@@ -14,9 +14,10 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QPushButton, QWidget
 
 from ..core.training.labels import CONVENTIONS
-from . import CONVENTION_KEY, ROLE_KEY
+from . import CONVENTION_KEY, GROUND_TRUTH, ROLE_KEY
 from ._form import set_row_visible
 from .tooltips import tooltip
+from .training_layers import is_training_layer
 
 IMAGE_KEY = "napari_unet_image"  # set on training layers by the Annotate dock
 
@@ -101,6 +102,8 @@ class TrainInputs(QWidget):
             combo.addItems(names)
             if current in names:
                 combo.setCurrentText(current)
+            elif kind is Labels:
+                combo.setCurrentIndex(self._first_labels(names))
             combo.blockSignals(False)
         for layer in self.viewer.layers:
             layer.events.name.disconnect(self.refresh)  # no duplicates
@@ -109,6 +112,18 @@ class TrainInputs(QWidget):
             self.image_changed.emit(self.image_layer())
         if not same_layer(self.labels_layer(), labels_before) or labels_before is None:
             self._on_labels_changed()
+
+    def _first_labels(self, names: list[str]) -> int:
+        """The labels to offer first: painted training labels, else any but reference labels
+        (the sample's ground truth is there to compare with, not to train on unasked);
+        -1 (none) when only those are open."""
+        layers = [self.viewer.layers[name] for name in names]
+        for wanted in (is_training_layer,
+                       lambda layer: layer.metadata.get(ROLE_KEY) != GROUND_TRUTH):
+            index = next((i for i, layer in enumerate(layers) if wanted(layer)), None)
+            if index is not None:
+                return index
+        return -1
 
     # -- choice --------------------------------------------------------------------------------
     def _layer(self, combo: QComboBox, kind: type) -> Any:

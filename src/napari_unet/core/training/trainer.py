@@ -214,8 +214,9 @@ class Trainer:
                                         torch.from_numpy(weights))
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 shown_total, eta = budget.step_done(self.step, self.clock())
-                yield Progress(self.step, shown_total, f"loss {loss:.4g}", eta_s=eta,
-                               rate=budget.rate)
+                if shown_total is not None:  # (a time budget: once the rate is measured)
+                    yield Progress(self.step, shown_total, f"loss {loss:.4g}", eta_s=eta,
+                                   rate=budget.rate)
                 yield LossReport(self.step, loss, lr)
                 last = self.step == total
                 if meaningful and (self.step % cfg.validate_every == 0 or last) \
