@@ -373,3 +373,27 @@ def test_weights_that_cannot_be_read_safely_say_so_without_torchs_advice(package
     assert_one_line_error(status, err, "not a safe weights file")
     assert "weights_only" not in err
     assert not marker.exists()
+
+
+def test_weights_that_make_torchs_unpickler_pop_an_empty_stack_are_not_safe(package, tmp_path):
+    # found by the long package fuzz: torch raises IndexError ("pop from empty list") here
+    bad = rewritten(package, tmp_path / "bad.zip", replace={"weights.pt": b"\x80\x02."})
+    with pytest.raises(ValueError, match="'weights.pt' is not a safe weights file"):
+        load_model(bad)
+
+
+def test_a_zip_with_undecodable_member_names_is_no_package_and_no_model(tmp_path):
+    # found by the long fuzz: zipfile raises UnicodeDecodeError listing such a zip
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("ab", b"x")
+    data = bytearray(buffer.getvalue())
+    for signature, flag_at, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+        start = data.find(signature)
+        flags = struct.unpack_from("<H", data, start + flag_at)[0] | 0x800  # names are UTF-8
+        struct.pack_into("<H", data, start + flag_at, flags)
+        data[start + name_at:start + name_at + 2] = b"\xff\xfe"
+    path = tmp_path / "names.zip"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"names.zip' is not a valid napari-unet model file"):
+        load_model(path)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -50,7 +50,7 @@ class _Package:
         else:
             try:
                 self.zip = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError) as err:
+            except (zipfile.BadZipFile, OSError, ValueError) as err:  # ValueError: names
                 raise ValueError(f"{str(path)!r} is not a bioimage.io package: {err}") from None
             members = set(self.zip.namelist())
             names = [n for n in RDF_NAMES if n in members]
@@ -80,7 +80,8 @@ class _Package:
             check_memory(info.file_size, f"{self._where()}: reading {what} {name!r}")
             try:
                 return self.zip.read(info)
-            except (zipfile.BadZipFile, OSError, EOFError) as err:  # corrupt member
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+                    zlib.error) as err:  # corrupt, encrypted or oddly compressed member
                 raise ValueError(f"{self._where()}: cannot read {what} {name!r}: {err}") \
                     from None
         file = self.path / name
@@ -115,7 +116,7 @@ def is_bioimageio_package(spec: Any) -> bool:
             return False
         with zipfile.ZipFile(path) as zf:
             return any(n in RDF_NAMES for n in zf.namelist())
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, ValueError, zipfile.BadZipFile):  # ValueError: undecodable member names
         return False
 
 
@@ -328,9 +329,9 @@ def _read_weights(package: _Package, rdf: Mapping[str, Any], where: str) -> dict
                          "changed)")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
-            zipfile.BadZipFile):  # not torch's format, truncated, disallowed objects
-        # torch's own message suggests loading with weights_only=False: never for such a file
+    except Exception:  # noqa: BLE001 - torch's unpickler raises many types for foreign bytes
+        # (UnpicklingError, RuntimeError, EOFError, IndexError "pop from empty list" found by
+        # fuzzing, ...); its own message suggests weights_only=False: never for such a file
         raise ValueError(f"{where}: cannot read its weights: {entry.get('source')!r} is not a "
                          "safe weights file (PyTorch tensors only); napari-unet never runs "
                          "code stored in one") from None
