@@ -63,3 +63,24 @@ def test_a_scrolled_dock_keeps_its_pinned_block_below_the_rows(qtbot):
     assert scroll.widget().isAncestorOf(labels[0]) and not scroll.widget().isAncestorOf(run)
     assert _shown(run, dock) and not _shown(labels[-1], dock)  # the last rows scroll
     assert dock.minimumSizeHint().height() < 200
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("name", ["Predict", "Batch segment", "Train"])
+def test_the_forms_of_a_dock_share_one_label_column(make_napari_viewer, qtbot, name):
+    """The image, model, settings and output rows are separate forms; their fields start at
+    one place, not one per form."""
+    from qtpy.QtWidgets import QFormLayout
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-original-unet", name)
+    qtbot.wait(300)
+    starts = set()
+    for form in dock.findChildren(QFormLayout):
+        for row in range(form.rowCount()):
+            field = form.itemAt(row, QFormLayout.ItemRole.FieldRole)
+            label = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            if field is not None and label is not None and field.widget().isVisible():
+                starts.add(field.widget().mapTo(dock, field.widget().rect().topLeft()).x())
+    assert len(starts) == 1, starts

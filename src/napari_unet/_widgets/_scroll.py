@@ -9,9 +9,9 @@ and status line below it, always visible.
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, QPoint, Qt, QTimer
 from qtpy.QtGui import QShowEvent
-from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 
 class VerticalScroll(QScrollArea):
@@ -28,11 +28,41 @@ class VerticalScroll(QScrollArea):
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt's name)
         self.fit_width()
         super().showEvent(event)
+        # once laid out with napari's style and fonts (a label's width depends on them)
+        QTimer.singleShot(0, self._align)
+
+    def _align(self) -> None:
+        if self.widget() is not None:
+            align_labels(self.widget())
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            # (laid out: the frames' places are known; aligned labels ask for no new layout)
+            align_labels(watched)
             self.fit_width()
         return super().eventFilter(watched, event)
+
+
+def align_labels(root: QWidget) -> None:
+    """One label column for every form inside ``root``: a dock built of several forms one under
+    the other (image, model, settings, output), some inside frames, sized and placed each
+    column on its own, so its fields started at three different places. Each label is made as
+    wide as it takes for its field to start where the farthest one does."""
+    labels = []
+    for form in root.findChildren(QFormLayout):
+        holder = form.parentWidget()
+        if holder is None:
+            continue
+        # (a form nested in another layout starts inside that layout's margins)
+        left = (holder.mapTo(root, QPoint(form.geometry().x(), 0)).x()
+                + form.contentsMargins().left())
+        for row in range(form.rowCount()):
+            item = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            if item is not None and item.widget() is not None:
+                labels.append((item.widget(), left))
+    end = max((left + label.sizeHint().width() for label, left in labels), default=0)
+    for label, left in labels:
+        label.setMinimumWidth(end - left)
 
 
 def scroll_all_but(dock: QWidget, pinned: QWidget | None = None) -> VerticalScroll:
@@ -59,4 +89,4 @@ def scroll_all_but(dock: QWidget, pinned: QWidget | None = None) -> VerticalScro
     return scroll
 
 
-__all__ = ["VerticalScroll", "scroll_all_but"]
+__all__ = ["VerticalScroll", "align_labels", "scroll_all_but"]
