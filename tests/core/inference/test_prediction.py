@@ -180,10 +180,10 @@ def test_huge_finite_values_are_not_called_infinite(model):
 
 
 def test_rescale_factor_is_bounded(model):
-    meta = ModelMeta.for_model(model, object_diameter=16.0)
-    # 0.05 px objects brought to the band's lower edge, 8 px: 160x
-    with pytest.raises(ValueError, match=r"160x.*64 x 64 -> 10240 x 10240"):
-        predict(model, _image((64, 64)), PredictConfig(object_diameter=0.05), meta)
+    meta = ModelMeta.for_model(model, object_diameter=2000.0)
+    # 5 px objects brought to the band's lower edge, 1000 px: 200x
+    with pytest.raises(ValueError, match=r"200x.*64 x 64 -> 12800 x 12800"):
+        predict(model, _image((64, 64)), PredictConfig(object_diameter=5.0), meta)
     with pytest.raises(ValueError, match="object_diameter must be a positive number or 'auto'"):
         PredictConfig(object_diameter="big")
 
@@ -409,8 +409,8 @@ def test_orthogonal_views_settings_and_notes(model):
             m.startswith("YZ slices 32/32") for m in labels), res
 
     # a Z stack: the XZ and YZ slices are predicted (progress through both orientations)
-    # when asked for; by default only on stacks of 32 slices or more (this one has 3), and
-    # the status says so; False: the XY slices only
+    # when asked for; by default only on stacks 32 px tall or more seen from the side (this
+    # one: 3 slices 1 px apart), and the status says so; False: the XY slices only
     seen, res = side_views(PredictConfig(device="cpu", axes="ZYX", z_spacing=3.0,
                                          orthogonal_views=True, uncertainty=True))
     assert seen and res.volume and res.uncertainty.shape == (3, 32, 32)
@@ -418,12 +418,14 @@ def test_orthogonal_views_settings_and_notes(model):
     assert res.volume and not any(isinstance(e, Progress) and e.message.startswith("XZ")
                                   for e in events)
     notes = [e.text for e in events if isinstance(e, Message)]
-    assert any("XY slices only" in n and "32 slices or more" in n and "has 3" in n
+    assert any("XY slices only" in n and "3 px tall (3 slices)" in n and "from 32 px" in n
                for n in notes)
-    tall = np.concatenate([image] * 11)  # 33 slices: the views by default
-    events, res = _events(predict(model, tall, PredictConfig(device="cpu", axes="ZYX")))
-    assert any(isinstance(e, Progress) and e.message.startswith("YZ slices 32/32")
-               for e in events)
+    # as tall by its z spacing (3 slices 11 px apart), or by its slices: the views by default
+    for stack, spacing in ((image, 11.0), (np.concatenate([image] * 11), None)):
+        events, res = _events(predict(model, stack, PredictConfig(
+            device="cpu", axes="ZYX", z_spacing=spacing)))
+        assert any(isinstance(e, Progress) and e.message.startswith("YZ slices 32/32")
+                   for e in events)
     seen, xy = side_views(PredictConfig(device="cpu", axes="ZYX", orthogonal_views=False,
                                         tta=True, uncertainty=True,
                                         uncertainty_method="variance"))

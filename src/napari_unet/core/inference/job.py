@@ -35,7 +35,7 @@ from .predictor import OutOfMemory, PlanePredictor, plane_predictor
 from .scaling import labels_at_image_scale, resize_plane, scale_factor
 from .stack import allocate_output, as_stack, check_finite_in_memory, image_layout
 from .tiles import check_tile_size, padded_axis_tiles, plan_tiles, tile_margin
-from .views import VIEWS_MIN_SLICES, fold_orthogonal_views, side_predictor
+from .views import fold_orthogonal_views, side_predictor, thin_stack_note
 from .volume import VOLUME_BLOCK_SLICES, link_slices, stack_is_volume
 
 
@@ -82,12 +82,6 @@ class PredictionJob:
             self.views_note = ("orthogonal views ignored: they need 3D objects of an "
                                "instance model" + ("" if self.is_volume else
                                                    " and this image is not taken as a Z stack"))
-        elif self.views and config.orthogonal_views is None and self.n_z < VIEWS_MIN_SLICES:
-            # a thin stack has little to show from the side, for the same cost per voxel
-            self.views = False
-            self.views_note = (f"XY slices only: side views are used on stacks of "
-                               f"{VIEWS_MIN_SLICES} slices or more, and this one has "
-                               f"{self.n_z} (set side views to always to use them)")
 
     # -- setup that may need the model (auto diameter) -------------------------------------
     def _setup(self) -> Iterator[Message]:
@@ -114,8 +108,12 @@ class PredictionJob:
             yield self._note(self.scale_note, "warning")
         if self.layout_note:
             yield self._note(self.layout_note)
-        if self.views_note:  # a warning where the views were asked for
-            yield self._note(self.views_note, "warning" if config.orthogonal_views else "info")
+        if self.views_note:
+            yield self._note(self.views_note, "warning")
+        if self.views and config.orthogonal_views is None:  # (the scale is known now)
+            if thin := thin_stack_note(self.n_z, float(config.z_spacing or 1.0), self.scale):
+                self.views = False
+                yield self._note(thin)
         if cost := cost_note(config, self.views):  # batch says it once, not for every file
             self.notes.append(cost)
             yield Message(cost, data={"cost": True})

@@ -33,10 +33,11 @@ PredictFn = Callable[[np.ndarray], Generator[Any, None, np.ndarray]]
 #: Bytes of input read per band of XZ/YZ slices (float32 after normalisation).
 BAND_BYTES = 64 * 2**20
 
-#: Stacks with fewer slices are predicted from XY alone unless the views are asked for: seen
-#: from the side, a thin stack is a few rows, which show little that XY does not (the views
-#: still cost about twice the XY pass's pixels).
-VIEWS_MIN_SLICES = 32
+#: Stacks less tall than this seen from the side (slices x z spacing, in the model's pixels:
+#: about 1.5 times the shipped model's nuclei) are predicted from XY alone unless the views
+#: are asked for: a side slice a few rows tall shows little that XY does not, and the views
+#: still cost twice the XY pass's pixels. A stack of 32 slices 1 px apart is as tall.
+VIEWS_MIN_HEIGHT = 32
 
 
 def fold_orthogonal_views(
@@ -103,6 +104,18 @@ def fold_orthogonal_views(
             yield Progress(done, total, message)
 
 
+def thin_stack_note(n_z: int, z_spacing: float, scale: float = 1.0) -> str | None:
+    """Why a stack gets no side views by default (it is less than :data:`VIEWS_MIN_HEIGHT`
+    model pixels tall seen from the side), or None when it gets them."""
+    height = n_z * z_spacing * scale
+    if height >= VIEWS_MIN_HEIGHT:
+        return None
+    spacing = "" if z_spacing == 1 else f" {z_spacing:g} px apart"
+    return (f"XY slices only: seen from the side this stack is {height:.0f} px tall "
+            f"({n_z} slices{spacing}), and side views are used from {VIEWS_MIN_HEIGHT} px "
+            "(set side views to always to use them)")
+
+
 def side_predictor(xy: PlanePredictor, hw: tuple[int, int], plan: TilePlan) -> PlanePredictor:
     """The XY pass's predictor for side slices of ``hw`` (``Z x z_spacing`` rows, at the
     model's scale) tiled by ``plan``: as many slices per net pass as the XY pass has pixels
@@ -138,4 +151,5 @@ def _predict_slices(raw: np.ndarray, rng: IntensityRange | None, predict: Predic
     return fg.astype(np.float32, copy=False)
 
 
-__all__ = ["BAND_BYTES", "VIEWS_MIN_SLICES", "fold_orthogonal_views", "side_predictor"]
+__all__ = ["BAND_BYTES", "VIEWS_MIN_HEIGHT", "fold_orthogonal_views", "side_predictor",
+           "thin_stack_note"]
