@@ -14,7 +14,10 @@ at the Predict dock's defaults, in a worker thread as the dock does, and
 It reports the stop wait, the largest gap between two events (the worst wait a Stop can see)
 and the mean wait of a Stop pressed at a random moment (``sum(gap²) / (2 sum(gap))``). Usage::
 
-    python benchmarks/bench_stop.py --side 17000 --seconds 60
+    python benchmarks/bench_stop.py --side 17000 --seconds 60 --code /tmp/base
+
+(``--code DIR``: another checkout's ``src``, e.g. a ``git worktree`` of an older commit, run
+in the same session for a before/after.)
 
 Prints one JSON line per setting and a Markdown table.
 """
@@ -23,8 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
 
 
 def big_plane(side: int):
@@ -81,26 +90,37 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=17000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--code", nargs="*", default=[],
+                        help="other checkouts (their src/) to run beside this one")
+    parser.add_argument("--one", choices=["0", "1"], help=argparse.SUPPRESS)  # a child: TTA
     args = parser.parse_args()
+    if args.one is not None:
+        import torch
 
-    import torch
+        torch.set_num_threads(args.threads)
+        from napari_unet.core.model.checkpoint import resolve_model
 
-    torch.set_num_threads(args.threads)
-    from napari_unet.core.model.checkpoint import resolve_model
-
-    model, meta = resolve_model("default")
-    image = big_plane(args.side)
+        model, meta = resolve_model("default")
+        print(json.dumps(measure(model, meta, big_plane(args.side), args.one == "1",
+                                 args.seconds)))
+        return
     rows = []
-    for tta in (False, True):
-        row = measure(model, meta, image, tta, args.seconds)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+    for code in [str(HERE), *args.code]:
+        for tta in ("0", "1"):
+            env = dict(os.environ, PYTHONPATH=str(Path(code) / "src"))
+            out = subprocess.run([sys.executable, __file__, "--one", tta, "--side",
+                                  str(args.side), "--seconds", str(args.seconds),
+                                  "--threads", str(args.threads)],
+                                 env=env, capture_output=True, text=True, check=True)
+            row = {"code": Path(code).name, **json.loads(out.stdout.strip().splitlines()[-1])}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     print(f"\n{args.side}² uint16 plane, shipped model, dock defaults, {args.threads} threads\n")
-    print("| TTA | stop wait (s) | largest gap (s) | mean wait at a random moment (s) |")
-    print("|---|---|---|---|")
+    print("| code | TTA | stop wait (s) | largest gap (s) | mean wait at a random moment (s) |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {'on' if r['tta'] else 'off'} | {r['stop_wait_s']} | {r['max_gap_s']} | "
-              f"{r['mean_wait_s']} |")
+        print(f"| {r['code']} | {'on' if r['tta'] else 'off'} | {r['stop_wait_s']} | "
+              f"{r['max_gap_s']} | {r['mean_wait_s']} |")
 
 
 if __name__ == "__main__":

@@ -98,8 +98,8 @@ def test_predict_orthogonal_views_with_a_given_z_spacing(model_file, images, tmp
                           orthogonal_views=False)
     assert (ref.probabilities[1] <= plain.probabilities[1] + 1e-6).all()
     assert not np.array_equal(ref.probabilities, plain.probabilities)
-    # by default a stack this thin (fewer than 32 slices) gets XY only, as with
-    # --no-orthogonal-views
+    # by default a stack this thin (less than 32 px tall seen from the side) gets XY only, as
+    # with --no-orthogonal-views
     for flags, expected in (([], plain), (["--no-orthogonal-views"], plain)):
         out.unlink()
         assert main(["predict", "--model", str(model_file), "--image",

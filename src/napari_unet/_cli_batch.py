@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     summary = None
     counts = {"done": 0, "skipped": 0, "failed": 0}
     files = tqdm(desc="files", unit="file", file=sys.stderr, position=0)
-    slices = tqdm(desc="slices", unit="slice", file=sys.stderr, position=1, leave=False)
+    slices = tqdm(desc="file", unit="step", file=sys.stderr, position=1, leave=False)
     try:
         for event in job:
             if isinstance(event, Progress):
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 files.n = event.step
                 files.refresh()
             elif isinstance(event, SliceProgress):
-                slices.set_description(event.path.name)
+                slices.set_description(f"{event.path.name} {event.message}".strip())
                 slices.total = event.total
                 slices.n = event.step
                 slices.refresh()

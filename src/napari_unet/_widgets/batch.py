@@ -189,7 +189,7 @@ class BatchWidget(QWidget):
         from ..core.events import BatchSummary, FileDone, SliceProgress
 
         if isinstance(event, SliceProgress):
-            self.block.say(f"{event.path.name}: slice {event.step}/{event.total}")
+            self.block.say(f"{event.path.name}: {event.message or f'{event.step}/{event.total}'}")
         elif isinstance(event, FileDone):
             self.block.say(f"{event.path.name}: {event.status}"
                            + (f" ({event.message})" if event.message else ""))

@@ -77,11 +77,13 @@ class FileDone:
 
 @dataclass(frozen=True)
 class SliceProgress:
-    """Slice ``step`` of ``total`` of the file being segmented."""
+    """``step`` of ``total`` of the file being segmented, and where it is (``message``, e.g.
+    "slice 2/24" or "block 3/81")."""
 
     path: Path
     step: int
     total: int
+    message: str = ""
 
 
 @dataclass(frozen=True)

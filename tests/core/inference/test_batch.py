@@ -70,6 +70,9 @@ def test_outputs_named_like_inputs_with_axes_and_pixel_size(model, folder, tmp_p
     # a.tif: one tile; b.tif (a Z stack by its axes): 3 slices, each its tile and its end
     # (no side views: the stack is thinner than 32 slices), then 3D labelling (2 passes)
     assert sum(isinstance(e, SliceProgress) for e in events) == 1 + 3 * 2 + 2
+    # each says where the file is (the docks and the command line show it)
+    assert {e.message for e in events if isinstance(e, SliceProgress)
+            and e.path.name == "b.tif"} >= {"slice 1/3", "slice 3/3"}
     # the labels are those of predict_image with the file's axes and z spacing (2 / 0.25 um)
     from napari_unet.core.inference.prediction import predict_image
 

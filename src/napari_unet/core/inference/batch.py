@@ -182,7 +182,7 @@ def _predict_events(model: UNet, meta: Any, path: Path, array: Any,
     result: PredictionResult | None = None
     for event in predict(model, array, pconfig, meta):
         if isinstance(event, Progress):
-            yield SliceProgress(path, event.step, event.total)
+            yield SliceProgress(path, event.step, event.total, event.message)
         elif isinstance(event, Message):
             if not event.data.get("cost"):  # the batch said what costs more when it began
                 yield event
