@@ -224,7 +224,8 @@ def structured_models(draw):
             elif kind == "dtype":
                 payload["state_dict"][key] = t.to(torch.int64)
             elif kind == "nan":
-                payload["state_dict"][key] = torch.full_like(t, float("nan"))
+                # a float tensor: an earlier "dtype" change may have made t an integer one
+                payload["state_dict"][key] = torch.full(tuple(t.shape), float("nan"))
             elif kind == "rename":
                 payload["state_dict"][key + "_x"] = payload["state_dict"].pop(key)
             else:
