@@ -440,7 +440,7 @@ class PredictionJob:
         n = yield from pass_messages_on(label_blocks(
             fg, target, config.threshold, split=config.split_touching,
             block=config.block_size, halo=self._halo(), scratch=scratch, first_id=offset + 1,
-            **min_size_for(config)), forward_progress=not self.stacked, notes=self.notes)
+            **min_size_for(config)), forward_progress=True, notes=self.notes)
         return offset + n
 
     def _blocks_at_model_scale(self, fg: Any, target: Any, offset: int
@@ -455,7 +455,7 @@ class PredictionJob:
             model_fg, model_labels, config.threshold, split=config.split_touching,
             block=config.block_size, halo=self._halo(scale=self.scale), scratch=scratch,
             first_id=offset + 1, **min_size_for(config, self.scale)),
-            forward_progress=not self.stacked, notes=self.notes)
+            forward_progress=True, notes=self.notes)
         self._to_image_scale(model_labels, model_fg, fg, target)
         return offset + n
 
