@@ -154,7 +154,7 @@ class PredictConfig:
         choices=((None, "auto: stacks 32 px tall or more"), (True, "always"),
                  (False, "off: XY slices only")),
         help="3D: also predict the stack seen from the side and keep only what all views "
-             "see, which separates objects stacked on top of each other; about 2.5 times "
+             "see, which separates objects stacked on top of each other; about 2 to 3 times "
              "the time of the XY slices alone. Auto uses them where 3D objects are built "
              "and the stack seen from the side (slices times z spacing) is at least 32 px "
              "tall.")
@@ -267,7 +267,7 @@ def cost_note(config: PredictConfig, views: bool) -> str | None:
     if config.tta:
         costs.append("test-time augmentation: 8 passes per tile, about 8 times the time")
     if views:
-        costs.append("side views of the stack (XZ and YZ slices too): about 2.5 times the "
+        costs.append("side views of the stack (XZ and YZ slices too): about 2 to 3 times the "
                      "time of the XY slices alone")
     return "; ".join(costs) or None
 
