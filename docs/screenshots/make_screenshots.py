@@ -70,6 +70,8 @@ def train_shot() -> None:
     viewer = _viewer()
     viewer.open_sample("napari-original-unet", "nuclei_cells3d")
     _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
+    # the sample's ground truth is never preselected for training: chosen, as a user would
+    widget.inputs.set_layers(labels=viewer.layers["nuclei (cells3d z30) labels"])
     widget.train_form.set_value("minutes", None)
     widget.train_form.set_value("iterations", 30)
     widget.start()
