@@ -20,6 +20,16 @@ Protocol (data the project can ship, a look the default model never trained on):
 
     nice -n 5 python benchmarks/bench_finetune.py                 # the full run (~25 min)
     python benchmarks/bench_finetune.py --marks 0.25 0.5 --recipes new   # a quick look
+
+Proxies (issue 43, ``finetune_proxies.py``): ``--proxies`` runs each recipe on each proxy,
+workflow and seed, scores the unpainted part at each mark (AP@0.5, AP@0.75, pixel IoU, median
+predicted/true area of matched objects, shares merged and missed) and prints a Markdown table:
+
+    nice -n 10 python benchmarks/bench_finetune.py --proxies cells3d-tighter clusters \
+        --workflows sparse correct --marks 1 3 --seeds 0 --recipes finetune no-brakes
+
+A recipe is a name from ``RECIPES`` or ``NAME:key=value,key=value`` (TrainConfig overrides on
+the finetune preset, e.g. ``lr2e-4:lr=2e-4``). ``--share held`` scores the held-out share.
 """
 
 from __future__ import annotations
@@ -47,6 +57,9 @@ from napari_unet.core.training.sources import batch_spec
 from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import finetune_proxies  # noqa: E402
+
 SEED = 77_000
 SHAPE = (512, 512)
 RADIUS = (12.0, 20.0)
@@ -69,6 +82,11 @@ RECIPES = {
     # the new recipe giving its last weights instead of their moving average (not run unless
     # asked for: --recipes today new new-last)
     "new-last": dict(preset="finetune", workers="auto", average=0.0),
+    # issue 43: today's preset by its name, and the preset without its two brakes (the
+    # distillation that holds unpainted pixels at the start model's prediction, and the 0.995
+    # weight average that keeps the model near its start)
+    "finetune": dict(preset="finetune", workers="auto"),
+    "no-brakes": dict(preset="finetune", workers="auto", distill=0.0, average=0.0),
 }
 
 
@@ -222,6 +240,130 @@ def bare_samples_per_s(data: dict, overrides: dict, seconds: float) -> float:
     return n * config.batch_size / (time.monotonic() - t0)
 
 
+def parse_recipe(text: str) -> tuple[str, dict]:
+    """``NAME`` from :data:`RECIPES`, or ``NAME:key=value,...`` on the finetune preset."""
+    if ":" not in text:
+        if text not in RECIPES:
+            raise SystemExit(f"unknown recipe {text!r}: one of {tuple(RECIPES)} or NAME:k=v,...")
+        return text, RECIPES[text]
+    name, _, pairs = text.partition(":")
+    overrides = dict(RECIPES["finetune"])
+    for pair in filter(None, pairs.split(",")):
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return name, overrides
+
+
+def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[float],
+              log) -> dict:
+    """Fine-tune the default model on ``proxy``'s painted part (``workflow``) and score its
+    scored part at each mark of training time (scoring time excluded)."""
+    model, meta = resolve_model("default")
+    samples = TrainingSet(proxy.images, proxy.painted(workflow), convention="sparse",
+                          validation_fraction=0.0, normalization=meta.normalization)
+    config = TrainConfig(iterations=100_000, minutes=max(marks_s) / 60.0, validate_every=0,
+                         device="cpu", seed=proxy.seed, **overrides)
+    clock = PausableClock()
+    trainer = Trainer(model, samples, config, clock=clock)
+    start = clock()
+    pending, rows = sorted(marks_s), []
+
+    def record(mark_s: float, t: float) -> None:
+        with trainer.evaluation_weights() as net:
+            s = finetune_proxies.score_model(net, trainer.meta(), proxy)
+        rows.append({"mark_min": mark_s / 60, "t_s": round(t, 1), "step": trainer.step, **s})
+        log(f"{name} {proxy.name} {workflow} seed {proxy.seed}: {rows[-1]}")
+
+    for event in trainer.events():
+        if not isinstance(event, Progress):
+            continue
+        t = clock() - start
+        if pending and t >= pending[0]:
+            clock.pause()
+            while pending and t >= pending[0]:
+                record(pending.pop(0), t)
+            clock.resume()
+    t = clock() - start
+    for m in pending:  # the budget ended a moment before the last mark
+        record(m, t)
+    trainer.close()
+    return {"recipe": name, "proxy": proxy.name, "workflow": workflow, "seed": proxy.seed,
+            "overrides": overrides, "curve": rows}
+
+
+def proxies_table(runs: list[dict], starts: dict) -> str:
+    """One Markdown row per recipe x proxy x workflow x mark (mean over seeds), after the
+    start model's row of each proxy."""
+    head = ("| proxy | workflow | recipe | min | steps | AP@0.5 | AP@0.75 | pixel IoU "
+            "| area ratio | merged | missed |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    keys = ("ap50", "ap75", "iou", "area_ratio", "merged", "missed")
+    for proxy, start in starts.items():
+        lines.append(f"| {proxy} | | default model | 0 | 0 | "
+                     + " | ".join(f"{np.mean(start[k]):.3f}" for k in keys) + " |")
+        for workflow in dict.fromkeys(r["workflow"] for r in runs):
+            for recipe in dict.fromkeys(r["recipe"] for r in runs):
+                mine = [r for r in runs if (r["proxy"], r["workflow"], r["recipe"])
+                        == (proxy, workflow, recipe)]
+                if not mine:
+                    continue
+                for i, row in enumerate(mine[0]["curve"]):
+                    rows = [r["curve"][i] for r in mine]
+                    lines.append(f"| {proxy} | {workflow} | {recipe} | {row['mark_min']:g} | "
+                                 f"{np.mean([r['step'] for r in rows]):.0f} | "
+                                 + " | ".join(f"{np.mean([r[k] for r in rows]):.3f}"
+                                              for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def report(path: str, log) -> int:
+    """The table of the runs saved by ``--json`` (one line each), with the start model's
+    scores computed again."""
+    with open(path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    model, meta = resolve_model("default")
+    starts: dict = {}
+    for key in dict.fromkeys((r["proxy"], r.get("share", "tune"), r["seed"]) for r in runs):
+        name, share, seed = key  # (the proxy's seed: the --seeds value for cells3d, else
+        # the image seed)
+        seed = seed if name.startswith("cells3d") else seed - finetune_proxies._image_seed(share, 0)
+        start = finetune_proxies.score_model(model, meta, finetune_proxies.build(name, share, seed))
+        for k, v in start.items():
+            starts.setdefault(name, {}).setdefault(k, []).append(v)
+    log(f"{len(runs)} runs from {path}")
+    print(proxies_table(runs, starts))
+    return 0
+
+
+def main_proxies(args, log) -> int:
+    recipes = [parse_recipe(r) for r in (args.recipes or ["finetune"])]
+    model, meta = resolve_model("default")
+    runs, starts = [], {}
+    for proxy_name in args.proxies:
+        for seed in args.seeds:
+            proxy = finetune_proxies.build(proxy_name, args.share, seed)
+            start = finetune_proxies.score_model(model, meta, proxy)
+            log(f"default model on {proxy.name} ({args.share}, seed {seed}): {start}")
+            for k, v in start.items():
+                starts.setdefault(proxy.name, {}).setdefault(k, []).append(v)
+            for workflow in args.workflows:
+                for name, overrides in recipes:
+                    run = run_proxy(name, overrides, proxy, workflow,
+                                    [60.0 * m for m in args.marks], log)
+                    run.update(share=args.share, proxy_seed=seed)
+                    runs.append(run)
+                    if args.json:  # one line per run, appended: a cut run keeps what it did
+                        with open(args.json, "a") as f:
+                            f.write(json.dumps(run) + "\n")
+    print(f"share {args.share}, seeds {args.seeds}, load {os.getloadavg()[0]:.1f}, "
+          f"torch threads {torch.get_num_threads()}\n")
+    print(proxies_table(runs, starts))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--marks", type=float, nargs="+", default=[0.5, 1, 2, 3, 5],
@@ -229,7 +371,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--today-marks", type=float, nargs="+", default=None,
                         help="marks for today's recipe (default: --marks plus 12)")
     parser.add_argument("--every", type=int, default=0, help="also score every N steps")
-    parser.add_argument("--recipes", nargs="+", default=["today", "new"], choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=None,
+                        help="recipe names (RECIPES) or NAME:key=value,... (TrainConfig "
+                             "overrides on the finetune preset); default: today new, or "
+                             "finetune with --proxies")
+    parser.add_argument("--proxies", nargs="+", choices=list(finetune_proxies.PROXIES),
+                        help="run on these proxies (finetune_proxies.py) instead of the "
+                             "original protocol")
+    parser.add_argument("--workflows", nargs="+", default=["sparse", "correct"],
+                        choices=finetune_proxies.WORKFLOWS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="with --proxies: proxy seeds (synthetic image, painted objects, "
+                             "training seed)")
+    parser.add_argument("--report", metavar="JSONL",
+                        help="print the table of the proxy runs saved with --json, run nothing")
+    parser.add_argument("--share", default="tune", choices=finetune_proxies.SHARES,
+                        help="with --proxies: the tuning share or the held-out share")
     parser.add_argument("--bare-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=SEED,
                         help="the protocol image (another seed: another image, same style)")
@@ -238,6 +395,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    if args.report:
+        return report(args.report, log)
+    if args.proxies:
+        return main_proxies(args, log)
+    args.recipes = args.recipes or ["today", "new"]
+    for r in args.recipes:
+        if r not in RECIPES:
+            parser.error(f"unknown recipe {r!r}: one of {tuple(RECIPES)}")
 
     data = protocol_data(args.seed)
     model, meta = resolve_model("default")

@@ -1,6 +1,7 @@
 """The fine-tune benchmark's data stays out of the default model's training data."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ ROOT = Path(__file__).parents[2]
 def load(path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
@@ -46,3 +48,43 @@ def test_benchmark_paints_only_the_top_half_and_scores_the_bottom(bench):
         assert np.array_equal(painted == i + 1, labels == i)
     assert ((painted == 1) <= (labels == 0)).all()  # painted background is background
     assert data["bottom_labels"].max() >= 30  # enough nuclei to score
+
+
+@pytest.fixture(scope="module")
+def proxies():
+    return load(ROOT / "benchmarks" / "finetune_proxies.py")
+
+
+def test_label_shifts_move_every_outline(proxies):
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:25, 5:20] = 1
+    labels[5:25, 20:35] = 2  # touching: eroded apart
+    eroded = proxies.erode_labels(labels, 2)
+    assert np.array_equal(eroded == 1, np.pad(np.ones((16, 11), bool), ((7, 17), (7, 22))))
+    assert not (eroded > 0)[:, 18:22].any()
+    edge = np.zeros((10, 10), np.int32)
+    edge[:5] = 3  # the image border is not an outline
+    assert (proxies.erode_labels(edge, 1)[0] == 3).all()
+
+
+def test_proxy_workflows_paint_only_what_the_labels_say(proxies):
+    proxy = proxies.build("clusters", "tune", 0)
+    sparse = proxy.painted("sparse")
+    objects = sum(len(np.unique(p[p > 1])) for p in sparse)
+    assert objects == proxies.N_OBJECTS
+    for painted, labels in zip(sparse, proxy.labels, strict=True):
+        for i in np.unique(painted[painted > 1]):  # whole objects, as labelled
+            assert np.array_equal(painted == i, labels == i - 1)
+        assert ((painted == 1) <= (labels == 0)).all()
+    for painted, labels in zip(proxy.painted("correct"), proxy.labels, strict=True):
+        assert np.array_equal(painted, np.where(labels > 0, labels + 1, 1))
+    # the scored part is another part of the images, and the held-out share other images
+    held = proxies.build("clusters", "held", 0)
+    assert not np.array_equal(held.images[0], proxy.images[0])
+    assert all(image.shape == truth.shape for image, truth in proxy.scored)
+
+
+def test_cells3d_shares_use_disjoint_planes(proxies):
+    tune, held = proxies.CELLS3D_PLANES["tune"], proxies.CELLS3D_PLANES["held"]
+    planes = [z for share in (tune, held) for part in share for z in part]
+    assert len(planes) == len(set(planes)) and all(23 <= z <= 45 for z in planes)
