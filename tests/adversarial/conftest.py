@@ -93,6 +93,16 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def cli_in(folder: Path, capsys, *argv: str) -> tuple[int, str, str]:
+    """:func:`cli` run from ``folder`` (relative outputs land there)."""
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        return cli(capsys, *argv)
+    finally:
+        os.chdir(old)
+
+
 def args(template, work, *extra) -> list[str]:
     """A command line from a template whose "{w}" stands for the work folder."""
     return [str(a).format(w=work) for a in (*template, *extra)]

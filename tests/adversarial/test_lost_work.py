@@ -21,7 +21,7 @@ from napari_unet.core.io import outputs
 from napari_unet.core.model.checkpoint import load_model
 from napari_unet.core.training import trainer as train
 
-from .conftest import assert_one_line_error, cli, snapshot, spawn_cli
+from .conftest import assert_one_line_error, cli_in, snapshot, spawn_cli
 
 TRAIN = ["train", "--model", "tiny.pt", "--image", "img.tif", "--labels", "lab.tif",
          "--tile", "32", "--batch-size", "1", "--device", "cpu", "--validation-fraction", "0"]
@@ -36,14 +36,6 @@ def no_training(monkeypatch):
     monkeypatch.setattr(train.Trainer, "events", events)
 
 
-def run_in(work, capsys, *argv):
-    old = os.getcwd()
-    os.chdir(work)
-    try:
-        return cli(capsys, *argv)
-    finally:
-        os.chdir(old)
-
 
 def test_unwritable_output_folder_stops_train_before_the_first_step(work, capsys, monkeypatch,
                                                                     no_training):
@@ -57,14 +49,14 @@ def test_unwritable_output_folder_stops_train_before_the_first_step(work, capsys
         return real_open(path, flags, mode, dir_fd=dir_fd)
 
     monkeypatch.setattr(outputs.os, "open", deny)  # root ignores chmod; the kernel's answer
-    status, _, err = run_in(work, capsys, *TRAIN, "--iterations", "5", "--out",
+    status, _, err = cli_in(work, capsys, *TRAIN, "--iterations", "5", "--out",
                             locked / "model.pt")
     assert_one_line_error(status, err, "cannot write to folder", str(locked))
     assert list(locked.iterdir()) == []
 
 
 def test_missing_output_folder_stops_train_before_reading_data(work, capsys, no_training):
-    status, _, err = run_in(work, capsys, *TRAIN, "--out", work / "nowhere" / "model.pt")
+    status, _, err = cli_in(work, capsys, *TRAIN, "--out", work / "nowhere" / "model.pt")
     assert_one_line_error(status, err, "does not exist")
 
 
@@ -73,7 +65,7 @@ def test_full_disk_stops_train_before_the_first_step(work, capsys, monkeypatch, 
         free = 4096
 
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda folder: Usage)
-    status, _, err = run_in(work, capsys, *TRAIN, "--out", work / "model.pt")
+    status, _, err = cli_in(work, capsys, *TRAIN, "--out", work / "model.pt")
     assert_one_line_error(status, err, "not enough disk space", "4.0 KiB free")
     assert not (work / "model.pt").exists()
 
@@ -89,7 +81,7 @@ def test_full_disk_stops_predict_before_predicting(work, capsys, monkeypatch):
 
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda folder: Usage)
     monkeypatch.setattr(UNet, "lean_forward", forward)
-    status, _, err = run_in(work, capsys, "predict", "--model", "tiny.pt", "--image", "img.tif",
+    status, _, err = cli_in(work, capsys, "predict", "--model", "tiny.pt", "--image", "img.tif",
                             "--out", "l.tif", "--probabilities", "p.tif", "--device", "cpu")
     assert_one_line_error(status, err, "not enough disk space", "need 48.0 KiB")
     assert not (work / "l.tif").exists() and not (work / "p.tif").exists()
@@ -195,7 +187,7 @@ def test_temp_of_a_sigkilled_writer_is_removed_by_the_next_batch(work, capsys):
     proc.kill()
     proc.wait(timeout=30)
     assert os.path.exists(tmp) and outputs.is_stale_temp(tmp)
-    status, _, err = run_in(work, capsys, "batch", "--model", "tiny.pt", "--input", "img.tif",
+    status, _, err = cli_in(work, capsys, "batch", "--model", "tiny.pt", "--input", "img.tif",
                             "--out", "out", "--tile", "64", "--device", "cpu")
     assert status == 0, err
     assert f"removed {os.path.basename(tmp)}" in err
@@ -223,7 +215,7 @@ def test_sigterm_in_process_is_an_interrupt_with_one_line(work, capsys, monkeypa
         "batch": ["batch", "--model", "tiny.pt", "--input", "img.tif", "--out", "out",
                   "--tile", "64", "--device", "cpu"],
     }[command]
-    status, _, err = run_in(work, capsys, *argv)
+    status, _, err = cli_in(work, capsys, *argv)
     assert signal.getsignal(signal.SIGTERM) == handler  # restored after the command
     assert status == 130, err
     assert "Traceback" not in err

@@ -17,21 +17,13 @@ import pytest
 from napari_unet.core.model.checkpoint import load_model
 from napari_unet.core.training.fitting import Fitter
 
-from .conftest import cli, spawn_cli
+from .conftest import cli_in, spawn_cli
 
 REPEATS = int(os.environ.get("NAPARI_UNET_SIGNAL_REPEATS", "2"))
 TRAIN = ["train", "--model", "tiny.pt", "--image", "img.tif", "--labels", "lab.tif",
          "--tile", "32", "--batch-size", "1", "--device", "cpu", "--validation-fraction", "0",
          "--no-plots"]
 
-
-def in_work(work, capsys, *argv):
-    old = os.getcwd()
-    os.chdir(work)
-    try:
-        return cli(capsys, *argv)
-    finally:
-        os.chdir(old)
 
 
 def test_first_sigterm_stops_a_long_step_at_once_and_saves_the_last_whole_one(
@@ -47,7 +39,7 @@ def test_first_sigterm_stops_a_long_step_at_once_and_saves_the_last_whole_one(
         return original(self, *args)
 
     monkeypatch.setattr(Fitter, "gradients", long_third_step)
-    status, out, err = in_work(work, capsys, *TRAIN, "--workers", "0", "--iterations", "50",
+    status, out, err = cli_in(work, capsys, *TRAIN, "--workers", "0", "--iterations", "50",
                                "--out", "model.pt")
     assert status == 130, err
     assert finished == []  # interrupted inside the step, not after it
@@ -67,7 +59,7 @@ def test_sigterm_while_the_weights_are_written_lets_the_write_end(work, capsys, 
         return original(self)
 
     monkeypatch.setattr(Fitter, "apply", signalled_apply)
-    status, out, err = in_work(work, capsys, *TRAIN, "--workers", "0", "--iterations", "50",
+    status, out, err = cli_in(work, capsys, *TRAIN, "--workers", "0", "--iterations", "50",
                                "--average", "0.9", "--out", "model.pt")
     assert status == 130, err
     assert "interrupted at step 3" in out  # the third step's update was completed
