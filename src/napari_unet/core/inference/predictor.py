@@ -132,7 +132,13 @@ def d4_inverse(y: torch.Tensor, k: int) -> torch.Tensor:
     return y
 
 
-class with_tta:  # noqa: N801 - used as the wrapper function it replaced
+def with_tta(predictor: Predictor, variance: bool = False) -> TTAPredictor:
+    """``predictor`` averaged over the 8 flips/rotations of its input (see
+    :class:`TTAPredictor`)."""
+    return TTAPredictor(predictor, variance)
+
+
+class TTAPredictor:
     """Average ``predictor`` over the 8 flips/rotations of its input.
 
     With ``variance`` one channel is appended: the variance of the probabilities over the views,
@@ -242,9 +248,11 @@ class PlanePredictor:
 
     def forward_passes(self, batch: np.ndarray, keep: Keep = None
                        ) -> Generator[None, None, tuple[np.ndarray, np.ndarray | None]]:
-        """As :meth:`forward`, yielding between the net's passes (see :class:`with_tta`)."""
+        """As :meth:`forward`, yielding between the net's passes (see
+        :class:`TTAPredictor`)."""
         x = torch.from_numpy(batch).to(self.device)
         passes = getattr(self.net, "passes", None)
+        # (a net without passes is one pass: an empty run, then the net itself)
         run = passes(x, keep) if passes is not None else iter(())
         while True:
             # inference mode per pass: a context held across a yield would leak into the caller
@@ -459,7 +467,7 @@ def drain(gen: Generator[Any, None, Any]) -> Any:
 
 
 __all__ = [
-    "FirstBatchCheck", "OutOfMemory", "PlanePredictor", "Predictor", "build_predictor",
-    "d4_inverse", "d4_view", "drain", "is_channels_last", "is_out_of_memory", "net_probabilities",
-    "plane_predictor", "predicts_channels_last", "with_autocast", "with_tta",
+    "FirstBatchCheck", "OutOfMemory", "PlanePredictor", "Predictor", "TTAPredictor",
+    "build_predictor", "d4_inverse", "d4_view", "drain", "is_channels_last", "is_out_of_memory",
+    "net_probabilities", "plane_predictor", "predicts_channels_last", "with_autocast", "with_tta",
 ]
