@@ -193,6 +193,9 @@ def targets_and_weights(
     if instances_mode:
         if ignore is not None:
             ignore = ignore | unsure_edges(labels, ignore)
+            if ignore.all():  # only an object's unsure edge was painted here (a sliver of a
+                # tile, after augmentation): nothing to learn, as with no paint at all
+                return np.zeros(labels.shape, np.int64), np.zeros(labels.shape, np.float32)
         target = foreground_target(labels, separate_touching)
         weights = weight_map(labels, w0, sigma, class_weights, ignore, separate_touching)
     else:
