@@ -79,8 +79,8 @@ def stack_is_volume(axes: str | None, ndim_spatial_stack: bool, volume: bool | N
         return False, None
     if volume is True:
         return True, None
-    return False, ("the stack's axis is not known (Z or T?): segmenting slice by slice; pass "
-                   "axes='ZYX' or volume=True (--3d) for 3D objects")
+    return False, ("the stack's axis is not known (Z or time?): segmenting slice by slice; "
+                   "set Z stacks to 3D objects (--3d) for objects across slices")
 
 
 def link_slices(labels: Any, out: Any = None, threshold: float = DEFAULT_STITCH_THRESHOLD,
