@@ -110,7 +110,9 @@ def test_sigterm_to_the_group_of_train_with_two_workers_leaves_no_process(work, 
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     if "interrupted at step" not in out:  # before the loop began: nothing trained to save
-        assert err.splitlines()[-1] == "napari-unet train: interrupted", err
+        # the last words (a signal during the progress bar's own drawing can leave the bar
+        # on that line)
+        assert err.rstrip().endswith("napari-unet train: interrupted"), err
         assert not (work / "model.pt").exists()
     # the workers were ended and reaped before train exited
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
