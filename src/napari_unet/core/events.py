@@ -97,15 +97,6 @@ class BatchSummary:
 
 # -- driving a sub-job ------------------------------------------------------------------------
 
-def collect_messages(gen: Generator[Message, None, Any], messages: list[Message]) -> Any:
-    """Run a sub-job to its value, keeping its messages for the caller to pass on later."""
-    while True:
-        try:
-            messages.append(next(gen))
-        except StopIteration as stop:
-            return stop.value
-
-
 #: Progress steps a part of a job (a block of a plane, a slice of a stack) counts for: its
 #: sub-job's progress is mapped into them (:func:`within`).
 PART_STEPS = 100
