@@ -118,9 +118,10 @@ def within(gen: Generator[Any, None, Any], start: int, span: int, total: int, me
         yield event
 
 
-def pass_messages_on(gen: Generator[Any, None, Any], forward_progress: bool, notes: list[str]
+def pass_messages_on(gen: Generator[Any, None, Any], notes: list[str]
                      ) -> Generator[Any, None, Any]:
-    """Pass a sub-job's messages on (and its progress, if asked); return its value."""
+    """Pass a sub-job's events on, keeping its messages' text in ``notes``; return its
+    value."""
     while True:
         try:
             event = next(gen)
@@ -128,6 +129,4 @@ def pass_messages_on(gen: Generator[Any, None, Any], forward_progress: bool, not
             return stop.value
         if isinstance(event, Message):
             notes.append(event.text)
-            yield event
-        elif forward_progress:
-            yield event
+        yield event

@@ -440,7 +440,7 @@ class PredictionJob:
         n = yield from pass_messages_on(label_blocks(
             fg, target, config.threshold, split=config.split_touching,
             block=config.block_size, halo=self._halo(), scratch=scratch, first_id=offset + 1,
-            **min_size_for(config)), forward_progress=True, notes=self.notes)
+            **min_size_for(config)), notes=self.notes)
         return offset + n
 
     def _blocks_at_model_scale(self, fg: Any, target: Any, offset: int
@@ -455,7 +455,7 @@ class PredictionJob:
             model_fg, model_labels, config.threshold, split=config.split_touching,
             block=config.block_size, halo=self._halo(scale=self.scale), scratch=scratch,
             first_id=offset + 1, **min_size_for(config, self.scale)),
-            forward_progress=True, notes=self.notes)
+            notes=self.notes)
         self._to_image_scale(model_labels, model_fg, fg, target)
         return offset + n
 
@@ -471,7 +471,7 @@ class PredictionJob:
         config = self.config
         if config.stitch_threshold is not None:
             linking = link_slices(self.instances, threshold=config.stitch_threshold)
-            yield from pass_messages_on(linking, forward_progress=True, notes=self.notes)
+            yield from pass_messages_on(linking, notes=self.notes)
             return
         # a rescaled volume is labelled at the model's scale (as a rescaled plane is), where
         # the slices lie z_spacing x scale of its pixels apart, then brought back plane by plane
@@ -491,7 +491,7 @@ class PredictionJob:
             fg, target, config.threshold, split=config.split_touching,
             block=block, halo=halos, scratch=scratch, spacing=(zs, 1.0, 1.0),
             **min_size_for(config, scale)),
-            forward_progress=True, notes=self.notes)
+            notes=self.notes)
         if target is not self.instances:
             for z in range(self.n_z):
                 self._to_image_scale(target[z], fg[z], self.foreground[z], self.instances[z])
