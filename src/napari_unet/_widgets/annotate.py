@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.constants import MODES
-from . import CLASS_NAMES_KEY, CONVENTION_KEY, GROUND_TRUTH, ROLE_KEY
+from . import CLASS_NAMES_KEY, CONVENTION_KEY, ROLE_KEY
 from ._form import ask_yes_no
 from ._jobs import notify_error, notify_info
 from ._scroll import scroll_all_but
@@ -43,6 +43,7 @@ from .training_layers import (
     BACKGROUND,
     annotation_counts,
     colormap_covers,
+    is_reference_layer,
     is_training_layer,
     next_free_id,
     prediction_to_training,
@@ -238,14 +239,13 @@ class AnnotateWidget(QWidget):
         images = [c for c in self.image_combo.choices if c is not None]
         if self.image_combo.value is None and images:
             self.image_combo.value = images[0]
-        # the newest of each, never reference labels (the sample's ground truth is no
+        # the newest of each; never reference labels (the sample's ground truth is no
         # prediction to correct)
-        labels = [c for c in self.labels_combo.choices
-                  if c is not None and c.metadata.get(ROLE_KEY) != GROUND_TRUTH]
+        labels = [c for c in self.labels_combo.choices if c is not None]
         if self.labels_combo.value is None and labels:
             self.labels_combo.value = labels[-1]
         predictions = [c for c in self.prediction_combo.choices
-                       if c is not None and c.metadata.get(ROLE_KEY) != GROUND_TRUTH]
+                       if c is not None and not is_reference_layer(c)]
         if self.prediction_combo.value is None and predictions:
             self.prediction_combo.value = predictions[-1]
         self._on_labels_changed()

@@ -14,10 +14,10 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QPushButton, QWidget
 
 from ..core.training.labels import CONVENTIONS
-from . import CONVENTION_KEY, GROUND_TRUTH, ROLE_KEY
+from . import CONVENTION_KEY, ROLE_KEY
 from ._form import set_row_visible
 from .tooltips import tooltip
-from .training_layers import is_training_layer
+from .training_layers import is_reference_layer, is_training_layer
 
 IMAGE_KEY = "napari_unet_image"  # set on training layers by the Annotate dock
 
@@ -119,7 +119,7 @@ class TrainInputs(QWidget):
         -1 (none) when only those are open."""
         layers = [self.viewer.layers[name] for name in names]
         for wanted in (is_training_layer,
-                       lambda layer: layer.metadata.get(ROLE_KEY) != GROUND_TRUTH):
+                       lambda layer: not is_reference_layer(layer)):
             index = next((i for i, layer in enumerate(layers) if wanted(layer)), None)
             if index is not None:
                 return index

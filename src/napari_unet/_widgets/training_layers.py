@@ -15,7 +15,7 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap, label_colormap
 
-from . import CONVENTION_KEY, ROLE_KEY
+from . import CONVENTION_KEY, GROUND_TRUTH, ROLE_KEY
 
 BACKGROUND = 1  # label of painted background in both sparse conventions
 BACKGROUND_RGBA = (0.55, 0.55, 0.55, 0.35)  # neutral grey, see-through
@@ -27,6 +27,12 @@ def is_training_layer(layer: Any) -> bool:
     meta = getattr(layer, "metadata", {}) or {}
     role = meta.get(ROLE_KEY)
     return role == "training" or (CONVENTION_KEY in meta and role != "prediction")
+
+
+def is_reference_layer(layer: Any) -> bool:
+    """Reference labels (the samples' ground truth): listed by the docks, never preselected
+    as training labels or as a prediction to correct."""
+    return (getattr(layer, "metadata", {}) or {}).get(ROLE_KEY) == GROUND_TRUTH
 
 
 def training_geometry(
