@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..constants import DEFAULT_NORMALIZATION, MODES
-from ..layout import channels_at_minus3, pick_channel
+from ..layout import pick_channel, training_image_layout
 from ..model.meta import check_normalization
-from ..normalize import check_axis, normalize
+from ..normalize import normalize
 from .holdout import split_planes
 from .labels import (
     INSTANCE_CONVENTIONS,
@@ -133,7 +133,7 @@ class TrainingSet:
         self._norm_cache: list[dict[int, np.ndarray]] = []
         channels = None
         for i, image in enumerate(images):
-            image, stacked, n_channels = _arrange_image(image, channel_axis, i)
+            image, stacked, n_channels = training_image_layout(image, channel_axis, i)
             if channels is None:
                 channels = n_channels
             elif n_channels != channels:
@@ -440,29 +440,3 @@ def _object_areas(s: Plane) -> np.ndarray:
     ids = s.target[~s.ignore]
     areas = np.bincount(ids)[1:]
     return areas[areas > 0].astype(np.float64)
-
-
-def _arrange_image(image: Any, channel_axis: int | None, index: int) -> tuple[Any, bool, int]:
-    """Return (image with channels at axis -3 or none, is_stack, channels) without copying."""
-    if not hasattr(image, "shape") or not hasattr(image, "ndim"):
-        image = np.asarray(image)
-    shape = tuple(image.shape)
-    if 0 in shape:
-        raise ValueError(f"image {index} is empty, shape {shape}")
-    if channel_axis is None:
-        if image.ndim in (2, 3):
-            return channels_at_minus3(image, None)[0], image.ndim == 3, 1
-        raise ValueError(
-            f"image {index} has shape {shape}: a {image.ndim}D image needs channel_axis "
-            f"(2D images are (H, W), stacks (Z, H, W))"
-        )
-    if image.ndim not in (3, 4):
-        raise ValueError(
-            f"image {index} has shape {shape}: with channel_axis it must be 3D (C, H, W) or "
-            f"4D (Z, C, H, W)"
-        )
-    axis = check_axis(channel_axis, image.ndim, "channel_axis")
-    view, channels = channels_at_minus3(image, axis)
-    return view, image.ndim == 4, channels
-
-
