@@ -27,6 +27,8 @@ DEFAULT_ITERATIONS = 500
 
 #: Top levels of the U the finetune preset keeps frozen (see ``TrainConfig.frozen_levels``).
 FINETUNE_FROZEN_LEVELS = 2
+#: Reach (px) of the gaps between objects the finetune preset keeps (``TrainConfig.keep_gaps``).
+FINETUNE_GAP_RADIUS = 3
 
 # Preset defaults for the fields left as None. "paper": the paper's SGD with momentum 0.99,
 # one big tile per step. "fast": Adam on a batch of smaller tiles, which converges in far fewer
@@ -34,24 +36,26 @@ FINETUNE_FROZEN_LEVELS = 2
 # "finetune": starting from a trained model on a few painted objects (benchmarks/
 # bench_finetune.py): small tiles centred on the annotations, a short warm-up, and a lower
 # rate for the contracting path and its top levels frozen, so the features the model already
-# has survive, and class weights from what the model predicts, so outlines keep their width.
+# has survive, class weights from what the model predicts, so outlines keep their width, and
+# the gaps the model sees between unpainted objects kept, so touching ones stay apart.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
                   augment=AugmentConfig.paper(), warmup_steps=0, encoder_lr_scale=1.0,
                   frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
-                  average=0.0),
+                  average=0.0, keep_gaps=0),
     "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
                  augment=AugmentConfig(), warmup_steps=0, encoder_lr_scale=1.0,
                  frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
-                 average=0.0),
+                 average=0.0, keep_gaps=0),
     "finetune": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=128, momentum=0.9,
                      augment=AugmentConfig(), warmup_steps=5, encoder_lr_scale=0.3,
                      frozen_levels=FINETUNE_FROZEN_LEVELS, channels_last=True,
-                     class_weights="predicted", distill=6.0, average=0.995),
+                     class_weights="predicted", distill=0.0, average=0.995,
+                     keep_gaps=FINETUNE_GAP_RADIUS),
 }
 _PRESET_FIELDS = ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment",
                   "warmup_steps", "encoder_lr_scale", "frozen_levels", "channels_last",
-                  "distill", "average")
+                  "distill", "average", "keep_gaps")
 
 def preset_for(from_trained: bool) -> str:
     """The recipe the CLI and the Train dock use by default: ``"finetune"`` when training starts
@@ -162,11 +166,10 @@ class TrainConfig:
         Weight of a distillation term on the non-annotated pixels of each tile: the net's
         probabilities are pulled towards those of the weights this run started from (frozen),
         so that fine-tuning on a few painted objects does not unlearn the rest of the image
-        (``core.training.losses.distillation``; ``finetune``: 6, the others 0). Costs one forward
-        pass of
-        the starting net per step. Measured on three protocol images of benchmarks/
-        bench_finetune.py at 3 min, two runs each, mean AP@0.5 / pixel IoU on the unpainted half:
-        3 -> 0.696 / 0.906, 6 -> 0.749 / 0.910 (the starting model: 0.706 / 0.917).
+        (``core.training.losses.distillation``; 0 in every preset). Costs one forward pass of
+        the starting net per step. It also holds the starting model's outlines where the paint
+        corrects them: the finetune preset keeps only the gaps between objects instead
+        (``keep_gaps``; docs/decisions.md).
     average : float, optional
         Decay of an exponential moving average of the weights, started at the run's first
         weights and updated after every step. Previews, validation (so the best model kept)
@@ -177,6 +180,9 @@ class TrainConfig:
         (the last weights). A checkpoint holds the average as its weights and the live
         weights beside them (``Checkpoint.live_state``), so a run resumed from it goes on
         exactly; calling ``events()`` again does too.
+    keep_gaps : int, optional
+        Reach in pixels of the gaps between objects kept as background where nothing is
+        painted (:mod:`napari_unet.core.training.gaps`; ``finetune``: 3, the others 0).
     """
 
     preset: str = setting(
@@ -331,6 +337,11 @@ class TrainConfig:
         maximum=0.99999, advanced=True, dock=False,
         help="Keep a running average of the weights over the last steps (0.995 averages about "
              "the last 200); the average is what is previewed and saved. 0 is off.")
+    keep_gaps: int | None = setting(
+        None, label="keep the gaps between objects", kind="int", flag="--keep-gaps", minimum=0,
+        maximum=50, advanced=True, dock=False,
+        help="Unpainted background with two of the starting model's objects within this many "
+             "pixels is trained as background, so that touching objects stay apart; 0 is off.")
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -361,6 +372,7 @@ class TrainConfig:
         if not _finite(self.average) or not 0 <= self.average < 1:
             raise ValueError(f"average must be a decay in [0, 1), got {self.average!r}")
         object.__setattr__(self, "average", float(self.average))
+        _int_at_least(self, "keep_gaps", minimum=0)
         if not _finite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps \

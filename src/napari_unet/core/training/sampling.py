@@ -42,6 +42,9 @@ class Plane:
     target: np.ndarray  # (H, W) int32 instances or classes
     ignore: np.ndarray  # (H, W) bool
     row_counts: np.ndarray  # annotated pixels per row
+    # unannotated pixels trained as background all the same (TrainingSet.set_background_hint;
+    # never sampled as patch centres, counted as annotated or held out for validation)
+    hint: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class Region:
     @property
     def ignore(self) -> np.ndarray:
         return self.plane.ignore[self.start:self.stop]
+
+    @property
+    def hint(self) -> np.ndarray | None:
+        return None if self.plane.hint is None else self.plane.hint[self.start:self.stop]
 
     @property
     def n_annotated(self) -> int:
@@ -238,6 +245,8 @@ def draw_patch(
     image = region.image[:, rows[:, None], cols[None, :]]
     target = region.target[rows[:, None], cols[None, :]]
     ignore = region.ignore[rows[:, None], cols[None, :]]
+    if region.hint is not None:  # (the hint is background where nothing is painted)
+        ignore = ignore & ~region.hint[rows[:, None], cols[None, :]]
     return image, target, ignore
 
 

@@ -57,6 +57,7 @@ from .budget import RunBudget
 from .class_weights import predicted_class_weights
 from .config import TrainConfig
 from .fitting import Fitter, forward_full
+from .gaps import StartModelGaps
 from .optimizer import make_optimizer
 from .sources import ThreadSource, batch_spec, training_bytes
 from .validation import validation_is_meaningful, validation_metrics, validation_score
@@ -132,6 +133,11 @@ class Trainer:
         # the moving average of the weights (config.average), started when a run starts; while
         # no run is going on the model holds it, and the live weights wait there
         self._averaging = WeightAverage(model, self.config.average, self._fitter.writing)
+        # the gaps between the objects the starting weights see (config.keep_gaps), given to
+        # the samples when the first run starts
+        self._gaps = StartModelGaps(model, self.config.keep_gaps, self.device) \
+            if self.config.keep_gaps and samples.mode == "instances" \
+            and hasattr(samples, "set_background_hint") else None
         if checkpoint_state is not None:
             self._restore(checkpoint_state)
         self._source: weakref.ref | None = None
@@ -187,6 +193,12 @@ class Trainer:
             yield Message("sparse labels: class weights "
                           f"{', '.join(f'{w:.2f}' for w in cw)} from the classes the model "
                           "sees in the whole images", data={"class_weights": cw})
+        if self._gaps is not None:
+            kept = self.samples.set_background_hint(self._gaps)
+            self._gaps = None  # (the samples keep it for planes painted later)
+            if kept:
+                yield Message(f"{kept} unpainted pixels between objects the model already "
+                              "separates are kept as background", data={"kept_gaps": kept})
         source = self._open_source(self.step, cfg.step_limit)
         self._averaging.begin()
         with torch_threads(cfg.threads):

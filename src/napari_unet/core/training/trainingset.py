@@ -9,7 +9,7 @@ accepts new labels (``update``) from another thread while training runs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,8 @@ class TrainingSet:
         self._seed = int(seed)
         self._lock = threading.Lock()
         self._version = 0
+        self._hint: Callable[[np.ndarray], np.ndarray] | None = None
+        self._hint_cache: dict[tuple[int, int], np.ndarray] = {}
 
         self._images: list[Any] = []  # per source: array with channels at axis -3 or None
         self._stacked: list[bool] = []
@@ -278,6 +280,31 @@ class TrainingSet:
             self._slices = slices
             self._snapshot = snapshot
 
+    def set_background_hint(self, hint: Callable[[np.ndarray], np.ndarray] | None) -> int:
+        """Train the unannotated pixels that ``hint`` marks as background too (instance mode).
+
+        ``hint`` maps an annotated plane's normalised image ``(C, H, W)`` to a bool ``(H, W)``
+        mask. It is called once per plane, now and for planes annotated later (``update``);
+        annotated pixels keep their labels. Hinted pixels are never patch centres, are not
+        counted as annotated and are not held out for validation: they only add background
+        where a patch has nothing painted. None removes the hint.
+
+        Returns
+        -------
+        int
+            The unannotated pixels now trained as background.
+        """
+        if hint is not None and self._mode != "instances":
+            raise ValueError("a background hint needs instance labels")
+        with self._lock:
+            self._hint, self._hint_cache = hint, {}
+            slices = [self._convert_source(i, raw, previous=None)
+                      for i, raw in enumerate(self._raw)]
+            self._slices = slices
+            self._snapshot = self._split([s for per in slices for s in per.values()])
+            return int(sum(s.hint.sum() for per in slices for s in per.values()
+                           if s.hint is not None))
+
     # ------------------------------------------------------------------ sampling
 
     def sample_patch(
@@ -409,9 +436,24 @@ class TrainingSet:
             row_counts = (~ignore).sum(axis=1)
             if row_counts.sum() == 0:
                 continue
-            out[z] = Plane((index, z), self._normalized(index, z, where), target, ignore,
-                            row_counts)
+            image = self._normalized(index, z, where)
+            out[z] = Plane((index, z), image, target, ignore, row_counts,
+                           self._hinted((index, z), image, ignore))
         return out
+
+    def _hinted(self, key: tuple[int, int], image: np.ndarray, ignore: np.ndarray
+                ) -> np.ndarray | None:
+        """The unannotated pixels of a plane that the background hint marks, or None."""
+        if self._hint is None or not ignore.any():
+            return None
+        if key not in self._hint_cache:
+            mask = np.asarray(self._hint(image), bool)
+            if mask.shape != ignore.shape:
+                raise ValueError(f"the background hint gave shape {mask.shape} for a plane of "
+                                 f"shape {ignore.shape}")
+            self._hint_cache[key] = mask
+        hinted = self._hint_cache[key] & ignore
+        return hinted if hinted.any() else None
 
     def _normalized(self, index: int, z: int, where: str) -> np.ndarray:
         cache = self._norm_cache[index]
