@@ -82,11 +82,13 @@ RECIPES = {
     # the new recipe giving its last weights instead of their moving average (not run unless
     # asked for: --recipes today new new-last)
     "new-last": dict(preset="finetune", workers="auto", average=0.0),
-    # issue 43: today's preset by its name, and the preset without its two brakes (the
-    # distillation that holds unpainted pixels at the start model's prediction, and the 0.995
-    # weight average that keeps the model near its start)
+    # issue 43: the finetune preset by its name; the preset as it was before it kept the gaps
+    # between objects (distillation towards the start model on every unpainted pixel, weight 6,
+    # and the 0.995 weight average from the first step); and that one without its two brakes
     "finetune": dict(preset="finetune", workers="auto"),
-    "no-brakes": dict(preset="finetune", workers="auto", distill=0.0, average=0.0),
+    "before-gaps": dict(preset="finetune", workers="auto", keep_gaps=0, distill=6.0,
+                        average=0.995),
+    "no-brakes": dict(preset="finetune", workers="auto", keep_gaps=0, distill=0.0, average=0.0),
 }
 
 
@@ -258,32 +260,41 @@ def parse_recipe(text: str) -> tuple[str, dict]:
 
 
 def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[float],
-              log) -> dict:
+              log, step_marks: list[int] | None = None) -> dict:
     """Fine-tune the default model on ``proxy``'s painted part (``workflow``) and score its
-    scored part at each mark of training time (scoring time excluded)."""
+    scored part at each mark of training time (scoring time excluded), or at each of
+    ``step_marks`` steps."""
     model, meta = resolve_model("default")
     samples = TrainingSet(proxy.images, proxy.painted(workflow), convention="sparse",
                           validation_fraction=0.0, normalization=meta.normalization)
-    config = TrainConfig(iterations=100_000, minutes=max(marks_s) / 60.0, validate_every=0,
-                         device="cpu", seed=proxy.seed, **overrides)
+    if step_marks:
+        budget = dict(iterations=max(step_marks), minutes=None)
+    else:
+        budget = dict(iterations=100_000, minutes=max(marks_s) / 60.0)
+    config = TrainConfig(**budget, validate_every=0, device="cpu", seed=proxy.seed, **overrides)
     clock = PausableClock()
     trainer = Trainer(model, samples, config, clock=clock)
     start = clock()
-    pending, rows = sorted(marks_s), []
+    pending, rows = sorted(step_marks or marks_s), []
 
-    def record(mark_s: float, t: float) -> None:
+    def record(mark: float, t: float) -> None:
         with trainer.evaluation_weights() as net:
             s = finetune_proxies.score_model(net, trainer.meta(), proxy)
-        rows.append({"mark_min": mark_s / 60, "t_s": round(t, 1), "step": trainer.step, **s})
+        when = {"mark_steps": mark} if step_marks else {"mark_min": mark / 60}
+        rows.append({**when, "t_s": round(t, 1), "step": trainer.step, **s})
         log(f"{name} {proxy.name} {workflow} seed {proxy.seed}: {rows[-1]}")
+
+    def due() -> bool:
+        return bool(pending) and (trainer.step >= pending[0] if step_marks
+                                  else clock() - start >= pending[0])
 
     for event in trainer.events():
         if not isinstance(event, Progress):
             continue
         t = clock() - start
-        if pending and t >= pending[0]:
+        if due():
             clock.pause()
-            while pending and t >= pending[0]:
+            while due():
                 record(pending.pop(0), t)
             clock.resume()
     t = clock() - start
@@ -312,7 +323,9 @@ def proxies_table(runs: list[dict], starts: dict) -> str:
                     continue
                 for i, row in enumerate(mine[0]["curve"]):
                     rows = [r["curve"][i] for r in mine]
-                    lines.append(f"| {proxy} | {workflow} | {recipe} | {row['mark_min']:g} | "
+                    mark = (f"{row['mark_min']:g}" if "mark_min" in row
+                            else f"{row['mark_steps']} steps")
+                    lines.append(f"| {proxy} | {workflow} | {recipe} | {mark} | "
                                  f"{np.mean([r['step'] for r in rows]):.0f} | "
                                  + " | ".join(f"{np.mean([r[k] for r in rows]):.3f}"
                                               for k in keys) + " |")
@@ -352,7 +365,7 @@ def main_proxies(args, log) -> int:
             for workflow in args.workflows:
                 for name, overrides in recipes:
                     run = run_proxy(name, overrides, proxy, workflow,
-                                    [60.0 * m for m in args.marks], log)
+                                    [60.0 * m for m in args.marks], log, args.step_marks)
                     run.update(share=args.share, proxy_seed=seed)
                     runs.append(run)
                     if args.json:  # one line per run, appended: a cut run keeps what it did
@@ -368,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--marks", type=float, nargs="+", default=[0.5, 1, 2, 3, 5],
                         help="minutes of training at which to score (the last is the budget)")
+    parser.add_argument("--step-marks", type=int, nargs="+", default=None,
+                        help="with --proxies: score at these step counts instead of --marks")
     parser.add_argument("--today-marks", type=float, nargs="+", default=None,
                         help="marks for today's recipe (default: --marks plus 12)")
     parser.add_argument("--every", type=int, default=0, help="also score every N steps")
