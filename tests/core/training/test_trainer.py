@@ -756,6 +756,27 @@ def test_distillation_keeps_the_unannotated_pixels_near_the_starting_model(nucle
         TrainConfig(distill=-1.0)
 
 
+def test_anchor_moves_the_weights_back_towards_the_start_after_each_step(nuclei):
+    image, instances = nuclei
+    samples = TrainingSet([image], [instances], validation_fraction=0.0)
+    start = tiny(seed=4)
+    free = Trainer(copy.deepcopy(start), samples, config(iterations=1))
+    anchored = Trainer(copy.deepcopy(start), samples, config(iterations=1, anchor=0.25))
+    list(free.events())
+    list(anchored.events())
+    # one step from the same weights on the same batch: the optimizer's step, then a quarter
+    # of the way back
+    for w0, w, got in zip(start.parameters(), free.model.parameters(),
+                          anchored.model.parameters(), strict=True):
+        torch.testing.assert_close(got, w0 + 0.75 * (w - w0))
+    assert any((w != w0).any() for w0, w in zip(start.parameters(), free.model.parameters(),
+                                                strict=True))
+    assert TrainConfig.finetune().anchor == 0.01 and TrainConfig.fast().anchor == 0.0
+    for bad in (-0.1, 0.6, float("nan")):
+        with pytest.raises(ValueError, match="anchor"):
+            TrainConfig(anchor=bad)
+
+
 def test_the_run_gives_the_moving_average_of_its_weights(nuclei, tmp_path):
     image, instances = nuclei
     samples = TrainingSet([image], [instances], validation_fraction=0.0)

@@ -29,6 +29,8 @@ DEFAULT_ITERATIONS = 500
 FINETUNE_FROZEN_LEVELS = 2
 #: Reach (px) of the gaps between objects the finetune preset keeps (``TrainConfig.keep_gaps``).
 FINETUNE_GAP_RADIUS = 3
+#: Share of the way back to the starting weights after each step (``TrainConfig.anchor``).
+FINETUNE_ANCHOR = 0.01
 
 # Preset defaults for the fields left as None. "paper": the paper's SGD with momentum 0.99,
 # one big tile per step. "fast": Adam on a batch of smaller tiles, which converges in far fewer
@@ -42,20 +44,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(optimizer="sgd", lr=1e-2, batch_size=1, tile_size=572, momentum=0.99,
                   augment=AugmentConfig.paper(), warmup_steps=0, encoder_lr_scale=1.0,
                   frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
-                  average=0.0, keep_gaps=0),
+                  average=0.0, keep_gaps=0, anchor=0.0),
     "fast": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=256, momentum=0.9,
                  augment=AugmentConfig(), warmup_steps=0, encoder_lr_scale=1.0,
                  frozen_levels=0, channels_last=False, class_weights="balanced", distill=0.0,
-                 average=0.0, keep_gaps=0),
+                 average=0.0, keep_gaps=0, anchor=0.0),
     "finetune": dict(optimizer="adam", lr=1e-3, batch_size=4, tile_size=128, momentum=0.9,
                      augment=AugmentConfig(), warmup_steps=5, encoder_lr_scale=0.3,
                      frozen_levels=FINETUNE_FROZEN_LEVELS, channels_last=True,
                      class_weights="predicted", distill=0.0, average=0.995,
-                     keep_gaps=FINETUNE_GAP_RADIUS),
+                     keep_gaps=FINETUNE_GAP_RADIUS, anchor=FINETUNE_ANCHOR),
 }
 _PRESET_FIELDS = ("lr", "batch_size", "tile_size", "optimizer", "momentum", "augment",
                   "warmup_steps", "encoder_lr_scale", "frozen_levels", "channels_last",
-                  "distill", "average", "keep_gaps")
+                  "distill", "average", "keep_gaps", "anchor")
 
 def preset_for(from_trained: bool) -> str:
     """The recipe the CLI and the Train dock use by default: ``"finetune"`` when training starts
@@ -94,9 +96,7 @@ class TrainConfig:
         two lowest levels always train: more are capped). Fine-tuned from a trained model on a
         few painted objects, the deeper levels learn what the new images' nuclei look like
         while the fine-detail layers keep what the model learned from many; no weight gradients
-        at full resolution also make steps faster. Measured on three protocol images of
-        benchmarks/bench_finetune.py at 3 min: AP@0.5 0.72 -> 0.75 with 2 levels frozen, pixel
-        IoU unchanged (0.908), ~25 % more steps (docs/decisions.md, "Fine-tuning preset: the
+        at full resolution also make steps faster (docs/decisions.md, "Fine-tuning preset: the
         two top levels frozen").
         ``finetune``: ``FINETUNE_FROZEN_LEVELS``, the others 0.
     batch_size : int, optional
@@ -118,17 +118,10 @@ class TrainConfig:
         for ``finetune``). ``"predicted"``: with sparse labels, fixed weights from the class
         shares the starting model predicts over the whole training images (the balance the
         images would have if fully painted): the most frequent class weighs 1, a rarer one the
-        square root of how much rarer it is; with dense labels ``"balanced"``. Why (issue 11):
-        balancing each patch's few painted pixels ("balanced") weighs background above nuclei
-        where the images have 3-6x more background, so sparse fine-tuning thins every outline
-        (pixel IoU on unpainted parts falls below the starting model's); the full share ratio
-        keeps sizes but merges touching nuclei (sparse paint shows no gaps between them); the
-        square root keeps both. Three protocol images of benchmarks/bench_finetune.py, finetune
-        preset, 3 min, mean AP@0.5 / pixel IoU on the unpainted half: "balanced" 0.750 / 0.908
-        (two runs), the full ratio 0.677 / 0.926 (one run), the square root 0.775 / 0.921 and
-        0.714 / 0.920 (two runs; IoU at or above the starting model's on every image), the
-        starting model 0.706 / 0.917 (docs/decisions.md, "Class weights from what the model
-        predicts").
+        square root of how much rarer it is; with dense labels ``"balanced"``. Balancing each
+        patch's few painted pixels thins every outline, the full share ratio merges touching
+        nuclei, the square root keeps both (docs/decisions.md, "Class weights from what the
+        model predicts").
     separate_touching : bool
         Train on a 1-px background gap between touching objects (instance mode).
     loss : {"weighted_ce", "dice", "weighted_ce+dice"}
@@ -174,15 +167,17 @@ class TrainConfig:
         Decay of an exponential moving average of the weights, started at the run's first
         weights and updated after every step. Previews, validation (so the best model kept)
         and the model a run gives (saved, and in ``Trainer.model`` after the run) are the
-        average; the optimizer steps the live weights. Fine-tuned on a few painted objects,
-        weights a few steps apart score +-0.05 AP@0.5 apart; the average of the last few
-        hundred steps scored higher (docs/decisions.md). ``finetune``: 0.995; the others 0
-        (the last weights). A checkpoint holds the average as its weights and the live
+        average; the optimizer steps the live weights (docs/decisions.md). ``finetune``: 0.995;
+        the others 0 (the last weights). A checkpoint holds the average as its weights and the live
         weights beside them (``Checkpoint.live_state``), so a run resumed from it goes on
         exactly; calling ``events()`` again does too.
     keep_gaps : int, optional
         Reach in pixels of the gaps between objects kept as background where nothing is
         painted (:mod:`napari_unet.core.training.gaps`; ``finetune``: 3, the others 0).
+    anchor : float, optional
+        After every step the weights move this share of the way back to the weights the
+        training started from (``finetune``: 0.01, the others 0): the paint moves them, but a
+        long run cannot drift far (docs/decisions.md).
     """
 
     preset: str = setting(
@@ -342,6 +337,12 @@ class TrainConfig:
         maximum=50, advanced=True, dock=False,
         help="Unpainted background with two of the starting model's objects within this many "
              "pixels is trained as background, so that touching objects stay apart; 0 is off.")
+    anchor: float | None = setting(
+        None, label="stay near the starting model", kind="float", flag="--anchor", minimum=0.0,
+        maximum=0.5, advanced=True, dock=False,
+        help="After each step the weights go this share of the way back to those the training "
+             "started from, so that a long run on a few painted objects does not drift from "
+             "what the model knew; 0 is off.")
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -373,6 +374,9 @@ class TrainConfig:
             raise ValueError(f"average must be a decay in [0, 1), got {self.average!r}")
         object.__setattr__(self, "average", float(self.average))
         _int_at_least(self, "keep_gaps", minimum=0)
+        if not _finite(self.anchor) or not 0 <= self.anchor <= 0.5:
+            raise ValueError(f"anchor must be a share in [0, 0.5], got {self.anchor!r}")
+        object.__setattr__(self, "anchor", float(self.anchor))
         if not _finite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps \

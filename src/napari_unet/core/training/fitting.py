@@ -23,7 +23,7 @@ class Fitter:
 
     Built before a checkpoint's weights are restored into ``model``: with ``config.distill``
     > 0 it keeps a frozen copy of the starting weights (the teacher: what the net already
-    knew).
+    knew), with ``config.anchor`` > 0 the starting weights themselves.
     """
 
     def __init__(self, model: UNet, optimizer: torch.optim.Optimizer, config: TrainConfig,
@@ -36,6 +36,9 @@ class Fitter:
         self.teacher = None
         if config.distill > 0:
             self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        # the starting weights, which every step pulls the weights back towards (config.anchor)
+        self.start = [p.detach().clone() for p in model.parameters()] \
+            if config.anchor > 0 else None
         self.has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0
                                for m in model.modules())
         self._writing = 0
@@ -99,8 +102,13 @@ class Fitter:
         return float(loss.detach())
 
     def apply(self) -> None:
-        """Change the weights by the gradients of :meth:`gradients` (the optimizer's step)."""
+        """Change the weights by the gradients of :meth:`gradients` (the optimizer's step),
+        then move them ``config.anchor`` of the way back to the starting weights."""
         self.optimizer.step()
+        if self.start is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.model.parameters()), self.start,
+                                     self.config.anchor)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor,
              weights: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
