@@ -52,6 +52,7 @@ from napari_unet.core.events import Progress
 from napari_unet.core.model.checkpoint import resolve_model
 from napari_unet.core.training.config import TrainConfig
 from napari_unet.core.training.losses import weighted_cross_entropy
+from napari_unet.core.training.optimizer import frozen_parameters
 from napari_unet.core.training.sampling import make_batch
 from napari_unet.core.training.sources import batch_spec
 from napari_unet.core.training.trainer import Trainer
@@ -218,8 +219,8 @@ def run_recipe(name: str, overrides: dict, data: dict, marks_s: list[float], eve
 
 
 def bare_samples_per_s(data: dict, overrides: dict, seconds: float) -> float:
-    """Forward + backward + Adam step of the default net alone, on a batch of the recipe's
-    shape (made once), for ``seconds``."""
+    """Forward + backward + Adam step of the default net alone, with the recipe's frozen levels,
+    on a batch of the recipe's shape (made once), for ``seconds``."""
     model, meta = resolve_model("default")
     samples = TrainingSet([data["top"]], [data["painted"]], convention="sparse",
                           validation_fraction=0.0, normalization=meta.normalization)
@@ -227,10 +228,12 @@ def bare_samples_per_s(data: dict, overrides: dict, seconds: float) -> float:
     x, y, w = (torch.from_numpy(a) for a in
                make_batch(samples.snapshot(), batch_spec(config, model, True), 0))
     net = copy.deepcopy(model).train()
+    for p in frozen_parameters(net, config.frozen_levels):  # (as the loop: no gradients there)
+        p.requires_grad_(False)
     if config.channels_last:  # the same memory format as the loop it is compared with
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     n, t0 = 0, time.monotonic()
     while time.monotonic() - t0 < seconds or n < 3:
         opt.zero_grad(set_to_none=True)
