@@ -616,3 +616,34 @@ def test_an_rgb_image_trains_on_the_chosen_channel(make_napari_viewer, qtbot, tm
         assert widget.start()
     assert widget.trainer.model.in_channels == 1  # one channel, as the default model takes
     assert widget.trainer.meta().channel == 1  # recorded: prediction takes it by default
+
+
+def test_fine_tuning_the_shipped_model_keeps_its_gaps_with_sparse_paint_only(
+        make_napari_viewer, qtbot):
+    # the same dock and settings for both workflows: a corrected prediction (every pixel
+    # painted) has no unpainted gap to keep; a few painted objects keep the model's gaps
+    viewer = make_napari_viewer()
+    image, instances = synthetic_nuclei((128, 128), touching=1.0, seed=7)
+    viewer.add_image(image, name="cells")
+    corrected = np.where(instances > 0, instances + 1, 1).astype(np.int32)
+    labels_layer = viewer.add_labels(corrected, name="training",
+                                     metadata={CONVENTION_KEY: "sparse"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-original-unet", "Train")
+    widget.model_choice.set_source("default")
+    configure(widget, minutes=None, iterations=2, batch_size=1, validate_every=0,
+              device="cpu")
+    assert widget.config().preset == "finetune" and widget.config().keep_gaps == 3
+    with qtbot.waitSignal(widget.job_finished, timeout=180_000):
+        assert widget.start()
+    assert widget.trainer.step == 2
+    assert "already separates" not in widget.run.note_label.text()
+
+    sparse = np.zeros_like(corrected)
+    one = instances == np.unique(instances[instances > 0])[0]
+    sparse[one] = 2
+    sparse[:6, :6] = 1
+    labels_layer.data = sparse
+    with qtbot.waitSignal(widget.job_finished, timeout=180_000):
+        assert widget.start()
+    assert "unpainted pixels between objects the model already separates are kept as " \
+           "background" in widget.run.note_label.text()
