@@ -84,12 +84,13 @@ RECIPES = {
     # asked for: --recipes today new new-last)
     "new-last": dict(preset="finetune", workers="auto", average=0.0),
     # issue 43: the finetune preset by its name; the preset as it was before it kept the gaps
-    # between objects (distillation towards the start model on every unpainted pixel, weight 6,
-    # and the 0.995 weight average from the first step); and that one without its two brakes
+    # between objects and anchored the weights (distillation towards the start model on every
+    # unpainted pixel, weight 6, and the 0.995 weight average); and that one without its brakes
     "finetune": dict(preset="finetune", workers="auto"),
-    "before-gaps": dict(preset="finetune", workers="auto", keep_gaps=0, distill=6.0,
-                        average=0.995),
-    "no-brakes": dict(preset="finetune", workers="auto", keep_gaps=0, distill=0.0, average=0.0),
+    "before-gaps": dict(preset="finetune", workers="auto", keep_gaps=0, anchor=0.0,
+                        distill=6.0, average=0.995),
+    "no-brakes": dict(preset="finetune", workers="auto", keep_gaps=0, anchor=0.0, distill=0.0,
+                      average=0.0),
 }
 
 
