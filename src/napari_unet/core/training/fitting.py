@@ -107,8 +107,8 @@ class Fitter:
         self.optimizer.step()
         if self.start is not None:
             with torch.no_grad():
-                torch._foreach_lerp_(list(self.model.parameters()), self.start,
-                                     self.config.anchor)
+                for weight, start in zip(self.model.parameters(), self.start, strict=True):
+                    weight.lerp_(start, self.config.anchor)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor,
              weights: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:

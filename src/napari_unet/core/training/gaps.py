@@ -52,7 +52,8 @@ class StartModelGaps:
     copy of ``model`` finds there (its instances with a prediction's default post-processing).
 
     The copy is taken now, so the gaps stay those of the weights a run starts from while the
-    model itself trains. Thread-safe: a training set calls it from whichever thread updates it.
+    model itself trains. A training set calls it under its lock, from whichever thread updates
+    it.
     """
 
     def __init__(self, model: UNet, radius: int, device: torch.device | str = "cpu") -> None:

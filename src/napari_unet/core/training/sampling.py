@@ -42,8 +42,8 @@ class Plane:
     target: np.ndarray  # (H, W) int32 instances or classes
     ignore: np.ndarray  # (H, W) bool
     row_counts: np.ndarray  # annotated pixels per row
-    # unannotated pixels trained as background all the same (TrainingSet.set_background_hint;
-    # never sampled as patch centres, counted as annotated or held out for validation)
+    # unannotated pixels trained as background all the same (TrainingSet.set_background_hint):
+    # not patch centres, not counted as annotated, not held out for validation
     hint: np.ndarray | None = None
 
 

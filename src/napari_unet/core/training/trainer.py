@@ -197,7 +197,7 @@ class Trainer:
             kept = self.samples.set_background_hint(self._gaps)
             self._gaps = None  # (the samples keep it for planes painted later)
             if kept:
-                yield Message(f"{kept} unpainted pixels between objects the model already "
+                yield Message(f"{kept:,} unpainted pixels between objects the model already "
                               "separates are kept as background", data={"kept_gaps": kept})
         source = self._open_source(self.step, cfg.step_limit)
         self._averaging.begin()
