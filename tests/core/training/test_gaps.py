@@ -189,3 +189,20 @@ def test_cli_sparse_training_from_the_default_model_keeps_the_gaps(tmp_path, cap
         capsys.readouterr().err
     assert main([*args, "--keep-gaps", "0", "--out", str(tmp_path / "m0.pt")]) == 0
     assert "already separates" not in capsys.readouterr().err
+
+
+def test_a_failing_hint_leaves_the_training_set_as_it_was():
+    image, labels = _sparse_pair()
+    samples = TrainingSet([image], [labels], convention="sparse", normalization=RAW,
+                          validation_fraction=0.0)
+    before = samples.snapshot()
+
+    def wrong(plane):
+        return np.ones((3, 3), bool)
+
+    with pytest.raises(ValueError, match="background hint gave shape"):
+        samples.set_background_hint(wrong)
+    assert samples.snapshot() is before
+    labels[30:35, 5:10] = 1
+    samples.update(0, labels)  # later planes are not given to the refused hint
+    assert samples.snapshot().train[0].plane.hint is None

@@ -297,9 +297,14 @@ class TrainingSet:
         if hint is not None and self._mode != "instances":
             raise ValueError("a background hint needs instance labels")
         with self._lock:
+            before = self._hint, self._hint_cache
             self._hint, self._hint_cache = hint, {}
-            slices = [self._convert_source(i, raw, previous=None)
-                      for i, raw in enumerate(self._raw)]
+            try:
+                slices = [self._convert_source(i, raw, previous=None)
+                          for i, raw in enumerate(self._raw)]
+            except BaseException:  # (unchanged, as after a refused update)
+                self._hint, self._hint_cache = before
+                raise
             self._slices = slices
             self._snapshot = self._split([s for per in slices for s in per.values()])
             return int(sum(s.hint.sum() for per in slices for s in per.values()
