@@ -18,6 +18,7 @@ from ..constants import DEFAULT_NORMALIZATION, MODES
 from ..layout import pick_channel, training_image_layout
 from ..model.meta import check_normalization
 from ..normalize import normalize
+from .hints import BackgroundHint
 from .holdout import split_planes
 from .labels import (
     INSTANCE_CONVENTIONS,
@@ -125,8 +126,7 @@ class TrainingSet:
         self._seed = int(seed)
         self._lock = threading.Lock()
         self._version = 0
-        self._hint: Callable[[np.ndarray], np.ndarray] | None = None
-        self._hint_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._hint: BackgroundHint | None = None
 
         self._images: list[Any] = []  # per source: array with channels at axis -3 or None
         self._stacked: list[bool] = []
@@ -283,8 +283,9 @@ class TrainingSet:
     def set_background_hint(self, hint: Callable[[np.ndarray], np.ndarray] | None) -> int:
         """Train the unannotated pixels that ``hint`` marks as background too (instance mode).
 
-        ``hint`` maps an annotated plane's normalised image ``(C, H, W)`` to a bool ``(H, W)``
-        mask. It is called once per plane, now and for planes annotated later (``update``);
+        ``hint`` maps a normalised image ``(C, h, w)`` to a bool ``(h, w)`` mask. It sees each
+        annotated plane around its paint (:class:`.hints.BackgroundHint`), now and for planes
+        annotated later (``update``);
         annotated pixels keep their labels. Hinted pixels are never patch centres, are not
         counted as annotated and are not held out for validation: they only add background
         where a patch has nothing painted. None removes the hint.
@@ -297,13 +298,12 @@ class TrainingSet:
         if hint is not None and self._mode != "instances":
             raise ValueError("a background hint needs instance labels")
         with self._lock:
-            before = self._hint, self._hint_cache
-            self._hint, self._hint_cache = hint, {}
+            before, self._hint = self._hint, None if hint is None else BackgroundHint(hint)
             try:
                 slices = [self._convert_source(i, raw, previous=None)
                           for i, raw in enumerate(self._raw)]
             except BaseException:  # (unchanged, as after a refused update)
-                self._hint, self._hint_cache = before
+                self._hint = before
                 raise
             self._slices = slices
             self._snapshot = self._split([s for per in slices for s in per.values()])
@@ -442,23 +442,9 @@ class TrainingSet:
             if row_counts.sum() == 0:
                 continue
             image = self._normalized(index, z, where)
-            out[z] = Plane((index, z), image, target, ignore, row_counts,
-                           self._hinted((index, z), image, ignore))
+            hint = None if self._hint is None else self._hint.plane((index, z), image, ignore)
+            out[z] = Plane((index, z), image, target, ignore, row_counts, hint)
         return out
-
-    def _hinted(self, key: tuple[int, int], image: np.ndarray, ignore: np.ndarray
-                ) -> np.ndarray | None:
-        """The unannotated pixels of a plane that the background hint marks, or None."""
-        if self._hint is None or not ignore.any():
-            return None
-        if key not in self._hint_cache:
-            mask = np.asarray(self._hint(image), bool)
-            if mask.shape != ignore.shape:
-                raise ValueError(f"the background hint gave shape {mask.shape} for a plane of "
-                                 f"shape {ignore.shape}")
-            self._hint_cache[key] = mask
-        hinted = self._hint_cache[key] & ignore
-        return hinted if hinted.any() else None
 
     def _normalized(self, index: int, z: int, where: str) -> np.ndarray:
         cache = self._norm_cache[index]

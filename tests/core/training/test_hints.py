@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from napari_unet.core.training.hints import HINT_MARGIN, BackgroundHint, inside, paint_box
+from napari_unet.core.training.trainingset import TrainingSet
+
+RAW = {"method": "none"}
+
+
+def test_paint_box_is_the_paint_with_its_margin_clipped_to_the_plane():
+    ignore = np.ones((100, 200), bool)
+    ignore[40:45, 150:152] = False
+    assert paint_box(ignore, 10) == (30, 55, 140, 162)
+    assert paint_box(ignore, 60) == (0, 100, 90, 200)
+    assert inside((30, 55, 140, 162), (0, 100, 90, 200))
+    assert not inside((0, 100, 89, 200), (0, 100, 90, 200))
+
+
+def test_a_big_plane_painted_in_a_corner_gives_the_hint_that_corner_only():
+    size = 3 * HINT_MARGIN
+    image = np.zeros((size, size), np.float32)
+    labels = np.zeros((size, size), np.int32)
+    labels[10:20, 10:20] = 2
+    labels[30:34, 30:34] = 1
+    seen = []
+
+    def mark(plane):
+        seen.append(plane.shape)
+        return np.ones(plane.shape[-2:], bool)
+
+    samples = TrainingSet([image], [labels], convention="sparse", normalization=RAW,
+                          validation_fraction=0.0)
+    hinted = samples.set_background_hint(mark)
+    corner = 34 + HINT_MARGIN
+    assert seen == [(1, corner, corner)]
+    assert hinted == corner * corner - (labels[:corner, :corner] > 0).sum()
+    labels[20:25, 10:15] = 1  # new paint inside what the hint saw: no new call
+    samples.update(0, labels)
+    assert len(seen) == 1
+    labels[300:305, 10:15] = 1  # beyond it: the hint sees the union
+    samples.update(0, labels)
+    assert seen[-1] == (1, 305 + HINT_MARGIN, corner)
+    hint = samples.snapshot().train[0].plane.hint
+    assert hint[:305 + HINT_MARGIN, :corner][labels[:305 + HINT_MARGIN, :corner] == 0].all()
+    assert not hint[:, corner:].any()
+
+
+def test_the_hint_must_give_the_shape_it_was_given():
+    ignore = np.ones((50, 50), bool)
+    ignore[5:8, 5:8] = False
+    with pytest.raises(ValueError, match="background hint gave shape"):
+        BackgroundHint(lambda plane: np.ones((2, 2), bool)).plane((0, -1), np.zeros((1, 50, 50)),
+                                                                  ignore)
+    # nothing unpainted: nothing to hint, and the hint is not run
+    assert BackgroundHint(lambda plane: 1 / 0).plane((0, -1), np.zeros((1, 4, 4)),
+                                                       np.zeros((4, 4), bool)) is None
