@@ -74,9 +74,9 @@ BLOB_RADIUS = 12
 
 #: Recipes compared (TrainConfig overrides). "today": the Train dock's and CLI's defaults
 #: before issue 11 (the fast preset, 256-px tiles, 80 % of patches on annotations, batch
-#: preparation in a thread). "new": the finetune preset with worker processes (since
-#: 2026-12-02 with distillation on the unpainted pixels, ``TrainConfig.distill``; since
-#: 2026-12-03 with class weights from the model's prediction, ``class_weights="predicted"``).
+#: preparation in a thread). "new": the finetune preset with worker processes, whatever it is
+#: now (docs/decisions.md; since issue 43 it keeps the model's gaps and anchors the weights
+#: instead of distilling every unpainted pixel: "before-gaps" below).
 RECIPES = {
     "today": dict(preset="fast", annotated_bias=0.8, workers=0),
     "new": dict(preset="finetune", workers="auto"),
