@@ -285,10 +285,10 @@ class TrainingSet:
 
         ``hint`` maps a normalised image ``(C, h, w)`` to a bool ``(h, w)`` mask. It sees each
         annotated plane around its paint (:class:`.hints.BackgroundHint`), now and for planes
-        annotated later (``update``);
-        annotated pixels keep their labels. Hinted pixels are never patch centres, are not
-        counted as annotated and are not held out for validation: they only add background
-        where a patch has nothing painted. None removes the hint.
+        annotated later (``update``); annotated pixels keep their labels. Hinted pixels are
+        never patch centres, are not counted as annotated and are not held out for
+        validation: they only add background where a patch has nothing painted. None removes
+        the hint.
 
         Returns
         -------
