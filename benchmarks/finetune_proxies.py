@@ -26,7 +26,9 @@ never used to choose anything. Workflows on the painted part:
 - ``sparse``: 10 whole objects with a 6-px background ring each and a few background disks (the
   Annotate dock's sparse convention: 0 not annotated, 1 background, 2.. objects);
 - ``correct``: the whole painted part labelled densely (what Annotate's "use prediction as
-  training labels" gives once the user has fixed its mistakes there).
+  training labels" gives once the user has fixed its mistakes there);
+- ``mixed``: both on the same images: the left half of each painted part corrected densely, the
+  sparse paint's objects and background beyond it (an object across the edge keeps its id).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from napari_unet.core.data.synthetic import STYLES, synthetic_nuclei
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from default_model_data import SPLIT_X, cells3d_nuclei  # noqa: E402
 
-WORKFLOWS = ("sparse", "correct")
+WORKFLOWS = ("sparse", "correct", "mixed")
 SHARES = ("tune", "held")
 N_OBJECTS = 10
 RING = 6
@@ -83,6 +85,12 @@ class Proxy:
             return [np.where(lab > 0, lab + 1, 1).astype(np.int32) for lab in self.labels]
         if workflow == "sparse":
             return paint(self.labels, self.seed)
+        if workflow == "mixed":
+            mixed = []
+            for dense, sparse in zip(self.painted("correct"), self.painted("sparse"), strict=True):
+                crop = dense.shape[1] // 2
+                mixed.append(np.concatenate([dense[:, :crop], sparse[:, crop:]], axis=1))
+            return mixed
         raise ValueError(f"workflow must be one of {WORKFLOWS}, got {workflow!r}")
 
 

@@ -78,6 +78,12 @@ def test_proxy_workflows_paint_only_what_the_labels_say(proxies):
         assert ((painted == 1) <= (labels == 0)).all()
     for painted, labels in zip(proxy.painted("correct"), proxy.labels, strict=True):
         assert np.array_equal(painted, np.where(labels > 0, labels + 1, 1))
+    for mixed, dense, paint in zip(proxy.painted("mixed"), proxy.painted("correct"), sparse,
+                                   strict=True):
+        crop = dense.shape[1] // 2  # the left half corrected, the sparse paint beyond it
+        assert np.array_equal(mixed[:, :crop], dense[:, :crop])
+        assert np.array_equal(mixed[:, crop:], paint[:, crop:])
+        assert (mixed[:, crop:] == 0).any() and (mixed[:, :crop] > 0).all()
     # the scored part is another part of the images, and the held-out share other images
     held = proxies.build("clusters", "held", 0)
     assert not np.array_equal(held.images[0], proxy.images[0])
