@@ -13,6 +13,7 @@ from napari_unet.core.training.config import PRESETS, TrainConfig
 from napari_unet.core.training.gaps import StartModelGaps, gaps_between_objects
 from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
+from napari_unet.core.training.weight_map import separated_instances
 
 RAW = {"method": "none"}
 
@@ -46,8 +47,11 @@ def test_start_model_gaps_lie_between_the_objects_the_model_finds():
     image, labels = synthetic_nuclei((192, 192), touching=1.0, seed=5)
     model, meta = resolve_model("default", device="cpu")
     plane = normalize(image, meta.normalization)
-    gaps = StartModelGaps(model, 3)(plane)
-    assert gaps.shape == image.shape and gaps.any()
+    gaps, foreground = StartModelGaps(model, 3)(plane)
+    assert gaps.shape == foreground.shape == image.shape and gaps.any()
+    assert not (gaps & foreground).any()  # a gap is background
+    # the foreground is the nuclei: nearly all of it inside the true labels, and most of them
+    assert (labels > 0)[foreground].mean() > 0.9 and foreground[labels > 0].mean() > 0.8
     # the gaps are a thin share of the image, and lie where two true nuclei meet
     assert gaps.mean() < 0.05
     size, beyond = 9, labels.max() + 1
@@ -143,7 +147,7 @@ def test_the_trainer_keeps_the_gaps_of_its_starting_weights():
     sparse[:6, :6] = 1
     samples = TrainingSet([image], [sparse], convention="sparse",
                           normalization=meta.normalization, validation_fraction=0.0)
-    start = StartModelGaps(model, 3)(normalize(image, meta.normalization))
+    start, _ = StartModelGaps(model, 3)(normalize(image, meta.normalization))
     cfg = TrainConfig.finetune(iterations=2, batch_size=1, augment=AugmentConfig.none(),
                                validate_every=0, device="cpu", workers=0)
     trainer = Trainer(model, samples, cfg)
@@ -153,6 +157,24 @@ def test_the_trainer_keeps_the_gaps_of_its_starting_weights():
     assert len(kept) == 1 and kept[0].data["kept_gaps"] == int((start & (sparse == 0)).sum()) > 0
     hinted = samples.snapshot().train[0].plane.hint
     np.testing.assert_array_equal(hinted, start & (sparse == 0))
+
+
+def test_a_corrected_crop_trains_most_where_the_starting_model_was_wrong():
+    image, labels = synthetic_nuclei((128, 128), touching=1.0, seed=7)
+    model, meta = resolve_model("default", device="cpu")
+    corrected = np.where(labels > 0, labels + 1, 1).astype(np.int32)  # painted everywhere
+    samples = TrainingSet([image], [corrected], convention="sparse",
+                          normalization=meta.normalization, validation_fraction=0.0)
+    _, foreground = StartModelGaps(model, 3)(normalize(image, meta.normalization))
+    cfg = TrainConfig.finetune(iterations=1, batch_size=1, augment=AugmentConfig.none(),
+                               validate_every=0, device="cpu", workers=0)
+    events = list(Trainer(model, samples, cfg).events())
+    told = [e for e in events if isinstance(e, Message) and "wrong" in e.data]
+    wrong = samples.snapshot().train[0].plane.wrong
+    mistakes = foreground != (separated_instances(labels) > 0)
+    assert mistakes.any() and wrong[mistakes].all() and wrong.mean() < 0.5
+    assert len(told) == 1 and told[0].data["wrong"] == wrong.sum()
+    assert "patches" in told[0].text
 
 
 def test_no_gaps_without_the_setting():
@@ -169,7 +191,7 @@ def test_no_gaps_without_the_setting():
     assert samples.snapshot().train[0].plane.hint is None
 
 
-def test_cli_sparse_training_from_the_default_model_keeps_the_gaps(tmp_path, capsys):
+def test_cli_training_from_the_default_model_keeps_gaps_and_finds_mistakes(tmp_path, capsys):
     import tifffile
 
     from napari_unet.cli import main
@@ -189,6 +211,11 @@ def test_cli_sparse_training_from_the_default_model_keeps_the_gaps(tmp_path, cap
         capsys.readouterr().err
     assert main([*args, "--keep-gaps", "0", "--out", str(tmp_path / "m0.pt")]) == 0
     assert "already separates" not in capsys.readouterr().err
+    # the same command on a corrected prediction: every pixel painted
+    tifffile.imwrite(tmp_path / "painted.tif", np.where(labels > 0, labels + 1, 1).astype(
+        np.uint16))
+    assert main([*args, "--out", str(tmp_path / "m1.pt")]) == 0
+    assert "painted pixels the model gets wrong" in capsys.readouterr().err
 
 
 def test_a_failing_hint_leaves_the_training_set_as_it_was():

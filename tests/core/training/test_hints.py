@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
-from napari_unet.core.training.hints import HINT_MARGIN, BackgroundHint, inside, paint_box
+from napari_unet.core.training.hints import (
+    HINT_MARGIN,
+    WRONG_REACH,
+    BackgroundHint,
+    inside,
+    paint_box,
+)
 from napari_unet.core.training.trainingset import TrainingSet
 
 RAW = {"method": "none"}
@@ -48,9 +55,44 @@ def test_a_big_plane_painted_in_a_corner_gives_the_hint_that_corner_only():
 def test_the_hint_must_give_the_shape_it_was_given():
     ignore = np.ones((50, 50), bool)
     ignore[5:8, 5:8] = False
+    target = np.zeros((50, 50), np.int32)
     with pytest.raises(ValueError, match="background hint gave shape"):
         BackgroundHint(lambda plane: np.ones((2, 2), bool)).plane((0, -1), np.zeros((1, 50, 50)),
-                                                                  ignore)
-    # nothing unpainted: nothing to hint, and the hint is not run
+                                                                  target, ignore)
+    with pytest.raises(ValueError, match="background hint gave shape"):
+        BackgroundHint(lambda plane: (np.ones((50, 50), bool), np.ones((2, 2), bool))).plane(
+            (0, -1), np.zeros((1, 50, 50)), target, ignore)
+    # nothing painted: nothing to hint, and the hint is not run
     assert BackgroundHint(lambda plane: 1 / 0).plane((0, -1), np.zeros((1, 4, 4)),
-                                                       np.zeros((4, 4), bool)) is None
+                                                       np.zeros((4, 4), np.int32),
+                                                       np.ones((4, 4), bool)) == (None, None)
+
+
+def test_the_paint_the_starting_model_gets_wrong_is_where_its_foreground_differs():
+    # painted densely: two touching objects (ids 1 and 2) beside background
+    target = np.zeros((30, 30), np.int32)
+    target[5:15, 5:10] = 1
+    target[5:15, 10:15] = 2
+    ignore = np.zeros((30, 30), bool)
+    ignore[:, 25:] = True  # a strip left unpainted
+    # the model sees one blob where the paint has two, and an object on painted background
+    foreground = np.zeros((30, 30), bool)
+    foreground[5:15, 5:15] = True
+    foreground[20:23, 20:23] = True
+    foreground[:, 27] = True  # on unpainted pixels: says nothing about the paint
+    hint = BackgroundHint(lambda plane: (np.zeros(plane.shape[-2:], bool), foreground))
+    hinted, wrong = hint.plane((0, -1), np.zeros((1, 30, 30)), target, ignore)
+    assert hinted is None
+    # wrong: the seam the paint cuts between 1 and 2 (column 9 of id 1 beside id 2: the cut
+    # training makes) and the false blob, each with the painted pixels 2 px around it
+    seam = np.zeros((30, 30), bool)
+    seam[5:15, 9] = True
+    blob = np.zeros((30, 30), bool)
+    blob[20:23, 20:23] = True
+    expected = np.zeros((30, 30), bool)
+    for part in (seam, blob):
+        expected |= ndi.binary_dilation(part, iterations=WRONG_REACH)
+    np.testing.assert_array_equal(wrong, expected & ~ignore)
+    # a hint of the background alone tells nothing of that
+    assert BackgroundHint(lambda plane: np.zeros(plane.shape[-2:], bool)).plane(
+        (0, -1), np.zeros((1, 30, 30)), target, ignore) == (None, None)

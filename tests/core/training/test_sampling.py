@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_unet.core.data.synthetic import synthetic_nuclei
 from napari_unet.core.runtime.spawning import GROUP_SIGNALS
@@ -21,8 +22,6 @@ RAW = {"method": "none"}
 
 def sparse_paint(labels, n_objects=3, ring=4, seed=0):
     """Like a user: a few whole objects (ids + 1) and a background ring around them (1)."""
-    from scipy import ndimage as ndi
-
     rng = np.random.default_rng(seed)
     ids = rng.choice(np.unique(labels[labels > 0]), size=n_objects, replace=False)
     chosen = np.isin(labels, ids)
@@ -77,6 +76,42 @@ def test_dense_labels_keep_some_patches_anywhere():
     rng = np.random.default_rng(0)
     _, _, ignore = samples.sample_patch(rng, (16, 16), annotated_bias=0.0)
     assert ignore.shape == (16, 16)
+
+
+def test_dense_labels_centre_half_the_patches_on_what_the_start_model_gets_wrong():
+    # RAW and a ramp: a patch's centre pixel tells where it was cut
+    image = np.arange(128 * 128, dtype=np.float32).reshape(128, 128)
+    labels = np.zeros((128, 128), np.int32)
+    labels[40:60, 40:60] = 1
+    foreground = labels > 0
+    foreground[100:104, 100:104] = True  # the model's one mistake: a 4x4 false object
+    samples = TrainingSet([image], [labels], convention="dense", normalization=RAW,
+                          validation_fraction=0.0)
+    samples.set_background_hint(lambda plane: (np.zeros(plane.shape[-2:], bool), foreground))
+    snap = samples.snapshot()
+    mistake = foreground & (labels == 0)
+    # the mistake and the painted pixels 2 px (in rows and columns) around it
+    assert not snap.sparse and snap.n_wrong == ndi.binary_dilation(mistake, iterations=2).sum()
+    rng = np.random.default_rng(0)
+    near_the_mistake = 0
+    for _ in range(400):
+        patch, _, _ = samples.sample_patch(rng, (16, 16))
+        row, col = divmod(int(patch[0, 8, 8]), 128)
+        near_the_mistake += bool(98 <= row < 106 and 98 <= col < 106)
+    # half of them (+- sampling noise); uniform centring would put 0.4 % there
+    assert 160 < near_the_mistake < 240
+    # sparse paint keeps its own rule, whatever the model gets wrong
+    painted = np.zeros((128, 128), np.int32)
+    painted[40:60, 40:60] = 2
+    painted[0:10, 0:10] = 1
+    painted[100:104, 100:104] = 1
+    sparse = TrainingSet([image], [painted], convention="sparse", normalization=RAW,
+                         validation_fraction=0.0)
+    sparse.set_background_hint(lambda plane: (np.zeros(plane.shape[-2:], bool), foreground))
+    assert sparse.snapshot().sparse and sparse.snapshot().n_wrong > 0
+    centres = [divmod(int(sparse.sample_patch(rng, (16, 16))[0][0, 8, 8]), 128)
+               for _ in range(200)]
+    assert sum(40 <= r < 60 and 40 <= c < 60 for r, c in centres) > 70  # half on the object
 
 
 def test_strip_and_restore_images_ship_each_image_once():

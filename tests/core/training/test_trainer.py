@@ -726,9 +726,16 @@ def test_predicted_class_weights_for_sparse_labels(nuclei):
     events = list(trainer.events())
     assert trainer.class_weights() == pytest.approx(tuple(expected), rel=1e-4)
     assert any(isinstance(e, Message) and "class weights" in e.text for e in events)
-    # dense labels: the true balance is known, per patch
+    # dense labels: the same rule (a patch's balance is not the image's)
     dense = TrainingSet([image], [instances], validation_fraction=0.0)
-    assert Trainer(tiny(), dense, config(class_weights="predicted")).class_weights() == "balanced"
+    assert not dense.snapshot().sparse
+    model.eval()
+    with torch.no_grad():
+        share = torch.softmax(forward_full(model, dense.snapshot().train[0].image), 0).sum(
+            dim=(1, 2)).numpy()
+    expected = np.minimum(np.sqrt(share.max() / share), 10.0)
+    assert Trainer(model, dense, config(class_weights="predicted")).class_weights() == \
+        pytest.approx(tuple(expected), rel=1e-4)
     assert TrainConfig.finetune().class_weights == "predicted"  # see the TrainConfig doc
     assert TrainConfig.fast().class_weights == "balanced"
     assert TrainConfig(class_weights="auto").class_weights == "balanced"

@@ -1,6 +1,7 @@
 """The "predicted" class weights (``TrainConfig.class_weights="predicted"``, the finetune
-preset's): sparse paint says little about how much of an image each class covers, so the
-weights come from the class shares the starting model sees in the whole training images."""
+preset's): sparse paint says little about how much of an image each class covers, and a patch
+of a dense cluster overstates its few background pixels, so the weights come from the class
+shares the starting model sees in the whole training images."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ MAX_PREDICTED_WEIGHT = 10.0
 
 def predicted_class_weights(snapshot: Snapshot, num_classes: int,
                             logits: Callable[[np.ndarray], torch.Tensor]) -> Any:
-    """Fixed class weights from the predicted class shares when the labels are sparse, else
-    ``"balanced"`` (dense labels: the true balance is known, per patch).
+    """Fixed class weights from the class shares the starting model predicts, whatever share of
+    the images is painted (``"balanced"`` when there is nothing to train on).
 
     Parameters
     ----------
@@ -41,7 +42,7 @@ def predicted_class_weights(snapshot: Snapshot, num_classes: int,
     tuple of float or str
         One weight per class (the most frequent one weighs 1), or ``"balanced"``.
     """
-    if not snapshot.sparse or not snapshot.train:
+    if not snapshot.train:
         return "balanced"
     counts = np.zeros(num_classes)
     regions, side = snapshot.train, PREDICTED_WEIGHTS_SIDE

@@ -93,12 +93,10 @@ class TrainConfig:
         Resolution levels of the U, from the top, kept as they are (no gradients): 1 = the
         full-resolution end of both paths (the first block, the last up block, the output
         layer), 2 adds the half-resolution blocks, and so on; at most the net's depth - 1 (the
-        two lowest levels always train: more are capped). Fine-tuned from a trained model on a
-        few painted objects, the deeper levels learn what the new images' nuclei look like
-        while the fine-detail layers keep what the model learned from many; no weight gradients
-        at full resolution also make steps faster (docs/decisions.md, "Fine-tuning preset: the
-        two top levels frozen").
-        ``finetune``: ``FINETUNE_FROZEN_LEVELS``, the others 0.
+        two lowest levels always train: more are capped). The deeper levels learn the new
+        images' nuclei while the fine-detail layers keep what the model learned from many,
+        and steps are faster (docs/decisions.md, "Fine-tuning preset: the two top levels
+        frozen"). ``finetune``: ``FINETUNE_FROZEN_LEVELS``, the others 0.
     batch_size : int, optional
         Tiles per step.
     tile_size : int, optional
@@ -115,13 +113,13 @@ class TrainConfig:
     class_weights : "auto", "balanced", "predicted", sequence of floats, or None
         Class balancing of the weight map (see :func:`core.training.weight_map.weight_map`).
         ``"auto"``: the preset's (``"balanced"`` for ``paper`` and ``fast``, ``"predicted"``
-        for ``finetune``). ``"predicted"``: with sparse labels, fixed weights from the class
-        shares the starting model predicts over the whole training images (the balance the
-        images would have if fully painted): the most frequent class weighs 1, a rarer one the
-        square root of how much rarer it is; with dense labels ``"balanced"``. Balancing each
-        patch's few painted pixels thins every outline, the full share ratio merges touching
-        nuclei, the square root keeps both (docs/decisions.md, "Class weights from what the
-        model predicts").
+        for ``finetune``). ``"predicted"``: fixed weights from the class shares the starting
+        model predicts over the whole training images (the balance the images would have if
+        fully painted), however much is painted: the most frequent class weighs 1, a rarer one
+        the square root of how much rarer it is. Balancing each patch's few painted pixels
+        thins every outline (and a dense cluster's seams shrink its nuclei), the full share
+        ratio merges touching nuclei, the square root keeps both (docs/decisions.md, "Class
+        weights from what the model predicts").
     separate_touching : bool
         Train on a 1-px background gap between touching objects (instance mode).
     loss : {"weighted_ce", "dice", "weighted_ce+dice"}
@@ -173,7 +171,8 @@ class TrainConfig:
         exactly; calling ``events()`` again does too.
     keep_gaps : int, optional
         Reach in pixels of the gaps between objects kept as background where nothing is
-        painted (:mod:`napari_unet.core.training.gaps`; ``finetune``: 3, the others 0).
+        painted (:mod:`napari_unet.core.training.gaps`; ``finetune``: 3, the others 0). The
+        same pass finds the paint the starting model gets wrong (:mod:`.sampling`).
     anchor : float, optional
         After every step the weights move this share of the way back to the weights the
         training started from (``finetune``: 0.01, the others 0): the paint moves them, but a
@@ -255,7 +254,7 @@ class TrainConfig:
         choices=tuple((c, c) for c in CLASS_WEIGHTS),
         help="How background and objects are weighed against each other. balanced: equally "
              "within each piece; predicted: by how much of each the model sees in the whole "
-             "images (for sparse paint); auto: what the recipe uses.")
+             "images, however much is painted; auto: what the recipe uses.")
     separate_touching: bool = setting(
         True, label="gap between touching objects", flag="--separate-touching",
         advanced=True, dock=False,
@@ -336,7 +335,8 @@ class TrainConfig:
         None, label="keep the gaps between objects", kind="int", flag="--keep-gaps", minimum=0,
         maximum=50, advanced=True, dock=False,
         help="Unpainted background with two of the starting model's objects within this many "
-             "pixels is trained as background, so that touching objects stay apart; 0 is off.")
+             "pixels is trained as background, so that touching objects stay apart, and half "
+             "the pieces of densely painted images show what it got wrong; 0 is off.")
     anchor: float | None = setting(
         None, label="stay near the starting model", kind="float", flag="--anchor", minimum=0.0,
         maximum=0.5, advanced=True, dock=False,

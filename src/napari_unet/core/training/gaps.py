@@ -48,8 +48,10 @@ def gaps_between_objects(instances: np.ndarray, radius: int) -> np.ndarray:
 
 
 class StartModelGaps:
-    """``(C, H, W)`` normalised plane -> the gaps (bool ``(H, W)``) between the objects a frozen
-    copy of ``model`` finds there (its instances with a prediction's default post-processing).
+    """``(C, H, W)`` normalised plane -> ``(gaps, foreground)``, bool ``(H, W)`` each: the gaps
+    between the objects a frozen copy of ``model`` finds there (its instances with a
+    prediction's default post-processing) and what it calls foreground (a
+    :class:`~.hints.BackgroundHint`, which finds from it the paint the model gets wrong).
 
     The copy is taken now, so the gaps stay those of the weights a run starts from while the
     model itself trains. A training set calls it under its lock, from whichever thread updates
@@ -71,12 +73,13 @@ class StartModelGaps:
                                           margin=None, half=False)
         self._post = PredictConfig()
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         plane = np.asarray(image, np.float32)
         if plane.ndim == 2:
             plane = plane[None]
         probabilities, _ = drain(self._predictor.run(plane))
-        return gaps_between_objects(instance_labels(probabilities[1], self._post), self.radius)
+        gaps = gaps_between_objects(instance_labels(probabilities[1], self._post), self.radius)
+        return gaps, probabilities[1] > self._post.threshold
 
 
 __all__ = ["StartModelGaps", "gaps_between_objects"]

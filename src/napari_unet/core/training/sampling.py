@@ -9,7 +9,10 @@ centred on an annotated pixel, drawn half of the time among annotated *object* p
 among annotated *background* pixels (each uniformly over all training planes), so ten painted
 nuclei get as many patches as a large painted background blob, and no step is spent on a patch
 without a single annotated pixel. Dense annotations keep the classic mix: 80 % of the patches are
-centred on a uniformly drawn annotated pixel, the rest lie anywhere.
+centred on a uniformly drawn annotated pixel, the rest lie anywhere; where the planes know which
+painted pixels the starting model gets wrong (:class:`.hints.BackgroundHint`), half of the
+patches are centred on one of those first (:data:`WRONG_SHARE`), so a corrected crop trains
+on its corrections more than on what the model already had right.
 
 **Determinism.** The patches of step ``s`` come from a generator seeded with ``(seed, s)``: they do
 not depend on which process or thread makes them, and a resumed run sees the data of an
@@ -30,6 +33,8 @@ from .weight_map import targets_and_weights
 SPARSE_COVERAGE = 0.5
 #: Probability of centring a patch on an annotated pixel when labels are dense.
 DENSE_ANNOTATED_BIAS = 0.8
+#: Share of the patches of dense labels centred on painted pixels the starting model gets wrong.
+WRONG_SHARE = 0.5
 
 
 # -- the sampler's data model (built by TrainingSet, shipped to worker processes) --------------
@@ -45,6 +50,8 @@ class Plane:
     # unannotated pixels trained as background all the same (TrainingSet.set_background_hint):
     # not patch centres, not counted as annotated, not held out for validation
     hint: np.ndarray | None = None
+    # painted pixels the starting model gets wrong (TrainingSet.set_background_hint)
+    wrong: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class Region:
     stop: int
     objects: np.ndarray  # flat indices (within the region) of annotated non-background pixels
     background: np.ndarray  # flat indices of annotated background pixels
+    wrong: np.ndarray  # flat indices of painted pixels the starting model gets wrong
 
     @property
     def image(self) -> np.ndarray:
@@ -84,7 +92,10 @@ def make_region(plane: Plane, start: int, stop: int) -> Region:
     fg = plane.target[start:stop] > 0
     objects = np.flatnonzero(~ignore & fg)
     background = np.flatnonzero(~ignore & ~fg)
-    return Region(plane, int(start), int(stop), _small_index(objects), _small_index(background))
+    wrong = np.flatnonzero(plane.wrong[start:stop]) if plane.wrong is not None \
+        else np.zeros(0, np.int64)
+    return Region(plane, int(start), int(stop), _small_index(objects), _small_index(background),
+                  _small_index(wrong))
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class Snapshot:
     cum_objects: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     cum_background: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     cum_annotated: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    cum_wrong: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     cum_areas: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -107,11 +119,18 @@ class Snapshot:
         object.__setattr__(self, "cum_objects", np.cumsum(objects))
         object.__setattr__(self, "cum_background", np.cumsum(background))
         object.__setattr__(self, "cum_annotated", np.cumsum(objects + background))
+        object.__setattr__(self, "cum_wrong",
+                           np.cumsum(np.array([r.wrong.size for r in self.train], np.int64)))
         object.__setattr__(self, "cum_areas", np.cumsum(areas))
 
     @property
     def n_annotated(self) -> int:
         return int(self.cum_annotated[-1]) if self.train else 0
+
+    @property
+    def n_wrong(self) -> int:
+        """Painted training pixels the starting model gets wrong (0: unknown or none)."""
+        return int(self.cum_wrong[-1]) if self.train else 0
 
     @property
     def coverage(self) -> float:
@@ -221,6 +240,10 @@ def draw_patch(
         region = snap.train[r]
         flat = (region.objects if use_objects else region.background)[offset]
         centre = divmod(int(flat), region.target.shape[1])
+    elif annotated_bias is None and snap.n_wrong and rng.random() < WRONG_SHARE:
+        r, offset = _pick(snap.cum_wrong, rng)
+        region = snap.train[r]
+        centre = divmod(int(region.wrong[offset]), region.target.shape[1])
     else:
         bias = DENSE_ANNOTATED_BIAS if annotated_bias is None else annotated_bias
         if snap.n_annotated and rng.random() < bias:

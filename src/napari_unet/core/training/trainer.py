@@ -133,8 +133,7 @@ class Trainer:
         # the moving average of the weights (config.average), started when a run starts; while
         # no run is going on the model holds it, and the live weights wait there
         self._averaging = WeightAverage(model, self.config.average, self._fitter.writing)
-        # the gaps between the objects the starting weights see (config.keep_gaps), given to
-        # the samples when the first run starts
+        # the starting weights' gaps and foreground (config.keep_gaps), for the first run
         self._gaps = StartModelGaps(model, self.config.keep_gaps, self.device) \
             if self.config.keep_gaps and samples.mode == "instances" \
             and hasattr(samples, "set_background_hint") else None
@@ -185,12 +184,9 @@ class Trainer:
         # or 1 from one object's outline would mislead), and cannot choose the kept weights
         meaningful, why = validation_is_meaningful(self.samples) if cfg.validate_every \
             else (False, "")
-        if cfg.validate_every and not meaningful:
-            yield Message(f"no validation score: {why}"
-                          + ("; the last weights are kept" if cfg.keep_best else ""))
         cw = self.class_weights()
         if cfg.class_weights == "predicted" and isinstance(cw, tuple):
-            yield Message("sparse labels: class weights "
+            yield Message("class weights "
                           f"{', '.join(f'{w:.2f}' for w in cw)} from the classes the model "
                           "sees in the whole images", data={"class_weights": cw})
         if self._gaps is not None:
@@ -199,6 +195,12 @@ class Trainer:
             if kept:
                 yield Message(f"{kept:,} unpainted pixels between objects the model already "
                               "separates are kept as background", data={"kept_gaps": kept})
+            if not (snap := self.samples.snapshot()).sparse and snap.n_wrong:
+                yield Message(f"half of the patches centred on the {snap.n_wrong:,} painted "
+                              "pixels the model gets wrong", data={"wrong": snap.n_wrong})
+        if cfg.validate_every and not meaningful:  # last: the dock shows the latest note
+            yield Message(f"no validation score: {why}"
+                          + ("; the last weights are kept" if cfg.keep_best else ""))
         source = self._open_source(self.step, cfg.step_limit)
         self._averaging.begin()
         with torch_threads(cfg.threads):
@@ -358,8 +360,7 @@ class Trainer:
     # -- internals -----------------------------------------------------------------------
     def class_weights(self) -> Any:
         """The class weights in use: ``config.class_weights`` with ``"predicted"`` resolved
-        (computed once: fixed weights from the predicted class shares when the labels are
-        sparse, else ``"balanced"``)."""
+        (computed once: fixed weights from the class shares the starting model predicts)."""
         cw = self.config.class_weights
         if cw != "predicted":
             return cw

@@ -280,15 +280,17 @@ class TrainingSet:
             self._slices = slices
             self._snapshot = snapshot
 
-    def set_background_hint(self, hint: Callable[[np.ndarray], np.ndarray] | None) -> int:
+    def set_background_hint(self, hint: Callable[[np.ndarray], Any] | None) -> int:
         """Train the unannotated pixels that ``hint`` marks as background too (instance mode).
 
-        ``hint`` maps a normalised image ``(C, h, w)`` to a bool ``(h, w)`` mask. It sees each
-        annotated plane around its paint (:class:`.hints.BackgroundHint`), now and for planes
-        annotated later (``update``); annotated pixels keep their labels. Hinted pixels are
-        never patch centres, are not counted as annotated and are not held out for
-        validation: they only add background where a patch has nothing painted. None removes
-        the hint.
+        ``hint`` maps a normalised image ``(C, h, w)`` to a bool ``(h, w)`` mask, or to a pair
+        ``(mask, foreground)`` where ``foreground`` is what the starting model calls object: the
+        painted pixels it gets wrong are then where half the patches of densely painted
+        labels are centred (:mod:`.sampling`). It sees each annotated plane around its paint
+        (:class:`.hints.BackgroundHint`), now and for planes annotated later (``update``);
+        annotated pixels keep their labels. Hinted pixels are never patch centres, are not
+        counted as annotated and are not held out for validation: they only add background
+        where a patch has nothing painted. None removes the hint.
 
         Returns
         -------
@@ -442,8 +444,9 @@ class TrainingSet:
             if row_counts.sum() == 0:
                 continue
             image = self._normalized(index, z, where)
-            hint = None if self._hint is None else self._hint.plane((index, z), image, ignore)
-            out[z] = Plane((index, z), image, target, ignore, row_counts, hint)
+            hint, wrong = (None, None) if self._hint is None \
+                else self._hint.plane((index, z), image, target, ignore)
+            out[z] = Plane((index, z), image, target, ignore, row_counts, hint, wrong)
         return out
 
     def _normalized(self, index: int, z: int, where: str) -> np.ndarray:
