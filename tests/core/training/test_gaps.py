@@ -174,7 +174,7 @@ def test_a_corrected_crop_trains_most_where_the_starting_model_was_wrong():
     mistakes = foreground != (separated_instances(labels) > 0)
     assert mistakes.any() and wrong[mistakes].all() and wrong.mean() < 0.5
     assert len(told) == 1 and told[0].data["wrong"] == wrong.sum()
-    assert "patches" in told[0].text
+    assert "half of the training pieces" in told[0].text
 
 
 def test_no_gaps_without_the_setting():

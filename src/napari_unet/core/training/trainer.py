@@ -196,8 +196,8 @@ class Trainer:
                 yield Message(f"{kept:,} unpainted pixels between objects the model already "
                               "separates are kept as background", data={"kept_gaps": kept})
             if not (snap := self.samples.snapshot()).sparse and snap.n_wrong:
-                yield Message(f"half of the patches centred on the {snap.n_wrong:,} painted "
-                              "pixels the model gets wrong", data={"wrong": snap.n_wrong})
+                yield Message(f"half of the training pieces centred on the {snap.n_wrong:,} "
+                              "painted pixels the model gets wrong", data={"wrong": snap.n_wrong})
         if cfg.validate_every and not meaningful:  # last: the dock shows the latest note
             yield Message(f"no validation score: {why}"
                           + ("; the last weights are kept" if cfg.keep_best else ""))
