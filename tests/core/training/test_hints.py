@@ -96,3 +96,29 @@ def test_the_paint_the_starting_model_gets_wrong_is_where_its_foreground_differs
     # a hint of the background alone tells nothing of that
     assert BackgroundHint(lambda plane: np.zeros(plane.shape[-2:], bool)).plane(
         (0, -1), np.zeros((1, 30, 30)), target, ignore) == (None, None)
+
+
+def test_planes_painted_all_over_get_the_pass_within_a_pixel_budget(monkeypatch):
+    from napari_unet.core.training import hints
+
+    monkeypatch.setattr(hints, "DENSE_PASS_PIXELS", 2 * 20 * 20)
+    calls = []
+
+    def view(plane):
+        calls.append(plane.shape)
+        return np.zeros(plane.shape[-2:], bool), np.ones(plane.shape[-2:], bool)
+
+    hint = BackgroundHint(view)
+    target = np.zeros((20, 20), np.int32)  # painted all over as background: all of it wrong
+    painted = np.zeros((20, 20), bool)
+    for z in range(3):
+        _, wrong = hint.plane((0, z), np.zeros((1, 20, 20)), target, painted)
+        assert (wrong is not None) == (z < 2)  # the third plane is over the budget
+    assert len(calls) == 2
+    hint.plane((0, 0), np.zeros((1, 20, 20)), target, painted)  # seen: cached, no new pass
+    assert len(calls) == 2
+    # a plane with unpainted pixels always gets the hint (its gaps), whatever the budget
+    partly = painted.copy()
+    partly[:, :5] = True
+    hinted, wrong = hint.plane((0, 3), np.zeros((1, 20, 20)), target, partly)
+    assert len(calls) == 3 and wrong.sum() == 20 * 15

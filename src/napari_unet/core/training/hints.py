@@ -19,6 +19,10 @@ HINT_MARGIN = 256
 
 #: Painted pixels within this many px of one the starting model gets wrong count as wrong too.
 WRONG_REACH = 2
+#: Planes painted all over (nothing to hint, only the paint the model gets wrong to find) get
+#: the hint's pass up to this many pixels in all: a stack corrected from a prediction must not
+#: hold the start up for a pass over every plane.
+DENSE_PASS_PIXELS = 2048 * 2048
 
 Box = tuple[int, int, int, int]  # rows y0:y1, columns x0:x1
 Hinted = tuple[np.ndarray | None, np.ndarray | None]
@@ -32,6 +36,7 @@ class BackgroundHint:
     def __init__(self, hint: Callable[[np.ndarray], Any]) -> None:
         self.hint = hint
         self._seen: dict[tuple[int, int], tuple[Box, np.ndarray, np.ndarray | None]] = {}
+        self._dense_pixels = 0  # of the planes painted all over that the hint saw
 
     def plane(self, key: tuple[int, int], image: np.ndarray, target: np.ndarray,
               ignore: np.ndarray) -> Hinted:
@@ -44,6 +49,10 @@ class BackgroundHint:
             return None, None
         box = paint_box(ignore, HINT_MARGIN)
         seen = self._seen.get(key)
+        if seen is None and not ignore.any():
+            if self._dense_pixels + ignore.size > DENSE_PASS_PIXELS:
+                return None, None
+            self._dense_pixels += ignore.size
         if seen is None or not inside(box, seen[0]):
             if seen is not None:  # the union: what was hinted stays
                 box = (min(box[0], seen[0][0]), max(box[1], seen[0][1]),
@@ -94,4 +103,5 @@ def inside(box: Box, outer: Box) -> bool:
     return outer[0] <= box[0] and box[1] <= outer[1] and outer[2] <= box[2] and box[3] <= outer[3]
 
 
-__all__ = ["HINT_MARGIN", "WRONG_REACH", "BackgroundHint", "inside", "paint_box"]
+__all__ = ["DENSE_PASS_PIXELS", "HINT_MARGIN", "WRONG_REACH", "BackgroundHint", "inside",
+           "paint_box"]
