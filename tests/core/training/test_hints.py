@@ -6,6 +6,7 @@ from napari_unet.core.training.hints import (
     HINT_MARGIN,
     WRONG_REACH,
     BackgroundHint,
+    hint_events,
     inside,
     paint_box,
 )
@@ -122,3 +123,53 @@ def test_planes_painted_all_over_get_the_pass_within_a_pixel_budget(monkeypatch)
     partly[:, :5] = True
     hinted, wrong = hint.plane((0, 3), np.zeros((1, 20, 20)), target, partly)
     assert len(calls) == 3 and wrong.sum() == 20 * 15
+
+
+def test_the_hint_runs_plane_by_plane_with_a_note_before_each_and_goes_on_after_a_stop():
+    images = np.zeros((3, 40, 40), np.float32)
+    labels = np.zeros((3, 40, 40), np.int32)
+    for z in range(3):
+        labels[z, 5:10, 5:10] = 2  # a painted object on each plane
+        labels[z, 20:25, 20:25] = 1
+    calls = []
+
+    def mark(plane):
+        calls.append(plane.shape)
+        return np.ones(plane.shape[-2:], bool)
+
+    samples = TrainingSet([images], [labels], convention="sparse", normalization=RAW,
+                          validation_fraction=0.0)
+    hint = BackgroundHint(mark)
+    events = hint_events(hint, samples)
+    first = next(events)
+    assert first.text == "the starting model looks at the paint: plane 1 of 3"
+    assert first.data == {"plane": 1, "planes": 3} and calls == []  # the note comes first
+    assert next(events).data == {"plane": 2, "planes": 3} and len(calls) == 1
+    events.close()  # stopped: the first plane's pass stays, nothing is installed
+    assert samples.snapshot().train[0].plane.hint is None
+    assert [p.key for p in hint.pending(samples.annotated_planes())] == [(0, 1), (0, 2)]
+    texts = [e.text for e in hint_events(hint, samples)]
+    assert texts[:2] == ["the starting model looks at the paint: plane 1 of 2",
+                         "the starting model looks at the paint: plane 2 of 2"]
+    kept = 3 * (40 * 40 - 2 * 25)
+    assert texts[2:] == [f"{kept:,} unpainted pixels between objects the model already "
+                         "separates are kept as background"]
+    assert len(calls) == 3  # each plane seen once
+    assert all(r.plane.hint is not None for r in samples.snapshot().train)
+    assert hint.pending(samples.annotated_planes()) == []
+
+
+def test_pending_planes_count_the_dense_budget_in_order(monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_unet.core.training import hints
+
+    monkeypatch.setattr(hints, "DENSE_PASS_PIXELS", 2 * 20 * 20)
+    dense = [SimpleNamespace(key=(0, z), ignore=np.zeros((20, 20), bool)) for z in range(3)]
+    blank = SimpleNamespace(key=(0, 3), ignore=np.ones((20, 20), bool))
+    partly = SimpleNamespace(key=(0, 4), ignore=np.zeros((20, 20), bool))
+    partly.ignore[:, :5] = True
+    hint = BackgroundHint(lambda plane: np.zeros(plane.shape[-2:], bool))
+    # two dense planes fit the budget; an unpainted plane needs nothing; a partly painted one
+    # always gets the pass
+    assert [p.key for p in hint.pending([*dense, blank, partly])] == [(0, 0), (0, 1), (0, 4)]

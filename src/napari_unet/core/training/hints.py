@@ -1,15 +1,18 @@
 """A training set's background hint (:meth:`TrainingSet.set_background_hint`): a function that
 marks unpainted pixels to be trained as background, run once per plane around its paint. A hint
-that also gives the starting model's foreground tells where the paint says it is wrong."""
+that also gives the starting model's foreground tells where the paint says it is wrong.
+:func:`hint_events` runs it plane by plane before a run, saying so, so a long pass over a stack
+shows where it is and can be stopped between planes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..events import Message
 from .weight_map import separated_instances
 
 #: The hint sees a plane this far around its paint (px): patches are centred on paint (sparse
@@ -37,6 +40,23 @@ class BackgroundHint:
         self.hint = hint
         self._seen: dict[tuple[int, int], tuple[Box, np.ndarray, np.ndarray | None]] = {}
         self._dense_pixels = 0  # of the planes painted all over that the hint saw
+
+    def pending(self, planes: Iterable[Any]) -> list[Any]:
+        """Those of ``planes`` (with ``key`` and ``ignore``, like :class:`.sampling.Plane`)
+        that :meth:`plane` would run the hint for now, in order: not where it has seen that
+        paint, nor planes painted all over beyond the budget."""
+        out, dense = [], self._dense_pixels
+        for p in planes:
+            if p.ignore.all():
+                continue
+            seen = self._seen.get(p.key)
+            if seen is None and not p.ignore.any():
+                if dense + p.ignore.size > DENSE_PASS_PIXELS:
+                    continue
+                dense += p.ignore.size
+            if seen is None or not inside(paint_box(p.ignore, HINT_MARGIN), seen[0]):
+                out.append(p)
+        return out
 
     def plane(self, key: tuple[int, int], image: np.ndarray, target: np.ndarray,
               ignore: np.ndarray) -> Hinted:
@@ -88,6 +108,24 @@ class BackgroundHint:
         return masks[0], masks[1]
 
 
+def hint_events(hint: BackgroundHint, samples: Any) -> Iterator[Message]:
+    """Run ``hint`` over the annotated planes of ``samples`` (a ``TrainingSet``) that need it,
+    a note before each, then install it and say what it gave. Closed between planes, the
+    planes done stay in ``hint``: the next call goes on from there."""
+    planes = hint.pending(samples.annotated_planes())
+    for i, p in enumerate(planes, 1):
+        yield Message(f"the starting model looks at the paint: plane {i} of {len(planes)}",
+                      data={"plane": i, "planes": len(planes)})
+        hint.plane(p.key, p.image, p.target, p.ignore)
+    kept = samples.set_background_hint(hint)
+    if kept:
+        yield Message(f"{kept:,} unpainted pixels between objects the model already separates "
+                      "are kept as background", data={"kept_gaps": kept})
+    if not (snap := samples.snapshot()).sparse and snap.n_wrong:
+        yield Message(f"half of the training pieces centred on the {snap.n_wrong:,} painted "
+                      "pixels the model gets wrong", data={"wrong": snap.n_wrong})
+
+
 def paint_box(ignore: np.ndarray, margin: int) -> Box:
     """The rows and columns of a plane within ``margin`` px of its painted (not ignored)
     pixels."""
@@ -103,5 +141,5 @@ def inside(box: Box, outer: Box) -> bool:
     return outer[0] <= box[0] and box[1] <= outer[1] and outer[2] <= box[2] and box[3] <= outer[3]
 
 
-__all__ = ["DENSE_PASS_PIXELS", "HINT_MARGIN", "WRONG_REACH", "BackgroundHint", "inside",
-           "paint_box"]
+__all__ = ["DENSE_PASS_PIXELS", "HINT_MARGIN", "WRONG_REACH", "BackgroundHint", "hint_events",
+           "inside", "paint_box"]

@@ -58,6 +58,7 @@ from .class_weights import predicted_class_weights
 from .config import TrainConfig
 from .fitting import Fitter, forward_full
 from .gaps import StartModelGaps
+from .hints import BackgroundHint, hint_events
 from .optimizer import make_optimizer
 from .sources import ThreadSource, batch_spec, training_bytes
 from .validation import validation_is_meaningful, validation_metrics, validation_score
@@ -134,7 +135,7 @@ class Trainer:
         # no run is going on the model holds it, and the live weights wait there
         self._averaging = WeightAverage(model, self.config.average, self._fitter.writing)
         # the starting weights' gaps and foreground (config.keep_gaps), for the first run
-        self._gaps = StartModelGaps(model, self.config.keep_gaps, self.device) \
+        self._gaps = BackgroundHint(StartModelGaps(model, self.config.keep_gaps, self.device)) \
             if self.config.keep_gaps and samples.mode == "instances" \
             and hasattr(samples, "set_background_hint") else None
         if checkpoint_state is not None:
@@ -189,15 +190,9 @@ class Trainer:
             yield Message("class weights "
                           f"{', '.join(f'{w:.2f}' for w in cw)} from the classes the model "
                           "sees in the whole images", data={"class_weights": cw})
-        if self._gaps is not None:
-            kept = self.samples.set_background_hint(self._gaps)
+        if self._gaps is not None:  # (a stop mid-way leaves the planes done in it)
+            yield from hint_events(self._gaps, self.samples)
             self._gaps = None  # (the samples keep it for planes painted later)
-            if kept:
-                yield Message(f"{kept:,} unpainted pixels between objects the model already "
-                              "separates are kept as background", data={"kept_gaps": kept})
-            if not (snap := self.samples.snapshot()).sparse and snap.n_wrong:
-                yield Message(f"half of the training pieces centred on the {snap.n_wrong:,} "
-                              "painted pixels the model gets wrong", data={"wrong": snap.n_wrong})
         if cfg.validate_every and not meaningful:  # last: the dock shows the latest note
             yield Message(f"no validation score: {why}"
                           + ("; the last weights are kept" if cfg.keep_best else ""))

@@ -280,7 +280,13 @@ class TrainingSet:
             self._slices = slices
             self._snapshot = snapshot
 
-    def set_background_hint(self, hint: Callable[[np.ndarray], Any] | None) -> int:
+    def annotated_planes(self) -> list[Plane]:
+        """The annotated planes as they are now (normalised image, converted labels)."""
+        with self._lock:
+            return [s for per in self._slices for s in per.values()]
+
+    def set_background_hint(self, hint: BackgroundHint | Callable[[np.ndarray], Any] | None
+                            ) -> int:
         """Train the unannotated pixels that ``hint`` marks as background too (instance mode).
 
         ``hint`` maps a normalised image ``(C, h, w)`` to a bool ``(h, w)`` mask, or to a pair
@@ -300,7 +306,9 @@ class TrainingSet:
         if hint is not None and self._mode != "instances":
             raise ValueError("a background hint needs instance labels")
         with self._lock:
-            before, self._hint = self._hint, None if hint is None else BackgroundHint(hint)
+            before = self._hint
+            self._hint = hint if hint is None or isinstance(hint, BackgroundHint) \
+                else BackgroundHint(hint)
             try:
                 slices = [self._convert_source(i, raw, previous=None)
                           for i, raw in enumerate(self._raw)]
