@@ -48,7 +48,7 @@ from scipy import ndimage as ndi
 
 from napari_unet.core.data.evaluation import evaluate_model
 from napari_unet.core.data.synthetic import STYLES, synthetic_nuclei
-from napari_unet.core.events import Progress
+from napari_unet.core.events import LossReport, Progress, ValidationReport
 from napari_unet.core.model.checkpoint import resolve_model
 from napari_unet.core.training.config import TrainConfig
 from napari_unet.core.training.losses import weighted_cross_entropy
@@ -57,6 +57,7 @@ from napari_unet.core.training.sampling import make_batch
 from napari_unet.core.training.sources import batch_spec
 from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
+from napari_unet.core.training.validation import validation_is_meaningful
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import finetune_proxies  # noqa: E402
@@ -267,25 +268,32 @@ def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[fl
               log, step_marks: list[int] | None = None) -> dict:
     """Fine-tune the default model on ``proxy``'s painted part (``workflow``) and score its
     scored part at each mark of training time (scoring time excluded), or at each of
-    ``step_marks`` steps."""
+    ``step_marks`` steps.
+
+    As users run it: a tenth of the paint held out, scored every ``validate_every`` steps, and
+    the weights of the best score kept where that part is large enough to mean something
+    (``core.training.validation``); each mark scores the weights a save would write then,
+    after that step's validation."""
     model, meta = resolve_model("default")
     samples = TrainingSet(proxy.images, proxy.painted(workflow), convention="sparse",
-                          validation_fraction=0.0, normalization=meta.normalization)
+                          normalization=meta.normalization)
     if step_marks:
         budget = dict(iterations=max(step_marks), minutes=None)
     else:
         budget = dict(iterations=100_000, minutes=max(marks_s) / 60.0)
-    config = TrainConfig(**budget, validate_every=0, device="cpu", seed=proxy.seed, **overrides)
+    config = TrainConfig(**budget, device="cpu", seed=proxy.seed, **overrides)
+    validating = config.validate_every > 0 and validation_is_meaningful(samples)[0]
     clock = PausableClock()
     trainer = Trainer(model, samples, config, clock=clock)
     start = clock()
     pending, rows = sorted(step_marks or marks_s), []
 
     def record(mark: float, t: float) -> None:
-        with trainer.evaluation_weights() as net:
+        with trainer.kept_weights() as net:
             s = finetune_proxies.score_model(net, trainer.meta(), proxy)
         when = {"mark_steps": mark} if step_marks else {"mark_min": mark / 60}
-        rows.append({**when, "t_s": round(t, 1), "step": trainer.step, **s})
+        rows.append({**when, "t_s": round(t, 1), "step": trainer.step,
+                     "kept_step": trainer.best_step if trainer.best_step else trainer.step, **s})
         log(f"{name} {proxy.name} {workflow} seed {proxy.seed}: {rows[-1]}")
 
     def due() -> bool:
@@ -293,8 +301,11 @@ def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[fl
                                   else clock() - start >= pending[0])
 
     for event in trainer.events():
-        if not isinstance(event, Progress):
+        if not isinstance(event, (LossReport, ValidationReport)):
             continue
+        if isinstance(event, LossReport) and validating \
+                and event.step % config.validate_every == 0:
+            continue  # this step's validation comes next, and may change the kept weights
         t = clock() - start
         if due():
             clock.pause()

@@ -94,3 +94,18 @@ def test_cells3d_shares_use_disjoint_planes(proxies):
     tune, held = proxies.CELLS3D_PLANES["tune"], proxies.CELLS3D_PLANES["held"]
     planes = [z for share in (tune, held) for part in share for z in part]
     assert len(planes) == len(set(planes)) and all(23 <= z <= 45 for z in planes)
+
+
+def test_proxy_runs_score_the_weights_a_save_would_keep(bench, proxies):
+    proxy = proxies.build("clusters", "tune", 0)
+    logged = []
+    # a corrected crop: its held-out tenth is large enough to choose the kept weights
+    run = bench.run_proxy("finetune", dict(preset="finetune", workers=0, validate_every=1),
+                          proxy, "correct", [], logged.append, step_marks=[2, 3])
+    assert [row["step"] for row in run["curve"]] == [2, 3]
+    assert all(1 <= row["kept_step"] <= row["step"] for row in run["curve"])
+    assert len(logged) == 2 and {"ap50", "iou", "area_ratio"} <= set(run["curve"][0])
+    # without validation the last weights are scored
+    run = bench.run_proxy("finetune", dict(preset="finetune", workers=0, validate_every=0),
+                          proxy, "correct", [], logged.append, step_marks=[2])
+    assert run["curve"][0]["kept_step"] == run["curve"][0]["step"] == 2

@@ -491,10 +491,11 @@ def test_best_so_far_saves_the_best_validation_step(tmp_path):
     assert meta.best_step == 3 and meta.step == 3
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, weights_at[3][k])
-    # saving did not change the model in memory; restore_best() does, on request
+    # saving did not change the model in memory; inside kept_weights() it holds what is saved
     assert all(torch.equal(v, last[k]) for k, v in trainer.model.state_dict().items())
-    assert trainer.restore_best() == 3
-    assert all(torch.equal(v, weights_at[3][k]) for k, v in trainer.model.state_dict().items())
+    with trainer.kept_weights() as kept:
+        assert all(torch.equal(v, weights_at[3][k]) for k, v in kept.state_dict().items())
+    assert all(torch.equal(v, last[k]) for k, v in trainer.model.state_dict().items())
     # best=False writes the last weights with their optimizer state
     ck = load_checkpoint(trainer.save(tmp_path / "last.pt", best=False))
     assert ck.meta.step == 6 and ck.optimizer_state is not None
@@ -515,6 +516,10 @@ def test_small_held_out_part_gives_no_figure_keeps_the_last_weights_and_says_why
         "the last weights are kept")
     assert not [e for e in events if isinstance(e, ValidationReport)]  # no figure that lies
     assert trainer.best_step is None
+    with trainer.evaluation_weights() as model:
+        given = params(model)
+    with trainer.kept_weights() as kept:  # no best step: what the run gives now
+        assert all(torch.equal(v, given[k]) for k, v in kept.state_dict().items())
     assert load_checkpoint(trainer.save(tmp_path / "m.pt")).meta.best_step is None
 
 

@@ -264,6 +264,21 @@ class Trainer:
         with self._averaging.evaluation_weights():
             yield self.model
 
+    @contextmanager
+    def kept_weights(self) -> Iterator[UNet]:
+        """Inside, :attr:`model` holds the weights :meth:`save` writes: those of the best
+        validation score when kept from an earlier step, else :meth:`evaluation_weights`."""
+        if self._best_state is None or self.best_step == self.step:
+            with self.evaluation_weights():
+                yield self.model
+            return
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        try:
+            self.model.load_state_dict(self._best_state)
+            yield self.model
+        finally:
+            self.model.load_state_dict(current)
+
     def validate(self) -> ValidationReport:
         """Loss and metrics on the samples' validation part (model left in train mode).
 
@@ -297,14 +312,10 @@ class Trainer:
         optimizer); otherwise the current weights with their optimizer state. Returns the path.
         """
         if best and self._best_state is not None and self.best_step != self.step:
-            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            try:
-                self.model.load_state_dict(self._best_state)
+            with self.kept_weights():
                 meta = self.meta().replace(step=int(self.best_step),
                                            best_step=int(self.best_step))
                 return save_model(path, self.model, meta, None, overwrite=overwrite, hint=hint)
-            finally:
-                self.model.load_state_dict(current)
         meta = self.meta()
         if self.best_step is not None and self.best_step == self.step:
             meta = meta.replace(best_step=int(self.step))
@@ -312,14 +323,6 @@ class Trainer:
         with self.evaluation_weights():
             return save_model(path, self.model, meta, self.optimizer.state_dict(),
                               overwrite=overwrite, hint=hint, live_state=live)
-
-    def restore_best(self) -> int | None:
-        """Load the best validation weights into :attr:`model` (for predicting with them);
-        returns their step, or None when there are none (the model is left as is)."""
-        if self._best_state is None:
-            return None
-        self.model.load_state_dict(self._best_state)
-        return self.best_step
 
     def meta(self) -> ModelMeta:
         """What a checkpoint of the current state says about the model."""
