@@ -347,6 +347,33 @@ def proxies_table(runs: list[dict], starts: dict) -> str:
     return "\n".join(lines)
 
 
+def differences_table(runs: list[dict]) -> str:
+    """Each recipe against the last one named, seed by seed: the mean difference in AP@0.5 and
+    pixel IoU, its standard deviation over the seeds and the seeds it wins. A difference
+    smaller than its spread over a few seeds says little (docs/models.md)."""
+    recipes = list(dict.fromkeys(r["recipe"] for r in runs))
+    if len(recipes) < 2:
+        return ""
+    base = recipes[-1]
+    lines = [f"| proxy | workflow | recipe - {base} | steps | seeds | AP@0.5 (sd) | AP wins "
+             "| pixel IoU (sd) | IoU wins |", "|---|---|---|---|---|---|---|---|---|"]
+    by_key = {(r["proxy"], r["workflow"], r["recipe"], r["seed"]): r for r in runs}
+    for proxy, workflow, recipe in dict.fromkeys((r["proxy"], r["workflow"], r["recipe"])
+                                                 for r in runs if r["recipe"] != base):
+        pairs = [(r, by_key[(proxy, workflow, base, r["seed"])]) for r in runs
+                 if (r["proxy"], r["workflow"], r["recipe"]) == (proxy, workflow, recipe)
+                 and (proxy, workflow, base, r["seed"]) in by_key]
+        for i in range(min((len(a["curve"]) for a, _ in pairs), default=0)):
+            cells = []
+            for k in ("ap50", "iou"):
+                d = np.array([a["curve"][i][k] - b["curve"][i][k] for a, b in pairs])
+                sd = f"{d.std(ddof=1):.3f}" if d.size > 1 else "-"
+                cells += [f"{d.mean():+.3f} ({sd})", f"{int((d > 0).sum())}/{d.size}"]
+            lines.append(f"| {proxy} | {workflow} | {recipe} | {pairs[0][0]['curve'][i]['step']} "
+                         f"| {len(pairs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(path: str, log) -> int:
     """The table of the runs saved by ``--json`` (one line each), with the start model's
     scores computed again."""
@@ -363,6 +390,7 @@ def report(path: str, log) -> int:
             starts.setdefault(name, {}).setdefault(k, []).append(v)
     log(f"{len(runs)} runs from {path}")
     print(proxies_table(runs, starts))
+    print("\n" + differences_table(runs))
     return 0
 
 
@@ -389,6 +417,7 @@ def main_proxies(args, log) -> int:
     print(f"share {args.share}, seeds {args.seeds}, load {os.getloadavg()[0]:.1f}, "
           f"torch threads {torch.get_num_threads()}\n")
     print(proxies_table(runs, starts))
+    print("\n" + differences_table(runs))
     return 0
 
 

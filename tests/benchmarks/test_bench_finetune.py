@@ -109,3 +109,18 @@ def test_proxy_runs_score_the_weights_a_save_would_keep(bench, proxies):
     run = bench.run_proxy("finetune", dict(preset="finetune", workers=0, validate_every=0),
                           proxy, "correct", [], logged.append, step_marks=[2])
     assert run["curve"][0]["kept_step"] == run["curve"][0]["step"] == 2
+
+
+def test_differences_pair_each_recipe_with_the_last_seed_by_seed(bench):
+    def run(recipe, seed, ap, iou):
+        return {"recipe": recipe, "proxy": "clusters", "workflow": "sparse", "seed": seed,
+                "curve": [{"step": 450, "ap50": ap, "iou": iou}]}
+
+    runs = [run("new", 0, 0.70, 0.90), run("new", 1, 0.50, 0.80), run("new", 2, 0.60, 0.85),
+            run("old", 1, 0.55, 0.81), run("old", 0, 0.60, 0.91), run("old", 2, 0.60, 0.86)]
+    table = bench.differences_table(runs).splitlines()
+    assert table[0].startswith("| proxy | workflow | recipe - old |")
+    # AP differences +0.10, -0.05, 0.00: mean +0.017, sd 0.076, one win; IoU -0.01 each
+    assert table[2] == ("| clusters | sparse | new | 450 | 3 | +0.017 (0.076) | 1/3 "
+                        "| -0.010 (0.000) | 0/3 |")
+    assert bench.differences_table(runs[:3]) == ""  # one recipe: nothing to compare
