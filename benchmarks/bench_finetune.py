@@ -292,8 +292,12 @@ def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[fl
         with trainer.kept_weights() as net:
             s = finetune_proxies.score_model(net, trainer.meta(), proxy)
         when = {"mark_steps": mark} if step_marks else {"mark_min": mark / 60}
-        rows.append({**when, "t_s": round(t, 1), "step": trainer.step,
-                     "kept_step": trainer.best_step if trainer.best_step else trainer.step, **s})
+        kept = trainer.best_step if trainer.best_step else trainer.step
+        rows.append({**when, "t_s": round(t, 1), "step": trainer.step, "kept_step": kept, **s})
+        if kept != trainer.step:  # what the last weights would have scored
+            with trainer.evaluation_weights() as net:
+                last = finetune_proxies.score_model(net, trainer.meta(), proxy)
+            rows[-1]["last"] = last
         log(f"{name} {proxy.name} {workflow} seed {proxy.seed}: {rows[-1]}")
 
     def due() -> bool:

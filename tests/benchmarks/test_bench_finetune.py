@@ -104,6 +104,8 @@ def test_proxy_runs_score_the_weights_a_save_would_keep(bench, proxies):
                           proxy, "correct", [], logged.append, step_marks=[2, 3])
     assert [row["step"] for row in run["curve"]] == [2, 3]
     assert all(1 <= row["kept_step"] <= row["step"] for row in run["curve"])
+    # where the kept weights are an earlier step's, the last ones are scored beside them
+    assert all(("last" in row) == (row["kept_step"] != row["step"]) for row in run["curve"])
     assert len(logged) == 2 and {"ap50", "iou", "area_ratio"} <= set(run["curve"][0])
     # without validation the last weights are scored
     run = bench.run_proxy("finetune", dict(preset="finetune", workers=0, validate_every=0),
