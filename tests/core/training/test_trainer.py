@@ -19,7 +19,12 @@ from napari_unet.core.training.sampling import make_batch
 from napari_unet.core.training.sources import batch_spec
 from napari_unet.core.training.trainer import Trainer, forward_full, train
 from napari_unet.core.training.trainingset import TrainingSet
-from napari_unet.core.training.validation import validation_is_meaningful
+from napari_unet.core.training.validation import (
+    MIN_CHOOSING_OBJECTS,
+    validation_chooses,
+    validation_is_meaningful,
+    validation_plan,
+)
 from napari_unet.core.training.weight_map import foreground_target, targets_and_weights
 
 NO_AUG = AugmentConfig.none()
@@ -190,7 +195,10 @@ def test_events_validation_and_preview(nuclei):
     events = list(trainer.events(preview=crop))
     per_step = [Progress, LossReport]
     expected = (per_step + [Preview] + per_step + [ValidationReport, Preview]) * 2
-    assert [type(e) for e in events] == expected
+    # figures, but too few objects held out to choose the kept weights: the dock says so
+    assert isinstance(events[0], Message) and events[0].text.startswith(
+        "the last weights are kept: the held-out part has ")
+    assert [type(e) for e in events[1:]] == expected
     assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]
     assert all(e.total == 4 for e in events if isinstance(e, Progress))
     reports = [e for e in events if isinstance(e, ValidationReport)]
@@ -466,13 +474,14 @@ def test_bad_time_budget(minutes):
 
 
 def dense_with_validation():
-    image, instances = synthetic_nuclei((128, 96), seed=4)
+    """Painted all over, with enough objects held out (24) to choose the kept weights."""
+    image, instances = synthetic_nuclei((192, 160), n_objects=80, radius=(5.0, 8.0), seed=4)
     return TrainingSet([image], [instances], validation_fraction=0.3)
 
 
 def test_best_so_far_saves_the_best_validation_step(tmp_path):
     samples = dense_with_validation()
-    assert validation_is_meaningful(samples)[0]
+    assert validation_chooses(samples) == (True, "24 objects")
     trainer = Trainer(tiny(), samples, config(iterations=6, validate_every=1))
     scores = {1: 0.2, 2: 0.5, 3: 0.9, 4: 0.3, 5: 0.4, 6: 0.1}
     weights_at = {}
@@ -822,3 +831,26 @@ def test_the_run_gives_the_moving_average_of_its_weights(nuclei, tmp_path):
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="average must be a decay"):
             TrainConfig(average=bad)
+
+
+def test_the_held_out_part_chooses_the_kept_weights_by_ap_over_enough_whole_objects(nuclei):
+    image, instances = nuclei
+    # painted all over but few objects held out: figures, the last weights
+    few = TrainingSet([image], [instances], validation_fraction=0.25)
+    n = validation_chooses(few)[1].split(" has ")[1].split()[0]
+    assert 0 < int(n) < MIN_CHOOSING_OBJECTS
+    assert validation_plan(few, 50, True) == (
+        True, False, f"the last weights are kept: the held-out part has {n} objects painted "
+        f"all over (fewer than {MIN_CHOOSING_OBJECTS} to choose between steps)")
+    assert validation_plan(few, 50, False) == (True, False, "")  # nothing kept: nothing to say
+    assert validation_plan(few, 0, True) == (False, False, "")  # never scored
+    # many objects, but the held-out part painted sparsely (IoU only): it cannot choose
+    many, dense = synthetic_nuclei((192, 160), n_objects=80, radius=(5.0, 8.0), seed=4)
+    sparse = np.where(dense > 0, dense + 1, 1)
+    sparse[:, ::7] = 0  # unpainted columns everywhere
+    partly = TrainingSet([many], [sparse], convention="sparse", validation_fraction=0.3)
+    assert validation_is_meaningful(partly)[0]
+    assert validation_plan(partly, 50, True) == (
+        True, False, "the last weights are kept: the held-out part is not painted all over, "
+        "so it cannot tell merged or split objects")
+    assert validation_plan(dense_with_validation(), 50, True) == (True, True, "")

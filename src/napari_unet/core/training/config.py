@@ -280,8 +280,8 @@ class TrainConfig:
              "pieces would otherwise overwrite.")
     keep_best: bool = setting(
         True, label="keep the best model", flag="--keep-best", advanced=True, dock=False,
-        help="Keep the weights that scored best on the held-out part of the paint, when that "
-             "part is large enough to measure; otherwise the last weights are kept.")
+        help="Keep the weights that scored best on the held-out part of the paint when it can "
+             "tell (objects: 20 or more, painted all over); otherwise the last weights are kept.")
     validate_every: int = setting(
         50, label="validate every", unit="steps", flag="--validate-every", minimum=0,
         maximum=10**6, step=10, advanced=True,

@@ -14,9 +14,9 @@ first; a time budget alone has no step limit. The clock is injectable
 (``Trainer(..., clock=...)``) so tests do not sleep.
 
 **Best model so far.** When the held-out part of the annotations is large enough to mean
-something (:func:`validation_is_meaningful`), the weights of the best validation score are kept
-in memory and :meth:`Trainer.save` writes those, recording their step as ``best_step``; otherwise
-the last weights, and a :class:`Message` says so.
+something and can choose (:func:`.validation.validation_plan`), the weights of the best
+validation score are kept in memory and :meth:`Trainer.save` writes those, recording their step as
+``best_step``; otherwise the last weights, and a :class:`Message` says so.
 
 **Data.** Patches (annotation-aware, :mod:`core.training.sampling`) are prepared ahead of the
 step that needs them, in ``config.workers`` spawned processes (:mod:`napari_unet.core.
@@ -61,7 +61,7 @@ from .gaps import StartModelGaps
 from .hints import BackgroundHint, hint_events
 from .optimizer import make_optimizer
 from .sources import ThreadSource, batch_spec, training_bytes
-from .validation import validation_is_meaningful, validation_metrics, validation_score
+from .validation import validation_metrics, validation_plan, validation_score
 from .weight_map import targets_and_weights
 
 MAX_PREVIEW = 512
@@ -182,9 +182,9 @@ class Trainer:
         if self.step >= cfg.step_limit:
             return
         # a held-out part too small to measure anything gives no figure at all (a score of 0
-        # or 1 from one object's outline would mislead), and cannot choose the kept weights
-        meaningful, why = validation_is_meaningful(self.samples) if cfg.validate_every \
-            else (False, "")
+        # or 1 from one object's outline would mislead); a small one gives figures only
+        meaningful, chooses, note = validation_plan(self.samples, cfg.validate_every,
+                                                    cfg.keep_best)
         cw = self.class_weights()
         if cfg.class_weights == "predicted" and isinstance(cw, tuple):
             yield Message("class weights "
@@ -193,16 +193,15 @@ class Trainer:
         if self._gaps is not None:  # (a stop mid-way leaves the planes done in it)
             yield from hint_events(self._gaps, self.samples)
             self._gaps = None  # (the samples keep it for planes painted later)
-        if cfg.validate_every and not meaningful:  # last: the dock shows the latest note
-            yield Message(f"no validation score: {why}"
-                          + ("; the last weights are kept" if cfg.keep_best else ""))
+        if note:  # last: the dock shows the latest note
+            yield Message(note)
         source = self._open_source(self.step, cfg.step_limit)
         self._averaging.begin()
         with torch_threads(cfg.threads):
-            yield from self._loop(source, preview_input, budget, meaningful)
+            yield from self._loop(source, preview_input, budget, meaningful, chooses)
 
     def _loop(self, source: Any, preview_input: np.ndarray | None, budget: RunBudget,
-              meaningful: bool) -> Iterator[Any]:
+              meaningful: bool, chooses: bool) -> Iterator[Any]:
         cfg = self.config
         total = cfg.step_limit
         last_preview = -math.inf
@@ -216,7 +215,7 @@ class Trainer:
                                   data={"reason": "minutes", "step": self.step})
                     if meaningful and self.step > first_step \
                             and validated_at != self.step and self._has_validation():
-                        yield self._validate_and_track(meaningful)
+                        yield self._validate_and_track(chooses)
                     break
                 image, target, weights = source.get(self.step)
                 loss = self._train_step(torch.from_numpy(image), torch.from_numpy(target),
@@ -230,7 +229,7 @@ class Trainer:
                 last = self.step == total
                 if meaningful and (self.step % cfg.validate_every == 0 or last) \
                         and self._has_validation():
-                    yield self._validate_and_track(meaningful)
+                    yield self._validate_and_track(chooses)
                     validated_at = self.step
                 t = self.clock()
                 if preview_input is not None and (t - last_preview >= cfg.preview_every_s
@@ -245,10 +244,10 @@ class Trainer:
                           f"{self.best_step}: save() writes those weights",
                           data={"best_step": self.best_step, "score": self.best_score})
 
-    def _validate_and_track(self, meaningful: bool) -> ValidationReport:
+    def _validate_and_track(self, choose: bool) -> ValidationReport:
         with self.evaluation_weights():
             report = self.validate()
-            if meaningful and self.config.keep_best:
+            if choose:
                 score = validation_score(report.metrics)
                 if score is not None and (self.best_score is None
                                           or score >= self.best_score):

@@ -17,6 +17,10 @@ from .sources import patch_arrays
 MIN_VALIDATION_PIXELS = 2000
 #: ... and, in instance mode, at least this many (parts of) objects and some background.
 MIN_VALIDATION_OBJECTS = 3
+#: In instance mode the kept weights are chosen by AP@0.5 on held-out planes painted all over
+#: with at least this many objects: one object more or less moves AP@0.5 by about 1/n, so with
+#: fewer the choice follows single objects rather than the steps (docs/decisions.md).
+MIN_CHOOSING_OBJECTS = 20
 
 
 def validation_is_meaningful(samples: Any) -> tuple[bool, str]:
@@ -52,6 +56,47 @@ def validation_is_meaningful(samples: Any) -> tuple[bool, str]:
         return False, (f"the held-out part has {objects} object(s) (fewer than "
                        f"{MIN_VALIDATION_OBJECTS})")
     return True, f"{pixels} annotated pixels" + (f", {objects} objects" if instances else "")
+
+
+def validation_chooses(samples: Any) -> tuple[bool, str]:
+    """Whether the held-out part can choose the kept weights, and why not (for the user).
+
+    Semantic mode: whenever it gives a figure (:func:`validation_is_meaningful`). Instance
+    mode: only by AP@0.5 over at least :data:`MIN_CHOOSING_OBJECTS` objects of held-out
+    pieces painted all over; the pixel IoU of a partly painted part cannot see objects merged
+    or split, which fine-tuning is there to mend.
+    """
+    ok, why = validation_is_meaningful(samples)
+    if not ok or samples.mode != "instances":
+        return ok, why
+    objects = 0
+    for item in samples.validation_items():
+        _, labels, ignore = patch_arrays(item)
+        if ignore is None or not ignore.any():
+            objects += int(np.unique(labels[labels > 0]).size)
+    if objects == 0:
+        return False, ("the held-out part is not painted all over, so it cannot tell merged or "
+                       "split objects")
+    if objects < MIN_CHOOSING_OBJECTS:
+        return False, (f"the held-out part has {objects} objects painted all over (fewer than "
+                       f"{MIN_CHOOSING_OBJECTS} to choose between steps)")
+    return True, f"{objects} objects"
+
+
+def validation_plan(samples: Any, validate_every: int, keep_best: bool
+                    ) -> tuple[bool, bool, str]:
+    """``(figures, chooses, note)``: whether the held-out part is scored during a run, whether
+    its score chooses the kept weights, and what to tell the user about it ("" for nothing)."""
+    if not validate_every:
+        return False, False, ""
+    meaningful, why = validation_is_meaningful(samples)
+    if not meaningful:
+        return False, False, (f"no validation score: {why}"
+                              + ("; the last weights are kept" if keep_best else ""))
+    if not keep_best:
+        return True, False, ""
+    chooses, why_not = validation_chooses(samples)
+    return True, chooses, "" if chooses else f"the last weights are kept: {why_not}"
 
 
 def validation_metrics(
