@@ -265,7 +265,7 @@ def parse_recipe(text: str) -> tuple[str, dict]:
 
 
 def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[float],
-              log, step_marks: list[int] | None = None) -> dict:
+              log, step_marks: list[int] | None = None, device: str = "cpu") -> dict:
     """Fine-tune the default model on ``proxy``'s painted part (``workflow``) and score its
     scored part at each mark of training time (scoring time excluded), or at each of
     ``step_marks`` steps.
@@ -281,7 +281,7 @@ def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[fl
         budget = dict(iterations=max(step_marks), minutes=None)
     else:
         budget = dict(iterations=100_000, minutes=max(marks_s) / 60.0)
-    config = TrainConfig(**budget, device="cpu", seed=proxy.seed, **overrides)
+    config = TrainConfig(**budget, device=device, seed=proxy.seed, **overrides)
     validating = config.validate_every > 0 and validation_is_meaningful(samples)[0]
     clock = PausableClock()
     trainer = Trainer(model, samples, config, clock=clock)
@@ -412,7 +412,8 @@ def main_proxies(args, log) -> int:
             for workflow in args.workflows:
                 for name, overrides in recipes:
                     run = run_proxy(name, overrides, proxy, workflow,
-                                    [60.0 * m for m in args.marks], log, args.step_marks)
+                                    [60.0 * m for m in args.marks], log, args.step_marks,
+                                    args.device)
                     run.update(share=args.share, proxy_seed=seed)
                     runs.append(run)
                     if args.json:  # one line per run, appended: a cut run keeps what it did
@@ -454,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED,
                         help="the protocol image (another seed: another image, same style)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--device", default="cpu",
+                        help="with --proxies: where to train (cpu, cuda, auto)")
     args = parser.parse_args(argv)
 
     def log(text: str) -> None:
