@@ -296,7 +296,8 @@ class TrainingSet:
         (:class:`.hints.BackgroundHint`), now and for planes annotated later (``update``);
         annotated pixels keep their labels. Hinted pixels are never patch centres, are not
         counted as annotated and are not held out for validation: they only add background
-        where a patch has nothing painted. None removes the hint.
+        where a patch has nothing painted. A :class:`.hints.BackgroundHint` is taken as it
+        is, with the planes it has seen (:func:`.hints.hint_events`). None removes the hint.
 
         Returns
         -------
