@@ -88,8 +88,9 @@ RECIPES = {
     # between objects and anchored the weights (distillation towards the start model on every
     # unpainted pixel, weight 6, and the 0.995 weight average); and that one without its brakes
     "finetune": dict(preset="finetune", workers="auto"),
+    # (densely painted labels then took per-piece "balanced" class weights)
     "before-gaps": dict(preset="finetune", workers="auto", keep_gaps=0, anchor=0.0,
-                        distill=6.0, average=0.995),
+                        distill=6.0, average=0.995, dense_class_weights="balanced"),
     "no-brakes": dict(preset="finetune", workers="auto", keep_gaps=0, anchor=0.0, distill=0.0,
                       average=0.0),
 }
@@ -176,7 +177,7 @@ def run_recipe(name: str, overrides: dict, data: dict, marks_s: list[float], eve
                           validation_fraction=0.0, normalization=meta.normalization)
     budget_min = max(marks_s) / 60.0
     config = TrainConfig(iterations=100_000, minutes=budget_min, validate_every=0,
-                         device="cpu", **overrides)
+                         device="cpu", **config_overrides(overrides, dense=False))
     clock = PausableClock()
     start_wall = time.monotonic()
     trainer = Trainer(model, samples, config, clock=clock)
@@ -226,7 +227,7 @@ def bare_samples_per_s(data: dict, overrides: dict, seconds: float) -> float:
     model, meta = resolve_model("default")
     samples = TrainingSet([data["top"]], [data["painted"]], convention="sparse",
                           validation_fraction=0.0, normalization=meta.normalization)
-    config = TrainConfig(device="cpu", **overrides)
+    config = TrainConfig(device="cpu", **config_overrides(overrides, dense=False))
     x, y, w = (torch.from_numpy(a) for a in
                make_batch(samples.snapshot(), batch_spec(config, model, True), 0))
     net = copy.deepcopy(model).train()
@@ -245,6 +246,16 @@ def bare_samples_per_s(data: dict, overrides: dict, seconds: float) -> float:
         float(loss)
         n += 1
     return n * config.batch_size / (time.monotonic() - t0)
+
+
+def config_overrides(overrides: dict, dense: bool) -> dict:
+    """A recipe's TrainConfig overrides for sparse or densely painted labels: its
+    ``dense_class_weights``, where it has one, are the class weights of dense labels."""
+    out = dict(overrides)
+    dense_weights = out.pop("dense_class_weights", None)
+    if dense and dense_weights is not None:
+        out["class_weights"] = dense_weights
+    return out
 
 
 def parse_recipe(text: str) -> tuple[str, dict]:
@@ -277,6 +288,7 @@ def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[fl
     model, meta = resolve_model("default")
     samples = TrainingSet(proxy.images, proxy.painted(workflow), convention="sparse",
                           normalization=meta.normalization)
+    overrides = config_overrides(overrides, dense=not samples.snapshot().sparse)
     if step_marks:
         budget = dict(iterations=max(step_marks), minutes=None)
     else:

@@ -126,3 +126,11 @@ def test_differences_pair_each_recipe_with_the_last_seed_by_seed(bench):
     assert table[2] == ("| clusters | sparse | new | 450 | 3 | +0.017 (0.076) | 1/3 "
                         "| -0.010 (0.000) | 0/3 |")
     assert bench.differences_table(runs[:3]) == ""  # one recipe: nothing to compare
+
+
+def test_the_preset_before_gaps_balanced_the_classes_of_dense_labels(bench):
+    before = bench.RECIPES["before-gaps"]
+    assert bench.config_overrides(before, dense=True)["class_weights"] == "balanced"
+    sparse = bench.config_overrides(before, dense=False)
+    assert "class_weights" not in sparse and "dense_class_weights" not in sparse
+    assert bench.config_overrides({"lr": 1e-3}, dense=True) == {"lr": 1e-3}
