@@ -23,7 +23,9 @@ Protocol (data the project can ship, a look the default model never trained on):
 
 Proxies (issue 43, ``finetune_proxies.py``): ``--proxies`` runs each recipe on each proxy,
 workflow and seed, scores the unpainted part at each mark (AP@0.5, AP@0.75, pixel IoU, median
-predicted/true area of matched objects, shares merged and missed) and prints a Markdown table:
+predicted/true area of matched objects, shares merged and missed) of the weights a save would
+keep (a tenth of the paint held out, as in the Train dock) and prints a Markdown table, then
+each recipe's differences to the last one named, seed by seed:
 
     nice -n 10 python benchmarks/bench_finetune.py --proxies cells3d-tighter clusters \
         --workflows sparse correct --marks 1 3 --seeds 0 --recipes finetune no-brakes
@@ -57,7 +59,7 @@ from napari_unet.core.training.sampling import make_batch
 from napari_unet.core.training.sources import batch_spec
 from napari_unet.core.training.trainer import Trainer
 from napari_unet.core.training.trainingset import TrainingSet
-from napari_unet.core.training.validation import validation_is_meaningful
+from napari_unet.core.training.validation import validation_plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import finetune_proxies  # noqa: E402
@@ -282,9 +284,10 @@ def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[fl
     ``step_marks`` steps.
 
     As users run it: a tenth of the paint held out, scored every ``validate_every`` steps, and
-    the weights of the best score kept where that part is large enough to mean something
-    (``core.training.validation``); each mark scores the weights a save would write then,
-    after that step's validation."""
+    the weights of the best score kept where that part can choose them
+    (:func:`~napari_unet.core.training.validation.validation_plan`); each mark scores the
+    weights a save would write then, after that step's validation, and the last weights too
+    where those differ."""
     model, meta = resolve_model("default")
     samples = TrainingSet(proxy.images, proxy.painted(workflow), convention="sparse",
                           normalization=meta.normalization)
@@ -294,7 +297,7 @@ def run_proxy(name: str, overrides: dict, proxy, workflow: str, marks_s: list[fl
     else:
         budget = dict(iterations=100_000, minutes=max(marks_s) / 60.0)
     config = TrainConfig(**budget, device=device, seed=proxy.seed, **overrides)
-    validating = config.validate_every > 0 and validation_is_meaningful(samples)[0]
+    validating = validation_plan(samples, config.validate_every, config.keep_best)[0]
     clock = PausableClock()
     trainer = Trainer(model, samples, config, clock=clock)
     start = clock()
