@@ -43,41 +43,42 @@ class BackgroundHint:
 
     def pending(self, planes: Iterable[Any]) -> list[Any]:
         """Those of ``planes`` (with ``key`` and ``ignore``, like :class:`.sampling.Plane`)
-        that :meth:`plane` would run the hint for now, in order: not where it has seen that
+        that :meth:`see` would run the hint for now, in order: not where it has seen that
         paint, nor planes painted all over beyond the budget."""
         out, dense = [], self._dense_pixels
         for p in planes:
-            if p.ignore.all():
-                continue
-            seen = self._seen.get(p.key)
-            if seen is None and not p.ignore.any():
-                if dense + p.ignore.size > DENSE_PASS_PIXELS:
-                    continue
-                dense += p.ignore.size
-            if seen is None or not inside(paint_box(p.ignore, HINT_MARGIN), seen[0]):
+            action, dense = self._action(p.key, p.ignore, dense)
+            if action == "run":
                 out.append(p)
         return out
 
-    def plane(self, key: tuple[int, int], image: np.ndarray, target: np.ndarray,
-              ignore: np.ndarray) -> Hinted:
-        """``(hinted, wrong)`` of plane ``key``: the unannotated pixels (``ignore``) the hint
-        marks, and the annotated ones where the starting model's foreground differs from the
-        paint's objects (``target``, touching ones cut apart as training does), with those
-        within :data:`WRONG_REACH` px; each None when empty or unknown. The hint runs again
-        only when the paint reaches beyond the part it saw."""
-        if ignore.all():
-            return None, None
-        box = paint_box(ignore, HINT_MARGIN)
+    def see(self, key: tuple[int, int], image: np.ndarray, ignore: np.ndarray
+            ) -> tuple[Box, np.ndarray, np.ndarray | None] | None:
+        """Run the hint over plane ``key`` around its paint unless it has seen that paint:
+        ``(box, background, foreground)`` as cached, or None (nothing painted, or painted all
+        over beyond the budget). Paint beyond the part it saw runs it on the union."""
+        action, self._dense_pixels = self._action(key, ignore, self._dense_pixels)
+        if action == "skip":
+            return None
         seen = self._seen.get(key)
-        if seen is None and not ignore.any():
-            if self._dense_pixels + ignore.size > DENSE_PASS_PIXELS:
-                return None, None
-            self._dense_pixels += ignore.size
-        if seen is None or not inside(box, seen[0]):
+        if action == "run":
+            box = paint_box(ignore, HINT_MARGIN)
             if seen is not None:  # the union: what was hinted stays
                 box = (min(box[0], seen[0][0]), max(box[1], seen[0][1]),
                        min(box[2], seen[0][2]), max(box[3], seen[0][3]))
             self._seen[key] = seen = (box, *self._run(image, ignore.shape, box))
+        return seen
+
+    def plane(self, key: tuple[int, int], image: np.ndarray, target: np.ndarray,
+              ignore: np.ndarray) -> Hinted:
+        """``(hinted, wrong)`` of plane ``key`` (:meth:`see`): the unannotated pixels
+        (``ignore``) the hint marks, and the annotated ones where the starting model's
+        foreground differs from the paint's objects (``target``, touching ones cut apart as
+        training does), with those within :data:`WRONG_REACH` px; each None when empty or
+        unknown."""
+        seen = self.see(key, image, ignore)
+        if seen is None:
+            return None, None
         _, background, foreground = seen
         hinted = background & ignore
         wrong = None
@@ -87,6 +88,21 @@ class BackgroundHint:
             wrong = ndi.binary_dilation(wrong, iterations=WRONG_REACH) & painted
         return (hinted if hinted.any() else None,
                 wrong if wrong is not None and wrong.any() else None)
+
+    def _action(self, key: tuple[int, int], ignore: np.ndarray, dense: int
+                ) -> tuple[str, int]:
+        """What :meth:`see` does for plane ``key`` ("skip", "run" or "cached") given ``dense``
+        pixels of planes painted all over already seen, and that count after it."""
+        if ignore.all():
+            return "skip", dense
+        seen = self._seen.get(key)
+        if seen is None and not ignore.any():
+            if dense + ignore.size > DENSE_PASS_PIXELS:
+                return "skip", dense
+            dense += ignore.size
+        if seen is None or not inside(paint_box(ignore, HINT_MARGIN), seen[0]):
+            return "run", dense
+        return "cached", dense
 
     def _run(self, image: np.ndarray, shape: tuple[int, int], box: Box
              ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -116,7 +132,7 @@ def hint_events(hint: BackgroundHint, samples: Any) -> Iterator[Message]:
     for i, p in enumerate(planes, 1):
         yield Message(f"the starting model looks at the paint: plane {i} of {len(planes)}",
                       data={"plane": i, "planes": len(planes)})
-        hint.plane(p.key, p.image, p.target, p.ignore)
+        hint.see(p.key, p.image, p.ignore)
     kept = samples.set_background_hint(hint)
     if kept:
         yield Message(f"{kept:,} unpainted pixels between objects the model already separates "
