@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,16 +23,20 @@ MIN_VALIDATION_OBJECTS = 3
 MIN_CHOOSING_OBJECTS = 20
 
 
-def validation_is_meaningful(samples: Any) -> tuple[bool, str]:
-    """Whether the held-out part can choose the best model, and why (for the user).
+class HeldOut(NamedTuple):
+    """What the held-out part of the paint holds (:func:`held_out_counts`)."""
 
-    Rule: at least :data:`MIN_VALIDATION_PIXELS` annotated held-out pixels with both background
-    and foreground among them, and in instance mode pieces of at least
-    :data:`MIN_VALIDATION_OBJECTS` objects. Fewer than that, and the score jumps with one
-    object's outline: picking the "best" step would pick noise.
-    """
+    items: int
+    pixels: int  # annotated
+    objects: int  # (parts of) objects, instance mode
+    classes: frozenset[int]  # annotated classes (instance mode: 0 background, 1 object)
+    whole_objects: int  # objects of pieces painted all over, instance mode
+
+
+def held_out_counts(samples: Any) -> HeldOut:
+    """One pass over the samples' validation items: what the rules below need."""
     items = list(samples.validation_items())
-    pixels, objects, classes = 0, 0, set()
+    pixels, objects, whole, classes = 0, 0, 0, set()
     instances = samples.mode == "instances"
     for item in items:
         _, labels, ignore = patch_arrays(item)
@@ -40,47 +44,59 @@ def validation_is_meaningful(samples: Any) -> tuple[bool, str]:
         values = labels[annotated]
         pixels += int(values.size)
         if instances:
-            objects += int(np.unique(values[values > 0]).size)
+            n = int(np.unique(values[values > 0]).size)
+            objects += n
+            whole += n if ignore is None or not ignore.any() else 0
             classes.update({0} if (values == 0).any() else set())
             classes.update({1} if (values > 0).any() else set())
         else:
             classes.update(int(v) for v in np.unique(values))
-    if not items:
+    return HeldOut(len(items), pixels, objects, frozenset(classes), whole)
+
+
+def validation_is_meaningful(samples: Any, held: HeldOut | None = None) -> tuple[bool, str]:
+    """Whether the held-out part gives figures worth showing, and why not (for the user).
+
+    Rule: at least :data:`MIN_VALIDATION_PIXELS` annotated held-out pixels with both background
+    and foreground among them, and in instance mode pieces of at least
+    :data:`MIN_VALIDATION_OBJECTS` objects. Fewer than that, and the score jumps with one
+    object's outline. ``held``: its :func:`held_out_counts`, when known.
+    """
+    h = held_out_counts(samples) if held is None else held
+    instances = samples.mode == "instances"
+    if not h.items:
         return False, "no held-out part"
-    if pixels < MIN_VALIDATION_PIXELS:
-        return False, (f"the held-out part has {pixels} annotated pixels (fewer than "
+    if h.pixels < MIN_VALIDATION_PIXELS:
+        return False, (f"the held-out part has {h.pixels} annotated pixels (fewer than "
                        f"{MIN_VALIDATION_PIXELS})")
-    if len(classes) < 2:
+    if len(h.classes) < 2:
         return False, "the held-out part has only one class annotated"
-    if instances and objects < MIN_VALIDATION_OBJECTS:
-        return False, (f"the held-out part has {objects} object(s) (fewer than "
+    if instances and h.objects < MIN_VALIDATION_OBJECTS:
+        return False, (f"the held-out part has {h.objects} object(s) (fewer than "
                        f"{MIN_VALIDATION_OBJECTS})")
-    return True, f"{pixels} annotated pixels" + (f", {objects} objects" if instances else "")
+    return True, f"{h.pixels} annotated pixels" + (f", {h.objects} objects" if instances else "")
 
 
-def validation_chooses(samples: Any) -> tuple[bool, str]:
+def validation_chooses(samples: Any, held: HeldOut | None = None) -> tuple[bool, str]:
     """Whether the held-out part can choose the kept weights, and why not (for the user).
 
     Semantic mode: whenever it gives a figure (:func:`validation_is_meaningful`). Instance
     mode: only by AP@0.5 over at least :data:`MIN_CHOOSING_OBJECTS` objects of held-out
     pieces painted all over; the pixel IoU of a partly painted part cannot see objects merged
-    or split, which fine-tuning is there to mend.
+    or split, which fine-tuning is there to mend. ``held``: as for
+    :func:`validation_is_meaningful`.
     """
-    ok, why = validation_is_meaningful(samples)
+    h = held_out_counts(samples) if held is None else held
+    ok, why = validation_is_meaningful(samples, h)
     if not ok or samples.mode != "instances":
         return ok, why
-    objects = 0
-    for item in samples.validation_items():
-        _, labels, ignore = patch_arrays(item)
-        if ignore is None or not ignore.any():
-            objects += int(np.unique(labels[labels > 0]).size)
-    if objects == 0:
+    if h.whole_objects == 0:
         return False, ("the held-out part is not painted all over, so it cannot tell merged or "
                        "split objects")
-    if objects < MIN_CHOOSING_OBJECTS:
-        return False, (f"the held-out part has {objects} objects painted all over (fewer than "
-                       f"{MIN_CHOOSING_OBJECTS} to choose between steps)")
-    return True, f"{objects} objects"
+    if h.whole_objects < MIN_CHOOSING_OBJECTS:
+        return False, (f"the held-out part has {h.whole_objects} objects painted all over "
+                       f"(fewer than {MIN_CHOOSING_OBJECTS} to choose between steps)")
+    return True, f"{h.whole_objects} objects"
 
 
 def validation_plan(samples: Any, validate_every: int, keep_best: bool
@@ -89,13 +105,14 @@ def validation_plan(samples: Any, validate_every: int, keep_best: bool
     its score chooses the kept weights, and what to tell the user about it ("" for nothing)."""
     if not validate_every:
         return False, False, ""
-    meaningful, why = validation_is_meaningful(samples)
+    held = held_out_counts(samples)
+    meaningful, why = validation_is_meaningful(samples, held)
     if not meaningful:
         return False, False, (f"no validation score: {why}"
                               + ("; the last weights are kept" if keep_best else ""))
     if not keep_best:
         return True, False, ""
-    chooses, why_not = validation_chooses(samples)
+    chooses, why_not = validation_chooses(samples, held)
     return True, chooses, "" if chooses else f"the last weights are kept: {why_not}"
 
 
